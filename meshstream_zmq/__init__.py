@@ -1,0 +1,10 @@
+"""meshstream: real-time rooms over WebSockets, routed through ZeroMQ.
+
+The package holds what every process shares: the pure routing core
+(`core`), the client JSON protocol (`protocol`), the internal protobuf
+schema (`meshstream_pb2`, generated from `proto/`), configuration and
+endpoints (`config`), and the watcher SDK (`watcher`).
+"""
+
+LOBBY = "mesh-global"
+SERVER_SENDER = "meshstream"

@@ -1,0 +1,104 @@
+"""Configuration and ZeroMQ endpoints: the one place every process reads them from.
+
+Values come from command-line flags, then `MESHSTREAM_*` environment variables,
+then the defaults below. Endpoints are IPC sockets in a private runtime directory
+unless `--tcp HOST:PORT` (or explicit endpoint flags) says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "MESHSTREAM_"
+
+
+def default_run_dir(port: int) -> str:
+    """A private directory per instance (per port), so two instances never share sockets."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return str(Path(base) / f"meshstream-{os.getuid()}-{port}")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The processor's three sockets; gateways and watchers connect to them."""
+
+    inbound: str  # processor PULL  <- gateway PUSH
+    outbound: str  # processor XPUB -> gateway SUB (and event observers)
+    watchers: str  # processor ROUTER <-> watcher DEALER
+
+    @classmethod
+    def ipc(cls, run_dir: str) -> Endpoints:
+        return cls(f"ipc://{run_dir}/inbound", f"ipc://{run_dir}/outbound",
+                   f"ipc://{run_dir}/watchers")
+
+    @classmethod
+    def tcp(cls, host: str, port: int) -> Endpoints:
+        return cls(f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}", f"tcp://{host}:{port + 2}")
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "0.0.0.0"
+    port: int = 8765
+    gateways: int = field(default_factory=lambda: os.cpu_count() or 1)
+    run_dir: str = ""
+    tcp: str = ""  # "HOST:PORT": processor sockets on PORT, PORT+1, PORT+2
+    inbound: str = ""
+    outbound: str = ""
+    watchers_endpoint: str = ""
+    metrics_port: int = 0  # 0: no metrics endpoint; the supervisor derives one per process
+    max_frame: int = 64 * 1024
+    send_queue: int = 1024 * 1024  # bytes buffered per connection before it is closed as slow
+    rate_limit: float = 0.0  # frames/s per connection (0: unlimited)
+    rate_burst: int = 0  # bucket size (0: 2 × rate_limit)
+    heartbeat: float = 0.5  # seconds between heartbeats, every direction
+    peer_timeout: float = 3.0  # silence after which a gateway, watcher or processor is dead
+    time_scale: float = 1.0  # Words Battle durations × this
+    watchers: bool = True  # the supervisor starts the Words Battle watchers
+    web_dir: str = ""
+    log_level: str = "info"
+
+    @property
+    def endpoints(self) -> Endpoints:
+        if self.tcp:
+            host, _, port = self.tcp.rpartition(":")
+            base = Endpoints.tcp(host or "127.0.0.1", int(port))
+        else:
+            base = Endpoints.ipc(self.resolved_run_dir)
+        return Endpoints(self.inbound or base.inbound, self.outbound or base.outbound,
+                         self.watchers_endpoint or base.watchers)
+
+    @property
+    def resolved_run_dir(self) -> str:
+        return self.run_dir or default_run_dir(self.port)
+
+    @property
+    def resolved_web_dir(self) -> str:
+        return self.web_dir or str(Path(__file__).resolve().parent.parent / "web")
+
+    def with_overrides(self, **values: Any) -> Config:
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Config:
+        """Defaults overridden by MESHSTREAM_<FIELD> variables."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            default = getattr(cls(), f.name)
+            if isinstance(default, bool):
+                values[f.name] = raw.lower() not in ("0", "false", "no", "off")
+            elif isinstance(default, int):
+                values[f.name] = int(raw)
+            elif isinstance(default, float):
+                values[f.name] = float(raw)
+            else:
+                values[f.name] = raw
+        return cls(**values)

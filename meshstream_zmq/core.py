@@ -1,0 +1,579 @@
+"""The processor's state and every routing decision, with no I/O.
+
+`Mesh` owns gateways, clients, rooms (the lobby `mesh-global` included) and
+watcher claims. Inputs are method calls (a gateway said hello, a client frame
+arrived, a watcher sent a command, time passed); outputs go to an `Outbox`, a
+sink the processor service turns into ZeroMQ messages and tests turn into lists.
+Nothing here reads a clock, touches a socket or logs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol
+
+from . import LOBBY
+from . import protocol as proto
+from .errors import CloseCode, ErrorCode
+
+MAX_ROOM_NAME = 64
+
+
+class EventKind(IntEnum):
+    """The six events (values match `Event.Kind` in proto/meshstream.proto)."""
+
+    CLIENT_CONNECTED = 1
+    CLIENT_DISCONNECTED = 2
+    ROOM_CREATED = 3
+    ROOM_DELETED = 4
+    CLIENT_JOINED_ROOM = 5
+    CLIENT_LEFT_ROOM = 6
+
+
+@dataclass(slots=True)
+class RoomView:
+    """A read-only copy of a room, for queries and watcher snapshots."""
+
+    name: str
+    members: list[str]
+    maker: str
+    settings: dict[str, str]
+
+
+class Outbox(Protocol):
+    """Where the core's decisions go. Calls arrive in the order they must happen."""
+
+    def deliver(
+        self,
+        gateway: str,
+        frame: bytes,
+        clients: Sequence[str] = (),
+        room: str = "",
+        exclude: Sequence[str] = (),
+    ) -> None:
+        """Send `frame` to `clients`, or to every member of `room` on `gateway`."""
+
+    def membership(self, gateway: str, client: str, room: str, joined: bool) -> None:
+        """Tell `gateway` that its `client` joined or left `room` (its local mirror)."""
+
+    def close(self, gateway: str, client: str, code: int, reason: str) -> None:
+        """Ask `gateway` to close the client's connection."""
+
+    def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str) -> None:
+        """Publish an event; also send it to `watcher` when that is not empty."""
+
+    def to_watcher(self, watcher: str, client: str, action: str, target: str, body: bytes,
+                   is_target_client: bool, request_id: bytes) -> bool:
+        """Forward a client frame to the watcher that owns its room. False: not delivered."""
+
+    def reply(self, watcher: str, command: int, error: ErrorCode | None = None,
+              detail: str = "", rooms: Sequence[RoomView] = ()) -> None:
+        """Answer a watcher's command (or hello, command 0)."""
+
+    def welcome(self, watcher: str, rooms: Sequence[RoomView]) -> None:
+        """Accept a watcher's hello, with the state of the rooms it claims."""
+
+
+@dataclass(slots=True, eq=False)
+class Client:
+    id: str
+    gateway: str
+    rooms: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True, eq=False)
+class Room:
+    name: str
+    members: dict[str, None] = field(default_factory=dict)  # ordered set of client IDs
+    gateways: Counter[str] = field(default_factory=Counter)  # members per gateway
+    maker: str = ""
+    settings: dict[str, str] = field(default_factory=dict)
+    keep: bool = False  # created by a watcher: lives on while empty
+
+    def view(self) -> RoomView:
+        return RoomView(self.name, list(self.members), self.maker, dict(self.settings))
+
+
+@dataclass(slots=True, eq=False)
+class Gateway:
+    id: str
+    index: int
+    last_seen: float
+    clients: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True, eq=False)
+class Watcher:
+    id: str
+    name: str
+    rooms: frozenset[str]
+    prefixes: tuple[str, ...]
+    last_seen: float
+    alive: bool = True
+
+    def claims(self, room: str) -> bool:
+        return room in self.rooms or room.startswith(self.prefixes)
+
+
+CommandResult = tuple[ErrorCode, str] | list[RoomView] | None
+
+
+def gateway_of(client: str) -> str:
+    """Client IDs are '<gateway ID>.<n>': the gateway is in the ID (the PUB prefix)."""
+    return client.partition(".")[0]
+
+
+def valid_room_name(name: object) -> bool:
+    return isinstance(name, str) and 0 < len(name) <= MAX_ROOM_NAME
+
+
+class Mesh:
+    """All rooms and memberships, and the rules that route client frames."""
+
+    def __init__(self, out: Outbox, *, gateway_timeout: float = 3.0,
+                 watcher_timeout: float = 3.0) -> None:
+        self.out = out
+        self.gateway_timeout = gateway_timeout
+        self.watcher_timeout = watcher_timeout
+        self.gateways: dict[str, Gateway] = {}
+        self.clients: dict[str, Client] = {}
+        self.rooms: dict[str, Room] = {LOBBY: Room(LOBBY, keep=True)}
+        self.watchers: dict[str, Watcher] = {}
+        self.event_seq = 0
+
+    # ------------------------------------------------------------ gateways
+
+    def gateway_hello(self, gateway: str, index: int, clients: Iterable[tuple[str, Sequence[str]]],
+                      now: float) -> None:
+        """A gateway (re)started, or resyncs after a processor restart.
+
+        An older gateway in the same slot is gone: its clients leave. The clients
+        listed are made to match exactly, so a resync after a processor restart
+        restores memberships without telling the clients anything.
+        """
+        for other in [g for g in self.gateways.values() if g.index == index and g.id != gateway]:
+            self.drop_gateway(other.id)
+        gw = self._gateway(gateway, now)
+        gw.index = index
+        listed = dict(clients)
+        for client in [c for c in gw.clients if c not in listed]:
+            self.client_disconnected(client)
+        for client, rooms in listed.items():
+            if client not in self.clients:
+                self._connect(gw, client)
+            have = self.clients[client].rooms
+            for room in [r for r in have if r not in rooms and r != LOBBY]:
+                self._leave(client, room, notify=False)
+            for room in rooms:
+                if room not in have and valid_room_name(room):
+                    self._join(client, room, notify=False, mirror=False)
+
+    def gateway_seen(self, gateway: str, now: float) -> None:
+        gw = self.gateways.get(gateway)
+        if gw is not None:
+            gw.last_seen = now
+
+    def knows_gateway(self, gateway: str) -> bool:
+        return gateway in self.gateways
+
+    def drop_gateway(self, gateway: str) -> None:
+        """The gateway died: its clients disconnect, with every event and notice."""
+        gw = self.gateways.pop(gateway, None)
+        if gw is None:
+            return
+        for client in list(gw.clients):
+            self.client_disconnected(client)
+
+    def expire(self, now: float) -> list[str]:
+        """Drop gateways and watchers that missed their heartbeats; returns gateway IDs dropped."""
+        dead = [g.id for g in self.gateways.values() if now - g.last_seen > self.gateway_timeout]
+        for gateway in dead:
+            self.drop_gateway(gateway)
+        for watcher in list(self.watchers.values()):
+            if watcher.alive and now - watcher.last_seen > self.watcher_timeout:
+                self.watcher_gone(watcher.id)
+        return dead
+
+    def _gateway(self, gateway: str, now: float) -> Gateway:
+        gw = self.gateways.get(gateway)
+        if gw is None:
+            gw = self.gateways[gateway] = Gateway(gateway, -1, now)
+        gw.last_seen = now
+        return gw
+
+    # ------------------------------------------------------------ clients
+
+    def client_connected(self, client: str, now: float) -> None:
+        gw = self._gateway(gateway_of(client), now)
+        if client not in self.clients:
+            self._connect(gw, client)
+
+    def _connect(self, gw: Gateway, client: str) -> None:
+        self.clients[client] = Client(client, gw.id)
+        gw.clients.add(client)
+        self._add_member(self.rooms[LOBBY], client, gw.id)
+        self._event(EventKind.CLIENT_CONNECTED, client, "", self._owner_id(LOBBY))
+
+    def client_disconnected(self, client: str) -> None:
+        state = self.clients.get(client)
+        if state is None:
+            return
+        for room in list(state.rooms):
+            if room != LOBBY:
+                self._leave(client, room, notify=True, mirror=False)
+        self._remove_member(self.rooms[LOBBY], client, state.gateway)
+        del self.clients[client]
+        gw = self.gateways.get(state.gateway)
+        if gw is not None:
+            gw.clients.discard(client)
+        self._event(EventKind.CLIENT_DISCONNECTED, client, "", self._owner_id(LOBBY))
+
+    def client_frame(self, client: str, action: str, target: str, body: bytes = proto.EMPTY_BODY,
+                     is_target_client: bool = False, request_id: bytes = b"") -> None:
+        """Route one validated client frame (see docs/protocol.md)."""
+        if client not in self.clients:
+            return self._error(client, ErrorCode.UNKNOWN_SENDER, action, target, request_id)
+        if is_target_client:
+            return self._direct(client, action, target, body, request_id)
+        if action == "list-rooms":
+            rooms = [{"name": r.name, "members": len(r.members)} for r in self.rooms.values()]
+            return self._reply(client, "room-list", "", {"rooms": rooms}, request_id)
+        if action == "list-members":
+            room = self.rooms.get(target)
+            if room is None:
+                return self._error(client, ErrorCode.UNKNOWN_ROOM, action, target, request_id)
+            return self._reply(client, "member-list", target, {"members": list(room.members)},
+                               request_id)
+        if not target:
+            return self._error(client, ErrorCode.MISSING_TARGET, action, target, request_id)
+        owner = self._owner(target)
+        if owner is not None:
+            delivered = owner.alive and self.out.to_watcher(
+                owner.id, client, action, target, body, is_target_client, request_id)
+            if not delivered:
+                self._error(client, ErrorCode.WATCHER_UNAVAILABLE, action, target, request_id)
+            return None
+        if action == "join-room":
+            return self._join_request(client, target, body, request_id)
+        if action == "leave-room":
+            return self._leave_request(client, target, request_id)
+        room = self.rooms.get(target)
+        if room is None:
+            return self._error(client, ErrorCode.UNKNOWN_ROOM, action, target, request_id)
+        if target == LOBBY:
+            return self._error(client, ErrorCode.LOBBY_READONLY, action, target, request_id)
+        if client not in room.members:
+            return self._error(client, ErrorCode.NOT_MEMBER, action, target, request_id)
+        self._broadcast(room, proto.encode(action, target, body, client))
+        return None
+
+    def _join_request(self, client: str, target: str, body: bytes, request_id: bytes) -> None:
+        name: object = target
+        if target == LOBBY:  # the seed's form: {"target": "mesh-global", "message_body": {"roomname": …}}
+            name = proto._loads(body).get("roomname")
+            if name == LOBBY or name is None:
+                return self._error(client, ErrorCode.ALREADY_MEMBER, "join-room", target, request_id)
+        if not valid_room_name(name):
+            return self._error(client, ErrorCode.BAD_ROOM_NAME, "join-room", target, request_id)
+        assert isinstance(name, str)
+        if name in self.clients[client].rooms:
+            return self._error(client, ErrorCode.ALREADY_MEMBER, "join-room", name, request_id)
+        owner = self._owner(name)
+        if owner is not None:  # the lobby form naming a claimed room: its watcher decides
+            if not (owner.alive and self.out.to_watcher(owner.id, client, "join-room", name,
+                                                        proto.EMPTY_BODY, False, request_id)):
+                self._error(client, ErrorCode.WATCHER_UNAVAILABLE, "join-room", name, request_id)
+            return None
+        self._join(client, name, notify=True, mirror=True, request_id=request_id)
+        return None
+
+    def _leave_request(self, client: str, target: str, request_id: bytes) -> None:
+        if target == LOBBY:
+            return self._error(client, ErrorCode.CANNOT_LEAVE_LOBBY, "leave-room", target, request_id)
+        if target not in self.rooms:
+            return self._error(client, ErrorCode.UNKNOWN_ROOM, "leave-room", target, request_id)
+        if target not in self.clients[client].rooms:
+            return self._error(client, ErrorCode.NOT_MEMBER, "leave-room", target, request_id)
+        self._leave(client, target, notify=True, mirror=True, request_id=request_id)
+        return None
+
+    def _direct(self, client: str, action: str, target: str, body: bytes, request_id: bytes) -> None:
+        recipient = self.clients.get(target)
+        if recipient is None:
+            return self._error(client, ErrorCode.UNKNOWN_CLIENT, action, target, request_id)
+        frame = proto.encode(action, target, body, client, is_target_client=True)
+        self.out.deliver(recipient.gateway, frame, clients=(target,))
+        return None
+
+    # ------------------------------------------------------------ membership
+
+    def _join(self, client: str, name: str, *, notify: bool, mirror: bool,
+              request_id: bytes = b"") -> Room:
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room(name, maker=client)
+            self._event(EventKind.ROOM_CREATED, "", name, self._owner_id(name))
+        gateway = self.clients[client].gateway
+        self._add_member(room, client, gateway)
+        if mirror:
+            self.out.membership(gateway, client, name, True)
+        if notify and self._owner(name) is None:
+            body = proto.encode_body({"client": client, "room": name})
+            frame = proto.encode("client-joined-room", name, body, client)
+            self._broadcast(room, frame, exclude=(client,))
+            self.out.deliver(gateway, proto.encode("client-joined-room", name, body, client,
+                                                   request_id=request_id), clients=(client,))
+        self._event(EventKind.CLIENT_JOINED_ROOM, client, name, self._owner_id(name))
+        return room
+
+    def _leave(self, client: str, name: str, *, notify: bool, mirror: bool = True,
+               request_id: bytes = b"") -> None:
+        room = self.rooms[name]
+        gateway = self.clients[client].gateway
+        if notify and self._owner(name) is None:
+            body = proto.encode_body({"client": client, "room": name})
+            self._broadcast(room, proto.encode("client-left-room", name, body, client),
+                            exclude=(client,))
+            if mirror:  # still connected: it hears of its own leave
+                self.out.deliver(gateway, proto.encode("client-left-room", name, body, client,
+                                                       request_id=request_id), clients=(client,))
+        self._remove_member(room, client, gateway)
+        if mirror:
+            self.out.membership(gateway, client, name, False)
+        self._event(EventKind.CLIENT_LEFT_ROOM, client, name, self._owner_id(name))
+        if room.maker == client:
+            room.maker = next(iter(room.members), "")
+        if not room.members and not room.keep:
+            self._delete_room(room)
+
+    def _delete_room(self, room: Room) -> None:
+        for client in list(room.members):
+            self._leave(client, room.name, notify=False)
+        if self.rooms.pop(room.name, None) is not None:
+            self._event(EventKind.ROOM_DELETED, "", room.name, self._owner_id(room.name))
+
+    def _add_member(self, room: Room, client: str, gateway: str) -> None:
+        room.members[client] = None
+        room.gateways[gateway] += 1
+        self.clients[client].rooms.add(room.name)
+
+    def _remove_member(self, room: Room, client: str, gateway: str) -> None:
+        del room.members[client]
+        room.gateways[gateway] -= 1
+        if room.gateways[gateway] <= 0:
+            del room.gateways[gateway]
+        self.clients[client].rooms.discard(room.name)
+
+    # ------------------------------------------------------------ output helpers
+
+    def _broadcast(self, room: Room, frame: bytes, exclude: Sequence[str] = ()) -> None:
+        """One delivery per gateway that holds members; the gateway resolves the room."""
+        for gateway in room.gateways:
+            self.out.deliver(gateway, frame, room=room.name, exclude=exclude)
+
+    def _reply(self, client: str, action: str, target: str, body: dict[str, object],
+               request_id: bytes) -> None:
+        frame = proto.encode(action, target, proto.encode_body(body), request_id=request_id)
+        self.out.deliver(gateway_of(client), frame, clients=(client,))
+
+    def _error(self, client: str, code: ErrorCode, action: str, target: str,
+               request_id: bytes) -> None:
+        frame = proto.error(code, action=action, target=target, request_id=request_id)
+        self.out.deliver(gateway_of(client), frame, clients=(client,))
+
+    def _event(self, kind: EventKind, client: str, room: str, watcher: str) -> None:
+        self.event_seq += 1
+        self.out.event(self.event_seq, kind, client, room, watcher)
+
+    # ------------------------------------------------------------ watchers
+
+    def _owner(self, room: str) -> Watcher | None:
+        """The watcher claiming `room`: an exact claim first, then the longest prefix."""
+        best: Watcher | None = None
+        best_len = -1
+        for watcher in self.watchers.values():
+            if room in watcher.rooms:
+                if watcher.alive or best is None:
+                    best, best_len = watcher, MAX_ROOM_NAME + 1
+                continue
+            for prefix in watcher.prefixes:
+                if room.startswith(prefix) and len(prefix) > best_len:
+                    best, best_len = watcher, len(prefix)
+        return best
+
+    def _owner_id(self, room: str) -> str:
+        owner = self._owner(room)
+        return owner.id if owner is not None and owner.alive else ""
+
+    def watcher_hello(self, watcher: str, name: str, rooms: Sequence[str], prefixes: Sequence[str],
+                      now: float) -> None:
+        """Register a watcher and its claims; a claim held by a live watcher is refused."""
+        rooms_set = frozenset(rooms)
+        for other in self.watchers.values():
+            if other.id == watcher or not other.alive:
+                continue
+            if rooms_set & other.rooms or set(prefixes) & set(other.prefixes):
+                self.out.reply(watcher, 0, ErrorCode.CLAIM_CONFLICT,
+                               f"claimed by watcher {other.name!r}")
+                return
+        if not name or any(not valid_room_name(r) for r in rooms) or any(not p for p in prefixes):
+            self.out.reply(watcher, 0, ErrorCode.BAD_COMMAND, "hello needs a name and valid claims")
+            return
+        # A dead watcher's claims pass to whoever claims the same rooms again.
+        for other in list(self.watchers.values()):
+            if other.id != watcher and not other.alive and (
+                    rooms_set & other.rooms or set(prefixes) & set(other.prefixes)
+                    or other.name == name):
+                del self.watchers[other.id]
+        w = self.watchers[watcher] = Watcher(watcher, name, rooms_set, tuple(prefixes), now)
+        views = [r.view() for r in self.rooms.values() if w.claims(r.name)]
+        self.out.welcome(watcher, views)
+
+    def watcher_seen(self, watcher: str, now: float) -> bool:
+        w = self.watchers.get(watcher)
+        if w is None or not w.alive:
+            return False
+        w.last_seen = now
+        return True
+
+    def watcher_gone(self, watcher: str) -> None:
+        """The watcher stopped answering: it keeps its claims, marked dead, until replaced.
+
+        Frames to its rooms get `watcher-unavailable` meanwhile rather than falling
+        through to the built-in relay (a game room must not turn into a chat room).
+        """
+        w = self.watchers.get(watcher)
+        if w is not None:
+            w.alive = False
+
+    def command(self, watcher: str, command: int, op: str, **args: object) -> None:
+        """Apply one watcher command; every command gets exactly one reply."""
+        w = self.watchers.get(watcher)
+        if w is None or not w.alive:
+            return self.out.reply(watcher, command, ErrorCode.UNKNOWN_WATCHER)
+        handler = getattr(self, "_cmd_" + op, None)
+        if handler is None:
+            return self.out.reply(watcher, command, ErrorCode.BAD_COMMAND, f"unknown op {op!r}")
+        try:
+            result = handler(w, **args)
+        except TypeError as exc:
+            return self.out.reply(watcher, command, ErrorCode.BAD_COMMAND, str(exc))
+        if isinstance(result, tuple):
+            return self.out.reply(watcher, command, result[0], result[1])
+        return self.out.reply(watcher, command, rooms=result or ())
+
+    def _claimed_room(self, w: Watcher, room: str, *, exists: bool = True) -> tuple[ErrorCode, str] | None:
+        if not valid_room_name(room):
+            return ErrorCode.BAD_ROOM_NAME, room
+        if not w.claims(room) or self._owner(room) is not w:
+            return ErrorCode.NOT_CLAIMED, room
+        if exists and room not in self.rooms:
+            return ErrorCode.UNKNOWN_ROOM, room
+        return None
+
+    def _cmd_create_room(self, w: Watcher, room: str) -> CommandResult:
+        bad = self._claimed_room(w, room, exists=False)
+        if bad:
+            return bad
+        if room in self.rooms:
+            return ErrorCode.ROOM_EXISTS, room
+        self.rooms[room] = Room(room, keep=True)
+        self._event(EventKind.ROOM_CREATED, "", room, w.id)
+        return None
+
+    def _cmd_delete_room(self, w: Watcher, room: str) -> CommandResult:
+        bad = self._claimed_room(w, room)
+        if bad:
+            return bad
+        if room == LOBBY:
+            return ErrorCode.CANNOT_LEAVE_LOBBY, "the lobby is never deleted"
+        self._delete_room(self.rooms[room])
+        return None
+
+    def _cmd_join(self, w: Watcher, client: str, room: str) -> CommandResult:
+        bad = self._claimed_room(w, room, exists=False)
+        if bad:
+            return bad
+        if client not in self.clients:
+            return ErrorCode.UNKNOWN_CLIENT, client
+        if room in self.clients[client].rooms:
+            return ErrorCode.ALREADY_MEMBER, client
+        self._join(client, room, notify=False, mirror=True)
+        return None
+
+    def _cmd_remove(self, w: Watcher, client: str, room: str) -> CommandResult:
+        bad = self._claimed_room(w, room)
+        if bad:
+            return bad
+        if room == LOBBY:
+            return ErrorCode.CANNOT_LEAVE_LOBBY, room
+        if client not in self.rooms[room].members:
+            return ErrorCode.NOT_MEMBER, client
+        self._leave(client, room, notify=False)
+        return None
+
+    def _cmd_send_room(self, w: Watcher, room: str, frame: bytes,
+                       exclude: Sequence[str] = ()) -> CommandResult:
+        bad = self._claimed_room(w, room)
+        if bad:
+            return bad
+        self._broadcast(self.rooms[room], frame, exclude=tuple(exclude))
+        return None
+
+    def _cmd_send_clients(self, w: Watcher, clients: Sequence[str], frame: bytes) -> CommandResult:
+        unknown = [c for c in clients if c not in self.clients]
+        if unknown:
+            return ErrorCode.UNKNOWN_CLIENT, ",".join(unknown)
+        by_gateway: dict[str, list[str]] = {}
+        for c in clients:
+            by_gateway.setdefault(self.clients[c].gateway, []).append(c)
+        for gateway, group in by_gateway.items():
+            self.out.deliver(gateway, frame, clients=group)
+        return None
+
+    def _cmd_disconnect(self, w: Watcher, client: str, code: int = 0, reason: str = "") -> CommandResult:
+        state = self.clients.get(client)
+        if state is None:
+            return ErrorCode.UNKNOWN_CLIENT, client
+        self.out.close(state.gateway, client, code or CloseCode.DISCONNECTED,
+                       reason or "disconnected by watcher")
+        return None
+
+    def _cmd_query(self, w: Watcher, what: str, room: str = "", client: str = "") -> CommandResult:
+        if what == "rooms":
+            return [r.view() for r in self.rooms.values()]
+        if what == "room":
+            if room not in self.rooms:
+                return ErrorCode.UNKNOWN_ROOM, room
+            return [self.rooms[room].view()]
+        if what == "client_rooms":
+            if client not in self.clients:
+                return ErrorCode.UNKNOWN_CLIENT, client
+            return [self.rooms[r].view() for r in sorted(self.clients[client].rooms)]
+        return ErrorCode.BAD_COMMAND, f"unknown query {what!r}"
+
+    def _cmd_settings(self, w: Watcher, room: str, settings: dict[str, str]) -> CommandResult:
+        bad = self._claimed_room(w, room)
+        if bad:
+            return bad
+        self.rooms[room].settings.update(settings)
+        return None
+
+    # ------------------------------------------------------------ invariants (for tests)
+
+    def check(self) -> None:
+        """Assert the invariants the property tests rely on."""
+        for name, room in self.rooms.items():
+            assert room.members or room.keep, f"empty room {name} was kept"
+            for client in room.members:
+                assert name in self.clients[client].rooms
+            counted = Counter(self.clients[c].gateway for c in room.members)
+            assert counted == room.gateways, (name, counted, room.gateways)
+        for client, state in self.clients.items():
+            assert LOBBY in state.rooms
+            for name in state.rooms:
+                assert client in self.rooms[name].members
+            assert client in self.gateways[state.gateway].clients

@@ -1,0 +1,63 @@
+"""Every error a client or watcher can be told about, in one place.
+
+Codes are stable strings: clients and tests match on them, so never rename one.
+`docs/protocol.md` lists the same table; `tests/unit/test_docs.py` keeps them equal.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ErrorCode(str, Enum):
+    """A stable error code with the human message sent alongside it."""
+
+    message: str
+
+    def __new__(cls, code: str, message: str) -> ErrorCode:
+        member = str.__new__(cls, code)
+        member._value_ = code
+        member.message = message
+        return member
+
+    # Frame-level: found by the gateway before anything is routed.
+    BAD_JSON = ("bad-json", "the frame is not valid JSON")
+    NOT_OBJECT = ("not-object", "the frame must be a JSON object")
+    MISSING_ACTION = ("missing-action", "the frame has no action")
+    BAD_ACTION = ("bad-action", "action must be a non-empty string of at most 64 characters")
+    BAD_TARGET = ("bad-target", "target must be a string")
+    BAD_BODY = ("bad-body", "message_body must be a JSON object")
+    BAD_ID = ("bad-id", "id must be a string or a number")
+    BINARY_FRAME = ("binary-frame", "binary frames are not supported; send JSON text")
+    RATE_LIMITED = ("rate-limited", "too many frames; this one was not processed")
+    PROCESSOR_UNAVAILABLE = ("processor-unavailable", "the processor is not reachable; the frame was not processed")
+    PROCESSOR_RESTARTED = ("processor-restarted", "the processor restarted; this frame may not have been processed")
+    MESSAGES_LOST = ("messages-lost", "the gateway missed messages from the processor; resync your state")
+    # Routing: decided by the processor.
+    MISSING_TARGET = ("missing-target", "this action needs a target")
+    BAD_ROOM_NAME = ("bad-room-name", "room names are 1 to 64 characters")
+    UNKNOWN_ROOM = ("unknown-room", "no such room")
+    NOT_MEMBER = ("not-member", "you are not a member of this room")
+    ALREADY_MEMBER = ("already-member", "you are already a member of this room")
+    UNKNOWN_CLIENT = ("unknown-client", "no such client")
+    LOBBY_READONLY = ("lobby-readonly", "mesh-global is the lobby: it only takes join-room")
+    CANNOT_LEAVE_LOBBY = ("cannot-leave-lobby", "every client stays in mesh-global until it disconnects")
+    UNKNOWN_SENDER = ("unknown-sender", "the processor does not know this connection yet; retry")
+    WATCHER_UNAVAILABLE = ("watcher-unavailable", "the watcher of this room is not connected; the frame was not processed")
+    # Watcher commands only.
+    BAD_COMMAND = ("bad-command", "the command could not be decoded or has missing fields")
+    CLAIM_CONFLICT = ("claim-conflict", "another watcher already claims this room or prefix")
+    ROOM_EXISTS = ("room-exists", "the room already exists")
+    NOT_CLAIMED = ("not-claimed", "this watcher does not claim that room")
+    UNKNOWN_WATCHER = ("unknown-watcher", "say hello before sending commands")
+
+
+class CloseCode:
+    """WebSocket close codes the gateway uses (see docs/protocol.md)."""
+
+    GOING_AWAY = 1001  # gateway shutting down
+    POLICY = 1008  # flood past the rate limit
+    TOO_BIG = 1009  # frame over the size limit (sent by websockets itself)
+    SLOW_CONSUMER = 4000  # send queue stayed over its bound
+    DISCONNECTED = 4001  # a watcher or the server disconnected the client
+    REPLACED = 4002  # reserved: session replaced

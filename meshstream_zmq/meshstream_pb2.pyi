@@ -1,0 +1,337 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ClientFrame(_message.Message):
+    __slots__ = ("client", "action", "target", "body", "is_target_client", "request_id", "seq")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    IS_TARGET_CLIENT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    client: str
+    action: str
+    target: str
+    body: bytes
+    is_target_client: bool
+    request_id: bytes
+    seq: int
+    def __init__(self, client: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., body: _Optional[bytes] = ..., is_target_client: _Optional[bool] = ..., request_id: _Optional[bytes] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class ClientMessage(_message.Message):
+    __slots__ = ("action", "target", "body", "sender", "is_target_client")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    IS_TARGET_CLIENT_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    target: str
+    body: bytes
+    sender: str
+    is_target_client: bool
+    def __init__(self, action: _Optional[str] = ..., target: _Optional[str] = ..., body: _Optional[bytes] = ..., sender: _Optional[str] = ..., is_target_client: _Optional[bool] = ...) -> None: ...
+
+class GatewayBatch(_message.Message):
+    __slots__ = ("gateway", "items")
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    gateway: str
+    items: _containers.RepeatedCompositeFieldContainer[GatewayItem]
+    def __init__(self, gateway: _Optional[str] = ..., items: _Optional[_Iterable[_Union[GatewayItem, _Mapping]]] = ...) -> None: ...
+
+class GatewayItem(_message.Message):
+    __slots__ = ("hello", "heartbeat", "connected", "disconnected", "frame")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    DISCONNECTED_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    hello: GatewayHello
+    heartbeat: Heartbeat
+    connected: str
+    disconnected: str
+    frame: ClientFrame
+    def __init__(self, hello: _Optional[_Union[GatewayHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., connected: _Optional[str] = ..., disconnected: _Optional[str] = ..., frame: _Optional[_Union[ClientFrame, _Mapping]] = ...) -> None: ...
+
+class GatewayHello(_message.Message):
+    __slots__ = ("index", "clients")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    clients: _containers.RepeatedCompositeFieldContainer[ClientRooms]
+    def __init__(self, index: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientRooms, _Mapping]]] = ...) -> None: ...
+
+class ClientRooms(_message.Message):
+    __slots__ = ("client", "rooms")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    ROOMS_FIELD_NUMBER: _ClassVar[int]
+    client: str
+    rooms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, client: _Optional[str] = ..., rooms: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GatewayOut(_message.Message):
+    __slots__ = ("ops", "seq", "epoch")
+    OPS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ops: _containers.RepeatedCompositeFieldContainer[GatewayOp]
+    seq: int
+    epoch: str
+    def __init__(self, ops: _Optional[_Iterable[_Union[GatewayOp, _Mapping]]] = ..., seq: _Optional[int] = ..., epoch: _Optional[str] = ...) -> None: ...
+
+class GatewayOp(_message.Message):
+    __slots__ = ("deliver", "joined", "left", "close", "welcome")
+    DELIVER_FIELD_NUMBER: _ClassVar[int]
+    JOINED_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    deliver: Deliver
+    joined: Membership
+    left: Membership
+    close: CloseClient
+    welcome: Welcome
+    def __init__(self, deliver: _Optional[_Union[Deliver, _Mapping]] = ..., joined: _Optional[_Union[Membership, _Mapping]] = ..., left: _Optional[_Union[Membership, _Mapping]] = ..., close: _Optional[_Union[CloseClient, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ...) -> None: ...
+
+class Deliver(_message.Message):
+    __slots__ = ("frame", "clients", "room", "exclude")
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    frame: bytes
+    clients: _containers.RepeatedScalarFieldContainer[str]
+    room: str
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, frame: _Optional[bytes] = ..., clients: _Optional[_Iterable[str]] = ..., room: _Optional[str] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Membership(_message.Message):
+    __slots__ = ("client", "room")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    client: str
+    room: str
+    def __init__(self, client: _Optional[str] = ..., room: _Optional[str] = ...) -> None: ...
+
+class CloseClient(_message.Message):
+    __slots__ = ("client", "code", "reason")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    client: str
+    code: int
+    reason: str
+    def __init__(self, client: _Optional[str] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Welcome(_message.Message):
+    __slots__ = ("epoch",)
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    epoch: str
+    def __init__(self, epoch: _Optional[str] = ...) -> None: ...
+
+class ProcessorBeat(_message.Message):
+    __slots__ = ("epoch", "acked")
+    class AckedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ACKED_FIELD_NUMBER: _ClassVar[int]
+    epoch: str
+    acked: _containers.ScalarMap[str, int]
+    def __init__(self, epoch: _Optional[str] = ..., acked: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("kind", "client", "room", "seq")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        UNSPECIFIED: _ClassVar[Event.Kind]
+        CLIENT_CONNECTED: _ClassVar[Event.Kind]
+        CLIENT_DISCONNECTED: _ClassVar[Event.Kind]
+        ROOM_CREATED: _ClassVar[Event.Kind]
+        ROOM_DELETED: _ClassVar[Event.Kind]
+        CLIENT_JOINED_ROOM: _ClassVar[Event.Kind]
+        CLIENT_LEFT_ROOM: _ClassVar[Event.Kind]
+    UNSPECIFIED: Event.Kind
+    CLIENT_CONNECTED: Event.Kind
+    CLIENT_DISCONNECTED: Event.Kind
+    ROOM_CREATED: Event.Kind
+    ROOM_DELETED: Event.Kind
+    CLIENT_JOINED_ROOM: Event.Kind
+    CLIENT_LEFT_ROOM: Event.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    kind: Event.Kind
+    client: str
+    room: str
+    seq: int
+    def __init__(self, kind: _Optional[_Union[Event.Kind, str]] = ..., client: _Optional[str] = ..., room: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class WatcherIn(_message.Message):
+    __slots__ = ("hello", "heartbeat", "command")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    hello: WatcherHello
+    heartbeat: Heartbeat
+    command: Command
+    def __init__(self, hello: _Optional[_Union[WatcherHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
+
+class WatcherHello(_message.Message):
+    __slots__ = ("name", "rooms", "prefixes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROOMS_FIELD_NUMBER: _ClassVar[int]
+    PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    rooms: _containers.RepeatedScalarFieldContainer[str]
+    prefixes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., rooms: _Optional[_Iterable[str]] = ..., prefixes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Command(_message.Message):
+    __slots__ = ("id", "create_room", "delete_room", "join", "remove", "send_room", "send_clients", "disconnect", "query", "settings")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_ROOM_FIELD_NUMBER: _ClassVar[int]
+    DELETE_ROOM_FIELD_NUMBER: _ClassVar[int]
+    JOIN_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    SEND_ROOM_FIELD_NUMBER: _ClassVar[int]
+    SEND_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    DISCONNECT_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    create_room: RoomRef
+    delete_room: RoomRef
+    join: Membership
+    remove: Membership
+    send_room: SendToRoom
+    send_clients: SendToClients
+    disconnect: CloseClient
+    query: Query
+    settings: RoomSettings
+    def __init__(self, id: _Optional[int] = ..., create_room: _Optional[_Union[RoomRef, _Mapping]] = ..., delete_room: _Optional[_Union[RoomRef, _Mapping]] = ..., join: _Optional[_Union[Membership, _Mapping]] = ..., remove: _Optional[_Union[Membership, _Mapping]] = ..., send_room: _Optional[_Union[SendToRoom, _Mapping]] = ..., send_clients: _Optional[_Union[SendToClients, _Mapping]] = ..., disconnect: _Optional[_Union[CloseClient, _Mapping]] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., settings: _Optional[_Union[RoomSettings, _Mapping]] = ...) -> None: ...
+
+class RoomRef(_message.Message):
+    __slots__ = ("room",)
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    room: str
+    def __init__(self, room: _Optional[str] = ...) -> None: ...
+
+class SendToRoom(_message.Message):
+    __slots__ = ("room", "message", "exclude")
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    room: str
+    message: ClientMessage
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, room: _Optional[str] = ..., message: _Optional[_Union[ClientMessage, _Mapping]] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SendToClients(_message.Message):
+    __slots__ = ("clients", "message")
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    clients: _containers.RepeatedScalarFieldContainer[str]
+    message: ClientMessage
+    def __init__(self, clients: _Optional[_Iterable[str]] = ..., message: _Optional[_Union[ClientMessage, _Mapping]] = ...) -> None: ...
+
+class Query(_message.Message):
+    __slots__ = ("what", "room", "client")
+    class What(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ROOMS: _ClassVar[Query.What]
+        ROOM: _ClassVar[Query.What]
+        CLIENT_ROOMS: _ClassVar[Query.What]
+    ROOMS: Query.What
+    ROOM: Query.What
+    CLIENT_ROOMS: Query.What
+    WHAT_FIELD_NUMBER: _ClassVar[int]
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    what: Query.What
+    room: str
+    client: str
+    def __init__(self, what: _Optional[_Union[Query.What, str]] = ..., room: _Optional[str] = ..., client: _Optional[str] = ...) -> None: ...
+
+class RoomSettings(_message.Message):
+    __slots__ = ("room", "settings")
+    class SettingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    room: str
+    settings: _containers.ScalarMap[str, str]
+    def __init__(self, room: _Optional[str] = ..., settings: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class WatcherOut(_message.Message):
+    __slots__ = ("welcome", "event", "message", "reply")
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    welcome: Snapshot
+    event: Event
+    message: ClientFrame
+    reply: Reply
+    def __init__(self, welcome: _Optional[_Union[Snapshot, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., message: _Optional[_Union[ClientFrame, _Mapping]] = ..., reply: _Optional[_Union[Reply, _Mapping]] = ...) -> None: ...
+
+class RoomState(_message.Message):
+    __slots__ = ("name", "members", "maker", "settings")
+    class SettingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    MAKER_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    members: _containers.RepeatedScalarFieldContainer[str]
+    maker: str
+    settings: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., maker: _Optional[str] = ..., settings: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Snapshot(_message.Message):
+    __slots__ = ("epoch", "rooms")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ROOMS_FIELD_NUMBER: _ClassVar[int]
+    epoch: str
+    rooms: _containers.RepeatedCompositeFieldContainer[RoomState]
+    def __init__(self, epoch: _Optional[str] = ..., rooms: _Optional[_Iterable[_Union[RoomState, _Mapping]]] = ...) -> None: ...
+
+class Reply(_message.Message):
+    __slots__ = ("id", "error", "message", "rooms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ROOMS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    error: str
+    message: str
+    rooms: _containers.RepeatedCompositeFieldContainer[RoomState]
+    def __init__(self, id: _Optional[int] = ..., error: _Optional[str] = ..., message: _Optional[str] = ..., rooms: _Optional[_Iterable[_Union[RoomState, _Mapping]]] = ...) -> None: ...

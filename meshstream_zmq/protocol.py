@@ -1,0 +1,115 @@
+"""The client JSON protocol, sans I/O: validate inbound frames, encode outbound ones.
+
+Outbound frames are built by splicing already-encoded JSON (the body travels as
+JSON text from the sender to every recipient), so a room broadcast is encoded
+exactly once however many members receive it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import SERVER_SENDER
+from .errors import ErrorCode
+
+MAX_ACTION = 64
+EMPTY_BODY = b"{}"
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_loads = json.loads
+
+
+@dataclass(slots=True)
+class Inbound:
+    """A valid client frame, ready to route."""
+
+    action: str
+    target: str
+    body: bytes  # compact JSON object text
+    is_target_client: bool
+    request_id: bytes  # JSON text of "id", or b""
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A frame that failed validation: what to tell the sender."""
+
+    code: ErrorCode
+    action: str = ""
+    target: str = ""
+    request_id: bytes = b""
+
+
+def parse(text: str) -> Inbound | Rejected:
+    """Validate one client text frame (one JSON object)."""
+    try:
+        data = _loads(text)
+    except ValueError:
+        return Rejected(ErrorCode.BAD_JSON)
+    if not isinstance(data, dict):
+        return Rejected(ErrorCode.NOT_OBJECT)
+    request_id = b""
+    if "id" in data:
+        rid = data["id"]
+        if isinstance(rid, bool) or not isinstance(rid, (str, int, float)):
+            return Rejected(ErrorCode.BAD_ID)
+        request_id = _dumps(rid).encode()
+    action = data.get("action")
+    target = data.get("target", "")
+    if target is None:
+        target = ""
+    if not isinstance(target, str):
+        return Rejected(ErrorCode.BAD_TARGET, request_id=request_id)
+    if action is None:
+        return Rejected(ErrorCode.MISSING_ACTION, target=target, request_id=request_id)
+    if not isinstance(action, str) or not action or len(action) > MAX_ACTION:
+        return Rejected(ErrorCode.BAD_ACTION, target=target, request_id=request_id)
+    body = data.get("message_body")
+    if body is None:
+        body_json = EMPTY_BODY
+    elif isinstance(body, dict):
+        body_json = _dumps(body).encode() if body else EMPTY_BODY
+    else:
+        return Rejected(ErrorCode.BAD_BODY, action, target, request_id)
+    return Inbound(action, target, body_json, data.get("IsTargetClient") is True, request_id)
+
+
+def encode(
+    action: str,
+    target: str,
+    body: bytes = EMPTY_BODY,
+    sender: str = SERVER_SENDER,
+    *,
+    is_target_client: bool = False,
+    request_id: bytes = b"",
+) -> bytes:
+    """One outbound JSON object (no trailing newline)."""
+    head = '{"action":%s,"target":%s,"message_body":' % (_dumps(action), _dumps(target))
+    tail = ',"sender":%s' % _dumps(sender)
+    if is_target_client:
+        tail += ',"IsTargetClient":true'
+    out = head.encode() + (body or EMPTY_BODY) + tail.encode()
+    if request_id:
+        out += b',"id":' + request_id
+    return out + b"}"
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    return _dumps(body).encode()
+
+
+def error(
+    code: ErrorCode,
+    *,
+    action: str = "",
+    target: str = "",
+    request_id: bytes = b"",
+    detail: str = "",
+) -> bytes:
+    """The error frame for `code`, echoing the offending action, target and id."""
+    body: dict[str, Any] = {"code": code.value, "message": detail or code.message}
+    if action:
+        body["action"] = action
+    return encode("error", target, encode_body(body), request_id=request_id)

@@ -1,0 +1,430 @@
+"""A gateway: terminates WebSockets and speaks ZeroMQ to the processor.
+
+Many gateways share one port (SO_REUSEPORT). Each one:
+  - validates client JSON itself (bad frames never reach the processor);
+  - PUSHes `GatewayBatch`es (one per event-loop tick) to the processor;
+  - SUBscribes to "<gateway ID>." (every client ID starts with it) and "processor";
+  - mirrors its own clients' room memberships, so a room broadcast arrives once
+    per gateway and fans out here; frames for one connection in one tick are
+    joined with "\\n" into one WebSocket frame.
+The event loop never blocks on ZeroMQ: every send is NOBLOCK with a policy for
+EAGAIN, and the SUB socket is read from the loop's reader callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import signal
+import time
+from collections import deque
+from pathlib import Path
+
+import zmq
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from meshstream_zmq import LOBBY
+from meshstream_zmq import meshstream_pb2 as pb
+from meshstream_zmq import observability as obs
+from meshstream_zmq import protocol as proto
+from meshstream_zmq.config import Config
+from meshstream_zmq.errors import CloseCode, ErrorCode
+from services.processor import new_epoch
+
+log = logging.getLogger("meshstream.gateway")
+
+DRAIN = 1000
+PATH = "/wsmesh"
+
+
+class Connection:
+    """What the gateway keeps per client: small on purpose (thousands of these)."""
+
+    __slots__ = ("ws", "id", "rooms", "pending", "tokens", "stamp", "closing")
+
+    def __init__(self, ws: ServerConnection, client_id: str, burst: float) -> None:
+        self.ws = ws
+        self.id = client_id
+        self.rooms: set[str] = set()
+        self.pending: list[bytes] = []
+        self.tokens = burst
+        self.stamp = 0.0
+        self.closing = False
+
+
+class Gateway:
+    def __init__(self, config: Config, index: int, context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.index = index
+        self.id = f"gw{index}-{new_epoch()}"
+        self.topic = self.id.encode() + b"."
+        self.ctx = context or zmq.Context.instance()
+        self.conns: dict[str, Connection] = {}
+        self.rooms: dict[str, set[Connection]] = {}
+        self.next_client = 0
+        self.batch = pb.GatewayBatch(gateway=self.id)
+        self.seq = 0
+        self.unacked: deque[tuple[int, str, str, str, bytes]] = deque()
+        self.dirty: list[Connection] = []
+        self.scheduled = False
+        self.welcomed = False
+        self.processor_epoch = ""
+        self.last_beat = 0.0
+        self.out_seq = 0
+        self.burst = float(config.rate_burst or 2 * config.rate_limit)
+        self.ready = asyncio.Event()
+        self.frames_in = 0
+        self.frames_out = 0
+        self.web_dir = Path(config.resolved_web_dir)
+
+        ep = config.endpoints
+        self.push = self.ctx.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.IMMEDIATE, 1)  # no processor connected: EAGAIN, not a silent queue
+        self.push.setsockopt(zmq.SNDHWM, 50_000)
+        self.push.setsockopt(zmq.LINGER, 0)
+        self.push.connect(ep.inbound)
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.RCVHWM, 100_000)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, self.topic)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"processor")
+        self.sub.connect(ep.outbound)
+
+    # ------------------------------------------------------------ processor link
+
+    def schedule(self) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """End of tick: one batch to the processor, one write per dirty connection."""
+        self.scheduled = False
+        if self.batch.items:
+            batch, self.batch = self.batch, pb.GatewayBatch(gateway=self.id)
+            try:
+                self.push.send_multipart([b"gateway", batch.SerializeToString()], flags=zmq.NOBLOCK)
+            except zmq.Again:
+                self.refuse(batch)
+        if self.dirty:
+            self.write_dirty()
+
+    def refuse(self, batch: pb.GatewayBatch) -> None:
+        """The processor is unreachable: every client frame in the batch gets an error."""
+        obs.DROPS.labels("processor-unreachable").inc()
+        refused = set()
+        for item in batch.items:
+            if item.WhichOneof("kind") == "frame":
+                f = item.frame
+                refused.add(f.seq)
+                self.reply_error(f.client, ErrorCode.PROCESSOR_UNAVAILABLE, f.action, f.target,
+                                 f.request_id)
+        if refused:
+            self.unacked = deque(u for u in self.unacked if u[0] not in refused)
+        self.write_dirty()
+
+    def hello(self) -> None:
+        """(Re)introduce this gateway with every client and its rooms (the resync)."""
+        item = self.batch.items.add()
+        item.hello.index = self.index
+        for conn in self.conns.values():
+            c = item.hello.clients.add()
+            c.client = conn.id
+            c.rooms.extend(conn.rooms)
+        self.schedule()
+
+    def on_sub_readable(self) -> None:
+        sub = self.sub
+        for _ in range(DRAIN):
+            try:
+                topic, payload = sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if topic == b"processor":
+                self.on_beat(pb.ProcessorBeat.FromString(payload))
+            else:
+                self.on_out(pb.GatewayOut.FromString(payload))
+        if self.dirty:
+            self.write_dirty()
+        if sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # edge-triggered FD: keep draining
+            asyncio.get_running_loop().call_soon(self.on_sub_readable)
+
+    def on_beat(self, beat: pb.ProcessorBeat) -> None:
+        self.last_beat = time.monotonic()
+        if not self.welcomed:
+            return
+        if beat.epoch != self.processor_epoch or self.id not in beat.acked:
+            # A new processor, or one that forgot us: resync before accepting frames.
+            log.warning("processor changed; resyncing", extra={"fields": {
+                "gateway": self.id, "epoch": beat.epoch}})
+            self.welcomed = False
+            self.hello()
+            return
+        acked = beat.acked[self.id]
+        unacked = self.unacked
+        while unacked and unacked[0][0] <= acked:
+            unacked.popleft()
+
+    def on_welcome(self, epoch: str) -> None:
+        if self.processor_epoch and epoch != self.processor_epoch:
+            # Frames the old processor never acknowledged may be lost: say so.
+            for _, client, action, target, request_id in self.unacked:
+                self.reply_error(client, ErrorCode.PROCESSOR_RESTARTED, action, target, request_id)
+            self.unacked.clear()
+        self.processor_epoch = epoch
+        self.welcomed = True
+        self.out_seq = 0
+        self.ready.set()
+        log.info("welcomed by processor", extra={"fields": {"gateway": self.id, "epoch": epoch}})
+
+    def on_out(self, out: pb.GatewayOut) -> None:
+        if out.epoch == self.processor_epoch and self.out_seq and out.seq != self.out_seq + 1:
+            log.error("messages lost", extra={"fields": {"expected": self.out_seq + 1,
+                                                          "got": out.seq}})
+            frame = proto.error(ErrorCode.MESSAGES_LOST)
+            for conn in self.conns.values():
+                self.queue(conn, frame)
+        self.out_seq = out.seq
+        conns = self.conns
+        for op in out.ops:
+            kind = op.WhichOneof("kind")
+            if kind == "deliver":
+                d = op.deliver
+                frame = d.frame
+                if d.room:
+                    members = conns.values() if d.room == LOBBY else self.rooms.get(d.room, ())
+                    if d.exclude:
+                        skip = set(d.exclude)
+                        for conn in members:
+                            if conn.id not in skip:
+                                self.queue(conn, frame)
+                    else:
+                        for conn in members:
+                            self.queue(conn, frame)
+                else:
+                    for client in d.clients:
+                        conn = conns.get(client)
+                        if conn is not None:
+                            self.queue(conn, frame)
+            elif kind == "joined":
+                conn = conns.get(op.joined.client)
+                if conn is not None:
+                    conn.rooms.add(op.joined.room)
+                    self.rooms.setdefault(op.joined.room, set()).add(conn)
+            elif kind == "left":
+                conn = conns.get(op.left.client)
+                if conn is not None:
+                    self.forget_room(conn, op.left.room)
+            elif kind == "close":
+                conn = conns.get(op.close.client)
+                if conn is not None:
+                    self.close(conn, op.close.code, op.close.reason)
+            elif kind == "welcome":
+                self.on_welcome(op.welcome.epoch)
+
+    def forget_room(self, conn: Connection, room: str) -> None:
+        conn.rooms.discard(room)
+        members = self.rooms.get(room)
+        if members is not None:
+            members.discard(conn)
+            if not members:
+                del self.rooms[room]
+
+    # ------------------------------------------------------------ clients
+
+    def queue(self, conn: Connection, frame: bytes) -> None:
+        if not conn.pending:
+            self.dirty.append(conn)
+        conn.pending.append(frame)
+
+    def write_dirty(self) -> None:
+        dirty, self.dirty = self.dirty, []
+        limit = self.config.send_queue
+        n = 0
+        for conn in dirty:
+            pending = conn.pending
+            n += len(pending)
+            data = pending[0] if len(pending) == 1 else b"\n".join(pending)
+            conn.pending = []
+            ws = conn.ws
+            if conn.closing or ws.protocol.state is not State.OPEN:
+                continue
+            ws.protocol.send_text(data)
+            ws.send_data()
+            if ws.transport.get_write_buffer_size() > limit:
+                self.close(conn, CloseCode.SLOW_CONSUMER, "slow consumer: send queue full")
+        self.frames_out += n
+
+    def reply_error(self, client: str, code: ErrorCode, action: str = "", target: str = "",
+                    request_id: bytes = b"") -> None:
+        conn = self.conns.get(client)
+        if conn is not None:
+            self.queue(conn, proto.error(code, action=action, target=target, request_id=request_id))
+            obs.ERRORS.labels(code.value).inc()
+
+    def close(self, conn: Connection, code: int, reason: str) -> None:
+        if conn.closing:
+            return
+        conn.closing = True
+        obs.CLOSES.labels(str(code)).inc()
+        asyncio.get_running_loop().create_task(conn.ws.close(code, reason))
+
+    def rate_ok(self, conn: Connection) -> bool:
+        """Token bucket; past twice the burst in debt the connection is closed (flood)."""
+        rate = self.config.rate_limit
+        if rate <= 0:
+            return True
+        now = time.monotonic()
+        conn.tokens = min(self.burst, conn.tokens + (now - conn.stamp) * rate)
+        conn.stamp = now
+        conn.tokens -= 1
+        if conn.tokens >= 0:
+            return True
+        if conn.tokens < -self.burst:
+            self.close(conn, CloseCode.POLICY, "flood: rate limit exceeded")
+        return False
+
+    def on_client_frame(self, conn: Connection, message: str | bytes) -> None:
+        self.frames_in += 1
+        if isinstance(message, bytes):
+            return self.reply_error(conn.id, ErrorCode.BINARY_FRAME)
+        if not self.rate_ok(conn):
+            return self.reply_error(conn.id, ErrorCode.RATE_LIMITED)
+        parsed = proto.parse(message)
+        if isinstance(parsed, proto.Rejected):
+            return self.reply_error(conn.id, parsed.code, parsed.action, parsed.target,
+                                    parsed.request_id)
+        if not self.welcomed:
+            return self.reply_error(conn.id, ErrorCode.PROCESSOR_UNAVAILABLE, parsed.action,
+                                    parsed.target, parsed.request_id)
+        self.seq += 1
+        f = self.batch.items.add().frame
+        f.client = conn.id
+        f.action = parsed.action
+        f.target = parsed.target
+        if parsed.body != proto.EMPTY_BODY:
+            f.body = parsed.body
+        f.is_target_client = parsed.is_target_client
+        f.request_id = parsed.request_id
+        f.seq = self.seq
+        self.unacked.append((self.seq, conn.id, parsed.action, parsed.target, parsed.request_id))
+        self.schedule()
+        return None
+
+    async def handler(self, ws: ServerConnection) -> None:
+        self.next_client += 1
+        client_id = f"{self.id}.{self.next_client}"
+        conn = Connection(ws, client_id, self.burst)
+        conn.stamp = time.monotonic()
+        self.conns[client_id] = conn
+        self.batch.items.add().connected = client_id
+        body = proto.encode_body({"client": client_id})
+        self.queue(conn, proto.encode("client-connected", client_id, body))
+        self.schedule()
+        try:
+            async for message in ws:
+                self.on_client_frame(conn, message)
+        except ConnectionClosed:
+            pass
+        finally:
+            for room in list(conn.rooms):
+                self.forget_room(conn, room)
+            del self.conns[client_id]
+            self.batch.items.add().disconnected = client_id
+            self.schedule()
+
+    # ------------------------------------------------------------ HTTP
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == PATH:
+            if not self.welcomed:
+                return _response(503, b"processor unavailable\n", "text/plain")
+            return None
+        if path == "/healthz":
+            ok = self.welcomed
+            return _response(200 if ok else 503, b"ok\n" if ok else b"processor unavailable\n",
+                             "text/plain")
+        name = "index.html" if path == "/" else path.lstrip("/")
+        file = (self.web_dir / name).resolve()
+        if file.parent == self.web_dir.resolve() and file.is_file():
+            ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+            if ctype.startswith("text/") or ctype.endswith("javascript"):
+                ctype += "; charset=utf-8"
+            return _response(200, file.read_bytes(), ctype)
+        return _response(404, b"not found\n", "text/plain")
+
+    # ------------------------------------------------------------ run
+
+    async def heartbeat(self) -> None:
+        interval = self.config.heartbeat
+        while True:
+            now = time.monotonic()
+            if self.welcomed and now - self.last_beat > self.config.peer_timeout:
+                log.warning("processor silent", extra={"fields": {"gateway": self.id}})
+                self.welcomed = False
+            if self.welcomed:
+                self.batch.items.add().heartbeat.SetInParent()
+                self.schedule()
+            else:
+                self.hello()
+            obs.CONNECTIONS.set(len(self.conns))
+            obs.FRAMES_IN.inc(self.frames_in)
+            obs.FRAMES_OUT.inc(self.frames_out)
+            self.frames_in = self.frames_out = 0
+            await asyncio.sleep(interval)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.sub.getsockopt(zmq.FD), self.on_sub_readable)
+        beats = loop.create_task(self.heartbeat())
+        loop.call_soon(self.on_sub_readable)
+        await self.ready.wait()  # the processor knows us and our subscription is live
+        async with serve(self.handler, self.config.host, self.config.port, reuse_port=True,
+                         process_request=self.process_request, max_size=self.config.max_frame,
+                         compression=None, ping_interval=20, ping_timeout=20,
+                         close_timeout=2) as server:
+            log.info("gateway ready", extra={"fields": {
+                "gateway": self.id, "port": self.config.port}})
+            await stop.wait()
+            server.close(close_connections=False)
+            for conn in list(self.conns.values()):
+                self.close(conn, CloseCode.GOING_AWAY, "gateway shutting down")
+            await asyncio.wait_for(server.wait_closed(), 3)
+        beats.cancel()
+        loop.remove_reader(self.sub.getsockopt(zmq.FD))
+        self.push.close(linger=0)
+        self.sub.close(linger=0)
+
+
+def _response(status: int, body: bytes, ctype: str) -> Response:
+    reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}.get(status, "")
+    headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-cache")])
+    return Response(status, reason, headers, body)
+
+
+async def amain(config: Config, index: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Gateway(config, index).run(stop)
+
+
+def main(config: Config, index: int) -> None:
+    obs.setup(f"gateway {index}", config.log_level)
+    obs.serve_metrics(config.metrics_port)
+    try:
+        import uvloop
+
+        uvloop.run(amain(config, index))
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        asyncio.run(amain(config, index))
+
+

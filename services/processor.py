@@ -1,0 +1,392 @@
+"""The processor: one process that owns all state; a thin ZeroMQ loop around `Mesh`.
+
+Sockets (see docs/design.md):
+  PULL   inbound   <- gateways' PUSH   ["gateway", GatewayBatch]
+  XPUB   outbound  -> gateways' SUB    ["<gateway ID>.", GatewayOut], ["processor", ProcessorBeat],
+                                       ["event.<kind>", Event]
+  ROUTER watchers  <-> watchers' DEALER ["watcher", WatcherIn] / ["<kind>", WatcherOut]
+
+The loop drains everything readable, feeds the core, then sends one GatewayOut
+per gateway touched: a burst of client frames costs one ZeroMQ message per
+gateway, not one per recipient.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import zmq
+
+from meshstream_zmq import SERVER_SENDER
+from meshstream_zmq import meshstream_pb2 as pb
+from meshstream_zmq import observability as obs
+from meshstream_zmq import protocol as proto
+from meshstream_zmq.config import Config
+from meshstream_zmq.core import EventKind, Mesh, RoomView
+from meshstream_zmq.errors import ErrorCode
+
+log = logging.getLogger("meshstream.processor")
+
+DRAIN = 2000  # messages read from one socket before looking at the others
+EVENT_TOPICS = {k: f"event.{k.name.lower().replace('_', '-')}".encode() for k in EventKind}
+QUERY_NAMES = {pb.Query.ROOMS: "rooms", pb.Query.ROOM: "room", pb.Query.CLIENT_ROOMS: "client_rooms"}
+
+
+def new_epoch() -> str:
+    """Unique per process start: time plus randomness (pids repeat across restarts)."""
+    return f"{int(time.time() * 1000):x}{secrets.token_hex(2)}"
+
+
+class ZmqOutbox:
+    """The core's Outbox: batches gateway output, sends watcher traffic at once."""
+
+    def __init__(self, pub: zmq.Socket, router: zmq.Socket, epoch: str) -> None:
+        self.pub = pub
+        self.router = router
+        self.epoch = epoch
+        self.pending: dict[str, pb.GatewayOut] = {}
+        self.seq: dict[str, int] = {}
+        self.sent = 0
+        self.dropped = 0
+
+    def _ops(self, gateway: str) -> pb.GatewayOut:
+        out = self.pending.get(gateway)
+        if out is None:
+            out = self.pending[gateway] = pb.GatewayOut()
+        return out
+
+    def deliver(self, gateway: str, frame: bytes, clients: Sequence[str] = (), room: str = "",
+                exclude: Sequence[str] = ()) -> None:
+        d = self._ops(gateway).ops.add().deliver
+        d.frame = frame
+        if clients:
+            d.clients.extend(clients)
+        if room:
+            d.room = room
+        if exclude:
+            d.exclude.extend(exclude)
+
+    def membership(self, gateway: str, client: str, room: str, joined: bool) -> None:
+        op = self._ops(gateway).ops.add()
+        m = op.joined if joined else op.left
+        m.client = client
+        m.room = room
+
+    def close(self, gateway: str, client: str, code: int, reason: str) -> None:
+        c = self._ops(gateway).ops.add().close
+        c.client, c.code, c.reason = client, code, reason
+
+    def welcome_gateway(self, gateway: str) -> None:
+        self._ops(gateway).ops.add().welcome.epoch = self.epoch
+
+    def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str) -> None:
+        ev = pb.Event(kind=int(kind), client=client, room=room, seq=seq)  # type: ignore[arg-type]
+        try:
+            self.pub.send_multipart([EVENT_TOPICS[kind], ev.SerializeToString()], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            obs.DROPS.labels("event-hwm").inc()
+        if watcher:
+            self._to_watcher(watcher, b"event", pb.WatcherOut(event=ev).SerializeToString())
+
+    def to_watcher(self, watcher: str, client: str, action: str, target: str, body: bytes,
+                   is_target_client: bool, request_id: bytes) -> bool:
+        msg = pb.WatcherOut()
+        f = msg.message
+        f.client, f.action, f.target, f.body = client, action, target, body
+        f.is_target_client, f.request_id = is_target_client, request_id
+        return self._to_watcher(watcher, b"message", msg.SerializeToString())
+
+    def reply(self, watcher: str, command: int, error: ErrorCode | None = None, detail: str = "",
+              rooms: Sequence[RoomView] = ()) -> None:
+        msg = pb.WatcherOut()
+        r = msg.reply
+        r.id = command
+        if error is not None:
+            r.error, r.message = error.value, detail or error.message
+        _fill_rooms(r.rooms, rooms)
+        self._to_watcher(watcher, b"reply", msg.SerializeToString())
+
+    def welcome(self, watcher: str, rooms: Sequence[RoomView]) -> None:
+        msg = pb.WatcherOut()
+        msg.welcome.epoch = self.epoch
+        _fill_rooms(msg.welcome.rooms, rooms)
+        self._to_watcher(watcher, b"welcome", msg.SerializeToString())
+
+    def _to_watcher(self, watcher: str, topic: bytes, payload: bytes) -> bool:
+        try:
+            self.router.send_multipart([bytes.fromhex(watcher), topic, payload], flags=zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError:  # EHOSTUNREACH (gone: ROUTER_MANDATORY) or EAGAIN (full)
+            obs.DROPS.labels("watcher-unreachable").inc()
+            return False
+
+    def flush(self) -> None:
+        """One message per gateway touched since the last flush."""
+        for gateway, out in self.pending.items():
+            seq = self.seq[gateway] = self.seq.get(gateway, 0) + 1
+            out.seq = seq
+            out.epoch = self.epoch
+            frames = [gateway.encode() + b".", out.SerializeToString()]
+            try:
+                self.pub.send_multipart(frames, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                # XPUB_NODROP: the gateway is not reading. Wait a little, then drop
+                # (counted; the gateway sees the seq gap and tells its clients).
+                if self.pub.poll(1000, zmq.POLLOUT):
+                    self.pub.send_multipart(frames)
+                else:
+                    self.dropped += 1
+                    obs.DROPS.labels("gateway-hwm").inc()
+                    continue
+            self.sent += 1
+        self.pending.clear()
+
+
+def _fill_rooms(field: object, rooms: Sequence[RoomView]) -> None:
+    for view in rooms:
+        r = field.add()  # type: ignore[attr-defined]
+        r.name, r.maker = view.name, view.maker
+        r.members.extend(view.members)
+        r.settings.update(view.settings)
+
+
+def _valid_body(body: bytes) -> bool:
+    if not body:
+        return True
+    try:
+        return isinstance(json.loads(body), dict)
+    except ValueError:
+        return False
+
+
+def _frame(message: pb.ClientMessage, default_target: str) -> bytes:
+    return proto.encode(message.action, message.target or default_target,
+                        message.body or proto.EMPTY_BODY, message.sender or SERVER_SENDER,
+                        is_target_client=message.is_target_client)
+
+
+class Processor:
+    def __init__(self, config: Config, context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.ctx = context or zmq.Context.instance()
+        self.epoch = new_epoch()
+        ep = config.endpoints
+        if not config.tcp:
+            Path(config.resolved_run_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.pull = self.ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.RCVHWM, 100_000)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pub = self.ctx.socket(zmq.XPUB)
+        self.pub.setsockopt(zmq.SNDHWM, 100_000)
+        self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self.pub.setsockopt(zmq.XPUB_NODROP, 1)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.SNDHWM, 100_000)
+        self.router.setsockopt(zmq.LINGER, 0)
+        for sock, endpoint in ((self.pull, ep.inbound), (self.pub, ep.outbound),
+                               (self.router, ep.watchers)):
+            _unlink_stale_ipc(endpoint)
+            sock.bind(endpoint)
+        self.out = ZmqOutbox(self.pub, self.router, self.epoch)
+        self.mesh = Mesh(self.out, gateway_timeout=config.peer_timeout,
+                         watcher_timeout=config.peer_timeout)
+        self.acked: dict[str, int] = {}
+        self.subscriptions: set[bytes] = set()
+        self.awaiting_subscription: set[str] = set()
+        self.running = True
+        self.envelopes = 0
+
+    # ------------------------------------------------------------ inputs
+
+    def on_gateway(self, payload: bytes, now: float) -> None:
+        batch = pb.GatewayBatch.FromString(payload)
+        gateway = batch.gateway
+        mesh = self.mesh
+        mesh.gateway_seen(gateway, now)
+        seq = 0
+        for item in batch.items:
+            kind = item.WhichOneof("kind")
+            if kind == "frame":
+                f = item.frame
+                mesh.client_frame(f.client, f.action, f.target, f.body or proto.EMPTY_BODY,
+                                  f.is_target_client, f.request_id)
+                seq = f.seq
+            elif kind == "connected":
+                mesh.client_connected(item.connected, now)
+            elif kind == "disconnected":
+                mesh.client_disconnected(item.disconnected)
+            elif kind == "hello":
+                hello = item.hello
+                log.info("gateway hello", extra={"fields": {
+                    "gateway": gateway, "clients": len(hello.clients)}})
+                mesh.gateway_hello(gateway, hello.index,
+                                   [(c.client, list(c.rooms)) for c in hello.clients], now)
+                self.acked.pop(gateway, None)
+                if gateway.encode() + b"." in self.subscriptions:
+                    self.out.welcome_gateway(gateway)
+                else:  # slow joiner: welcome once its subscription has reached us
+                    self.awaiting_subscription.add(gateway)
+        if seq:
+            self.acked[gateway] = seq
+        self.envelopes += 1
+
+    def on_subscription(self, msg: bytes) -> None:
+        topic = msg[1:]
+        if msg[:1] == b"\x01":
+            self.subscriptions.add(topic)
+            gateway = topic[:-1].decode(errors="replace")
+            if gateway in self.awaiting_subscription:
+                self.awaiting_subscription.discard(gateway)
+                self.out.welcome_gateway(gateway)
+        else:
+            self.subscriptions.discard(topic)
+
+    def on_watcher(self, frames: list[bytes], now: float) -> None:
+        identity = frames[0].hex()
+        msg = pb.WatcherIn()
+        try:
+            msg.ParseFromString(frames[-1])
+            kind = msg.WhichOneof("kind")
+        except Exception:  # noqa: BLE001 - any decode failure is the watcher's error
+            kind = None
+        if len(frames) < 2 or kind is None:
+            self.out.reply(identity, 0, ErrorCode.BAD_COMMAND, "undecodable WatcherIn")
+            return
+        if kind == "hello":
+            h = msg.hello
+            log.info("watcher hello", extra={"fields": {"name": h.name, "rooms": list(h.rooms),
+                                                         "prefixes": list(h.prefixes)}})
+            self.mesh.watcher_hello(identity, h.name, list(h.rooms), list(h.prefixes), now)
+        elif kind == "heartbeat":
+            if not self.mesh.watcher_seen(identity, now):
+                self.out.reply(identity, 0, ErrorCode.UNKNOWN_WATCHER)
+        else:
+            self.mesh.watcher_seen(identity, now)
+            self.on_command(identity, msg.command)
+
+    def on_command(self, watcher: str, cmd: pb.Command) -> None:
+        op = cmd.WhichOneof("op")
+        args: dict[str, object]
+        if op in ("create_room", "delete_room"):
+            args = {"room": getattr(cmd, op).room}
+        elif op in ("join", "remove"):
+            m = getattr(cmd, op)
+            args = {"client": m.client, "room": m.room}
+        elif op == "send_room":
+            s = cmd.send_room
+            if not _valid_body(s.message.body) or not s.message.action:
+                return self.out.reply(watcher, cmd.id, ErrorCode.BAD_COMMAND,
+                                      "message needs an action and a JSON object body")
+            args = {"room": s.room, "frame": _frame(s.message, s.room), "exclude": list(s.exclude)}
+        elif op == "send_clients":
+            s2 = cmd.send_clients
+            if not _valid_body(s2.message.body) or not s2.message.action:
+                return self.out.reply(watcher, cmd.id, ErrorCode.BAD_COMMAND,
+                                      "message needs an action and a JSON object body")
+            default = s2.clients[0] if len(s2.clients) == 1 else ""
+            args = {"clients": list(s2.clients), "frame": _frame(s2.message, default)}
+        elif op == "disconnect":
+            d = cmd.disconnect
+            args = {"client": d.client, "code": d.code, "reason": d.reason}
+        elif op == "query":
+            q = cmd.query
+            args = {"what": QUERY_NAMES.get(q.what, "?"), "room": q.room, "client": q.client}
+        elif op == "settings":
+            args = {"room": cmd.settings.room, "settings": dict(cmd.settings.settings)}
+        else:
+            return self.out.reply(watcher, cmd.id, ErrorCode.BAD_COMMAND, "command has no op")
+        self.mesh.command(watcher, cmd.id, op, **args)
+        return None
+
+    # ------------------------------------------------------------ loop
+
+    def beat(self, now: float) -> None:
+        for gateway in self.mesh.expire(now):
+            log.warning("gateway lost", extra={"fields": {"gateway": gateway}})
+            self.acked.pop(gateway, None)
+        # Every known gateway is listed: one missing from the map must say hello again.
+        acked = {g: self.acked.get(g, 0) for g in self.mesh.gateways}
+        beat = pb.ProcessorBeat(epoch=self.epoch, acked=acked)
+        try:
+            self.pub.send_multipart([b"processor", beat.SerializeToString()], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            obs.DROPS.labels("beat-hwm").inc()
+        obs.CLIENTS.set(len(self.mesh.clients))
+        obs.ROOMS.set(len(self.mesh.rooms))
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        poller.register(self.pub, zmq.POLLIN)
+        poller.register(self.router, zmq.POLLIN)
+        interval = self.config.heartbeat
+        next_beat = time.monotonic()
+        log.info("processor ready", extra={"fields": {"epoch": self.epoch,
+                                                       **self.config.endpoints.__dict__}})
+        pull, pub, router = self.pull, self.pub, self.router
+        while self.running:
+            now = time.monotonic()
+            if now >= next_beat:
+                self.beat(now)
+                next_beat = now + interval
+            ready = dict(poller.poll(max(0.0, next_beat - now) * 1000))
+            now = time.monotonic()
+            if pub in ready:
+                for _ in range(DRAIN):
+                    try:
+                        self.on_subscription(pub.recv(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+            if pull in ready:
+                n = 0
+                for n in range(1, DRAIN + 1):
+                    try:
+                        frames = pull.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.on_gateway(frames[-1], now)
+                obs.ENVELOPES_IN.inc(n)
+            if router in ready:
+                for _ in range(DRAIN):
+                    try:
+                        frames = router.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.on_watcher(frames, now)
+            self.out.flush()
+        self.close()
+
+    def close(self) -> None:
+        for sock in (self.pull, self.pub, self.router):
+            sock.close(linger=0)
+
+
+def _unlink_stale_ipc(endpoint: str) -> None:
+    """A SIGKILLed processor leaves its socket file; binding over it is safe (we own the dir)."""
+    if endpoint.startswith("ipc://"):
+        try:
+            os.unlink(endpoint[len("ipc://"):])
+        except FileNotFoundError:
+            pass
+
+
+def main(config: Config) -> None:
+    obs.setup("processor", config.log_level)
+    obs.serve_metrics(config.metrics_port)
+    processor = Processor(config)
+
+    def stop(*_: object) -> None:
+        processor.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    processor.run()
