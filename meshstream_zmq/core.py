@@ -113,9 +113,10 @@ class Watcher:
     prefixes: tuple[str, ...]
     last_seen: float
     alive: bool = True
+    assigned: set[str] = field(default_factory=set)  # rooms given to it by create_room
 
     def claims(self, room: str) -> bool:
-        return room in self.rooms or room.startswith(self.prefixes)
+        return room in self.rooms or room in self.assigned or room.startswith(self.prefixes)
 
 
 CommandResult = tuple[ErrorCode, str] | list[RoomView] | None
@@ -354,6 +355,8 @@ class Mesh:
             self._leave(client, room.name, notify=False)
         if self.rooms.pop(room.name, None) is not None:
             self._event(EventKind.ROOM_DELETED, "", room.name, self._owner_id(room.name))
+            for w in self.watchers.values():
+                w.assigned.discard(room.name)
 
     def _add_member(self, room: Room, client: str, gateway: str) -> None:
         room.members[client] = None
@@ -395,7 +398,7 @@ class Mesh:
         best: Watcher | None = None
         best_len = -1
         for watcher in self.watchers.values():
-            if room in watcher.rooms:
+            if room in watcher.rooms or room in watcher.assigned:
                 if watcher.alive or best is None:
                     best, best_len = watcher, MAX_ROOM_NAME + 1
                 continue
@@ -410,25 +413,32 @@ class Mesh:
 
     def watcher_hello(self, watcher: str, name: str, rooms: Sequence[str], prefixes: Sequence[str],
                       now: float) -> None:
-        """Register a watcher and its claims; a claim held by a live watcher is refused."""
+        """Register a watcher and its claims.
+
+        A claim held by another live watcher is refused (claim-conflict). A watcher
+        saying hello under a name already known is that watcher restarted: it takes
+        over the old entry, including the rooms assigned to it since.
+        """
         rooms_set = frozenset(rooms)
-        for other in self.watchers.values():
-            if other.id == watcher or not other.alive:
-                continue
-            if rooms_set & other.rooms or set(prefixes) & set(other.prefixes):
-                self.out.reply(watcher, 0, ErrorCode.CLAIM_CONFLICT,
-                               f"claimed by watcher {other.name!r}")
-                return
         if not name or any(not valid_room_name(r) for r in rooms) or any(not p for p in prefixes):
             self.out.reply(watcher, 0, ErrorCode.BAD_COMMAND, "hello needs a name and valid claims")
             return
-        # A dead watcher's claims pass to whoever claims the same rooms again.
+        for other in self.watchers.values():
+            if other.id == watcher or other.name == name or not other.alive:
+                continue
+            if rooms_set & (other.rooms | other.assigned) or set(prefixes) & set(other.prefixes):
+                self.out.reply(watcher, 0, ErrorCode.CLAIM_CONFLICT,
+                               f"claimed by watcher {other.name!r}")
+                return
+        assigned: set[str] = set()
         for other in list(self.watchers.values()):
-            if other.id != watcher and not other.alive and (
-                    rooms_set & other.rooms or set(prefixes) & set(other.prefixes)
-                    or other.name == name):
+            if other.id == watcher or other.name == name:
+                assigned |= other.assigned
                 del self.watchers[other.id]
-        w = self.watchers[watcher] = Watcher(watcher, name, rooms_set, tuple(prefixes), now)
+            elif not other.alive and (rooms_set & other.rooms or set(prefixes) & set(other.prefixes)):
+                del self.watchers[other.id]  # a dead watcher's claims pass to the new claimant
+        w = self.watchers[watcher] = Watcher(watcher, name, rooms_set, tuple(prefixes), now,
+                                             assigned={r for r in assigned if r in self.rooms})
         views = [r.view() for r in self.rooms.values() if w.claims(r.name)]
         self.out.welcome(watcher, views)
 
@@ -450,7 +460,11 @@ class Mesh:
             w.alive = False
 
     def command(self, watcher: str, command: int, op: str, **args: object) -> None:
-        """Apply one watcher command; every command gets exactly one reply."""
+        """Apply one watcher command; every command gets exactly one reply.
+
+        Watchers are trusted room logic: a command may act on any room. Claims only
+        decide which watcher hears a room's frames and events.
+        """
         w = self.watchers.get(watcher)
         if w is None or not w.alive:
             return self.out.reply(watcher, command, ErrorCode.UNKNOWN_WATCHER)
@@ -465,27 +479,38 @@ class Mesh:
             return self.out.reply(watcher, command, result[0], result[1])
         return self.out.reply(watcher, command, rooms=result or ())
 
-    def _claimed_room(self, w: Watcher, room: str, *, exists: bool = True) -> tuple[ErrorCode, str] | None:
+    def _room_arg(self, room: str, *, exists: bool = True) -> tuple[ErrorCode, str] | None:
         if not valid_room_name(room):
             return ErrorCode.BAD_ROOM_NAME, room
-        if not w.claims(room) or self._owner(room) is not w:
-            return ErrorCode.NOT_CLAIMED, room
         if exists and room not in self.rooms:
             return ErrorCode.UNKNOWN_ROOM, room
         return None
 
-    def _cmd_create_room(self, w: Watcher, room: str) -> CommandResult:
-        bad = self._claimed_room(w, room, exists=False)
+    def _cmd_create_room(self, w: Watcher, room: str, watcher: str = "",
+                         settings: dict[str, str] | None = None) -> CommandResult:
+        """Create a room that lives while empty; `watcher` (a name) is given the room."""
+        bad = self._room_arg(room, exists=False)
         if bad:
             return bad
         if room in self.rooms:
             return ErrorCode.ROOM_EXISTS, room
-        self.rooms[room] = Room(room, keep=True)
-        self._event(EventKind.ROOM_CREATED, "", room, w.id)
+        owner = w
+        if watcher:
+            found = [o for o in self.watchers.values() if o.name == watcher]
+            if not found:
+                return ErrorCode.UNKNOWN_WATCHER, f"no watcher named {watcher!r}"
+            owner = found[0]
+        current = self._owner(room)
+        if current is not None and current is not owner and current.alive:
+            return ErrorCode.CLAIM_CONFLICT, f"{room} is claimed by {current.name!r}"
+        if not owner.claims(room):
+            owner.assigned.add(room)
+        self.rooms[room] = Room(room, keep=True, settings=dict(settings or {}))
+        self._event(EventKind.ROOM_CREATED, "", room, self._owner_id(room))
         return None
 
     def _cmd_delete_room(self, w: Watcher, room: str) -> CommandResult:
-        bad = self._claimed_room(w, room)
+        bad = self._room_arg(room)
         if bad:
             return bad
         if room == LOBBY:
@@ -494,30 +519,32 @@ class Mesh:
         return None
 
     def _cmd_join(self, w: Watcher, client: str, room: str) -> CommandResult:
-        bad = self._claimed_room(w, room, exists=False)
+        """Put a client in a room: silently in a claimed room (its watcher speaks),
+        with the built-in notices in an unclaimed one."""
+        bad = self._room_arg(room, exists=False)
         if bad:
             return bad
         if client not in self.clients:
             return ErrorCode.UNKNOWN_CLIENT, client
         if room in self.clients[client].rooms:
             return ErrorCode.ALREADY_MEMBER, client
-        self._join(client, room, notify=False, mirror=True)
+        self._join(client, room, notify=self._owner(room) is None, mirror=True)
         return None
 
     def _cmd_remove(self, w: Watcher, client: str, room: str) -> CommandResult:
-        bad = self._claimed_room(w, room)
+        bad = self._room_arg(room)
         if bad:
             return bad
         if room == LOBBY:
             return ErrorCode.CANNOT_LEAVE_LOBBY, room
         if client not in self.rooms[room].members:
             return ErrorCode.NOT_MEMBER, client
-        self._leave(client, room, notify=False)
+        self._leave(client, room, notify=self._owner(room) is None)
         return None
 
     def _cmd_send_room(self, w: Watcher, room: str, frame: bytes,
                        exclude: Sequence[str] = ()) -> CommandResult:
-        bad = self._claimed_room(w, room)
+        bad = self._room_arg(room)
         if bad:
             return bad
         self._broadcast(self.rooms[room], frame, exclude=tuple(exclude))
@@ -556,7 +583,7 @@ class Mesh:
         return ErrorCode.BAD_COMMAND, f"unknown query {what!r}"
 
     def _cmd_settings(self, w: Watcher, room: str, settings: dict[str, str]) -> CommandResult:
-        bad = self._claimed_room(w, room)
+        bad = self._room_arg(room)
         if bad:
             return bad
         self.rooms[room].settings.update(settings)

@@ -44,6 +44,8 @@ class ErrorCode(str, Enum):
     CANNOT_LEAVE_LOBBY = ("cannot-leave-lobby", "every client stays in mesh-global until it disconnects")
     UNKNOWN_SENDER = ("unknown-sender", "the processor does not know this connection yet; retry")
     WATCHER_UNAVAILABLE = ("watcher-unavailable", "the watcher of this room is not connected; the frame was not processed")
+    UNKNOWN_ACTION = ("unknown-action", "this room does not handle that action")
+    WATCHER_ERROR = ("watcher-error", "the room's watcher failed to handle this frame")
     # Watcher commands only.
     BAD_COMMAND = ("bad-command", "the command could not be decoded or has missing fields")
     CLAIM_CONFLICT = ("claim-conflict", "another watcher already claims this room or prefix")

@@ -26,18 +26,20 @@ class ClientFrame(_message.Message):
     def __init__(self, client: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., body: _Optional[bytes] = ..., is_target_client: _Optional[bool] = ..., request_id: _Optional[bytes] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("action", "target", "body", "sender", "is_target_client")
+    __slots__ = ("action", "target", "body", "sender", "is_target_client", "request_id")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
     IS_TARGET_CLIENT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     action: str
     target: str
     body: bytes
     sender: str
     is_target_client: bool
-    def __init__(self, action: _Optional[str] = ..., target: _Optional[str] = ..., body: _Optional[bytes] = ..., sender: _Optional[str] = ..., is_target_client: _Optional[bool] = ...) -> None: ...
+    request_id: bytes
+    def __init__(self, action: _Optional[str] = ..., target: _Optional[str] = ..., body: _Optional[bytes] = ..., sender: _Optional[str] = ..., is_target_client: _Optional[bool] = ..., request_id: _Optional[bytes] = ...) -> None: ...
 
 class GatewayBatch(_message.Message):
     __slots__ = ("gateway", "items")
@@ -217,7 +219,7 @@ class Command(_message.Message):
     QUERY_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     id: int
-    create_room: RoomRef
+    create_room: CreateRoom
     delete_room: RoomRef
     join: Membership
     remove: Membership
@@ -226,13 +228,30 @@ class Command(_message.Message):
     disconnect: CloseClient
     query: Query
     settings: RoomSettings
-    def __init__(self, id: _Optional[int] = ..., create_room: _Optional[_Union[RoomRef, _Mapping]] = ..., delete_room: _Optional[_Union[RoomRef, _Mapping]] = ..., join: _Optional[_Union[Membership, _Mapping]] = ..., remove: _Optional[_Union[Membership, _Mapping]] = ..., send_room: _Optional[_Union[SendToRoom, _Mapping]] = ..., send_clients: _Optional[_Union[SendToClients, _Mapping]] = ..., disconnect: _Optional[_Union[CloseClient, _Mapping]] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., settings: _Optional[_Union[RoomSettings, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., create_room: _Optional[_Union[CreateRoom, _Mapping]] = ..., delete_room: _Optional[_Union[RoomRef, _Mapping]] = ..., join: _Optional[_Union[Membership, _Mapping]] = ..., remove: _Optional[_Union[Membership, _Mapping]] = ..., send_room: _Optional[_Union[SendToRoom, _Mapping]] = ..., send_clients: _Optional[_Union[SendToClients, _Mapping]] = ..., disconnect: _Optional[_Union[CloseClient, _Mapping]] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., settings: _Optional[_Union[RoomSettings, _Mapping]] = ...) -> None: ...
 
 class RoomRef(_message.Message):
     __slots__ = ("room",)
     ROOM_FIELD_NUMBER: _ClassVar[int]
     room: str
     def __init__(self, room: _Optional[str] = ...) -> None: ...
+
+class CreateRoom(_message.Message):
+    __slots__ = ("room", "watcher", "settings")
+    class SettingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    WATCHER_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    room: str
+    watcher: str
+    settings: _containers.ScalarMap[str, str]
+    def __init__(self, room: _Optional[str] = ..., watcher: _Optional[str] = ..., settings: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SendToRoom(_message.Message):
     __slots__ = ("room", "message", "exclude")

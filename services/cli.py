@@ -47,15 +47,20 @@ def parser() -> argparse.ArgumentParser:
     _common(gw)
     gw.add_argument("--index", type=int, default=1, help="gateway slot (1, 2, …)")
     gw.add_argument("--host", help="listen address")
+    for p_ in (run, gw):
+        _gateway_options(p_)
+    wt = sub.add_parser("watcher", help="run one bundled watcher")
+    _common(wt)
+    wt.add_argument("name", help="words-battle-lobby | words-battle-games | echo")
+    return p
+
+
+def _gateway_options(gw: argparse.ArgumentParser) -> None:
     gw.add_argument("--max-frame", type=int, help="largest client frame in bytes")
     gw.add_argument("--send-queue", type=int, help="bytes queued per client before closing it")
     gw.add_argument("--rate-limit", type=float, help="frames/s per client (0: off)")
     gw.add_argument("--rate-burst", type=int, help="rate-limit bucket size")
     gw.add_argument("--web-dir", help="directory served at /")
-    wt = sub.add_parser("watcher", help="run one bundled watcher")
-    _common(wt)
-    wt.add_argument("name", help="words-battle-lobby | words-battle-games | echo")
-    return p
 
 
 def config_from(args: argparse.Namespace) -> Config:

@@ -169,7 +169,7 @@ def _valid_body(body: bytes) -> bool:
 def _frame(message: pb.ClientMessage, default_target: str) -> bytes:
     return proto.encode(message.action, message.target or default_target,
                         message.body or proto.EMPTY_BODY, message.sender or SERVER_SENDER,
-                        is_target_client=message.is_target_client)
+                        is_target_client=message.is_target_client, request_id=message.request_id)
 
 
 class Processor:
@@ -266,9 +266,9 @@ class Processor:
             log.info("watcher hello", extra={"fields": {"name": h.name, "rooms": list(h.rooms),
                                                          "prefixes": list(h.prefixes)}})
             self.mesh.watcher_hello(identity, h.name, list(h.rooms), list(h.prefixes), now)
-        elif kind == "heartbeat":
-            if not self.mesh.watcher_seen(identity, now):
-                self.out.reply(identity, 0, ErrorCode.UNKNOWN_WATCHER)
+        elif kind == "heartbeat":  # answered, so the watcher knows the processor is alive
+            known = self.mesh.watcher_seen(identity, now)
+            self.out.reply(identity, 0, None if known else ErrorCode.UNKNOWN_WATCHER)
         else:
             self.mesh.watcher_seen(identity, now)
             self.on_command(identity, msg.command)
@@ -276,8 +276,11 @@ class Processor:
     def on_command(self, watcher: str, cmd: pb.Command) -> None:
         op = cmd.WhichOneof("op")
         args: dict[str, object]
-        if op in ("create_room", "delete_room"):
-            args = {"room": getattr(cmd, op).room}
+        if op == "create_room":
+            c = cmd.create_room
+            args = {"room": c.room, "watcher": c.watcher, "settings": dict(c.settings)}
+        elif op == "delete_room":
+            args = {"room": cmd.delete_room.room}
         elif op in ("join", "remove"):
             m = getattr(cmd, op)
             args = {"client": m.client, "room": m.room}

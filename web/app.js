@@ -7,6 +7,7 @@ import {
   checkPlayerName,
   checkRoomName,
   escapeHtml,
+  sanitizeBotHtml,
   BOT,
 } from "./protocol.js";
 
@@ -48,7 +49,9 @@ const el = {
   wordInput: $("#word-input"),
   sendWord: $("#send-word"),
   inputMode: $("#input-mode"),
+  endTitle: $("#end-title"),
   endMessage: $("#end-message"),
+  inviteNote: $("#invite-note"),
   ranking: $("#ranking"),
   wordList: $("#word-list"),
   wordCount: $("#word-count"),
@@ -211,7 +214,10 @@ function showScreen(name) {
     }
     if (name === "lobby") {
       el.lobbyError.hidden = true;
-      if (lastScreen) el.playerName.focus({ preventScroll: true });
+      if (lastScreen) {
+        el.inviteNote.hidden = true;
+        el.playerName.focus({ preventScroll: true });
+      }
     }
     lastScreen = name;
   }
@@ -312,8 +318,16 @@ function renderRoom(s, mode) {
 
 function renderEnd(s) {
   const r = s.result || { ranking: [], words: [], message: "" };
-  el.endMessage.innerHTML = "";
-  el.endMessage.textContent = r.message.replace(/<[^>]*>/g, "");
+  const top = r.ranking.filter((p) => r.ranking.length && p.score === r.ranking[0].score);
+  const me = top.some((p) => p.slug === session.clientId);
+  el.endTitle.textContent = !r.ranking.length
+    ? "Game over"
+    : top.length > 1
+      ? "It's a tie!"
+      : me
+        ? "You win!"
+        : `${top[0].name || "Someone"} wins!`;
+  el.endMessage.innerHTML = sanitizeBotHtml(r.message);
   let rank = 0;
   let prev = null;
   const items = r.ranking.map((p, i) => {
@@ -327,7 +341,7 @@ function renderEnd(s) {
     if (p.slug === session.clientId) li.classList.add("is-me");
     li.style.setProperty("--pc", cssColor(p.color));
     li.innerHTML =
-      `<span class="rank">${rank === 1 ? "🥇" : rank === 2 ? "🥈" : rank === 3 ? "🥉" : rank}</span>` +
+      `<span class="rank rank-${Math.min(rank, 4)}">${rank}</span>` +
       `<span class="avatar">${escapeHtml(initials(p.name))}</span>` +
       `<span class="name">${escapeHtml(p.name)}${p.slug === session.clientId ? ' <span class="you">you</span>' : ""}</span>` +
       `<span class="score">${p.score}</span>`;
@@ -366,7 +380,7 @@ function tick() {
     el.ring.classList.toggle("is-low", left <= 3);
     el.timer.classList.toggle("is-low", left <= 3);
   } else {
-    el.timer.textContent = "–";
+    el.timer.textContent = "";
     el.ring.style.strokeDasharray = `${RING_LEN}`;
     el.ring.style.strokeDashoffset = `${RING_LEN}`;
     el.ring.classList.remove("is-low");
@@ -414,7 +428,7 @@ function addBot(html, kind = "") {
   const li = document.createElement("li");
   li.className = `msg msg-bot${kind ? ` msg-${kind}` : ""}`;
   li.dataset.sender = BOT;
-  li.innerHTML = `<span class="bot-icon" aria-hidden="true">🤖</span><div class="bubble">${html}</div>`;
+  li.innerHTML = `<span class="avatar bot-avatar" aria-hidden="true">${BOT_SVG}</span><div class="bubble">${html}</div>`;
   appendLog(li);
 }
 
@@ -440,6 +454,11 @@ function toast(text, kind = "info") {
 }
 
 // ------------------------------------------------------------------ helpers
+
+const BOT_SVG =
+  '<svg viewBox="0 0 24 24" width="18" height="18" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round">' +
+  '<rect x="4" y="8" width="16" height="12" rx="3"/><path d="M12 4v4"/><circle cx="12" cy="3" r="1"/>' +
+  '<circle cx="9" cy="14" r="1.2" fill="currentColor"/><circle cx="15" cy="14" r="1.2" fill="currentColor"/><path d="M2 13v3M22 13v3"/></svg>';
 
 const COLORS = {
   yellow: "#facc15",
@@ -513,7 +532,6 @@ el.playerName.addEventListener("keydown", (ev) => {
 el.roomName.addEventListener("input", () => {
   const clean = el.roomName.value.replace(/[^A-Za-z0-9]/g, "").slice(0, 10);
   if (clean !== el.roomName.value) el.roomName.value = clean;
-  el.playFriend.textContent = clean ? `Play with a friend in “${clean}”` : "Play with a friend";
 });
 
 el.playRandom.addEventListener("click", () => {
@@ -541,7 +559,6 @@ el.settingsForm.addEventListener("submit", (ev) => {
   el.settingLimit.value = limit;
   el.settingDuration.value = duration;
   session.applySettings(limit, duration);
-  toast(`Settings sent: ${limit} players, ${duration}s`, "info");
 });
 
 el.start.addEventListener("click", () => session.startGame());
@@ -563,9 +580,14 @@ el.copyLink.addEventListener("click", async () => {
     }
   } catch (_) { /* fall back */ }
   if (!ok) {
-    el.shareLink.focus();
-    el.shareLink.select();
+    const ta = document.createElement("textarea");
+    ta.value = link;
+    ta.setAttribute("readonly", "");
+    ta.style.cssText = "position:fixed;top:0;left:-9999px;opacity:0";
+    document.body.append(ta);
+    ta.select();
     try { ok = document.execCommand("copy"); } catch (_) { ok = false; }
+    ta.remove();
   }
   el.copyLink.textContent = ok ? "Copied!" : "Select & copy";
   setTimeout(() => { el.copyLink.textContent = "Copy link"; }, 1500);
@@ -587,7 +609,8 @@ window.addEventListener("pagehide", () => {
   const room = (params.get("room") || "").replace(/[^A-Za-z0-9]/g, "").slice(0, 10);
   if (room) {
     el.roomName.value = room;
-    el.roomName.dispatchEvent(new Event("input"));
+    el.inviteNote.textContent = `You're invited to room “${room}”. Pick a name and press “Play with a friend”.`;
+    el.inviteNote.hidden = false;
     const nameParam = params.get("name");
     if (nameParam !== null) {
       el.playerName.value = nameParam;

@@ -310,8 +310,8 @@ export class Session {
         break;
       }
       case "is-room-maker": {
+        // Sent to the room maker only; a friend room's maker sets it up and starts it.
         if (s.screen !== "room") break;
-        if (body.message && this.clientId && String(body.message) !== this.clientId) break;
         s.maker = !s.random;
         this.emit("change");
         break;
@@ -329,7 +329,13 @@ export class Session {
       case "join-room-notify": {
         if (!forRoom) break;
         if (s.phase === "joining") s.phase = "waiting";
-        this.emit("system", { text: String(body.newmessage || `${msg.sender || "someone"} joined the room`) });
+        const who = String(msg.sender || "");
+        const known = s.players.find((p) => p.slug === who);
+        const label = who && who === this.clientId ? "You" : known ? known.name : "A new player";
+        let text = String(body.newmessage || "");
+        if (!text) text = `${label} joined the room`;
+        else if (who && text.includes(who)) text = text.split(who).join(label);
+        this.emit("system", { text });
         this.emit("change");
         break;
       }

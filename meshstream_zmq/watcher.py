@@ -1,0 +1,350 @@
+"""The Python watcher SDK: room logic as a few decorated handlers plus `run()`.
+
+    from meshstream_zmq.watcher import Watcher
+
+    bot = Watcher("dice", prefixes=["dice-"])
+
+    @bot.on("roll")
+    def roll(msg):
+        bot.send_room(msg.room, "rolled", {"by": msg.client, "value": random.randint(1, 6)})
+
+    bot.run()
+
+A watcher is one DEALER socket to the processor's ROUTER (docs/watchers.md). The
+loop is single-threaded: handlers, timers and replies never race. Commands are
+sent at once; their replies arrive later (errors go to `on_command_error`), except
+queries, which wait for their answer.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from . import meshstream_pb2 as pb
+from . import protocol
+from .config import Config
+from .core import EventKind
+from .errors import CloseCode, ErrorCode
+
+log = logging.getLogger("meshstream.watcher")
+
+
+@dataclass(slots=True)
+class Message:
+    """A client frame addressed to one of this watcher's rooms."""
+
+    client: str
+    action: str
+    room: str
+    body: dict[str, Any]
+    request_id: bytes = b""
+    is_target_client: bool = False
+
+
+@dataclass(slots=True)
+class Event:
+    kind: EventKind
+    client: str
+    room: str
+    seq: int
+
+
+@dataclass(slots=True)
+class RoomState:
+    name: str
+    members: list[str]
+    maker: str = ""
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+class CommandError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class Timer:
+    """A pending call; `cancel()` is safe to call any number of times."""
+
+    __slots__ = ("when", "fn", "args", "cancelled")
+
+    def __init__(self, when: float, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.when, self.fn, self.args, self.cancelled = when, fn, args, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def _rooms(states: Iterable[pb.RoomState]) -> list[RoomState]:
+    return [RoomState(r.name, list(r.members), r.maker, dict(r.settings)) for r in states]
+
+
+class Watcher:
+    def __init__(self, name: str, *, rooms: Iterable[str] = (), prefixes: Iterable[str] = (),
+                 config: Config | None = None, endpoint: str | None = None,
+                 context: zmq.Context | None = None) -> None:
+        self.name = name
+        self.rooms = list(rooms)
+        self.prefixes = list(prefixes)
+        self.config = config or Config.from_env()
+        self.endpoint = endpoint or self.config.endpoints.watchers
+        self.ctx = context or zmq.Context.instance()
+        self.sock: zmq.Socket | None = None
+        self.handlers: dict[str, Callable[[Message], Any]] = {}
+        self.event_handlers: dict[EventKind, list[Callable[[Event], Any]]] = {}
+        self.welcome_handlers: list[Callable[[list[RoomState]], Any]] = []
+        self.timers: list[tuple[float, int, Timer]] = []
+        self.ids = itertools.count(1)
+        self.timer_ids = itertools.count()
+        self.backlog: deque[list[bytes]] = deque()
+        self.running = False
+        self.welcomed = False
+        self.epoch = ""
+        self.last_heard = 0.0
+
+    # ------------------------------------------------------------ registration
+
+    def on(self, action: str) -> Callable[[Callable[[Message], Any]], Callable[[Message], Any]]:
+        """Handle client frames with this action ("*": any action without its own handler)."""
+        def register(fn: Callable[[Message], Any]) -> Callable[[Message], Any]:
+            self.handlers[action] = fn
+            return fn
+        return register
+
+    def on_event(self, kind: EventKind) -> Callable[[Callable[[Event], Any]], Callable[[Event], Any]]:
+        def register(fn: Callable[[Event], Any]) -> Callable[[Event], Any]:
+            self.event_handlers.setdefault(kind, []).append(fn)
+            return fn
+        return register
+
+    def on_welcome(self, fn: Callable[[list[RoomState]], Any]) -> Callable[[list[RoomState]], Any]:
+        """Called after every (re)connection with the state of the claimed rooms."""
+        self.welcome_handlers.append(fn)
+        return fn
+
+    def on_command_error(self, command: int, code: str, message: str) -> None:
+        """Override to react to a failed command; the default logs it."""
+        log.warning("command failed", extra={"fields": {"id": command, "code": code,
+                                                         "message": message}})
+
+    # ------------------------------------------------------------ commands
+
+    def _send(self, msg: pb.WatcherIn) -> None:
+        assert self.sock is not None, "connect() or run() first"
+        try:
+            self.sock.send_multipart([b"watcher", msg.SerializeToString()], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            log.error("processor not reachable; command dropped")
+
+    def _command(self, **op: Any) -> int:
+        cmd_id = next(self.ids)
+        self._send(pb.WatcherIn(command=pb.Command(id=cmd_id, **op)))
+        return cmd_id
+
+    @staticmethod
+    def _message(action: str, body: Mapping[str, Any] | None, sender: str, target: str,
+                 is_target_client: bool = False) -> pb.ClientMessage:
+        return pb.ClientMessage(action=action, target=target,
+                                body=protocol.encode_body(dict(body or {})),
+                                sender=sender, is_target_client=is_target_client)
+
+    def send_room(self, room: str, action: str, body: Mapping[str, Any] | None = None, *,
+                  sender: str = "", exclude: Iterable[str] = (), target: str = "") -> int:
+        """Send to every member of `room` (minus `exclude`); the JSON is encoded once."""
+        return self._command(send_room=pb.SendToRoom(
+            room=room, message=self._message(action, body, sender, target), exclude=list(exclude)))
+
+    def send_clients(self, clients: Iterable[str], action: str,
+                     body: Mapping[str, Any] | None = None, *, sender: str = "", target: str = "",
+                     is_target_client: bool = False) -> int:
+        return self._command(send_clients=pb.SendToClients(
+            clients=list(clients),
+            message=self._message(action, body, sender, target, is_target_client)))
+
+    def error(self, msg: Message, code: ErrorCode, detail: str = "") -> int:
+        """Answer a client frame with an error frame (its id echoed)."""
+        body = {"code": code.value, "message": detail or code.message, "action": msg.action}
+        frame = pb.ClientMessage(action="error", target=msg.room, body=protocol.encode_body(body),
+                                 request_id=msg.request_id)
+        return self._command(send_clients=pb.SendToClients(clients=[msg.client], message=frame))
+
+    def join(self, client: str, room: str) -> int:
+        return self._command(join=pb.Membership(client=client, room=room))
+
+    def remove(self, client: str, room: str) -> int:
+        return self._command(remove=pb.Membership(client=client, room=room))
+
+    def create_room(self, room: str, *, watcher: str = "",
+                    settings: Mapping[str, str] | None = None) -> int:
+        return self._command(create_room=pb.CreateRoom(room=room, watcher=watcher,
+                                                       settings=dict(settings or {})))
+
+    def delete_room(self, room: str) -> int:
+        return self._command(delete_room=pb.RoomRef(room=room))
+
+    def disconnect(self, client: str, code: int = CloseCode.DISCONNECTED, reason: str = "") -> int:
+        return self._command(disconnect=pb.CloseClient(client=client, code=code, reason=reason))
+
+    def settings(self, room: str, **values: str) -> int:
+        return self._command(settings=pb.RoomSettings(room=room, settings=values))
+
+    # Queries wait for their reply (other traffic is kept for the loop meanwhile).
+
+    def query_rooms(self) -> list[RoomState]:
+        return self.request(query=pb.Query(what=pb.Query.ROOMS))
+
+    def query_room(self, room: str) -> RoomState:
+        return self.request(query=pb.Query(what=pb.Query.ROOM, room=room))[0]
+
+    def client_rooms(self, client: str) -> list[RoomState]:
+        return self.request(query=pb.Query(what=pb.Query.CLIENT_ROOMS, client=client))
+
+    def request(self, timeout: float = 5.0, **op: Any) -> list[RoomState]:
+        """Send a command and wait for its reply; raises CommandError on an error reply."""
+        assert self.sock is not None
+        cmd_id = self._command(**op)
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not self.sock.poll(remaining * 1000):
+                break
+            frames = self.sock.recv_multipart()
+            out = pb.WatcherOut.FromString(frames[-1])
+            if out.WhichOneof("kind") == "reply" and out.reply.id == cmd_id:
+                if out.reply.error:
+                    raise CommandError(out.reply.error, out.reply.message)
+                return _rooms(out.reply.rooms)
+            self.backlog.append(frames)
+        raise CommandError("timeout", f"no reply to command {cmd_id} in {timeout} s")
+
+    # ------------------------------------------------------------ timers
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> Timer:
+        timer = Timer(self.now() + max(0.0, delay), fn, args)
+        heapq.heappush(self.timers, (timer.when, next(self.timer_ids), timer))
+        return timer
+
+    def _run_timers(self) -> None:
+        now = self.now()
+        while self.timers and self.timers[0][0] <= now:
+            _, _, timer = heapq.heappop(self.timers)
+            if not timer.cancelled:
+                timer.cancelled = True
+                self._guard(timer.fn, *timer.args)
+        if len(self.timers) > 64 and sum(t.cancelled for _, _, t in self.timers) > len(self.timers) // 2:
+            self.timers = [t for t in self.timers if not t[2].cancelled]  # cancelled ones don't pile up
+            heapq.heapify(self.timers)
+
+    # ------------------------------------------------------------ loop
+
+    def connect(self) -> None:
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 100_000)
+        self.sock.connect(self.endpoint)
+        self.hello()
+
+    def hello(self) -> None:
+        self.welcomed = False
+        self._send(pb.WatcherIn(hello=pb.WatcherHello(name=self.name, rooms=self.rooms,
+                                                      prefixes=self.prefixes)))
+
+    def _guard(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A handler's exception is logged, never fatal: one bad frame must not stop a room."""
+        try:
+            return fn(*args)
+        except Exception:
+            log.exception("handler failed", extra={"fields": {"handler": getattr(fn, "__name__", "?")}})
+            return _FAILED
+
+    def dispatch(self, frames: list[bytes]) -> None:
+        self.last_heard = self.now()
+        try:
+            out = pb.WatcherOut.FromString(frames[-1])
+        except Exception:  # noqa: BLE001
+            log.error("undecodable message from processor")
+            return
+        kind = out.WhichOneof("kind")
+        if kind == "message":
+            m = out.message
+            try:
+                body = json.loads(m.body) if m.body else {}
+            except ValueError:
+                body = {}
+            msg = Message(m.client, m.action, m.target, body, m.request_id, m.is_target_client)
+            handler = self.handlers.get(m.action) or self.handlers.get("*")
+            if handler is None:
+                self.error(msg, ErrorCode.UNKNOWN_ACTION)
+            elif self._guard(handler, msg) is _FAILED:
+                self.error(msg, ErrorCode.WATCHER_ERROR)
+        elif kind == "event":
+            e = out.event
+            event = Event(EventKind(e.kind), e.client, e.room, e.seq)
+            for fn in self.event_handlers.get(event.kind, ()):
+                self._guard(fn, event)
+        elif kind == "welcome":
+            self.welcomed = True
+            self.epoch = out.welcome.epoch
+            log.info("welcomed", extra={"fields": {"watcher": self.name, "epoch": self.epoch}})
+            rooms = _rooms(out.welcome.rooms)
+            for fn in self.welcome_handlers:
+                self._guard(fn, rooms)
+        elif kind == "reply":
+            r = out.reply
+            if r.error == ErrorCode.UNKNOWN_WATCHER.value:
+                self.hello()  # the processor restarted and forgot us
+            elif r.error and r.id == 0:
+                log.error("hello refused", extra={"fields": {"code": r.error, "message": r.message}})
+                self.call_later(self.config.heartbeat * 4, self.hello)
+            elif r.error:
+                self.on_command_error(r.id, r.error, r.message)
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Serve until stop() (or `until()` is true)."""
+        if self.sock is None:
+            self.connect()
+        assert self.sock is not None
+        self.running = True
+        interval = self.config.heartbeat
+        next_beat = self.now() + interval
+        while self.running and not (until and until()):
+            while self.backlog:
+                self.dispatch(self.backlog.popleft())
+            now = self.now()
+            if now >= next_beat:
+                self._send(pb.WatcherIn(heartbeat=pb.Heartbeat()))
+                next_beat = now + interval
+            wake = min([next_beat] + [t[0] for t in self.timers[:1]])
+            if self.sock.poll(max(0.0, wake - self.now()) * 1000):
+                for _ in range(1000):
+                    try:
+                        frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.dispatch(frames)
+            self._run_timers()
+        self.close()
+
+    def stop(self) -> None:
+        self.running = False
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
+
+
+_FAILED = object()
