@@ -459,25 +459,25 @@ class Mesh:
         if w is not None:
             w.alive = False
 
-    def command(self, watcher: str, command: int, op: str, **args: object) -> None:
+    def command(self, sender: str, command: int, op: str, **args: object) -> None:
         """Apply one watcher command; every command gets exactly one reply.
 
         Watchers are trusted room logic: a command may act on any room. Claims only
         decide which watcher hears a room's frames and events.
         """
-        w = self.watchers.get(watcher)
+        w = self.watchers.get(sender)
         if w is None or not w.alive:
-            return self.out.reply(watcher, command, ErrorCode.UNKNOWN_WATCHER)
+            return self.out.reply(sender, command, ErrorCode.UNKNOWN_WATCHER)
         handler = getattr(self, "_cmd_" + op, None)
         if handler is None:
-            return self.out.reply(watcher, command, ErrorCode.BAD_COMMAND, f"unknown op {op!r}")
+            return self.out.reply(sender, command, ErrorCode.BAD_COMMAND, f"unknown op {op!r}")
         try:
             result = handler(w, **args)
         except TypeError as exc:
-            return self.out.reply(watcher, command, ErrorCode.BAD_COMMAND, str(exc))
+            return self.out.reply(sender, command, ErrorCode.BAD_COMMAND, str(exc))
         if isinstance(result, tuple):
-            return self.out.reply(watcher, command, result[0], result[1])
-        return self.out.reply(watcher, command, rooms=result or ())
+            return self.out.reply(sender, command, result[0], result[1])
+        return self.out.reply(sender, command, rooms=result or ())
 
     def _room_arg(self, room: str, *, exists: bool = True) -> tuple[ErrorCode, str] | None:
         if not valid_room_name(room):
