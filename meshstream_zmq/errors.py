@@ -50,7 +50,6 @@ class ErrorCode(str, Enum):
     BAD_COMMAND = ("bad-command", "the command could not be decoded or has missing fields")
     CLAIM_CONFLICT = ("claim-conflict", "another watcher already claims this room or prefix")
     ROOM_EXISTS = ("room-exists", "the room already exists")
-    NOT_CLAIMED = ("not-claimed", "this watcher does not claim that room")
     UNKNOWN_WATCHER = ("unknown-watcher", "say hello before sending commands")
 
 
@@ -62,4 +61,3 @@ class CloseCode:
     TOO_BIG = 1009  # frame over the size limit (sent by websockets itself)
     SLOW_CONSUMER = 4000  # send queue stayed over its bound
     DISCONNECTED = 4001  # a watcher or the server disconnected the client
-    REPLACED = 4002  # reserved: session replaced
