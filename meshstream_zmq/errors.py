@@ -30,8 +30,10 @@ class ErrorCode(str, Enum):
     BAD_ID = ("bad-id", "id must be a string or a number")
     BINARY_FRAME = ("binary-frame", "binary frames are not supported; send JSON text")
     RATE_LIMITED = ("rate-limited", "too many frames; this one was not processed")
-    PROCESSOR_UNAVAILABLE = ("processor-unavailable", "the processor is not reachable; the frame was not processed")
-    PROCESSOR_RESTARTED = ("processor-restarted", "the processor restarted; this frame may not have been processed")
+    PROCESSOR_UNAVAILABLE = ("processor-unavailable",
+                             "the processor is not reachable; the frame was not processed")
+    PROCESSOR_RESTARTED = ("processor-restarted",
+                           "the processor restarted; this frame may not have been processed")
     MESSAGES_LOST = ("messages-lost", "the gateway missed messages from the processor; resync your state")
     # Routing: decided by the processor.
     MISSING_TARGET = ("missing-target", "this action needs a target")
@@ -43,7 +45,8 @@ class ErrorCode(str, Enum):
     LOBBY_READONLY = ("lobby-readonly", "mesh-global is the lobby: it only takes join-room")
     CANNOT_LEAVE_LOBBY = ("cannot-leave-lobby", "every client stays in mesh-global until it disconnects")
     UNKNOWN_SENDER = ("unknown-sender", "the processor does not know this connection yet; retry")
-    WATCHER_UNAVAILABLE = ("watcher-unavailable", "the watcher of this room is not connected; the frame was not processed")
+    WATCHER_UNAVAILABLE = ("watcher-unavailable",
+                           "the watcher of this room is not connected; the frame was not processed")
     UNKNOWN_ACTION = ("unknown-action", "this room does not handle that action")
     WATCHER_ERROR = ("watcher-error", "the room's watcher failed to handle this frame")
     # Watcher commands only.

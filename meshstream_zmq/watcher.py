@@ -216,7 +216,7 @@ class Watcher:
         cmd_id = self._command(**op)
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
-            if not self.sock.poll(remaining * 1000):
+            if not self.sock.poll(int(remaining * 1000) + 1):
                 break
             frames = self.sock.recv_multipart()
             out = pb.WatcherOut.FromString(frames[-1])
@@ -300,8 +300,8 @@ class Watcher:
             self.epoch = out.welcome.epoch
             log.info("welcomed", extra={"fields": {"watcher": self.name, "epoch": self.epoch}})
             rooms = _rooms(out.welcome.rooms)
-            for fn in self.welcome_handlers:
-                self._guard(fn, rooms)
+            for welcome_fn in self.welcome_handlers:
+                self._guard(welcome_fn, rooms)
         elif kind == "reply":
             r = out.reply
             if r.error == ErrorCode.UNKNOWN_WATCHER.value:
@@ -328,7 +328,7 @@ class Watcher:
                 self._send(pb.WatcherIn(heartbeat=pb.Heartbeat()))
                 next_beat = now + interval
             wake = min([next_beat] + [t[0] for t in self.timers[:1]])
-            if self.sock.poll(max(0.0, wake - self.now()) * 1000):
+            if self.sock.poll(int(max(0.0, wake - self.now()) * 1000)):
                 for _ in range(1000):
                     try:
                         frames = self.sock.recv_multipart(zmq.NOBLOCK)

@@ -10,6 +10,7 @@ processor events and client frames into `Game` calls and carries out the effects
 from __future__ import annotations
 
 import logging
+
 from meshstream_zmq import LOBBY
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq.config import Config

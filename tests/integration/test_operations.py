@@ -1,0 +1,114 @@
+"""Operations: services alone over TCP, independent instances, metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, Client, Cluster, free_port
+
+
+def _spawn(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "services.cli", *args], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+@pytest.fixture
+def tcp_services(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    """processor, one gateway and the echo watcher as separate commands, over TCP."""
+    ws_port = free_port()
+    base = free_port()
+    while ws_port in range(base, base + 3):  # the processor takes base, base+1, base+2
+        base = free_port()
+    tcp = f"127.0.0.1:{base}"
+    log = tmp_path / "services.log"
+    procs = [_spawn("processor", "--tcp", tcp, "--metrics-port", "0", log=log),
+             _spawn("gateway", "--index", "1", "--tcp", tcp, "--port", str(ws_port),
+                    "--host", "127.0.0.1", "--metrics-port", "0", log=log),
+             _spawn("watcher", "echo", "--tcp", tcp, "--metrics-port", "0", log=log)]
+    try:
+        yield base, ws_port
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _wait_http(url: str, timeout: float = 30) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return bytes(resp.read())
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} never answered 200")
+
+
+async def test_services_run_alone_over_tcp(tcp_services: tuple[int, int]) -> None:
+    _, ws_port = tcp_services
+    _wait_http(f"http://127.0.0.1:{ws_port}/healthz")
+    a = await Client.connect(f"ws://127.0.0.1:{ws_port}/wsmesh")
+    b = await Client.connect(f"ws://127.0.0.1:{ws_port}/wsmesh")
+    for c in (a, b):
+        await c.send({"action": "join-room", "target": "t1"})
+    await a.expect("client-joined-room", sender=b.id)
+    await b.send({"action": "say", "target": "t1", "message_body": {"n": 1}})
+    got = await a.expect("say")
+    assert got["sender"] == b.id and got["message_body"] == {"n": 1}
+    # the echo watcher, over TCP as well, owns "echo-" rooms
+    deadline = time.monotonic() + 20
+    while True:
+        room = f"echo-{int(time.monotonic() * 1000)}"
+        await a.send({"action": "join-room", "target": room})
+        msg = await a.next(lambda m: m["action"] in ("echo-joined", "client-joined-room"))
+        if msg["action"] == "echo-joined":
+            break
+        assert time.monotonic() < deadline, "echo watcher never claimed its rooms over TCP"
+    for c in (a, b):
+        await c.close()
+
+
+async def test_two_instances_do_not_interfere(cluster_factory) -> None:
+    one: Cluster = cluster_factory(gateways=1)
+    two: Cluster = cluster_factory(gateways=1)
+    assert one.run_dir != two.run_dir
+    a = await Client.connect(one.url)
+    b = await Client.connect(two.url)
+    await a.send({"action": "join-room", "target": "same"})
+    await b.send({"action": "join-room", "target": "same"})
+    await a.expect("client-joined-room", sender=a.id)
+    await b.expect("client-joined-room", sender=b.id)
+    members = await a.request({"action": "list-members", "target": "same", "id": 1}, "member-list")
+    assert members["message_body"]["members"] == [a.id]
+    await a.close()
+    await b.close()
+
+
+async def test_every_process_exposes_metrics(cluster_factory) -> None:
+    base = free_port()
+    c: Cluster = cluster_factory(gateways=1, args=["--metrics-port", str(base)])
+    client = await Client.connect(c.url)
+    await client.send({"action": "join-room", "target": "m1"})
+    await client.expect("client-joined-room")
+    processor = _wait_http(f"http://127.0.0.1:{base}/metrics").decode()
+    gateway = _wait_http(f"http://127.0.0.1:{base + 1}/metrics").decode()
+    assert "meshstream_rooms" in processor and "meshstream_clients" in processor
+    assert "meshstream_connections" in gateway and "meshstream_frames_in_total" in gateway
+    await client.close()
