@@ -1,0 +1,109 @@
+"""The Python watcher SDK against a real processor (watcher in a thread of the test)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from meshstream_zmq.config import Config
+from meshstream_zmq.core import EventKind
+from meshstream_zmq.errors import ErrorCode
+from meshstream_zmq.watcher import CommandError, Event, Message, Watcher
+from tests.conftest import Client, Cluster
+
+
+def start(bot: Watcher) -> threading.Thread:
+    ready = threading.Event()
+    bot.on_welcome(lambda rooms: ready.set())
+    thread = threading.Thread(target=bot.run, daemon=True)
+    thread.start()
+    assert ready.wait(15), "watcher never welcomed"
+    return thread
+
+
+async def test_handlers_commands_and_errors(cluster: Cluster, connect) -> None:
+    config = Config(run_dir=cluster.run_dir, port=cluster.port)
+    bot = Watcher("sdk-test", prefixes=["sdk-"], config=config)
+    seen: list[Event] = []
+
+    @bot.on("join-room")
+    def join(msg: Message) -> None:
+        bot.join(msg.client, msg.room)
+
+    @bot.on_event(EventKind.CLIENT_JOINED_ROOM)
+    def joined(ev: Event) -> None:
+        seen.append(ev)
+        bot.send_room(ev.room, "welcome", {"rooms": [r.name for r in bot.client_rooms(ev.client)]},
+                      sender="sdk-bot")
+
+    @bot.on("boom")
+    def boom(msg: Message) -> None:
+        raise RuntimeError("handler bug")
+
+    @bot.on("later")
+    def later(msg: Message) -> None:
+        fired = bot.call_later(0.05, bot.send_clients, [msg.client], "fired", {"n": 1})
+        cancelled = bot.call_later(0.01, bot.send_clients, [msg.client], "cancelled", {})
+        cancelled.cancel()
+        assert fired is not cancelled
+
+    @bot.on("ask")
+    def ask(msg: Message) -> None:
+        try:
+            bot.query_room("no-such-room")
+        except CommandError as exc:  # queries answer synchronously; errors raise with their code
+            bot.send_clients([msg.client], "answer", {"code": exc.code})
+
+    thread = start(bot)
+    try:
+        a: Client = await connect()
+        await a.send({"action": "join-room", "target": "sdk-1"})
+        welcome = await a.expect("welcome", target="sdk-1")
+        assert welcome["sender"] == "sdk-bot"
+        assert sorted(welcome["message_body"]["rooms"]) == ["mesh-global", "sdk-1"]
+        # a handler that raises: the client is told, the watcher keeps serving
+        await a.send({"action": "boom", "target": "sdk-1", "id": "b1"})
+        err = await a.error(ErrorCode.WATCHER_ERROR.value)
+        assert err["id"] == "b1" and err["message_body"]["action"] == "boom"
+        # no handler for the action: unknown-action, with the id echoed
+        await a.send({"action": "nope", "target": "sdk-1", "id": 9})
+        err = await a.error(ErrorCode.UNKNOWN_ACTION.value)
+        assert err["id"] == 9
+        # timers fire once; cancelled ones never
+        await a.send({"action": "later", "target": "sdk-1"})
+        await a.expect("fired")
+        await a.send({"action": "join-room", "target": "sdk-2"})
+        await a.expect("welcome", target="sdk-2")
+        assert not [m for m in a.inbox if m["action"] == "cancelled"]
+        assert [e.room for e in seen] == ["sdk-1", "sdk-2"]
+        await a.send({"action": "ask", "target": "sdk-1"})
+        answer = await a.expect("answer")
+        assert answer["message_body"]["code"] == ErrorCode.UNKNOWN_ROOM.value
+    finally:
+        bot.stop()
+        thread.join(5)
+
+
+def test_claim_conflict_is_refused(cluster: Cluster) -> None:
+    config = Config(run_dir=cluster.run_dir, port=cluster.port)
+    first = Watcher("first", prefixes=["x-"], config=config)
+    thread = start(first)
+    second = Watcher("second", prefixes=["x-"], config=config)
+    second.connect()
+    try:
+        deadline = time.monotonic() + 10
+        assert second.sock is not None
+        while time.monotonic() < deadline and second.sock.poll(100) == 0:
+            pass
+        reply = second.sock.recv_multipart()
+        from meshstream_zmq import meshstream_pb2 as pb
+
+        out = pb.WatcherOut.FromString(reply[-1])
+        assert out.reply.error == ErrorCode.CLAIM_CONFLICT.value
+        assert not second.welcomed
+    finally:
+        second.close()
+        first.stop()
+        thread.join(5)
