@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind
 from meshstream_zmq.errors import ErrorCode
