@@ -187,8 +187,9 @@ def build_games(config: Config) -> Watcher:
         game = games.get(ev.room)
         if game is None:
             return
-        if ev.client in game.players:
-            apply(ev.room, game.leave(ev.client, bot.now()))
+        if ev.client in game.players:  # it is out of the room already: no Kick to carry out
+            effects = game.leave(ev.client, bot.now())
+            apply(ev.room, [e for e in effects if not (isinstance(e, Kick) and e.client == ev.client)])
         if not game.players:
             close(ev.room)
 
@@ -198,9 +199,10 @@ def build_games(config: Config) -> Watcher:
         if game is None:
             bot.error(msg, ErrorCode.UNKNOWN_ROOM)
             return
-        apply(msg.room, game.handle(msg.client, msg.action, msg.body, bot.now()))
-        if msg.action == "leave-room":
-            bot.remove(msg.client, msg.room)
+        effects = game.handle(msg.client, msg.action, msg.body, bot.now())
+        apply(msg.room, effects)
+        if msg.action == "leave-room" and Kick(msg.client) not in effects:
+            bot.remove(msg.client, msg.room)  # not a player (e.g. refused): still leaves the room
 
     @bot.on_welcome
     def welcome(rooms: list[RoomState]) -> None:
