@@ -187,14 +187,16 @@ class Event(_message.Message):
     def __init__(self, kind: _Optional[_Union[Event.Kind, str]] = ..., client: _Optional[str] = ..., room: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class WatcherIn(_message.Message):
-    __slots__ = ("hello", "heartbeat", "command")
+    __slots__ = ("hello", "heartbeat", "command", "goodbye")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
+    GOODBYE_FIELD_NUMBER: _ClassVar[int]
     hello: WatcherHello
     heartbeat: Heartbeat
     command: Command
-    def __init__(self, hello: _Optional[_Union[WatcherHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
+    goodbye: Heartbeat
+    def __init__(self, hello: _Optional[_Union[WatcherHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., goodbye: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
 
 class WatcherHello(_message.Message):
     __slots__ = ("name", "rooms", "prefixes")

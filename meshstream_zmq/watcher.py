@@ -306,9 +306,8 @@ class Watcher:
             r = out.reply
             if r.error == ErrorCode.UNKNOWN_WATCHER.value:
                 self.hello()  # the processor restarted and forgot us
-            elif r.error and r.id == 0:
+            elif r.error and r.id == 0:  # hello refused: the loop says hello again later
                 log.error("hello refused", extra={"fields": {"code": r.error, "message": r.message}})
-                self.call_later(self.config.heartbeat * 4, self.hello)
             elif r.error:
                 self.on_command_error(r.id, r.error, r.message)
 
@@ -325,8 +324,14 @@ class Watcher:
                 self.dispatch(self.backlog.popleft())
             now = self.now()
             if now >= next_beat:
-                self._send(pb.WatcherIn(heartbeat=pb.Heartbeat()))
-                next_beat = now + interval
+                # Heartbeats once welcomed; until then, hello again now and then (the
+                # processor may be starting, or a claim was refused).
+                if self.welcomed:
+                    self._send(pb.WatcherIn(heartbeat=pb.Heartbeat()))
+                    next_beat = now + interval
+                else:
+                    self.hello()
+                    next_beat = now + max(2.0, interval)
             wake = min([next_beat] + [t[0] for t in self.timers[:1]])
             if self.sock.poll(int(max(0.0, wake - self.now()) * 1000)):
                 for _ in range(1000):
@@ -343,7 +348,9 @@ class Watcher:
 
     def close(self) -> None:
         if self.sock is not None:
-            self.sock.close(linger=0)
+            if self.welcomed:  # release the claims now rather than after the peer timeout
+                self._send(pb.WatcherIn(goodbye=pb.Heartbeat()))
+            self.sock.close(linger=100)
             self.sock = None
 
 

@@ -215,6 +215,11 @@ class Processor:
         seq = 0
         for item in batch.items:
             kind = item.WhichOneof("kind")
+            if kind != "hello" and not mesh.knows_gateway(gateway):
+                # Not (or no longer) introduced to this processor, e.g. frames sent just
+                # after a processor restart: left unacknowledged, so the gateway reports
+                # them (processor-restarted) when it resyncs; its hello lists its clients.
+                continue
             if kind == "frame":
                 f = item.frame
                 mesh.client_frame(f.client, f.action, f.target, f.body or proto.EMPTY_BODY,
@@ -266,6 +271,9 @@ class Processor:
             log.info("watcher hello", extra={"fields": {"name": h.name, "rooms": list(h.rooms),
                                                          "prefixes": list(h.prefixes)}})
             self.mesh.watcher_hello(identity, h.name, list(h.rooms), list(h.prefixes), now)
+        elif kind == "goodbye":
+            log.info("watcher goodbye", extra={"fields": {"watcher": identity}})
+            self.mesh.watcher_gone(identity)
         elif kind == "heartbeat":  # answered, so the watcher knows the processor is alive
             known = self.mesh.watcher_seen(identity, now)
             self.out.reply(identity, 0, None if known else ErrorCode.UNKNOWN_WATCHER)

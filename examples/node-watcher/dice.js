@@ -1,0 +1,440 @@
+#!/usr/bin/env node
+// A meshstream watcher in Node.js: a dice bot for every room whose name starts
+// with "dice-". Written from docs/watchers.md and proto/meshstream.proto only.
+//
+//   node dice.js [--endpoint URL] [--port N] [--name NAME]
+//
+// Client frames to a dice room (JSON over the WebSocket):
+//   {"action":"join-room","target":"dice-1"}             -> joined, greeted by the bot
+//   {"action":"roll","target":"dice-1","message_body":{"sides":20},"id":7}
+//                                                         -> "rolled" to the whole room
+//   {"action":"leave-room","target":"dice-1"}            -> removed
+//   anything else                                         -> error "unknown-action"
+
+import { randomInt } from "node:crypto";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+import protobuf from "protobufjs";
+import * as zmq from "zeromq";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const PROTO = path.resolve(HERE, "../../proto/meshstream.proto");
+
+const HEARTBEAT_MS = 500; // docs: heartbeat every 0.5 s
+const PEER_TIMEOUT_MS = 3000; // docs: 3 s of processor silence means it is gone
+const HELLO_RETRY_MS = 2000; // after claim-conflict / bad-command, or an unanswered hello
+const PENDING_TTL_MS = 30000; // forget commands whose reply never came (processor restart)
+const BOT = "dice-bot";
+const MIN_SIDES = 2;
+const MAX_SIDES = 100;
+const DEFAULT_SIDES = 6;
+
+// ------------------------------------------------------------------ logging
+
+function log(msg, fields = {}, level = "info") {
+  const line = { ts: new Date().toISOString(), level, logger: `watcher.${opts?.name ?? "dice"}`, msg, ...fields };
+  process.stderr.write(JSON.stringify(line) + "\n");
+}
+
+// ------------------------------------------------------------------ options
+
+function usage() {
+  process.stderr.write(
+    "usage: node dice.js [--endpoint URL] [--port N] [--name NAME]\n" +
+      "  --endpoint URL  watchers endpoint (else $MESHSTREAM_WATCHERS_ENDPOINT, else the\n" +
+      "                  default of `make run`: ipc://$XDG_RUNTIME_DIR/meshstream-<uid>-<port>/watchers)\n" +
+      "  --port N        server port used to build the default endpoint (default 8765)\n" +
+      "  --name NAME     watcher name (default dice)\n",
+  );
+}
+
+function parseArgs(argv) {
+  const out = { endpoint: "", port: 8765, name: "dice", prefix: "dice-" };
+  for (let i = 0; i < argv.length; i++) {
+    let arg = argv[i];
+    let value;
+    const eq = arg.indexOf("=");
+    if (arg.startsWith("--") && eq > 0) {
+      value = arg.slice(eq + 1);
+      arg = arg.slice(0, eq);
+    }
+    const take = () => {
+      if (value !== undefined) return value;
+      if (i + 1 >= argv.length) throw new Error(`${arg} needs a value`);
+      return argv[++i];
+    };
+    switch (arg) {
+      case "--endpoint":
+        out.endpoint = take();
+        break;
+      case "--port":
+        out.port = Number.parseInt(take(), 10);
+        if (!Number.isInteger(out.port) || out.port <= 0) throw new Error("--port needs a positive integer");
+        break;
+      case "--name":
+        out.name = take();
+        break;
+      case "-h":
+      case "--help":
+        usage();
+        process.exit(0);
+        break;
+      default:
+        throw new Error(`unknown argument ${arg}`);
+    }
+  }
+  if (!out.endpoint) out.endpoint = process.env.MESHSTREAM_WATCHERS_ENDPOINT || "";
+  if (!out.endpoint) {
+    const uid = typeof process.getuid === "function" ? process.getuid() : os.userInfo().uid;
+    const base = process.env.XDG_RUNTIME_DIR || "/tmp";
+    out.endpoint = `ipc://${path.join(base, `meshstream-${uid}-${out.port}`, "watchers")}`;
+  }
+  return out;
+}
+
+let opts;
+try {
+  opts = parseArgs(process.argv.slice(2));
+} catch (err) {
+  process.stderr.write(`dice.js: ${err.message}\n`);
+  usage();
+  process.exit(2);
+}
+
+// ------------------------------------------------------------------ protobuf
+
+const root = await protobuf.load(PROTO);
+const WatcherIn = root.lookupType("meshstream.v1.WatcherIn");
+const WatcherOut = root.lookupType("meshstream.v1.WatcherOut");
+const TO_OBJECT = { longs: Number, enums: String, defaults: true, arrays: true, objects: true, oneofs: true };
+
+// ------------------------------------------------------------------ socket and sending
+
+const sock = new zmq.Dealer({ linger: 0 });
+sock.connect(opts.endpoint);
+
+// zeromq v6 allows one send in flight at a time: chain them.
+let sendChain = Promise.resolve();
+let sendsQueued = 0;
+let closing = false;
+
+function sendIn(obj) {
+  if (closing) return;
+  const err = WatcherIn.verify(obj);
+  if (err) {
+    log("not sent: invalid WatcherIn", { error: err }, "error");
+    return;
+  }
+  const payload = WatcherIn.encode(WatcherIn.fromObject(obj)).finish();
+  sendsQueued++;
+  sendChain = sendChain
+    .then(() => (closing ? undefined : sock.send(["watcher", payload])))
+    .catch((e) => {
+      if (!closing) log("send failed", { error: String(e) }, "error");
+    })
+    .finally(() => {
+      sendsQueued--;
+    });
+}
+
+// ------------------------------------------------------------------ hello / heartbeat
+
+let helloSentAt = 0; // 0: no hello waiting for its answer
+let registered = false;
+let epoch = "";
+let lastHeard = Date.now();
+let processorSilent = false;
+let helloRetry = null;
+
+function hello(reason) {
+  if (closing) return;
+  if (helloRetry) {
+    clearTimeout(helloRetry);
+    helloRetry = null;
+  }
+  registered = false;
+  helloSentAt = Date.now();
+  log("hello", { reason, name: opts.name, prefixes: [opts.prefix], endpoint: opts.endpoint });
+  sendIn({ hello: { name: opts.name, rooms: [], prefixes: [opts.prefix] } });
+}
+
+function heartbeat() {
+  const now = Date.now();
+  if (!processorSilent && now - lastHeard > PEER_TIMEOUT_MS) {
+    processorSilent = true;
+    log("processor silent", { silent_ms: now - lastHeard }, "warning");
+  }
+  if (helloSentAt && lastHeard > helloSentAt && now - helloSentAt > HELLO_RETRY_MS) {
+    hello("hello unanswered"); // the processor answers, in order, but not our hello: it got lost
+  }
+  for (const [id, cmd] of pending) {
+    if (now - cmd.at > PENDING_TTL_MS) pending.delete(id);
+  }
+  // Refused hello: wait for the retry (a heartbeat would only earn "unknown-watcher").
+  if (helloRetry) return;
+  // A DEALER with no peer queues what we send; don't pile heartbeats up behind a blocked send.
+  if (sendsQueued === 0) sendIn({ heartbeat: {} });
+}
+
+// ------------------------------------------------------------------ commands
+
+let nextId = 1;
+const pending = new Map(); // id -> {op, at, onReply}
+
+function command(op, fields, onReply) {
+  const id = nextId++;
+  pending.set(id, { op, at: Date.now(), onReply });
+  sendIn({ command: { id, [op]: fields } });
+  return id;
+}
+
+function jsonBody(obj) {
+  return Buffer.from(JSON.stringify(obj), "utf8");
+}
+
+function sendRoom(room, action, body) {
+  command("sendRoom", { room, message: { action, target: room, body: jsonBody(body), sender: BOT } });
+}
+
+/** An error frame to one client, as docs/watchers.md "Client frames a watcher should answer" says. */
+function sendError(frame, code, message) {
+  command("sendClients", {
+    clients: [frame.client],
+    message: {
+      action: "error",
+      target: frame.target,
+      body: jsonBody({ code, message, action: frame.action }),
+      sender: BOT,
+      requestId: frame.requestId,
+    },
+  });
+}
+
+// ------------------------------------------------------------------ room state (rebuilt from snapshots)
+
+const rooms = new Map(); // room -> Set(client)
+
+function members(room) {
+  let set = rooms.get(room);
+  if (!set) {
+    set = new Set();
+    rooms.set(room, set);
+  }
+  return set;
+}
+
+// ------------------------------------------------------------------ handlers
+
+function parseBody(bytes) {
+  if (!bytes || bytes.length === 0) return {};
+  return JSON.parse(Buffer.from(bytes).toString("utf8"));
+}
+
+const actions = {
+  // Commands are applied in the order they are sent, so the membership is updated
+  // as soon as the command is sent: a "roll" right behind a "join-room" is accepted
+  // (its send_room comes after the join), one right behind a "leave-room" is not.
+  // The events (CLIENT_JOINED_ROOM / CLIENT_LEFT_ROOM) confirm it later.
+  "join-room"(frame) {
+    members(frame.target).add(frame.client);
+    command("join", { client: frame.client, room: frame.target }, (reply) => {
+      if (!reply.error) return;
+      if (reply.error !== "already-member") members(frame.target).delete(frame.client);
+      sendError(frame, reply.error, `cannot join ${frame.target}: ${reply.error}`);
+    });
+  },
+
+  "leave-room"(frame) {
+    members(frame.target).delete(frame.client);
+    command("remove", { client: frame.client, room: frame.target }, (reply) => {
+      if (reply.error) sendError(frame, reply.error, `cannot leave ${frame.target}: ${reply.error}`);
+    });
+  },
+
+  roll(frame) {
+    if (!members(frame.target).has(frame.client)) {
+      sendError(frame, "not-member", `join ${frame.target} before rolling`);
+      return;
+    }
+    let body;
+    try {
+      body = parseBody(frame.body);
+    } catch {
+      body = null;
+    }
+    if (body === null || typeof body !== "object" || Array.isArray(body)) {
+      sendError(frame, "bad-sides", "message_body must be an object like {\"sides\": 6}");
+      return;
+    }
+    const sides = body.sides ?? DEFAULT_SIDES;
+    if (!Number.isInteger(sides) || sides < MIN_SIDES || sides > MAX_SIDES) {
+      sendError(frame, "bad-sides", `sides must be an integer from ${MIN_SIDES} to ${MAX_SIDES}`);
+      return;
+    }
+    const value = randomInt(1, sides + 1);
+    log("rolled", { room: frame.target, by: frame.client, sides, value });
+    sendRoom(frame.target, "rolled", { by: frame.client, sides, value });
+  },
+};
+
+function onMessage(frame) {
+  log("client frame", { room: frame.target, client: frame.client, action: frame.action });
+  const handler = Object.hasOwn(actions, frame.action) ? actions[frame.action] : null;
+  if (!handler) {
+    sendError(frame, "unknown-action", `the dice bot does not know "${frame.action}"`);
+    return;
+  }
+  try {
+    handler(frame);
+  } catch (err) {
+    log("handler failed", { action: frame.action, error: String(err?.stack ?? err) }, "error");
+    sendError(frame, "watcher-error", "the dice bot failed on this request");
+  }
+}
+
+function onEvent(ev) {
+  switch (ev.kind) {
+    case "ROOM_CREATED":
+      members(ev.room);
+      break;
+    case "ROOM_DELETED":
+      rooms.delete(ev.room);
+      break;
+    case "CLIENT_JOINED_ROOM":
+      members(ev.room).add(ev.client);
+      sendRoom(ev.room, "dice-joined", { client: ev.client });
+      break;
+    case "CLIENT_LEFT_ROOM":
+      members(ev.room).delete(ev.client);
+      break;
+    default:
+      break; // CLIENT_CONNECTED / CLIENT_DISCONNECTED only reach the lobby's watcher
+  }
+  log("event", { kind: ev.kind, room: ev.room, client: ev.client, seq: ev.seq });
+}
+
+function onWelcome(snap) {
+  if (epoch && snap.epoch !== epoch) log("processor epoch changed", { old: epoch, epoch: snap.epoch });
+  epoch = snap.epoch;
+  helloSentAt = 0;
+  registered = true;
+  pending.clear(); // replies to commands sent before this hello will not come
+  rooms.clear();
+  for (const r of snap.rooms) rooms.set(r.name, new Set(r.members));
+  log("welcome", { epoch, rooms: snap.rooms.map((r) => ({ name: r.name, members: r.members.length })) });
+}
+
+function onReply(reply) {
+  if (reply.id === 0) {
+    // hello / heartbeat answers
+    if (!reply.error) return;
+    if (reply.error === "unknown-watcher") {
+      if (helloRetry) return; // a refused hello is retried by its timer
+      // Several queued heartbeats may all get this answer: one hello is enough.
+      if (!helloSentAt || Date.now() - helloSentAt > HELLO_RETRY_MS / 2) hello("unknown-watcher");
+      return;
+    }
+    // claim-conflict / bad-command answer a hello: nothing was registered.
+    log("hello refused", { error: reply.error, message: reply.message }, "error");
+    helloSentAt = 0;
+    registered = false;
+    if (!helloRetry) helloRetry = setTimeout(() => hello(`retry after ${reply.error}`), HELLO_RETRY_MS);
+    return;
+  }
+  const cmd = pending.get(reply.id);
+  pending.delete(reply.id);
+  if (reply.error === "unknown-watcher") {
+    log("command refused: unknown watcher", { id: reply.id, op: cmd?.op }, "warning");
+    if (!helloSentAt || Date.now() - helloSentAt > HELLO_RETRY_MS / 2) hello("unknown-watcher");
+    return;
+  }
+  if (reply.error) {
+    log("command failed", { id: reply.id, op: cmd?.op, error: reply.error, message: reply.message }, "warning");
+  }
+  if (cmd?.onReply) {
+    try {
+      cmd.onReply(reply);
+    } catch (err) {
+      log("reply handler failed", { id: reply.id, error: String(err?.stack ?? err) }, "error");
+    }
+  }
+}
+
+function dispatch(topic, payload) {
+  let out;
+  try {
+    out = WatcherOut.toObject(WatcherOut.decode(payload), TO_OBJECT);
+  } catch (err) {
+    log("undecodable WatcherOut", { topic, error: String(err) }, "error");
+    return;
+  }
+  lastHeard = Date.now();
+  if (processorSilent) {
+    processorSilent = false;
+    log("processor back");
+  }
+  switch (out.kind) {
+    case "welcome":
+      onWelcome(out.welcome);
+      break;
+    case "event":
+      onEvent(out.event);
+      break;
+    case "message":
+      if (!registered) log("message before welcome", { room: out.message.target }, "warning");
+      onMessage(out.message);
+      break;
+    case "reply":
+      onReply(out.reply);
+      break;
+    default:
+      log("unexpected WatcherOut", { topic }, "warning");
+  }
+}
+
+// ------------------------------------------------------------------ run
+
+async function receiveLoop() {
+  try {
+    for await (const frames of sock) {
+      if (frames.length !== 2) {
+        log("unexpected frame count", { frames: frames.length }, "warning");
+        continue;
+      }
+      dispatch(frames[0].toString("ascii"), frames[1]);
+    }
+  } catch (err) {
+    if (!closing) throw err;
+  }
+}
+
+let heartbeatTimer = null;
+
+function shutdown(signal) {
+  if (closing) return;
+  closing = true;
+  log("stopping", { signal });
+  clearInterval(heartbeatTimer);
+  if (helloRetry) clearTimeout(helloRetry);
+  sock.linger = 0;
+  sock.close();
+  log("stopped");
+  process.exit(0);
+}
+
+process.on("SIGTERM", () => shutdown("SIGTERM"));
+process.on("SIGINT", () => shutdown("SIGINT"));
+
+log("starting", { name: opts.name, prefixes: [opts.prefix], endpoint: opts.endpoint, zeromq: zmq.version });
+hello("start");
+heartbeatTimer = setInterval(heartbeat, HEARTBEAT_MS);
+
+receiveLoop().catch((err) => {
+  log("receive loop failed", { error: String(err?.stack ?? err) }, "error");
+  closing = true;
+  clearInterval(heartbeatTimer);
+  sock.close();
+  process.exit(1);
+});
