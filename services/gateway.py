@@ -163,6 +163,11 @@ class Gateway:
             log.warning("processor changed; resyncing", extra={"fields": {
                 "gateway": self.id, "epoch": beat.epoch}})
             self.welcomed = False
+            # Frames it never acknowledged may be lost (a processor that does not know us
+            # ignores our frames): say so now rather than leave them unanswered.
+            for _, client, action, target, request_id in self.unacked:
+                self.reply_error(client, ErrorCode.PROCESSOR_RESTARTED, action, target, request_id)
+            self.unacked.clear()
             self.hello()
             return
         acked = beat.acked[self.id]
@@ -266,6 +271,7 @@ class Gateway:
         if conn is not None:
             self.queue(conn, proto.error(code, action=action, target=target, request_id=request_id))
             obs.ERRORS.labels(code.value).inc()
+            self.schedule()  # written at the end of this tick, not at the next heartbeat
 
     def close(self, conn: Connection, code: int, reason: str) -> None:
         if conn.closing:
@@ -291,11 +297,16 @@ class Gateway:
 
     def on_client_frame(self, conn: Connection, message: str | bytes) -> None:
         self.frames_in += 1
-        if isinstance(message, bytes):
-            return self.reply_error(conn.id, ErrorCode.BINARY_FRAME)
+        # Every frame counts against the rate limit (binary ones too), and a refused
+        # frame's error still carries its id (parsed first for that).
+        parsed = None if isinstance(message, bytes) else proto.parse(message)
         if not self.rate_ok(conn):
-            return self.reply_error(conn.id, ErrorCode.RATE_LIMITED)
-        parsed = proto.parse(message)
+            if parsed is None:
+                return self.reply_error(conn.id, ErrorCode.RATE_LIMITED)
+            return self.reply_error(conn.id, ErrorCode.RATE_LIMITED, parsed.action, parsed.target,
+                                    parsed.request_id)
+        if parsed is None:
+            return self.reply_error(conn.id, ErrorCode.BINARY_FRAME)
         if isinstance(parsed, proto.Rejected):
             return self.reply_error(conn.id, parsed.code, parsed.action, parsed.target,
                                     parsed.request_id)
@@ -384,7 +395,18 @@ class Gateway:
         loop.add_reader(self.sub.getsockopt(zmq.FD), self.on_sub_readable)
         beats = loop.create_task(self.heartbeat())
         loop.call_soon(self.on_sub_readable)
-        await self.ready.wait()  # the processor knows us and our subscription is live
+        # Wait until the processor knows us and our subscription is live, unless told to
+        # stop first (SIGTERM before the welcome must not hang until the supervisor's SIGKILL).
+        waits = [loop.create_task(self.ready.wait()), loop.create_task(stop.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in waits:
+            task.cancel()
+        if stop.is_set():
+            beats.cancel()
+            loop.remove_reader(self.sub.getsockopt(zmq.FD))
+            self.push.close(linger=0)
+            self.sub.close(linger=0)
+            return
         async with serve(self.handler, self.config.host, self.config.port, reuse_port=True,
                          process_request=self.process_request, max_size=self.config.max_frame,
                          compression=None, ping_interval=20, ping_timeout=20,

@@ -51,40 +51,47 @@ class ZmqOutbox:
         self.pub = pub
         self.router = router
         self.epoch = epoch
-        self.pending: dict[str, pb.GatewayOut] = {}
+        # gateway -> its GatewayOut so far, as encoded `ops` fields (see _deliver_op)
+        self.pending: dict[str, list[bytes]] = {}
         self.seq: dict[str, int] = {}
         self.sent = 0
         self.dropped = 0
+        self._last: tuple[bytes, str, Sequence[str], bytes] = (b"", "", (), b"")
 
-    def _ops(self, gateway: str) -> pb.GatewayOut:
-        out = self.pending.get(gateway)
-        if out is None:
-            out = self.pending[gateway] = pb.GatewayOut()
-        return out
+    def _ops(self, gateway: str) -> list[bytes]:
+        ops = self.pending.get(gateway)
+        if ops is None:
+            ops = self.pending[gateway] = []
+        return ops
+
+    def _op(self, gateway: str, op: pb.GatewayOp) -> None:
+        self._ops(gateway).append(_field(1, op.SerializeToString()))
 
     def deliver(self, gateway: str, frame: bytes, clients: Sequence[str] = (), room: str = "",
                 exclude: Sequence[str] = ()) -> None:
-        d = self._ops(gateway).ops.add().deliver
-        d.frame = frame
-        if clients:
-            d.clients.extend(clients)
-        if room:
-            d.room = room
-        if exclude:
-            d.exclude.extend(exclude)
+        # The hot path: encoded by hand, and a room broadcast reaching several gateways
+        # (the same frame, room and exclusions) is encoded once.
+        last = self._last
+        if clients or frame is not last[0] or room != last[1] or exclude != last[2]:
+            op = _deliver_op(frame, clients, room, exclude)
+            if not clients:
+                self._last = (frame, room, exclude, op)
+        else:
+            op = last[3]
+        ops = self.pending.get(gateway)
+        if ops is None:
+            ops = self.pending[gateway] = []
+        ops.append(op)
 
     def membership(self, gateway: str, client: str, room: str, joined: bool) -> None:
-        op = self._ops(gateway).ops.add()
-        m = op.joined if joined else op.left
-        m.client = client
-        m.room = room
+        m = pb.Membership(client=client, room=room)
+        self._op(gateway, pb.GatewayOp(joined=m) if joined else pb.GatewayOp(left=m))
 
     def close(self, gateway: str, client: str, code: int, reason: str) -> None:
-        c = self._ops(gateway).ops.add().close
-        c.client, c.code, c.reason = client, code, reason
+        self._op(gateway, pb.GatewayOp(close=pb.CloseClient(client=client, code=code, reason=reason)))
 
     def welcome_gateway(self, gateway: str) -> None:
-        self._ops(gateway).ops.add().welcome.epoch = self.epoch
+        self._op(gateway, pb.GatewayOp(welcome=pb.Welcome(epoch=self.epoch)))
 
     def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str) -> None:
         ev = pb.Event(kind=int(kind), client=client, room=room, seq=seq)  # type: ignore[arg-type]
@@ -129,11 +136,13 @@ class ZmqOutbox:
 
     def flush(self) -> None:
         """One message per gateway touched since the last flush."""
-        for gateway, out in self.pending.items():
+        self._last = (b"", "", (), b"")
+        for gateway, ops in self.pending.items():
             seq = self.seq[gateway] = self.seq.get(gateway, 0) + 1
-            out.seq = seq
-            out.epoch = self.epoch
-            frames = [gateway.encode() + b".", out.SerializeToString()]
+            # A GatewayOut is its `ops` fields then `seq` and `epoch` (field order is free).
+            tail = pb.GatewayOut(seq=seq, epoch=self.epoch).SerializeToString()
+            ops.append(tail)
+            frames = [gateway.encode() + b".", b"".join(ops)]
             try:
                 self.pub.send_multipart(frames, flags=zmq.NOBLOCK)
             except zmq.Again:
@@ -147,6 +156,57 @@ class ZmqOutbox:
                     continue
             self.sent += 1
         self.pending.clear()
+
+
+def _varint_slow(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_VARINTS = [_varint_slow(i) for i in range(1 << 14)]  # every length up to 16 KiB: one lookup
+_TAGS = [bytes(((f << 3) | 2,)) for f in range(16)]  # length-delimited field tags
+_ROOM_FIELDS: dict[str, bytes] = {}  # room -> encoded `Deliver.room` field
+
+
+def _varint(n: int) -> bytes:
+    return _VARINTS[n] if n < 0x4000 else _varint_slow(n)
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """One length-delimited protobuf field (a string, bytes or sub-message)."""
+    return _TAGS[number] + _varint(len(data)) + data
+
+
+def _deliver_op(frame: bytes, clients: Sequence[str], room: str, exclude: Sequence[str]) -> bytes:
+    """`GatewayOut.ops` entry holding `GatewayOp{deliver: Deliver{...}}`, in protobuf wire
+    format: byte-for-byte what upb would serialise (tests/unit/test_processor_wire.py),
+    at a fraction of the cost of building the message field by field."""
+    if room and frame and not clients and not exclude:  # a room broadcast: the hot path
+        rf = _ROOM_FIELDS.get(room)
+        if rf is None:
+            if len(_ROOM_FIELDS) >= 65536:
+                _ROOM_FIELDS.clear()
+            rf = _ROOM_FIELDS[room] = _field(3, room.encode())
+        n = len(frame)
+        vn = _varint(n)
+        dlen = 1 + len(vn) + n + len(rf)
+        vd = _varint(dlen)
+        return b"".join((b"\x0a", _varint(1 + len(vd) + dlen), b"\x0a", vd, b"\x0a", vn, frame, rf))
+    parts = [_TAGS[1], _varint(len(frame)), frame] if frame else []
+    for c in clients:
+        parts.append(_field(2, c.encode()))
+    if room:
+        parts.append(_field(3, room.encode()))
+    for c in exclude:
+        parts.append(_field(4, c.encode()))
+    d = b"".join(parts)
+    n = len(d)
+    op_len = 1 + len(_varint(n)) + n  # the GatewayOp around the Deliver
+    return b"".join((_TAGS[1], _varint(op_len), _TAGS[1], _varint(n), d))
 
 
 def _fill_rooms(field: object, rooms: Sequence[RoomView]) -> None:
@@ -213,9 +273,10 @@ class Processor:
         mesh = self.mesh
         mesh.gateway_seen(gateway, now)
         seq = 0
+        known = mesh.knows_gateway(gateway)
         for item in batch.items:
             kind = item.WhichOneof("kind")
-            if kind != "hello" and not mesh.knows_gateway(gateway):
+            if not known and kind != "hello":
                 # Not (or no longer) introduced to this processor, e.g. frames sent just
                 # after a processor restart: left unacknowledged, so the gateway reports
                 # them (processor-restarted) when it resyncs; its hello lists its clients.
@@ -235,6 +296,7 @@ class Processor:
                     "gateway": gateway, "clients": len(hello.clients)}})
                 mesh.gateway_hello(gateway, hello.index,
                                    [(c.client, list(c.rooms)) for c in hello.clients], now)
+                known = True
                 self.acked.pop(gateway, None)
                 if gateway.encode() + b"." in self.subscriptions:
                     self.out.welcome_gateway(gateway)

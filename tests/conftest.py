@@ -45,7 +45,11 @@ class Cluster:
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"ws://127.0.0.1:{self.port}/wsmesh"
-        self.wait_healthy()
+        try:
+            self.wait_healthy()
+        except BaseException:
+            self.stop()  # a cluster that failed to start must not leak its processes
+            raise
 
     def wait_healthy(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -78,7 +82,7 @@ class Cluster:
         out = {}
         for p in self.processes():
             try:
-                title = " ".join(p.cmdline())
+                title = " ".join(a for a in p.cmdline() if a).strip()  # setproctitle pads with NULs
             except psutil.Error:
                 continue
             if title.startswith("meshstream: " + prefix):

@@ -1,0 +1,192 @@
+"""Helpers shared by the integration tests (imported explicitly; not a conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from tests.conftest import Client, Cluster
+
+DEADLINE = 15.0  # generous upper bound for anything the system promises "within seconds"
+_ids = itertools.count(1)
+
+
+def uid(prefix: str = "r") -> str:
+    """A room name (or request id) unique within the test session."""
+    return f"{prefix}-{os.getpid()}-{next(_ids)}"
+
+
+def gateway_index(client: Client) -> int:
+    """Client IDs look like 'gw<index>-<epoch>.<n>'."""
+    head = client.id.partition("-")[0]
+    assert head.startswith("gw"), client.id
+    return int(head[2:])
+
+
+def title(p: psutil.Process) -> str:
+    """The process title: setproctitle pads argv with NULs, which psutil returns as ''."""
+    return " ".join(a for a in p.cmdline() if a).strip()
+
+
+def roles(cluster: Cluster, prefix: str = "") -> dict[str, int]:
+    """Role ('gateway 1') → PID for the cluster's live children (robust to argv padding)."""
+    out = {}
+    for p in cluster.processes():
+        try:
+            name = title(p)
+        except psutil.Error:
+            continue
+        if name.startswith("meshstream: " + prefix):
+            out[name.removeprefix("meshstream: ")] = p.pid
+    return out
+
+
+def kill(cluster: Cluster, role: str, sig: int = signal.SIGKILL) -> int:
+    pid = roles(cluster, role)[role]
+    os.kill(pid, sig)
+    return pid
+
+
+def http_get(cluster: Cluster, path: str) -> tuple[int, str, bytes]:
+    """(status, content type, body) of GET http://127.0.0.1:<port><path>."""
+    url = f"http://127.0.0.1:{cluster.port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read()
+
+
+async def wait_for(cond: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> Any:
+    """Poll a condition (sync callable) until it is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        await asyncio.sleep(0.05)
+
+
+async def spread_clients(url: str, gateways: int = 2, per_gateway: int = 1,
+                         timeout: float = DEADLINE) -> list[list[Client]]:
+    """Clients on `gateways` distinct gateways, `per_gateway` each.
+
+    Like conftest.clients_on, but bounded by time rather than tries (a gateway only
+    listens once the processor welcomed it, which may be a moment after /healthz is
+    up) and it closes surplus connections at once.
+    """
+    by_gateway: dict[str, list[Client]] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c = await Client.connect(url)
+        group = by_gateway.setdefault(c.gateway, [])
+        if len(group) < per_gateway:
+            group.append(c)
+        else:
+            await c.close()
+        full = [g for g in by_gateway.values() if len(g) >= per_gateway]
+        if len(full) >= gateways:
+            for g in by_gateway.values():
+                if g not in full[:gateways]:
+                    for extra in g:
+                        await extra.close()
+            return full[:gateways]
+    for g in by_gateway.values():
+        for c in g:
+            await c.close()
+    raise AssertionError(f"clients landed on {len(by_gateway)} gateways only")
+
+
+@pytest.fixture
+async def spread(cluster: Cluster) -> AsyncIterator[Callable[..., Any]]:
+    """`await spread(gateways, per_gateway)`: clients on distinct gateways, closed afterwards."""
+    made: list[Client] = []
+
+    async def make(gateways: int = 2, per_gateway: int = 1) -> list[list[Client]]:
+        groups = await spread_clients(cluster.url, gateways, per_gateway)
+        made.extend(c for g in groups for c in g)
+        return groups
+
+    yield make
+    for c in made:
+        await c.close()
+
+
+async def sync(c: Client) -> None:
+    """A round trip through the processor: whatever it routed to `c` earlier is now in the inbox.
+
+    The processor handles frames in order and a gateway applies its output in order,
+    so once this reply is here, any (mis)delivery decided before it has arrived too.
+    """
+    rid = uid("sync")
+    await c.request({"action": "list-rooms", "id": rid}, "room-list")
+
+
+async def roundtrip(c: Client, room: str) -> None:
+    """A valid frame still works: `c` (a member of `room`) gets its own broadcast back."""
+    token = uid("ok")
+    await c.send({"action": "ping-test", "target": room, "message_body": {"token": token}})
+    got = await c.next(lambda m: m.get("action") == "ping-test"
+                       and m.get("message_body", {}).get("token") == token)
+    assert got["sender"] == c.id
+
+
+async def join(c: Client, room: str, **extra: Any) -> dict[str, Any]:
+    rid = uid("join")
+    msg = {"action": "join-room", "target": room, "id": rid, **extra}
+    return await c.request(msg, "client-joined-room")
+
+
+async def close_code(c: Client, timeout: float = DEADLINE) -> int | None:
+    """Read (and discard) until the server closes the connection; returns the close code."""
+    deadline = time.monotonic() + timeout
+    ws = c.ws
+    while ws.state is not State.CLOSED:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError("the server did not close the connection")
+        try:
+            frame = await asyncio.wait_for(ws.recv(), remaining)
+        except ConnectionClosed:
+            break
+        except TimeoutError:
+            continue
+        if isinstance(frame, str):
+            c.inbox.extend(json.loads(line) for line in frame.splitlines() if line.strip())
+    return ws.close_code
+
+
+class _Cluster(Cluster):
+    """A Cluster that stops its processes when it fails to come up (conftest's would leak)."""
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        try:
+            super().wait_healthy(timeout)
+        except BaseException:
+            try:
+                self.stop()
+            except AssertionError:
+                pass
+            raise
+
+
+def module_cluster(tmp_path_factory: pytest.TempPathFactory, **kwargs: Any) -> Cluster:
+    """A cluster shared by a module's tests (each test uses its own rooms)."""
+    base: Path = tmp_path_factory.mktemp("cluster")
+    return _Cluster(base, **kwargs)

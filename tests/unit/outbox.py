@@ -1,0 +1,112 @@
+"""A recording `Outbox` for the pure core: every decision becomes a tuple in `calls`.
+
+When given the `Mesh`, it also works out, at the moment of each delivery, which
+clients a gateway would hand the frame to (room members on that gateway, minus the
+excluded ones), so tests can read each client's inbox as decoded JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from meshstream_zmq.core import EventKind, Mesh, RoomView, gateway_of
+from meshstream_zmq.errors import ErrorCode
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode(frame: bytes) -> dict[str, Any]:
+    """Strict JSON (no NaN/Infinity): what a browser's JSON.parse accepts."""
+    obj = json.loads(frame, parse_constant=_no_constants)
+    assert isinstance(obj, dict), frame
+    return obj
+
+
+class RecordingOutbox:
+    """Implements every `Outbox` method; records calls as tuples, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.mesh: Mesh | None = None
+        self.inboxes: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.watcher_accepts = True  # what to_watcher answers (False: the watcher queue is full)
+
+    # ------------------------------------------------------------ the Outbox protocol
+
+    def deliver(self, gateway: str, frame: bytes, clients: Sequence[str] = (), room: str = "",
+                exclude: Sequence[str] = ()) -> None:
+        self.calls.append(("deliver", gateway, frame, tuple(clients), room, tuple(exclude)))
+        message = decode(frame)  # every frame the core emits must be valid JSON
+        if clients:
+            assert not room, "a delivery names clients or a room, not both"
+            for client in clients:
+                # A gateway subscribes to its own clients only: the ID must carry it.
+                assert gateway_of(client) == gateway, (gateway, client)
+                self.inboxes[client].append(message)
+        elif self.mesh is not None:
+            members = self.mesh.rooms[room].members
+            for client in members:
+                if self.mesh.clients[client].gateway == gateway and client not in exclude:
+                    self.inboxes[client].append(message)
+
+    def membership(self, gateway: str, client: str, room: str, joined: bool) -> None:
+        self.calls.append(("membership", gateway, client, room, joined))
+
+    def close(self, gateway: str, client: str, code: int, reason: str) -> None:
+        self.calls.append(("close", gateway, client, code, reason))
+
+    def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str) -> None:
+        self.calls.append(("event", seq, kind, client, room, watcher))
+
+    def to_watcher(self, watcher: str, client: str, action: str, target: str, body: bytes,
+                   is_target_client: bool, request_id: bytes) -> bool:
+        self.calls.append(("to_watcher", watcher, client, action, target, body, is_target_client,
+                           request_id))
+        return self.watcher_accepts
+
+    def reply(self, watcher: str, command: int, error: ErrorCode | None = None, detail: str = "",
+              rooms: Sequence[RoomView] = ()) -> None:
+        self.calls.append(("reply", watcher, command, error, detail, tuple(rooms)))
+
+    def welcome(self, watcher: str, rooms: Sequence[RoomView]) -> None:
+        self.calls.append(("welcome", watcher, tuple(rooms)))
+
+    # ------------------------------------------------------------ reading what happened
+
+    def of(self, kind: str) -> list[tuple[Any, ...]]:
+        return [c for c in self.calls if c[0] == kind]
+
+    def deliveries(self) -> list[tuple[Any, ...]]:
+        return self.of("deliver")
+
+    def events(self) -> list[tuple[EventKind, str, str, str]]:
+        """(kind, client, room, watcher) for each event, without the sequence number."""
+        return [(c[2], c[3], c[4], c[5]) for c in self.of("event")]
+
+    def event_kinds(self) -> list[EventKind]:
+        return [c[2] for c in self.of("event")]
+
+    def replies(self) -> list[tuple[Any, ...]]:
+        return self.of("reply")
+
+    def inbox(self, client: str) -> list[dict[str, Any]]:
+        return list(self.inboxes.get(client, []))
+
+    def errors(self, client: str) -> list[str]:
+        return [m["message_body"]["code"] for m in self.inbox(client) if m["action"] == "error"]
+
+    def clear(self) -> None:
+        self.calls.clear()
+        self.inboxes.clear()
+
+
+def new_mesh(**kwargs: Any) -> tuple[Mesh, RecordingOutbox]:
+    out = RecordingOutbox()
+    mesh = Mesh(out, **kwargs)
+    out.mesh = mesh
+    return mesh, out
