@@ -9,7 +9,7 @@ Nothing here reads a clock, touches a socket or logs.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -65,8 +65,8 @@ class Outbox(Protocol):
     def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str) -> None:
         """Publish an event; also send it to `watcher` when that is not empty."""
 
-    def to_watcher(self, watcher: str, client: str, action: str, target: str, body: bytes,
-                   is_target_client: bool, request_id: bytes) -> bool:
+    def to_watcher(self, watcher: str, seq: int, client: str, action: str, target: str,
+                   body: bytes, is_target_client: bool, request_id: bytes) -> bool:
         """Forward a client frame to the watcher that owns its room. False: not delivered."""
 
     def reply(self, watcher: str, command: int, error: ErrorCode | None = None,
@@ -114,6 +114,8 @@ class Watcher:
     last_seen: float
     alive: bool = True
     assigned: set[str] = field(default_factory=set)  # rooms given to it by create_room
+    sent: int = 0  # sequence number of the last client frame forwarded to it
+    unacked: deque[tuple[int, str, str, str, bytes]] = field(default_factory=deque)
 
     def claims(self, room: str) -> bool:
         return room in self.rooms or room in self.assigned or room.startswith(self.prefixes)
@@ -252,11 +254,7 @@ class Mesh:
             return self._error(client, ErrorCode.MISSING_TARGET, action, target, request_id)
         owner = self._owner(target)
         if owner is not None:
-            delivered = owner.alive and self.out.to_watcher(
-                owner.id, client, action, target, body, is_target_client, request_id)
-            if not delivered:
-                self._error(client, ErrorCode.WATCHER_UNAVAILABLE, action, target, request_id)
-            return None
+            return self._forward(owner, client, action, target, body, is_target_client, request_id)
         if action == "join-room":
             return self._join_request(client, target, body, request_id)
         if action == "leave-room":
@@ -284,11 +282,22 @@ class Mesh:
             return self._error(client, ErrorCode.ALREADY_MEMBER, "join-room", name, request_id)
         owner = self._owner(name)
         if owner is not None:  # the lobby form naming a claimed room: its watcher decides
-            if not (owner.alive and self.out.to_watcher(owner.id, client, "join-room", name,
-                                                        proto.EMPTY_BODY, False, request_id)):
-                self._error(client, ErrorCode.WATCHER_UNAVAILABLE, "join-room", name, request_id)
-            return None
+            return self._forward(owner, client, "join-room", name, proto.EMPTY_BODY, False,
+                                 request_id)
         self._join(client, name, notify=True, mirror=True, request_id=request_id)
+        return None
+
+    def _forward(self, owner: Watcher, client: str, action: str, target: str, body: bytes,
+                 is_target_client: bool, request_id: bytes) -> None:
+        """Hand a frame to the room's watcher; kept until the watcher acknowledges it."""
+        if owner.alive:
+            seq = owner.sent + 1
+            if self.out.to_watcher(owner.id, seq, client, action, target, body, is_target_client,
+                                   request_id):
+                owner.sent = seq
+                owner.unacked.append((seq, client, action, target, request_id))
+                return None
+        self._error(client, ErrorCode.WATCHER_UNAVAILABLE, action, target, request_id)
         return None
 
     def _leave_request(self, client: str, target: str, request_id: bytes) -> None:
@@ -351,8 +360,9 @@ class Mesh:
             self._delete_room(room)
 
     def _delete_room(self, room: Room) -> None:
+        notify = self._owner(room.name) is None  # built-in rooms tell their members
         for client in list(room.members):
-            self._leave(client, room.name, notify=False)
+            self._leave(client, room.name, notify=notify)
         if self.rooms.pop(room.name, None) is not None:
             self._event(EventKind.ROOM_DELETED, "", room.name, self._owner_id(room.name))
             for w in self.watchers.values():
@@ -394,17 +404,19 @@ class Mesh:
     # ------------------------------------------------------------ watchers
 
     def _owner(self, room: str) -> Watcher | None:
-        """The watcher claiming `room`: an exact claim first, then the longest prefix."""
+        """The watcher claiming `room`: an exact claim first, then the longest prefix;
+        a live watcher before a dead one with the same claim. Dead claims still count:
+        the room stays its watcher's (answering watcher-unavailable) until replaced."""
         best: Watcher | None = None
-        best_len = -1
+        best_rank = (-1, False)
         for watcher in self.watchers.values():
             if room in watcher.rooms or room in watcher.assigned:
-                if watcher.alive or best is None:
-                    best, best_len = watcher, MAX_ROOM_NAME + 1
-                continue
-            for prefix in watcher.prefixes:
-                if room.startswith(prefix) and len(prefix) > best_len:
-                    best, best_len = watcher, len(prefix)
+                length = MAX_ROOM_NAME + 1
+            else:
+                length = max((len(p) for p in watcher.prefixes if room.startswith(p)), default=-1)
+            rank = (length, watcher.alive)
+            if length >= 0 and rank > best_rank:
+                best, best_rank = watcher, rank
         return best
 
     def _owner_id(self, room: str) -> str:
@@ -434,20 +446,34 @@ class Mesh:
         for other in list(self.watchers.values()):
             if other.id == watcher or other.name == name:
                 assigned |= other.assigned
+                self._unconfirmed(other)
                 del self.watchers[other.id]
             elif not other.alive and (rooms_set & other.rooms or set(prefixes) & set(other.prefixes)):
-                del self.watchers[other.id]  # a dead watcher's claims pass to the new claimant
+                # A dead watcher's claims, and the rooms given to it, pass to the new claimant.
+                assigned |= other.assigned
+                del self.watchers[other.id]
         w = self.watchers[watcher] = Watcher(watcher, name, rooms_set, tuple(prefixes), now,
                                              assigned={r for r in assigned if r in self.rooms})
         views = [r.view() for r in self.rooms.values() if w.claims(r.name)]
         self.out.welcome(watcher, views)
 
-    def watcher_seen(self, watcher: str, now: float) -> bool:
+    def watcher_seen(self, watcher: str, now: float, acked: int | None = None) -> bool:
+        """A sign of life; `acked` (from heartbeats) is the last frame seq it handled."""
         w = self.watchers.get(watcher)
         if w is None or not w.alive:
             return False
         w.last_seen = now
+        if acked is not None:
+            while w.unacked and w.unacked[0][0] <= acked:
+                w.unacked.popleft()
         return True
+
+    def _unconfirmed(self, w: Watcher) -> None:
+        """Frames the watcher never confirmed may be lost with it: tell their senders."""
+        for _, client, action, target, request_id in w.unacked:
+            if client in self.clients:
+                self._error(client, ErrorCode.WATCHER_RESTARTED, action, target, request_id)
+        w.unacked.clear()
 
     def watcher_gone(self, watcher: str) -> None:
         """The watcher stopped answering: it keeps its claims, marked dead, until replaced.
@@ -458,6 +484,7 @@ class Mesh:
         w = self.watchers.get(watcher)
         if w is not None:
             w.alive = False
+            self._unconfirmed(w)
 
     def command(self, sender: str, command: int, op: str, **args: object) -> None:
         """Apply one watcher command; every command gets exactly one reply.
@@ -500,6 +527,8 @@ class Mesh:
             if not found:
                 return ErrorCode.UNKNOWN_WATCHER, f"no watcher named {watcher!r}"
             owner = found[0]
+            if not owner.alive:
+                return ErrorCode.WATCHER_UNAVAILABLE, f"watcher {watcher!r} is not connected"
         current = self._owner(room)
         if current is not None and current is not owner and current.alive:
             return ErrorCode.CLAIM_CONFLICT, f"{room} is claimed by {current.name!r}"
@@ -528,7 +557,10 @@ class Mesh:
             return ErrorCode.UNKNOWN_CLIENT, client
         if room in self.clients[client].rooms:
             return ErrorCode.ALREADY_MEMBER, client
-        self._join(client, room, notify=self._owner(room) is None, mirror=True)
+        owner = self._owner(room)
+        if owner is not None and not owner.alive:  # it would never hear of its new member
+            return ErrorCode.WATCHER_UNAVAILABLE, f"the watcher of {room} is not connected"
+        self._join(client, room, notify=owner is None, mirror=True)
         return None
 
     def _cmd_remove(self, w: Watcher, client: str, room: str) -> CommandResult:

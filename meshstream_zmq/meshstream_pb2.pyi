@@ -80,8 +80,10 @@ class ClientRooms(_message.Message):
     def __init__(self, client: _Optional[str] = ..., rooms: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("acked",)
+    ACKED_FIELD_NUMBER: _ClassVar[int]
+    acked: int
+    def __init__(self, acked: _Optional[int] = ...) -> None: ...
 
 class GatewayOut(_message.Message):
     __slots__ = ("ops", "seq", "epoch")

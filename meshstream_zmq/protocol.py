@@ -86,14 +86,30 @@ def encode(
     request_id: bytes = b"",
 ) -> bytes:
     """One outbound JSON object (no trailing newline)."""
-    head = '{"action":%s,"target":%s,"message_body":' % (_dumps(action), _dumps(target))
-    tail = ',"sender":%s' % _dumps(sender)
+    # Hot path (every relayed message): the head and the sender part repeat, so they
+    # are encoded once and looked up (bounded caches, emptied when full).
+    head = _HEADS.get((action, target))
+    if head is None:
+        head = ('{"action":%s,"target":%s,"message_body":' % (_dumps(action), _dumps(target))).encode()
+        if len(_HEADS) >= _CACHE_MAX:
+            _HEADS.clear()
+        _HEADS[(action, target)] = head
+    tail = _SENDERS.get(sender)
+    if tail is None:
+        tail = (',"sender":%s' % _dumps(sender)).encode()
+        if len(_SENDERS) >= _CACHE_MAX:
+            _SENDERS.clear()
+        _SENDERS[sender] = tail
     if is_target_client:
-        tail += ',"IsTargetClient":true'
-    out = head.encode() + (body or EMPTY_BODY) + tail.encode()
+        tail += b',"IsTargetClient":true'
     if request_id:
-        out += b',"id":' + request_id
-    return out + b"}"
+        return b"".join((head, body or EMPTY_BODY, tail, b',"id":', request_id, b"}"))
+    return b"".join((head, body or EMPTY_BODY, tail, b"}"))
+
+
+_CACHE_MAX = 4096
+_HEADS: dict[tuple[str, str], bytes] = {}
+_SENDERS: dict[str, bytes] = {}
 
 
 def encode_body(body: dict[str, Any]) -> bytes:

@@ -112,6 +112,7 @@ class Watcher:
         self.welcomed = False
         self.epoch = ""
         self.last_heard = 0.0
+        self.handled = 0  # seq of the last client frame handled, acknowledged in heartbeats
 
     # ------------------------------------------------------------ registration
 
@@ -290,6 +291,7 @@ class Watcher:
                 self.error(msg, ErrorCode.UNKNOWN_ACTION)
             elif self._guard(handler, msg) is _FAILED:
                 self.error(msg, ErrorCode.WATCHER_ERROR)
+            self.handled = m.seq
         elif kind == "event":
             e = out.event
             event = Event(EventKind(e.kind), e.client, e.room, e.seq)
@@ -327,7 +329,7 @@ class Watcher:
                 # Heartbeats once welcomed; until then, hello again now and then (the
                 # processor may be starting, or a claim was refused).
                 if self.welcomed:
-                    self._send(pb.WatcherIn(heartbeat=pb.Heartbeat()))
+                    self._send(pb.WatcherIn(heartbeat=pb.Heartbeat(acked=self.handled)))
                     next_beat = now + interval
                 else:
                     self.hello()

@@ -102,10 +102,11 @@ class ZmqOutbox:
         if watcher:
             self._to_watcher(watcher, b"event", pb.WatcherOut(event=ev).SerializeToString())
 
-    def to_watcher(self, watcher: str, client: str, action: str, target: str, body: bytes,
-                   is_target_client: bool, request_id: bytes) -> bool:
+    def to_watcher(self, watcher: str, seq: int, client: str, action: str, target: str,
+                   body: bytes, is_target_client: bool, request_id: bytes) -> bool:
         msg = pb.WatcherOut()
         f = msg.message
+        f.seq = seq
         f.client, f.action, f.target, f.body = client, action, target, body
         f.is_target_client, f.request_id = is_target_client, request_id
         return self._to_watcher(watcher, b"message", msg.SerializeToString())
@@ -337,7 +338,7 @@ class Processor:
             log.info("watcher goodbye", extra={"fields": {"watcher": identity}})
             self.mesh.watcher_gone(identity)
         elif kind == "heartbeat":  # answered, so the watcher knows the processor is alive
-            known = self.mesh.watcher_seen(identity, now)
+            known = self.mesh.watcher_seen(identity, now, msg.heartbeat.acked)
             self.out.reply(identity, 0, None if known else ErrorCode.UNKNOWN_WATCHER)
         else:
             self.mesh.watcher_seen(identity, now)

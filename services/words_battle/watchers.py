@@ -91,7 +91,14 @@ def build_lobby(config: Config) -> Watcher:
             decision = lobby.join_friend(msg.client, msg.body)
             assert isinstance(decision, JoinDecision)
         if open_room(msg, decision):
-            bot.join(msg.client, decision.room)
+            enter(msg, decision.room)
+
+    def enter(msg: Message, room: str) -> None:
+        """Join the client to its game room, or tell it why not (e.g. the games watcher is down)."""
+        try:
+            bot.request(join=pb.Membership(client=msg.client, room=room))
+        except CommandError as exc:
+            fail(msg, room, f"cannot join {room} now: {exc.message}")
 
     @bot.on("join-random-room")
     def join_random(msg: Message) -> None:
@@ -108,7 +115,7 @@ def build_lobby(config: Config) -> Watcher:
                     fail(msg, str(msg.body.get("roomname", "")), decision.message)
                     return
         if open_room(msg, decision):
-            bot.join(msg.client, decision.room)
+            enter(msg, decision.room)
 
     return bot
 

@@ -34,6 +34,7 @@ class RecordingOutbox:
         self.calls: list[tuple[Any, ...]] = []
         self.mesh: Mesh | None = None
         self.inboxes: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.seqs: list[int] = []
         self.watcher_accepts = True  # what to_watcher answers (False: the watcher queue is full)
 
     # ------------------------------------------------------------ the Outbox protocol
@@ -63,8 +64,9 @@ class RecordingOutbox:
     def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str) -> None:
         self.calls.append(("event", seq, kind, client, room, watcher))
 
-    def to_watcher(self, watcher: str, client: str, action: str, target: str, body: bytes,
-                   is_target_client: bool, request_id: bytes) -> bool:
+    def to_watcher(self, watcher: str, seq: int, client: str, action: str, target: str,
+                   body: bytes, is_target_client: bool, request_id: bytes) -> bool:
+        self.seqs.append(seq)  # kept apart so call tuples stay readable
         self.calls.append(("to_watcher", watcher, client, action, target, body, is_target_client,
                            request_id))
         return self.watcher_accepts
