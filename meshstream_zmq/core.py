@@ -169,7 +169,7 @@ class Mesh:
                 self._connect(gw, client)
             have = self.clients[client].rooms
             for room in [r for r in have if r not in rooms and r != LOBBY]:
-                self._leave(client, room, notify=False)
+                self._leave(client, room, notify=True)  # the others must hear of it
             for room in rooms:
                 if room not in have and valid_room_name(room):
                     self._join(client, room, notify=False, mirror=False)
@@ -245,6 +245,8 @@ class Mesh:
             rooms = [{"name": r.name, "members": len(r.members)} for r in self.rooms.values()]
             return self._reply(client, "room-list", "", {"rooms": rooms}, request_id)
         if action == "list-members":
+            if not target:
+                return self._error(client, ErrorCode.MISSING_TARGET, action, target, request_id)
             room = self.rooms.get(target)
             if room is None:
                 return self._error(client, ErrorCode.UNKNOWN_ROOM, action, target, request_id)
@@ -266,13 +268,21 @@ class Mesh:
             return self._error(client, ErrorCode.LOBBY_READONLY, action, target, request_id)
         if client not in room.members:
             return self._error(client, ErrorCode.NOT_MEMBER, action, target, request_id)
-        self._broadcast(room, proto.encode(action, target, body, client))
+        frame = proto.encode(action, target, body, client)
+        if not request_id:
+            self._broadcast(room, frame)
+            return None
+        # The sender's own copy is its acknowledgement: it alone carries the request id.
+        self._broadcast(room, frame, exclude=(client,))
+        self.out.deliver(self.clients[client].gateway,
+                         proto.encode(action, target, body, client, request_id=request_id),
+                         clients=(client,))
         return None
 
     def _join_request(self, client: str, target: str, body: bytes, request_id: bytes) -> None:
         name: object = target
         if target == LOBBY:  # the seed's form: {"target": "mesh-global", "message_body": {"roomname": …}}
-            name = proto._loads(body).get("roomname")
+            name = proto.decode_body(body).get("roomname")
             if name == LOBBY or name is None:
                 return self._error(client, ErrorCode.ALREADY_MEMBER, "join-room", target, request_id)
         if not valid_room_name(name):
@@ -282,8 +292,7 @@ class Mesh:
             return self._error(client, ErrorCode.ALREADY_MEMBER, "join-room", name, request_id)
         owner = self._owner(name)
         if owner is not None:  # the lobby form naming a claimed room: its watcher decides
-            return self._forward(owner, client, "join-room", name, proto.EMPTY_BODY, False,
-                                 request_id)
+            return self._forward(owner, client, "join-room", name, body, False, request_id)
         self._join(client, name, notify=True, mirror=True, request_id=request_id)
         return None
 

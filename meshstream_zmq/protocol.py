@@ -17,8 +17,22 @@ from .errors import ErrorCode
 MAX_ACTION = 64
 EMPTY_BODY = b"{}"
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_loads = json.loads
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e400: JSON clients could not read it back
+        raise ValueError("number out of range")
+    return value
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+_decoder = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constants)
+_loads = _decoder.decode
 
 
 @dataclass(slots=True)
@@ -45,9 +59,13 @@ class Rejected:
 def parse(text: str) -> Inbound | Rejected:
     """Validate one client text frame (one JSON object)."""
     try:
-        data = _loads(text)
-    except ValueError:
+        return _parse(text)
+    except (ValueError, RecursionError):  # NaN, 1e400, lone surrogates ("\ud800"), deep nesting
         return Rejected(ErrorCode.BAD_JSON)
+
+
+def _parse(text: str) -> Inbound | Rejected:
+    data = _loads(text)
     if not isinstance(data, dict):
         return Rejected(ErrorCode.NOT_OBJECT)
     request_id = b""
@@ -66,6 +84,8 @@ def parse(text: str) -> Inbound | Rejected:
         return Rejected(ErrorCode.MISSING_ACTION, target=target, request_id=request_id)
     if not isinstance(action, str) or not action or len(action) > MAX_ACTION:
         return Rejected(ErrorCode.BAD_ACTION, target=target, request_id=request_id)
+    if not (action.isascii() and target.isascii()):
+        (action + target).encode()  # a lone surrogate ("\ud800") raises: not valid text
     body = data.get("message_body")
     if body is None:
         body_json = EMPTY_BODY
@@ -110,6 +130,12 @@ def encode(
 _CACHE_MAX = 4096
 _HEADS: dict[tuple[str, str], bytes] = {}
 _SENDERS: dict[str, bytes] = {}
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    """A message_body as forwarded (compact JSON of an object, already validated)."""
+    value = json.loads(body) if body else {}
+    return value if isinstance(value, dict) else {}
 
 
 def encode_body(body: dict[str, Any]) -> bytes:

@@ -105,6 +105,7 @@ class RecordingOutbox:
     def clear(self) -> None:
         self.calls.clear()
         self.inboxes.clear()
+        self.seqs.clear()
 
 
 def new_mesh(**kwargs: Any) -> tuple[Mesh, RecordingOutbox]:

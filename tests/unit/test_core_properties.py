@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from meshstream_zmq import LOBBY
 from meshstream_zmq import protocol as proto
@@ -51,6 +51,8 @@ class MeshMachine(RuleBasedStateMachine):
         self.watcher_alive = True
         self.watcher_seen = 0.0
         self.watcher_generation = 0
+        self.sent = 0  # the last sequence number of a frame forwarded to the current watcher
+        self.unacked: list[tuple[int, str, int]] = []  # (seq, client, request id) not yet acked
         # What the gateways believe (their local mirrors) and what the events say.
         self.mirror: dict[str, dict[str, set[str]]] = {}
         self.ev_clients: set[str] = set()
@@ -137,9 +139,19 @@ class MeshMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ clients
 
+    @initialize(first=st.lists(clients, max_size=6, unique=True))
+    def some_clients_connect(self, first: list[str]) -> None:
+        """Start with a few clients, so that random frames find a sender the mesh knows."""
+        self.start()
+        for client in first:
+            self.connect_one(client)
+
     @rule(client=clients)
     def connect(self, client: str) -> None:
         self.start()
+        self.connect_one(client)
+
+    def connect_one(self, client: str) -> None:
         self.mesh.client_connected(client, self.now)
         gateway = gateway_of(client)
         if client not in self.rooms_of:
@@ -221,16 +233,28 @@ class MeshMachine(RuleBasedStateMachine):
             return self.expect_error(client, rid, "lobby-readonly")
         if client not in members:
             return self.expect_error(client, rid, "not-member")
-        # One delivery per gateway holding members, each naming the room.
+        # One delivery per gateway holding members, each naming the room; the sender's
+        # own copy (its acknowledgement, carrying its id) is the one extra delivery.
         deliveries = self.out.deliveries()
-        assert sorted(d[1] for d in deliveries) == sorted({gateway_of(m) for m in members})
-        assert all(d[3] == () and d[4] == room and d[5] == () for d in deliveries)
+        room_deliveries = [d for d in deliveries if d[4] == room]
+        assert sorted(d[1] for d in room_deliveries) == sorted({gateway_of(m) for m in members})
+        assert all(d[3] == () and d[5] == (client,) for d in room_deliveries)
+        assert [(d[1], d[3]) for d in deliveries if d[4] != room] == [(gateway_of(client), (client,))]
         for other in self.rooms_of:
             got = self.out.inbox(other)
             if other in members:
                 assert len(got) == 1 and got[0]["sender"] == client and got[0]["target"] == room
+                assert got[0].get("id") == (rid if other == client else None)
             else:
                 assert got == []
+
+    @rule(client=clients, room=st.sampled_from(["w-1", "w-2"]))
+    def game_move(self, client: str, room: str) -> None:
+        """A frame for the watcher's rooms (it is kept until the watcher acknowledges it)."""
+        rid = self.frame(client, "move", room, {"word": "wizard"})
+        if client not in self.rooms_of:
+            return self.expect_error(client, rid, "unknown-sender")
+        self.expect_forwarded(client, rid, "move", room)
 
     @rule(client=clients, recipient=clients)
     def direct(self, client: str, recipient: str) -> None:
@@ -250,6 +274,8 @@ class MeshMachine(RuleBasedStateMachine):
         counts = {r["name"]: r["members"] for r in reply["message_body"]["rooms"]}
         assert counts == {r: len(self.members_of(r)) for r in self.existing_rooms()}
         rid = self.frame(client, "list-members", room)
+        if room == "":
+            return self.expect_error(client, rid, "missing-target")
         if room not in self.existing_rooms():
             return self.expect_error(client, rid, "unknown-room")
         (reply,) = self.replies_to(client, rid)
@@ -293,11 +319,13 @@ class MeshMachine(RuleBasedStateMachine):
         for client, joined in clients_listed.items():
             self.rooms_of[client] = set(joined) - {LOBBY}
         self.mirror[gateway] = {c: set(r) - {LOBBY} for c, r in clients_listed.items()}
-        # Silent for the clients that stay: the only notices are about clients that went away.
-        gone = set(before) - set(self.rooms_of)
+        # Silent for the clients that stay, but for rooms the gateway no longer lists:
+        # the only notices are leaves (of clients gone, or out of rooms the gateway dropped).
+        stayed = {c for c in before if c in self.rooms_of}
         for delivery in self.out.deliveries():
             message = decode(delivery[2])
-            assert message["action"] == "client-left-room" and message["sender"] in gone, message
+            assert message["action"] == "client-left-room", message
+            assert message["sender"] in (set(before) - stayed) or message["sender"] in stayed
 
     @rule(gateway=gateways)
     def heartbeat(self, gateway: str) -> None:
@@ -318,21 +346,38 @@ class MeshMachine(RuleBasedStateMachine):
             self.model_drop_gateway(gateway)
         if self.watcher_alive and self.now - self.watcher_seen > TIMEOUT:
             self.watcher_alive = False
+            self.expect_restart_errors()
+        else:
+            assert "watcher-restarted" not in {m["message_body"].get("code") for c in self.out.inboxes
+                                               for m in self.out.inbox(c)}
 
     # ------------------------------------------------------------ the watcher
 
-    @rule()
-    def watcher_heartbeat(self) -> None:
+    def expect_restart_errors(self) -> None:
+        """The frames the watcher never acknowledged: each connected sender hears of its own."""
+        expected = sorted((client, rid) for _, client, rid in self.unacked if client in self.rooms_of)
+        got = sorted((client, m["id"]) for client in self.out.inboxes for m in self.out.inbox(client)
+                     if m["action"] == "error" and m["message_body"]["code"] == "watcher-restarted")
+        assert got == expected, (got, expected)
+        self.unacked = []
+
+    @rule(lag=st.none() | st.integers(0, 3))
+    def watcher_heartbeat(self, lag: int | None) -> None:
         self.start()
-        assert self.mesh.watcher_seen(self.watcher_id, self.now) is self.watcher_alive
+        acked = None if lag is None else self.sent - lag
+        assert self.mesh.watcher_seen(self.watcher_id, self.now, acked) is self.watcher_alive
         if self.watcher_alive:
             self.watcher_seen = self.now
+            if acked is not None:
+                self.unacked = [u for u in self.unacked if u[0] > acked]
+        assert self.out.calls == []
 
     @rule()
     def watcher_dies(self) -> None:
         self.start()
         self.mesh.watcher_gone(self.watcher_id)
         self.watcher_alive = False
+        self.expect_restart_errors()
 
     @rule()
     def watcher_restarts(self) -> None:
@@ -342,8 +387,11 @@ class MeshMachine(RuleBasedStateMachine):
         self.watcher_id = f"W{self.watcher_generation}"
         self.mesh.watcher_hello(self.watcher_id, WATCHER_NAME, [], ["w-"], self.now)
         self.watcher_alive, self.watcher_seen = True, self.now
-        ((kind, wid, views),) = self.out.calls
+        ((kind, wid, views),) = self.out.of("welcome")
         assert (kind, wid) == ("welcome", self.watcher_id)
+        assert {c[0] for c in self.out.calls} <= {"welcome", "deliver"}
+        self.expect_restart_errors()  # the old process may have lost what it had not acknowledged
+        self.sent = 0
         assert sorted(v.name for v in views) == sorted(r for r in self.existing_rooms() if self.claimed(r))
 
     def command(self, op: str, **args: Any) -> str | None:
@@ -498,6 +546,18 @@ class MeshMachine(RuleBasedStateMachine):
         assert self.ev_members == {(c, r) for c, s in mesh.clients.items() for r in s.rooms if r != LOBBY}
 
     @invariant()
+    def forwarded_frames_are_numbered(self) -> None:
+        calls = self.out.of("to_watcher")
+        assert len(calls) == len(self.out.seqs)
+        for call, seq in zip(calls, self.out.seqs, strict=True):
+            assert call[1] == self.watcher_id and self.watcher_alive
+            assert seq == self.sent + 1, (seq, self.sent)
+            self.sent = seq
+            self.unacked.append((seq, call[2], int(call[7])))
+        self.out.calls[:] = [c for c in self.out.calls if c[0] != "to_watcher"]
+        self.out.seqs.clear()
+
+    @invariant()
     def gateway_mirrors_agree(self) -> None:
         for call in self.out.of("membership"):
             _, gateway, client, room, joined = call
@@ -519,7 +579,7 @@ class MeshMachine(RuleBasedStateMachine):
 
 # No "explain" phase: its tracer makes shrinking a failure minutes long on Python 3.11.
 MeshMachine.TestCase.settings = settings(
-    max_examples=120, stateful_step_count=40, deadline=None,
+    max_examples=100, stateful_step_count=35, deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 TestMeshProperties = MeshMachine.TestCase

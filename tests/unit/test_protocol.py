@@ -132,7 +132,8 @@ def test_a_sender_from_the_client_is_dropped() -> None:
 
 
 def test_unknown_fields_are_ignored() -> None:
-    assert inbound(frame(action="a", extra={"x": 1}, roomname="r")) == proto.Inbound("a", "", b"{}", False, b"")
+    parsed = inbound(frame(action="a", extra={"x": 1}, roomname="r"))
+    assert parsed == proto.Inbound("a", "", b"{}", False, b"")
 
 
 @pytest.mark.parametrize(("rid", "raw"), [
@@ -192,6 +193,18 @@ def test_encode_escapes_strings() -> None:
     assert decode(out) == {"action": tricky, "target": tricky, "message_body": {}, "sender": tricky}
 
 
+def test_encode_stays_right_past_its_caches() -> None:
+    """encode() caches encoded heads and senders; filling and emptying them changes no output."""
+    for n in range(proto._CACHE_MAX + 50):
+        out = proto.encode("a", f"r{n}", b'{"n":%d}' % n, f"g1.{n}", request_id=b"%d" % n)
+        if n % 997 == 0 or n >= proto._CACHE_MAX:
+            assert decode(out) == {"action": "a", "target": f"r{n}", "message_body": {"n": n},
+                                   "sender": f"g1.{n}", "id": n}
+    first = proto.encode("x", "t", b"{}", "s", is_target_client=True)
+    again = proto.encode("x", "t", b"{}", "s")
+    assert decode(first)["IsTargetClient"] is True and "IsTargetClient" not in decode(again)
+
+
 def test_encode_body() -> None:
     assert proto.encode_body({"client": "g1.1", "room": "é"}) == '{"client":"g1.1","room":"é"}'.encode()
 
@@ -235,7 +248,7 @@ def test_error_codes_are_unique_kebab_case() -> None:
 json_scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63)
                 | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=8)
 envelope_keys = st.sampled_from(["action", "target", "message_body", "id", "IsTargetClient", "sender"])
 
 
@@ -245,7 +258,7 @@ def test_parse_never_raises_on_any_text(text: str) -> None:
     assert isinstance(proto.parse(text), (proto.Inbound, proto.Rejected))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.dictionaries(envelope_keys | st.text(max_size=5), json_values, max_size=6))
 def test_parse_never_raises_and_accepted_frames_encode_to_valid_json(fields: dict[str, Any]) -> None:
     parsed = proto.parse(json.dumps(fields))
@@ -264,7 +277,7 @@ def test_parse_never_raises_and_accepted_frames_encode_to_valid_json(fields: dic
         assert message["id"] == fields["id"]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(action=st.text(min_size=1, max_size=64), target=st.text(max_size=70),
        body=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
        rid=st.none() | st.text(max_size=10) | st.integers(),
@@ -280,7 +293,7 @@ def test_a_valid_envelope_round_trips(action: str, target: str, body: dict[str, 
     assert json.loads(parsed.body) == body
     message = decode(proto.encode(parsed.action, parsed.target, parsed.body, "s",
                                   is_target_client=parsed.is_target_client, request_id=parsed.request_id))
-    expected = {"action": action, "target": target, "message_body": body, "sender": "s"}
+    expected: dict[str, Any] = {"action": action, "target": target, "message_body": body, "sender": "s"}
     if to_client:
         expected["IsTargetClient"] = True
     if rid is not None:
@@ -299,9 +312,6 @@ def _accepted_frames_are_strict_json(text: str) -> None:
                         request_id=parsed.request_id))
 
 
-@pytest.mark.xfail(reason="BUG: protocol._loads is json.loads, which accepts NaN/Infinity/-Infinity "
-                          "(and turns 1e400 into inf); they are re-encoded as bare NaN/Infinity, which is "
-                          "not JSON, so a relay breaks JSON.parse for every member", strict=True)
 @pytest.mark.parametrize("text", [
     '{"action":"a","id":NaN}',
     '{"action":"a","id":Infinity}',
@@ -315,9 +325,6 @@ def test_non_json_numbers_are_rejected(text: str) -> None:
     _accepted_frames_are_strict_json(text)
 
 
-@pytest.mark.xfail(reason="BUG: a \\ud800 escape decodes to a lone surrogate: parse() raises "
-                          "UnicodeEncodeError (body, id) or returns strings that cannot be UTF-8 encoded "
-                          "(action, target), which then fail in encode()/protobuf", strict=True)
 @pytest.mark.parametrize("text", [
     '{"action":"a","message_body":{"x":"\\ud800"}}',
     '{"action":"a","message_body":{"\\udfff":1}}',
