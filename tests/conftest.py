@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,6 +26,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def title(p: psutil.Process) -> str:
+    """The process title: setproctitle pads argv with NULs, which psutil returns as ''."""
+    return " ".join(a for a in p.cmdline() if a).strip()
 
 
 class Cluster:
@@ -77,21 +81,21 @@ class Cluster:
         except psutil.NoSuchProcess:
             return []
 
-    def roles(self, prefix: str) -> dict[str, int]:
+    def roles(self, prefix: str = "") -> dict[str, int]:
         """Process title ('meshstream: gateway 1' → 'gateway 1') → PID, for live children."""
         out = {}
         for p in self.processes():
             try:
-                title = " ".join(a for a in p.cmdline() if a).strip()  # setproctitle pads with NULs
+                name = title(p)
             except psutil.Error:
                 continue
-            if title.startswith("meshstream: " + prefix):
-                out[title.removeprefix("meshstream: ")] = p.pid
+            if name.startswith("meshstream: " + prefix):
+                out[name.removeprefix("meshstream: ")] = p.pid
         return out
 
-    def kill(self, role: str) -> int:
+    def kill(self, role: str, sig: int = signal.SIGKILL) -> int:
         pid = self.roles(role)[role]
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
         return pid
 
     def stop(self) -> None:
@@ -190,22 +194,29 @@ class Client:
         await self.ws.close()
 
 
-async def clients_on(url: str, gateways: int, per_gateway: int = 1, tries: int = 200) -> list[list[Client]]:
-    """Connect until each of `gateways` distinct gateways holds `per_gateway` clients."""
+async def clients_on(url: str, gateways: int, per_gateway: int = 1,
+                     timeout: float = 15) -> list[list[Client]]:
+    """Clients on `gateways` distinct gateways, `per_gateway` each (SO_REUSEPORT spreads
+    connections at random: connect until each group is full; surplus ones are closed)."""
     by_gateway: dict[str, list[Client]] = {}
-    spare: list[Client] = []
-    for _ in range(tries):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         c = await Client.connect(url)
         group = by_gateway.setdefault(c.gateway, [])
         if len(group) < per_gateway:
             group.append(c)
         else:
-            spare.append(c)
-        full = [g for g in by_gateway.values() if len(g) >= per_gateway]
-        if len(full) >= gateways:
-            for s in spare:
-                await s.close()
-            return full[:gateways]
+            await c.close()
+        full = [g for g in by_gateway.values() if len(g) >= per_gateway][:gateways]
+        if len(full) == gateways:
+            for g in by_gateway.values():
+                if g not in full:
+                    for extra in g:
+                        await extra.close()
+            return full
+    for g in by_gateway.values():
+        for c in g:
+            await c.close()
     raise AssertionError(f"clients landed on {len(by_gateway)} gateways only")
 
 

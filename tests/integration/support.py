@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from tests.conftest import Client, Cluster
+from tests.conftest import Client, Cluster, clients_on, title  # noqa: F401 - re-exported
 
 DEADLINE = 15.0  # generous upper bound for anything the system promises "within seconds"
 _ids = itertools.count(1)
@@ -37,28 +36,12 @@ def gateway_index(client: Client) -> int:
     return int(head[2:])
 
 
-def title(p: psutil.Process) -> str:
-    """The process title: setproctitle pads argv with NULs, which psutil returns as ''."""
-    return " ".join(a for a in p.cmdline() if a).strip()
-
-
 def roles(cluster: Cluster, prefix: str = "") -> dict[str, int]:
-    """Role ('gateway 1') → PID for the cluster's live children (robust to argv padding)."""
-    out = {}
-    for p in cluster.processes():
-        try:
-            name = title(p)
-        except psutil.Error:
-            continue
-        if name.startswith("meshstream: " + prefix):
-            out[name.removeprefix("meshstream: ")] = p.pid
-    return out
+    return cluster.roles(prefix)
 
 
 def kill(cluster: Cluster, role: str, sig: int = signal.SIGKILL) -> int:
-    pid = roles(cluster, role)[role]
-    os.kill(pid, sig)
-    return pid
+    return cluster.kill(role, sig)
 
 
 def http_get(cluster: Cluster, path: str) -> tuple[int, str, bytes]:
@@ -83,43 +66,13 @@ async def wait_for(cond: Callable[[], Any], timeout: float = DEADLINE, what: str
         await asyncio.sleep(0.05)
 
 
-async def spread_clients(url: str, gateways: int = 2, per_gateway: int = 1,
-                         timeout: float = DEADLINE) -> list[list[Client]]:
-    """Clients on `gateways` distinct gateways, `per_gateway` each.
-
-    Like conftest.clients_on, but bounded by time rather than tries (a gateway only
-    listens once the processor welcomed it, which may be a moment after /healthz is
-    up) and it closes surplus connections at once.
-    """
-    by_gateway: dict[str, list[Client]] = {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        c = await Client.connect(url)
-        group = by_gateway.setdefault(c.gateway, [])
-        if len(group) < per_gateway:
-            group.append(c)
-        else:
-            await c.close()
-        full = [g for g in by_gateway.values() if len(g) >= per_gateway]
-        if len(full) >= gateways:
-            for g in by_gateway.values():
-                if g not in full[:gateways]:
-                    for extra in g:
-                        await extra.close()
-            return full[:gateways]
-    for g in by_gateway.values():
-        for c in g:
-            await c.close()
-    raise AssertionError(f"clients landed on {len(by_gateway)} gateways only")
-
-
 @pytest.fixture
 async def spread(cluster: Cluster) -> AsyncIterator[Callable[..., Any]]:
     """`await spread(gateways, per_gateway)`: clients on distinct gateways, closed afterwards."""
     made: list[Client] = []
 
     async def make(gateways: int = 2, per_gateway: int = 1) -> list[list[Client]]:
-        groups = await spread_clients(cluster.url, gateways, per_gateway)
+        groups = await clients_on(cluster.url, gateways, per_gateway)
         made.extend(c for g in groups for c in g)
         return groups
 
@@ -172,21 +125,7 @@ async def close_code(c: Client, timeout: float = DEADLINE) -> int | None:
     return ws.close_code
 
 
-class _Cluster(Cluster):
-    """A Cluster that stops its processes when it fails to come up (conftest's would leak)."""
-
-    def wait_healthy(self, timeout: float = 30) -> None:
-        try:
-            super().wait_healthy(timeout)
-        except BaseException:
-            try:
-                self.stop()
-            except AssertionError:
-                pass
-            raise
-
-
 def module_cluster(tmp_path_factory: pytest.TempPathFactory, **kwargs: Any) -> Cluster:
     """A cluster shared by a module's tests (each test uses its own rooms)."""
     base: Path = tmp_path_factory.mktemp("cluster")
-    return _Cluster(base, **kwargs)
+    return Cluster(base, **kwargs)

@@ -399,8 +399,6 @@ async def test_games_watcher_sigkill(wb: Cluster, player) -> None:
     await a.send(to_room("start-the-game", room, {"message": room}))
     await each([a, b], chat_phase_msg(room))
 
-    # support.roles/kill, not Cluster.roles/kill: setproctitle pads argv with NULs, which
-    # Cluster.roles keeps as trailing spaces in the role names
     lobby_pid = roles(wb, LOBBY_WATCHER)[LOBBY_WATCHER]
     old = kill(wb, GAMES)
 
