@@ -48,8 +48,9 @@ lint: $(STAMP)
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=meshstream_zmq --pyi_out=meshstream_zmq proto/meshstream.proto
 
+# Benchmarks (docs/performance.md): make bench [BENCH_ARGS='--quick' | '--scenarios chat --rounds 3' ...]
 bench: $(STAMP)
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache examples/node-watcher/node_modules

@@ -19,6 +19,8 @@ import mimetypes
 import signal
 import time
 from collections import deque
+from collections.abc import Awaitable
+from itertools import islice
 from pathlib import Path
 
 import zmq
@@ -40,12 +42,15 @@ log = logging.getLogger("meshstream.gateway")
 
 DRAIN = 1000
 PATH = "/wsmesh"
+PING_INTERVAL = 20.0  # keepalive: every connection is pinged this often ...
+PING_TIMEOUT = 20.0  # ... and closed (1011) when the pong is this late
+KEEPALIVE_TICK = 1.0  # the pings are spread: 1/20 of the connections each second
 
 
 class Connection:
     """What the gateway keeps per client: small on purpose (thousands of these)."""
 
-    __slots__ = ("ws", "id", "rooms", "pending", "tokens", "stamp", "closing")
+    __slots__ = ("ws", "id", "rooms", "pending", "tokens", "stamp", "closing", "pong", "ping_at")
 
     def __init__(self, ws: ServerConnection, client_id: str, burst: float) -> None:
         self.ws = ws
@@ -55,6 +60,8 @@ class Connection:
         self.tokens = burst
         self.stamp = 0.0
         self.closing = False
+        self.pong: Awaitable[float] | None = None  # the last keepalive ping's pong
+        self.ping_at = 0.0
 
 
 class Gateway:
@@ -203,14 +210,21 @@ class Gateway:
                 frame = d.frame
                 if d.room:
                     members = conns.values() if d.room == LOBBY else self.rooms.get(d.room, ())
+                    dirty = self.dirty  # self.queue() inlined: this loop runs per recipient
                     if d.exclude:
                         skip = set(d.exclude)
                         for conn in members:
                             if conn.id not in skip:
-                                self.queue(conn, frame)
+                                pending = conn.pending
+                                if not pending:
+                                    dirty.append(conn)
+                                pending.append(frame)
                     else:
                         for conn in members:
-                            self.queue(conn, frame)
+                            pending = conn.pending
+                            if not pending:
+                                dirty.append(conn)
+                            pending.append(frame)
                 else:
                     for client in d.clients:
                         conn = conns.get(client)
@@ -248,20 +262,33 @@ class Gateway:
         conn.pending.append(frame)
 
     def write_dirty(self) -> None:
+        """One WebSocket frame per dirty connection, written straight to its transport.
+
+        Members of a room receive the same frames in the same order, so consecutive
+        connections usually have equal pending lists: the frame (header + "\\n"-joined
+        payload) is then built once and the same bytes written to each. Server frames
+        are unmasked and uncompressed (compression=None), so the bytes do not depend
+        on the connection; the websockets protocol object is bypassed only for these
+        complete text frames (its own control frames still go through it).
+        """
         dirty, self.dirty = self.dirty, []
         limit = self.config.send_queue
         n = 0
+        prev: list[bytes] | None = None
+        wire = b""
         for conn in dirty:
             pending = conn.pending
             n += len(pending)
-            data = pending[0] if len(pending) == 1 else b"\n".join(pending)
             conn.pending = []
             ws = conn.ws
             if conn.closing or ws.protocol.state is not State.OPEN:
                 continue
-            ws.protocol.send_text(data)
-            ws.send_data()
-            if ws.transport.get_write_buffer_size() > limit:
+            if pending != prev:  # identical frames compare by identity first: cheap
+                wire = _text_frame(pending[0] if len(pending) == 1 else b"\n".join(pending))
+                prev = pending
+            transport = ws.transport
+            transport.write(wire)
+            if transport.get_write_buffer_size() > limit:
                 self.close(conn, CloseCode.SLOW_CONSUMER, "slow consumer: send queue full")
         self.frames_out += n
 
@@ -390,6 +417,45 @@ class Gateway:
             self.frames_in = self.frames_out = 0
             await asyncio.sleep(interval)
 
+    async def keepalive(self) -> None:
+        """Ping every connection each PING_INTERVAL; close one whose pong is PING_TIMEOUT late.
+
+        One task for the whole gateway instead of websockets' task per connection
+        (about 2 KB each); the pings are spread over the interval, a slice per tick.
+        """
+        offset = 0
+        while True:
+            await asyncio.sleep(KEEPALIVE_TICK)
+            conns = self.conns
+            share = -(-len(conns) * KEEPALIVE_TICK // PING_INTERVAL)  # ceil
+            if offset >= len(conns):
+                offset = 0
+            batch = list(islice(conns.values(), offset, offset + int(share)))
+            offset += len(batch)
+            now = time.monotonic()
+            for conn in batch:
+                try:
+                    await self.ping(conn, now)
+                except Exception:  # one bad connection must not end every connection's keepalive
+                    log.exception("keepalive ping failed", extra={"fields": {"client": conn.id}})
+
+    async def ping(self, conn: Connection, now: float) -> None:
+        ws = conn.ws
+        if conn.closing or ws.protocol.state is not State.OPEN:
+            return
+        pong = conn.pong
+        if pong is not None and not pong.done():  # type: ignore[attr-defined]
+            if now - conn.ping_at >= PING_TIMEOUT:
+                self.close(conn, 1011, "keepalive ping timeout")  # what websockets' keepalive sends
+            return
+        if now - conn.ping_at < PING_INTERVAL * 0.9:  # slices shift as connections come and go
+            return
+        try:
+            conn.pong = await ws.ping()
+            conn.ping_at = now
+        except Exception:  # noqa: BLE001 - closing meanwhile: the handler cleans up
+            conn.pong = None
+
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         loop.add_reader(self.sub.getsockopt(zmq.FD), self.on_sub_readable)
@@ -409,8 +475,9 @@ class Gateway:
             return
         async with serve(self.handler, self.config.host, self.config.port, reuse_port=True,
                          process_request=self.process_request, max_size=self.config.max_frame,
-                         compression=None, ping_interval=20, ping_timeout=20,
+                         compression=None, ping_interval=None,  # see keepalive()
                          close_timeout=2) as server:
+            pinger = loop.create_task(self.keepalive())
             log.info("gateway ready", extra={"fields": {
                 "gateway": self.id, "port": self.config.port}})
             await stop.wait()
@@ -418,10 +485,21 @@ class Gateway:
             for conn in list(self.conns.values()):
                 self.close(conn, CloseCode.GOING_AWAY, "gateway shutting down")
             await asyncio.wait_for(server.wait_closed(), 3)
+            pinger.cancel()
         beats.cancel()
         loop.remove_reader(self.sub.getsockopt(zmq.FD))
         self.push.close(linger=0)
         self.sub.close(linger=0)
+
+
+def _text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented RFC 6455 text frame (what a server sends)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 0x10000:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
 
 def _response(status: int, body: bytes, ctype: str) -> Response:

@@ -193,6 +193,11 @@ def _deliver_op(frame: bytes, clients: Sequence[str], room: str, exclude: Sequen
                 _ROOM_FIELDS.clear()
             rf = _ROOM_FIELDS[room] = _field(3, room.encode())
         n = len(frame)
+        dlen = n + len(rf) + 3  # + tag and a 2-byte length: frames of 128 B to 16 KiB
+        if 0x80 <= n < 0x4000 and 0x80 <= dlen < 0x4000 - 3:
+            varints = _VARINTS
+            return b"".join((b"\x0a", varints[dlen + 3], b"\x0a", varints[dlen], b"\x0a", varints[n],
+                             frame, rf))
         vn = _varint(n)
         dlen = 1 + len(vn) + n + len(rf)
         vd = _varint(dlen)
@@ -273,9 +278,21 @@ class Processor:
         gateway = batch.gateway
         mesh = self.mesh
         mesh.gateway_seen(gateway, now)
-        seq = 0
         known = mesh.knows_gateway(gateway)
+        client_frame = mesh.client_frame
+        empty = proto.EMPTY_BODY
+        last: pb.ClientFrame | None = None  # its seq is the one to acknowledge
         for item in batch.items:
+            if known:
+                # Hot path: a client frame always names its client; reading `frame` of an
+                # item of another kind gives an empty default (and sets nothing).
+                f = item.frame
+                client = f.client
+                if client:
+                    client_frame(client, f.action, f.target, f.body or empty, f.is_target_client,
+                                 f.request_id)
+                    last = f
+                    continue
             kind = item.WhichOneof("kind")
             if not known and kind != "hello":
                 # Not (or no longer) introduced to this processor, e.g. frames sent just
@@ -284,9 +301,9 @@ class Processor:
                 continue
             if kind == "frame":
                 f = item.frame
-                mesh.client_frame(f.client, f.action, f.target, f.body or proto.EMPTY_BODY,
-                                  f.is_target_client, f.request_id)
-                seq = f.seq
+                client_frame(f.client, f.action, f.target, f.body or empty, f.is_target_client,
+                             f.request_id)
+                last = f
             elif kind == "connected":
                 mesh.client_connected(item.connected, now)
             elif kind == "disconnected":
@@ -303,8 +320,8 @@ class Processor:
                     self.out.welcome_gateway(gateway)
                 else:  # slow joiner: welcome once its subscription has reached us
                     self.awaiting_subscription.add(gateway)
-        if seq:
-            self.acked[gateway] = seq
+        if last is not None and last.seq:
+            self.acked[gateway] = last.seq
         self.envelopes += 1
 
     def on_subscription(self, msg: bytes) -> None:

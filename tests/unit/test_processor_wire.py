@@ -69,3 +69,12 @@ def test_flush_builds_one_gatewayout_per_gateway() -> None:
     ])
     assert pb.GatewayOut.FromString(pub.sent[2][1]) == pb.GatewayOut(seq=2, epoch="ep1", ops=[
         pb.GatewayOp(deliver=pb.Deliver(frame=frame, room="r"))])
+
+
+@pytest.mark.parametrize("n", [0, 1, 126, 127, 128, 129, 300, 16300, 16379, 16380, 16381, 16383, 16384,
+                               20000])
+def test_room_deliveries_of_every_size_match_protobuf(n: int) -> None:
+    frame = b"f" * n
+    for room in ("r", "room-" + "x" * 120):
+        expected = pb.GatewayOut(ops=[pb.GatewayOp(deliver=pb.Deliver(frame=frame, room=room))])
+        assert _deliver_op(frame, (), room, ()) == expected.SerializeToString()

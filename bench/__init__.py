@@ -1,0 +1,1 @@
+"""meshstream's own benchmarks: `make bench` (bench.run) and the processor micro-benchmark."""
