@@ -58,8 +58,14 @@ def log(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields: A
 
 
 def serve_metrics(port: int) -> None:
+    """Prometheus on 127.0.0.1:port; a taken port costs the metrics, never the process."""
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        try:
+            start_http_server(port, addr="127.0.0.1")
+        except OSError as exc:
+            logging.getLogger("meshstream").error(
+                "metrics port unavailable; running without metrics",
+                extra={"fields": {"port": port, "error": str(exc)}})
 
 
 # One registry per process; every metric is labelled by the process role implicitly
