@@ -16,6 +16,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import websockets
@@ -53,7 +54,7 @@ class Client:
     def __init__(self, room: str, pub: bool = False) -> None:
         self.room, self.pub = room, pub
         self.ws: Any = None
-        self.on_deliver = None  # (t) -> None
+        self.on_deliver: Callable[[float], None] | None = None
         self.joined = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task[None] | None = None
 

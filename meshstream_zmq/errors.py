@@ -47,8 +47,8 @@ class ErrorCode(str, Enum):
     UNKNOWN_SENDER = ("unknown-sender", "the processor does not know this connection yet; retry")
     WATCHER_UNAVAILABLE = ("watcher-unavailable",
                            "the watcher of this room is not connected; the frame was not processed")
-    WATCHER_RESTARTED = ("watcher-restarted",
-                         "the room's watcher stopped before confirming this frame; it may not have been processed")
+    WATCHER_RESTARTED = ("watcher-restarted", "the room's watcher stopped before confirming "
+                                              "this frame; it may not have been processed")
     UNKNOWN_ACTION = ("unknown-action", "this room does not handle that action")
     WATCHER_ERROR = ("watcher-error", "the room's watcher failed to handle this frame")
     # Watcher commands only.

@@ -227,22 +227,22 @@ class Gateway:
                             pending.append(frame)
                 else:
                     for client in d.clients:
-                        conn = conns.get(client)
-                        if conn is not None:
-                            self.queue(conn, frame)
+                        target = conns.get(client)
+                        if target is not None:
+                            self.queue(target, frame)
             elif kind == "joined":
-                conn = conns.get(op.joined.client)
-                if conn is not None:
-                    conn.rooms.add(op.joined.room)
-                    self.rooms.setdefault(op.joined.room, set()).add(conn)
+                member = conns.get(op.joined.client)
+                if member is not None:
+                    member.rooms.add(op.joined.room)
+                    self.rooms.setdefault(op.joined.room, set()).add(member)
             elif kind == "left":
-                conn = conns.get(op.left.client)
-                if conn is not None:
-                    self.forget_room(conn, op.left.room)
+                member = conns.get(op.left.client)
+                if member is not None:
+                    self.forget_room(member, op.left.room)
             elif kind == "close":
-                conn = conns.get(op.close.client)
-                if conn is not None:
-                    self.close(conn, op.close.code, op.close.reason)
+                member = conns.get(op.close.client)
+                if member is not None:
+                    self.close(member, op.close.code, op.close.reason)
             elif kind == "welcome":
                 self.on_welcome(op.welcome.epoch)
 

@@ -429,7 +429,7 @@ class Processor:
             if now >= next_beat:
                 self.beat(now)
                 next_beat = now + interval
-            ready = dict(poller.poll(max(0.0, next_beat - now) * 1000))
+            ready = dict(poller.poll(int(max(0.0, next_beat - now) * 1000)))
             now = time.monotonic()
             if pub in ready:
                 for _ in range(DRAIN):
@@ -438,14 +438,15 @@ class Processor:
                     except zmq.Again:
                         break
             if pull in ready:
-                n = 0
-                for n in range(1, DRAIN + 1):
+                received = 0
+                for _ in range(DRAIN):
                     try:
                         frames = pull.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
                     self.on_gateway(frames[-1], now)
-                obs.ENVELOPES_IN.inc(n)
+                    received += 1
+                obs.ENVELOPES_IN.inc(received)
             if router in ready:
                 for _ in range(DRAIN):
                     try:
