@@ -141,6 +141,7 @@ def build_games(config: Config) -> Watcher:
             s = state.settings
             game = games[room] = Game(room, random_room=s.get("random") == "1", words=words,
                                       timing=timing, player_limit=int(s.get("player_limit", "3")))
+            bot.rooms = sorted(games)  # claimed by name in any later hello (processor restart)
         return game
 
     def apply(room: str, effects: list[Effect]) -> None:
@@ -178,6 +179,7 @@ def build_games(config: Config) -> Watcher:
     def close(room: str) -> None:
         """Forget the room's game (cancelling its timers) and delete the room."""
         games.pop(room, None)
+        bot.rooms = sorted(games)
         started.discard(room)
         for key in [k for k in timers if k[0] == room]:
             timers.pop(key).cancel()

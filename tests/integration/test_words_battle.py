@@ -463,3 +463,41 @@ async def test_games_watcher_sigkill(wb: Cluster, player) -> None:
     assert [(p["slug"], p["score"]) for p in check_ranking(end)] == [(first.id, 1)]
     # the bystander was never dropped
     await bystander.request({"action": "list-rooms", "id": "still-connected"}, "room-list")
+
+
+# ------------------------------------------------------------------ 4. the processor SIGKILLed mid-game
+
+
+async def test_a_game_survives_a_processor_restart(wb: Cluster, player) -> None:
+    """Clients stay connected, the gateways resync their rooms, the games watcher claims
+    its rooms again in its new hello: the same game goes on."""
+    a, b = await player(), await player()
+    await wait_for_watchers(wb.url)
+    room = "sturdy1"
+    await enter_friend_room(a, room, "alice", [], maker=True)
+    await enter_friend_room(b, room, "bobby", [a])
+    await roster([a, b], room, 2)
+    await a.send(to_room("room-settings", room, {"game_duration": "600"}))
+    await each([a, b], is_("room-setting-applied", room))
+    await a.send(to_room("start-the-game", room, {"message": room}))
+    await each([a, b], chat_phase_msg(room))
+
+    old = kill(wb, "processor")
+    deadline = time.monotonic() + 20
+    n = 0
+    while True:  # chat until the game's echo comes back: every attempt gets an answer
+        assert time.monotonic() < deadline, "the game never answered after the restart"
+        n += 1
+        text = f"still here {n}"
+        await a.send(to_room("send-message", room, {"message": text}))
+        reply = await a.next(lambda m: is_("send-message", room, a.id, message=text)(m)
+                             or m["action"] == "error")
+        if reply["action"] == "send-message":
+            break
+        assert reply["message_body"]["code"] in (
+            "processor-unavailable", "processor-restarted", "watcher-unavailable",
+            "watcher-restarted", "unknown-room"), reply
+    assert roles(wb, "processor")["processor"] != old
+    # the game's own chat echo (avatar and colour): the games watcher still runs this room
+    assert reply["message_body"]["useravatar"] == "al"
+    await b.next(is_("send-message", room, a.id, message=text))
