@@ -490,8 +490,8 @@ async def test_a_game_survives_a_processor_restart(wb: Cluster, player) -> None:
         n += 1
         text = f"still here {n}"
         await a.send(to_room("send-message", room, {"message": text}))
-        reply = await a.next(lambda m: is_("send-message", room, a.id, message=text)(m)
-                             or m["action"] == "error")
+        echoed = is_("send-message", room, a.id, message=text)
+        reply = await a.next(lambda m, echoed=echoed: echoed(m) or m["action"] == "error")
         if reply["action"] == "send-message":
             break
         assert reply["message_body"]["code"] in (
