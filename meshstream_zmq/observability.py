@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -51,6 +52,14 @@ def setup(role: str, level: str = "info") -> logging.Logger:
     # websockets logs every connection at INFO: too chatty for thousands of clients.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, root.level))
     return logging.getLogger("meshstream")
+
+
+def tune_gc() -> None:
+    """Fewer, later garbage collections: state is long-lived (connections, rooms), and a
+    full collection over it is a latency spike. Start-up objects are frozen out of it."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def log(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -520,6 +520,7 @@ async def amain(config: Config, index: int) -> None:
 def main(config: Config, index: int) -> None:
     obs.setup(f"gateway {index}", config.log_level)
     obs.serve_metrics(config.metrics_port)
+    obs.tune_gc()
     try:
         import uvloop
 

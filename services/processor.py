@@ -475,6 +475,7 @@ def main(config: Config) -> None:
     obs.setup("processor", config.log_level)
     obs.serve_metrics(config.metrics_port)
     processor = Processor(config)
+    obs.tune_gc()
 
     def stop(*_: object) -> None:
         processor.running = False
