@@ -10,7 +10,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +129,16 @@ def module_cluster(tmp_path_factory: pytest.TempPathFactory, **kwargs: Any) -> C
     """A cluster shared by a module's tests (each test uses its own rooms)."""
     base: Path = tmp_path_factory.mktemp("cluster")
     return Cluster(base, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One cluster for a whole test module: import this and `cluster` into the module."""
+    c = module_cluster(tmp_path_factory)
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def cluster(shared_cluster: Cluster) -> Cluster:
+    return shared_cluster

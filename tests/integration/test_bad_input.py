@@ -30,20 +30,9 @@ from tests.integration.support import (
 )
 
 spread = support.spread  # fixture: clients on distinct gateways
+shared_cluster, cluster = support.shared_cluster, support.cluster  # fixtures: one cluster per module
 
 LOBBY = "mesh-global"
-
-
-@pytest.fixture(scope="module")
-def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = module_cluster(tmp_path_factory)
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def cluster(shared_cluster: Cluster) -> Cluster:
-    return shared_cluster
 
 
 @pytest.fixture

@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import socket
 import subprocess
-from collections.abc import Iterator
 
 import psutil
 import pytest
 
 from tests.conftest import Cluster
-from tests.integration.support import http_get, module_cluster, roles, title
+from tests.integration import support
+from tests.integration.support import http_get, roles, title
 
-
-@pytest.fixture(scope="module")
-def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = module_cluster(tmp_path_factory)
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def cluster(shared_cluster: Cluster) -> Cluster:
-    return shared_cluster
+shared_cluster, cluster = support.shared_cluster, support.cluster  # fixtures: one cluster per module
 
 
 def test_healthz(cluster: Cluster) -> None:

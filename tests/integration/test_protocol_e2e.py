@@ -7,30 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import Client, Cluster
 from tests.integration import support
-from tests.integration.support import DEADLINE, join, module_cluster, sync, uid
+from tests.integration.support import DEADLINE, join, sync, uid
 
 spread = support.spread  # fixture: clients on distinct gateways
+shared_cluster, cluster = support.shared_cluster, support.cluster  # fixtures: one cluster per module
 
 LOBBY = "mesh-global"
-
-
-@pytest.fixture(scope="module")
-def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = module_cluster(tmp_path_factory)
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def cluster(shared_cluster: Cluster) -> Cluster:
-    return shared_cluster
 
 
 def of(action: str, **fields: Any):  # noqa: ANN201

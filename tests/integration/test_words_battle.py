@@ -387,10 +387,9 @@ async def test_random_match_starts_by_itself(wb: Cluster, player) -> None:
 # ------------------------------------------------------------------ 3. the games watcher SIGKILLed
 
 
-async def test_games_watcher_sigkill(wb: Cluster, player) -> None:
-    a, b, bystander = await player(), await player(), await player()
+async def start_long_game(wb: Cluster, a: Client, b: Client, room: str) -> None:
+    """alice (maker) and bobby in a friend room whose game has started and lasts long."""
     await wait_for_watchers(wb.url)
-    room = "doomed1"
     await enter_friend_room(a, room, "alice", [], maker=True)
     await enter_friend_room(b, room, "bobby", [a])
     await roster([a, b], room, 2)
@@ -398,6 +397,12 @@ async def test_games_watcher_sigkill(wb: Cluster, player) -> None:
     await each([a, b], is_("room-setting-applied", room))
     await a.send(to_room("start-the-game", room, {"message": room}))
     await each([a, b], chat_phase_msg(room))
+
+
+async def test_games_watcher_sigkill(wb: Cluster, player) -> None:
+    a, b, bystander = await player(), await player(), await player()
+    room = "doomed1"
+    await start_long_game(wb, a, b, room)
 
     lobby_pid = roles(wb, LOBBY_WATCHER)[LOBBY_WATCHER]
     old = kill(wb, GAMES)
@@ -472,15 +477,8 @@ async def test_a_game_survives_a_processor_restart(wb: Cluster, player) -> None:
     """Clients stay connected, the gateways resync their rooms, the games watcher claims
     its rooms again in its new hello: the same game goes on."""
     a, b = await player(), await player()
-    await wait_for_watchers(wb.url)
     room = "sturdy1"
-    await enter_friend_room(a, room, "alice", [], maker=True)
-    await enter_friend_room(b, room, "bobby", [a])
-    await roster([a, b], room, 2)
-    await a.send(to_room("room-settings", room, {"game_duration": "600"}))
-    await each([a, b], is_("room-setting-applied", room))
-    await a.send(to_room("start-the-game", room, {"message": room}))
-    await each([a, b], chat_phase_msg(room))
+    await start_long_game(wb, a, b, room)
 
     old = kill(wb, "processor")
     deadline = time.monotonic() + 20
