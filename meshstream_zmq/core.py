@@ -145,6 +145,7 @@ class Mesh:
         self.clients: dict[str, Client] = {}
         self.rooms: dict[str, Room] = {LOBBY: Room(LOBBY, keep=True)}
         self.watchers: dict[str, Watcher] = {}
+        self._owners: dict[str, Watcher | None] = {}  # room -> owner, cleared on claim changes
         self.event_seq = 0
 
     # ------------------------------------------------------------ gateways
@@ -376,6 +377,7 @@ class Mesh:
             self._event(EventKind.ROOM_DELETED, "", room.name, self._owner_id(room.name))
             for w in self.watchers.values():
                 w.assigned.discard(room.name)
+            self._claims_changed()
 
     def _add_member(self, room: Room, client: str, gateway: str) -> None:
         room.members[client] = None
@@ -414,9 +416,23 @@ class Mesh:
     # ------------------------------------------------------------ watchers
 
     def _owner(self, room: str) -> Watcher | None:
-        """The watcher claiming `room`: an exact claim first, then the longest prefix;
-        a live watcher before a dead one with the same claim. Dead claims still count:
-        the room stays its watcher's (answering watcher-unavailable) until replaced."""
+        """The watcher claiming `room` (cached: asked for every client frame)."""
+        try:
+            return self._owners[room]
+        except KeyError:
+            pass
+        if len(self._owners) >= 65536:  # targets are client-chosen: keep the cache bounded
+            self._owners.clear()
+        owner = self._owners[room] = self._find_owner(room)
+        return owner
+
+    def _claims_changed(self) -> None:
+        self._owners.clear()
+
+    def _find_owner(self, room: str) -> Watcher | None:
+        """An exact claim first, then the longest prefix; a live watcher before a dead one
+        with the same claim. Dead claims still count: the room stays its watcher's
+        (answering watcher-unavailable) until replaced."""
         best: Watcher | None = None
         best_rank = (-1, False)
         for watcher in self.watchers.values():
@@ -462,6 +478,7 @@ class Mesh:
                 # A dead watcher's claims, and the rooms given to it, pass to the new claimant.
                 assigned |= other.assigned
                 del self.watchers[other.id]
+        self._claims_changed()
         w = self.watchers[watcher] = Watcher(watcher, name, rooms_set, tuple(prefixes), now,
                                              assigned={r for r in assigned if r in self.rooms})
         views = [r.view() for r in self.rooms.values() if w.claims(r.name)]
@@ -494,6 +511,7 @@ class Mesh:
         w = self.watchers.get(watcher)
         if w is not None:
             w.alive = False
+            self._claims_changed()
             self._unconfirmed(w)
 
     def command(self, sender: str, command: int, op: str, **args: object) -> None:
@@ -544,6 +562,7 @@ class Mesh:
             return ErrorCode.CLAIM_CONFLICT, f"{room} is claimed by {current.name!r}"
         if not owner.claims(room):
             owner.assigned.add(room)
+            self._claims_changed()
         self.rooms[room] = Room(room, keep=True, settings=dict(settings or {}))
         self._event(EventKind.ROOM_CREATED, "", room, self._owner_id(room))
         return None
