@@ -132,6 +132,16 @@ _HEADS: dict[tuple[str, str], bytes] = {}
 _SENDERS: dict[str, bytes] = {}
 
 
+def is_json_object(body: bytes) -> bool:
+    """Strict check of a body from a watcher (empty means {}): what clients can parse."""
+    if not body:
+        return True
+    try:
+        return isinstance(_loads(body.decode()), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
 def decode_body(body: bytes) -> dict[str, Any]:
     """A message_body as forwarded (compact JSON of an object, already validated)."""
     value = json.loads(body) if body else {}

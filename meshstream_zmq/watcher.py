@@ -111,7 +111,6 @@ class Watcher:
         self.running = False
         self.welcomed = False
         self.epoch = ""
-        self.last_heard = 0.0
         self.handled = 0  # seq of the last client frame handled, acknowledged in heartbeats
 
     # ------------------------------------------------------------ registration
@@ -272,7 +271,6 @@ class Watcher:
             return _FAILED
 
     def dispatch(self, frames: list[bytes]) -> None:
-        self.last_heard = self.now()
         try:
             out = pb.WatcherOut.FromString(frames[-1])
         except Exception:  # noqa: BLE001

@@ -13,7 +13,6 @@ gateway, not one per recipient.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -54,8 +53,6 @@ class ZmqOutbox:
         # gateway -> its GatewayOut so far, as encoded `ops` fields (see _deliver_op)
         self.pending: dict[str, list[bytes]] = {}
         self.seq: dict[str, int] = {}
-        self.sent = 0
-        self.dropped = 0
         self._last: tuple[bytes, str, Sequence[str], bytes] = (b"", "", (), b"")
 
     def _ops(self, gateway: str) -> list[bytes]:
@@ -152,10 +149,7 @@ class ZmqOutbox:
                 if self.pub.poll(1000, zmq.POLLOUT):
                     self.pub.send_multipart(frames)
                 else:
-                    self.dropped += 1
                     obs.DROPS.labels("gateway-hwm").inc()
-                    continue
-            self.sent += 1
         self.pending.clear()
 
 
@@ -223,16 +217,10 @@ def _fill_rooms(field: object, rooms: Sequence[RoomView]) -> None:
         r.settings.update(view.settings)
 
 
-def _valid_body(body: bytes) -> bool:
-    if not body:
-        return True
-    try:
-        return isinstance(json.loads(body), dict)
-    except ValueError:
-        return False
-
-
-def _frame(message: pb.ClientMessage, default_target: str) -> bytes:
+def _frame(message: pb.ClientMessage, default_target: str) -> bytes | None:
+    """The client JSON of a watcher's message; None without an action or a JSON object body."""
+    if not message.action or not proto.is_json_object(message.body):
+        return None
     return proto.encode(message.action, message.target or default_target,
                         message.body or proto.EMPTY_BODY, message.sender or SERVER_SENDER,
                         is_target_client=message.is_target_client, request_id=message.request_id)
@@ -269,7 +257,6 @@ class Processor:
         self.subscriptions: set[bytes] = set()
         self.awaiting_subscription: set[str] = set()
         self.running = True
-        self.envelopes = 0
 
     # ------------------------------------------------------------ inputs
 
@@ -322,7 +309,6 @@ class Processor:
                     self.awaiting_subscription.add(gateway)
         if last is not None and last.seq:
             self.acked[gateway] = last.seq
-        self.envelopes += 1
 
     def on_subscription(self, msg: bytes) -> None:
         topic = msg[1:]
@@ -372,19 +358,17 @@ class Processor:
         elif op in ("join", "remove"):
             m = getattr(cmd, op)
             args = {"client": m.client, "room": m.room}
-        elif op == "send_room":
-            s = cmd.send_room
-            if not _valid_body(s.message.body) or not s.message.action:
+        elif op in ("send_room", "send_clients"):
+            send = getattr(cmd, op)
+            if op == "send_room":
+                frame = _frame(send.message, send.room)
+                args = {"room": send.room, "frame": frame, "exclude": list(send.exclude)}
+            else:
+                frame = _frame(send.message, send.clients[0] if len(send.clients) == 1 else "")
+                args = {"clients": list(send.clients), "frame": frame}
+            if frame is None:
                 return self.out.reply(watcher, cmd.id, ErrorCode.BAD_COMMAND,
                                       "message needs an action and a JSON object body")
-            args = {"room": s.room, "frame": _frame(s.message, s.room), "exclude": list(s.exclude)}
-        elif op == "send_clients":
-            s2 = cmd.send_clients
-            if not _valid_body(s2.message.body) or not s2.message.action:
-                return self.out.reply(watcher, cmd.id, ErrorCode.BAD_COMMAND,
-                                      "message needs an action and a JSON object body")
-            default = s2.clients[0] if len(s2.clients) == 1 else ""
-            args = {"clients": list(s2.clients), "frame": _frame(s2.message, default)}
         elif op == "disconnect":
             d = cmd.disconnect
             args = {"client": d.client, "code": d.code, "reason": d.reason}

@@ -338,3 +338,10 @@ def test_lone_surrogates_are_rejected_not_raised(text: str) -> None:
         parsed.action.encode()
         parsed.target.encode()
     _accepted_frames_are_strict_json(text)
+
+
+@pytest.mark.parametrize("body, ok", [(b"", True), (b"{}", True), (b'{"a":[1,2]}', True),
+                                      (b"[]", False), (b'{"x":NaN}', False), (b'{"x":1e400}', False),
+                                      (b"{", False), (b'{"x":"\\ud800"}', True), (b"\xff", False)])
+def test_watcher_bodies_must_be_json_objects_clients_can_read(body: bytes, ok: bool) -> None:
+    assert proto.is_json_object(body) is ok
