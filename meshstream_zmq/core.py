@@ -56,6 +56,11 @@ class Outbox(Protocol):
     ) -> None:
         """Send `frame` to `clients`, or to every member of `room` on `gateway`."""
 
+    def broadcast(self, gateways: Iterable[str], room: str, frame: bytes,
+                  exclude: Sequence[str] = ()) -> None:
+        """`deliver(gateway, frame, room=room, exclude=exclude)` for each of `gateways`
+        (one call per room message: the hot path of every relay)."""
+
     def membership(self, gateway: str, client: str, room: str, joined: bool) -> None:
         """Tell `gateway` that its `client` joined or left `room` (its local mirror)."""
 
@@ -395,9 +400,7 @@ class Mesh:
 
     def _broadcast(self, room: Room, frame: bytes, exclude: Sequence[str] = ()) -> None:
         """One delivery per gateway that holds members; the gateway resolves the room."""
-        deliver, name = self.out.deliver, room.name
-        for gateway in room.gateways:
-            deliver(gateway, frame, (), name, exclude)  # positional: the hot path of every relay
+        self.out.broadcast(room.gateways, room.name, frame, exclude)
 
     def _reply(self, client: str, action: str, target: str, body: dict[str, object],
                request_id: bytes) -> None:

@@ -18,7 +18,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import zmq
@@ -53,7 +53,6 @@ class ZmqOutbox:
         # gateway -> its GatewayOut so far, as encoded `ops` fields (see _deliver_op)
         self.pending: dict[str, list[bytes]] = {}
         self.seq: dict[str, int] = {}
-        self._last: tuple[bytes, str, Sequence[str], bytes] = (b"", "", (), b"")
 
     def _ops(self, gateway: str) -> list[bytes]:
         ops = self.pending.get(gateway)
@@ -66,19 +65,18 @@ class ZmqOutbox:
 
     def deliver(self, gateway: str, frame: bytes, clients: Sequence[str] = (), room: str = "",
                 exclude: Sequence[str] = ()) -> None:
-        # The hot path: encoded by hand, and a room broadcast reaching several gateways
-        # (the same frame, room and exclusions) is encoded once.
-        last = self._last
-        if clients or frame is not last[0] or room != last[1] or exclude != last[2]:
-            op = _deliver_op(frame, clients, room, exclude)
-            if not clients:
-                self._last = (frame, room, exclude, op)
-        else:
-            op = last[3]
-        ops = self.pending.get(gateway)
-        if ops is None:
-            ops = self.pending[gateway] = []
-        ops.append(op)
+        self._ops(gateway).append(_deliver_op(frame, clients, room, exclude))
+
+    def broadcast(self, gateways: Iterable[str], room: str, frame: bytes,
+                  exclude: Sequence[str] = ()) -> None:
+        # The hot path: one op, encoded by hand once, for every gateway holding members.
+        op = _deliver_op(frame, (), room, exclude)
+        pending = self.pending
+        for gateway in gateways:
+            ops = pending.get(gateway)
+            if ops is None:
+                ops = pending[gateway] = []
+            ops.append(op)
 
     def membership(self, gateway: str, client: str, room: str, joined: bool) -> None:
         m = pb.Membership(client=client, room=room)
@@ -134,7 +132,6 @@ class ZmqOutbox:
 
     def flush(self) -> None:
         """One message per gateway touched since the last flush."""
-        self._last = (b"", "", (), b"")
         for gateway, ops in self.pending.items():
             seq = self.seq[gateway] = self.seq.get(gateway, 0) + 1
             # A GatewayOut is its `ops` fields then `seq` and `epoch` (field order is free).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from meshstream_zmq.core import EventKind, Mesh, RoomView, gateway_of
@@ -54,6 +54,11 @@ class RecordingOutbox:
             for client in members:
                 if self.mesh.clients[client].gateway == gateway and client not in exclude:
                     self.inboxes[client].append(message)
+
+    def broadcast(self, gateways: Iterable[str], room: str, frame: bytes,
+                  exclude: Sequence[str] = ()) -> None:
+        for gateway in gateways:
+            self.deliver(gateway, frame, room=room, exclude=exclude)
 
     def membership(self, gateway: str, client: str, room: str, joined: bool) -> None:
         self.calls.append(("membership", gateway, client, room, joined))
