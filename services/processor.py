@@ -7,8 +7,9 @@ Sockets (see docs/design.md):
   ROUTER watchers  <-> watchers' DEALER ["watcher", WatcherIn] / ["<kind>", WatcherOut]
 
 The loop drains everything readable, feeds the core, then sends one GatewayOut
-per gateway touched: a burst of client frames costs one ZeroMQ message per
-gateway, not one per recipient.
+per gateway touched (and every FLUSH_BROADCASTS room messages within a long
+drain): a burst of client frames costs one ZeroMQ message per gateway, not one
+per recipient.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from meshstream_zmq.errors import ErrorCode
 
 log = logging.getLogger("meshstream.processor")
 
+# A long drain is flushed every this many room messages: the gateways start writing
+# while the processor reads on, and each GatewayOut stays a few hundred KB.
+FLUSH_BROADCASTS = 1024
 DRAIN = 2000  # messages read from one socket before looking at the others
 EVENT_TOPICS = {k: f"event.{k.name.lower().replace('_', '-')}".encode() for k in EventKind}
 QUERY_NAMES = {pb.Query.ROOMS: "rooms", pb.Query.ROOM: "room", pb.Query.CLIENT_ROOMS: "client_rooms"}
@@ -53,6 +57,7 @@ class ZmqOutbox:
         # gateway -> its GatewayOut so far, as encoded `ops` fields (see _deliver_op)
         self.pending: dict[str, list[bytes]] = {}
         self.seq: dict[str, int] = {}
+        self.broadcasts = 0  # room messages since the last flush
 
     def _ops(self, gateway: str) -> list[bytes]:
         ops = self.pending.get(gateway)
@@ -71,6 +76,7 @@ class ZmqOutbox:
                   exclude: Sequence[str] = ()) -> None:
         # The hot path: one op, encoded by hand once, for every gateway holding members.
         op = _deliver_op(frame, (), room, exclude)
+        self.broadcasts += 1
         pending = self.pending
         for gateway in gateways:
             ops = pending.get(gateway)
@@ -148,6 +154,7 @@ class ZmqOutbox:
                 else:
                     obs.DROPS.labels("gateway-hwm").inc()
         self.pending.clear()
+        self.broadcasts = 0
 
 
 def _varint_slow(n: int) -> bytes:
@@ -407,7 +414,7 @@ class Processor:
         next_beat = time.monotonic()
         log.info("processor ready", extra={"fields": {"epoch": self.epoch,
                                                        **self.config.endpoints.__dict__}})
-        pull, pub, router = self.pull, self.pub, self.router
+        pull, pub, router, out = self.pull, self.pub, self.router, self.out
         while self.running:
             now = time.monotonic()
             if now >= next_beat:
@@ -429,6 +436,8 @@ class Processor:
                     frames = pull.recv_multipart(zmq.NOBLOCK)
                     self.on_gateway(frames[-1], now)
                     received += 1
+                    if out.broadcasts >= FLUSH_BROADCASTS:
+                        out.flush()
                 self.envelopes_in += received
             if router in ready:
                 for _ in range(DRAIN):
