@@ -50,18 +50,36 @@ class GatewayBatch(_message.Message):
     def __init__(self, gateway: _Optional[str] = ..., items: _Optional[_Iterable[_Union[GatewayItem, _Mapping]]] = ...) -> None: ...
 
 class GatewayItem(_message.Message):
-    __slots__ = ("hello", "heartbeat", "connected", "disconnected", "frame")
+    __slots__ = ("hello", "heartbeat", "connected", "disconnected", "frames")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     DISCONNECTED_FIELD_NUMBER: _ClassVar[int]
-    FRAME_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
     hello: GatewayHello
     heartbeat: Heartbeat
     connected: str
     disconnected: str
-    frame: ClientFrame
-    def __init__(self, hello: _Optional[_Union[GatewayHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., connected: _Optional[str] = ..., disconnected: _Optional[str] = ..., frame: _Optional[_Union[ClientFrame, _Mapping]] = ...) -> None: ...
+    frames: ClientFrames
+    def __init__(self, hello: _Optional[_Union[GatewayHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., connected: _Optional[str] = ..., disconnected: _Optional[str] = ..., frames: _Optional[_Union[ClientFrames, _Mapping]] = ...) -> None: ...
+
+class ClientFrames(_message.Message):
+    __slots__ = ("client", "action", "target", "body", "is_target_client", "request_id", "first_seq")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    IS_TARGET_CLIENT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    client: _containers.RepeatedScalarFieldContainer[str]
+    action: _containers.RepeatedScalarFieldContainer[str]
+    target: _containers.RepeatedScalarFieldContainer[str]
+    body: _containers.RepeatedScalarFieldContainer[bytes]
+    is_target_client: _containers.RepeatedScalarFieldContainer[bool]
+    request_id: _containers.RepeatedScalarFieldContainer[bytes]
+    first_seq: int
+    def __init__(self, client: _Optional[_Iterable[str]] = ..., action: _Optional[_Iterable[str]] = ..., target: _Optional[_Iterable[str]] = ..., body: _Optional[_Iterable[bytes]] = ..., is_target_client: _Optional[_Iterable[bool]] = ..., request_id: _Optional[_Iterable[bytes]] = ..., first_seq: _Optional[int] = ...) -> None: ...
 
 class GatewayHello(_message.Message):
     __slots__ = ("index", "clients")

@@ -75,6 +75,7 @@ class Gateway:
         self.rooms: dict[str, set[Connection]] = {}
         self.next_client = 0
         self.batch = pb.GatewayBatch(gateway=self.id)
+        self.open_frames: pb.ClientFrames | None = None  # the batch's last item, if frames
         self.seq = 0
         self.unacked: deque[tuple[int, str, str, str, bytes]] = deque()
         self.dirty: list[Connection] = []
@@ -114,6 +115,7 @@ class Gateway:
         self.scheduled = False
         if self.batch.items:
             batch, self.batch = self.batch, pb.GatewayBatch(gateway=self.id)
+            self.open_frames = None
             try:
                 self.push.send_multipart([b"gateway", batch.SerializeToString()], flags=zmq.NOBLOCK)
             except zmq.Again:
@@ -126,18 +128,23 @@ class Gateway:
         obs.DROPS.labels("processor-unreachable").inc()
         refused = set()
         for item in batch.items:
-            if item.WhichOneof("kind") == "frame":
-                f = item.frame
-                refused.add(f.seq)
-                self.reply_error(f.client, ErrorCode.PROCESSOR_UNAVAILABLE, f.action, f.target,
-                                 f.request_id)
+            run = item.frames
+            for i, (client, action, target, request_id) in enumerate(
+                    zip(run.client, run.action, run.target, run.request_id, strict=True)):
+                refused.add(run.first_seq + i)
+                self.reply_error(client, ErrorCode.PROCESSOR_UNAVAILABLE, action, target, request_id)
         if refused:
             self.unacked = deque(u for u in self.unacked if u[0] not in refused)
         self.write_dirty()
 
+    def item(self) -> pb.GatewayItem:
+        """A new item at the end of the batch (ending any run of frames: order matters)."""
+        self.open_frames = None
+        return self.batch.items.add()
+
     def hello(self) -> None:
         """(Re)introduce this gateway with every client and its rooms (the resync)."""
-        item = self.batch.items.add()
+        item = self.item()
         item.hello.index = self.index
         for conn in self.conns.values():
             c = item.hello.clients.add()
@@ -344,15 +351,16 @@ class Gateway:
             return self.reply_error(conn.id, ErrorCode.PROCESSOR_UNAVAILABLE, parsed.action,
                                     parsed.target, parsed.request_id)
         self.seq += 1
-        f = self.batch.items.add().frame
-        f.client = conn.id
-        f.action = parsed.action
-        f.target = parsed.target
-        if parsed.body != proto.EMPTY_BODY:
-            f.body = parsed.body
-        f.is_target_client = parsed.is_target_client
-        f.request_id = parsed.request_id
-        f.seq = self.seq
+        run = self.open_frames
+        if run is None:  # a new run of frames (any other item ends the previous one)
+            run = self.open_frames = self.batch.items.add().frames
+            run.first_seq = self.seq
+        run.client.append(conn.id)
+        run.action.append(parsed.action)
+        run.target.append(parsed.target)
+        run.body.append(b"" if parsed.body == proto.EMPTY_BODY else parsed.body)
+        run.is_target_client.append(parsed.is_target_client)
+        run.request_id.append(parsed.request_id)
         self.unacked.append((self.seq, conn.id, parsed.action, parsed.target, parsed.request_id))
         self.schedule()
         return None
@@ -363,7 +371,7 @@ class Gateway:
         conn = Connection(ws, client_id, self.burst)
         conn.stamp = time.monotonic()
         self.conns[client_id] = conn
-        self.batch.items.add().connected = client_id
+        self.item().connected = client_id
         body = proto.encode_body({"client": client_id})
         self.queue(conn, proto.encode("client-connected", client_id, body))
         self.schedule()
@@ -376,7 +384,7 @@ class Gateway:
             for room in list(conn.rooms):
                 self.forget_room(conn, room)
             del self.conns[client_id]
-            self.batch.items.add().disconnected = client_id
+            self.item().disconnected = client_id
             self.schedule()
 
     # ------------------------------------------------------------ HTTP
@@ -410,7 +418,7 @@ class Gateway:
                 log.warning("processor silent", extra={"fields": {"gateway": self.id}})
                 self.welcomed = False
             if self.welcomed:
-                self.batch.items.add().heartbeat.SetInParent()
+                self.item().heartbeat.SetInParent()
                 self.schedule()
             else:
                 self.hello()

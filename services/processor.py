@@ -213,6 +213,12 @@ def _deliver_op(frame: bytes, clients: Sequence[str], room: str, exclude: Sequen
     return b"".join((_TAGS[1], _varint(op_len), _TAGS[1], _varint(n), d))
 
 
+def _columns_match(run: pb.ClientFrames) -> bool:
+    n = len(run.client)
+    return (len(run.action) == n and len(run.target) == n and len(run.body) == n
+            and len(run.is_target_client) == n and len(run.request_id) == n)
+
+
 def _fill_rooms(field: object, rooms: Sequence[RoomView]) -> None:
     for view in rooms:
         r = field.add()  # type: ignore[attr-defined]
@@ -266,24 +272,31 @@ class Processor:
     # ------------------------------------------------------------ inputs
 
     def on_gateway(self, payload: bytes, now: float) -> None:
-        batch = pb.GatewayBatch.FromString(payload)
+        try:
+            batch = pb.GatewayBatch.FromString(payload)
+        except Exception:  # noqa: BLE001 - not from a meshstream gateway: drop it, say so
+            return self.bad_batch("undecodable GatewayBatch", len(payload))
+        if not all(_columns_match(item.frames) for item in batch.items):
+            return self.bad_batch("ClientFrames columns of different lengths", len(payload))
         gateway = batch.gateway
         mesh = self.mesh
         mesh.gateway_seen(gateway, now)
         known = mesh.knows_gateway(gateway)
         client_frame = mesh.client_frame
         empty = proto.EMPTY_BODY
-        last: pb.ClientFrame | None = None  # its seq is the one to acknowledge
+        last_seq = 0  # of the last client frame: the one to acknowledge
         for item in batch.items:
             if known:
-                # Hot path: a client frame always names its client; reading `frame` of an
-                # item of another kind gives an empty default (and sets nothing).
-                f = item.frame
-                client = f.client
-                if client:
-                    client_frame(client, f.action, f.target, f.body or empty, f.is_target_client,
-                                 f.request_id)
-                    last = f
+                # Hot path: reading `frames` of an item of another kind gives an empty
+                # default, so runs of client frames need no WhichOneof.
+                run = item.frames
+                clients = run.client
+                if clients:
+                    for client, action, target, body, to_client, request_id in zip(
+                            clients, run.action, run.target, run.body, run.is_target_client,
+                            run.request_id, strict=True):
+                        client_frame(client, action, target, body or empty, to_client, request_id)
+                    last_seq = run.first_seq + len(clients) - 1
                     continue
             kind = item.WhichOneof("kind")
             if not known and kind != "hello":
@@ -291,12 +304,7 @@ class Processor:
                 # after a processor restart: left unacknowledged, so the gateway reports
                 # them (processor-restarted) when it resyncs; its hello lists its clients.
                 continue
-            if kind == "frame":
-                f = item.frame
-                client_frame(f.client, f.action, f.target, f.body or empty, f.is_target_client,
-                             f.request_id)
-                last = f
-            elif kind == "connected":
+            if kind == "connected":
                 mesh.client_connected(item.connected, now)
             elif kind == "disconnected":
                 mesh.client_disconnected(item.disconnected)
@@ -312,8 +320,15 @@ class Processor:
                     self.out.welcome_gateway(gateway)
                 else:  # slow joiner: welcome once its subscription has reached us
                     self.awaiting_subscription.add(gateway)
-        if last is not None and last.seq:
-            self.acked[gateway] = last.seq
+        if last_seq > 0:
+            self.acked[gateway] = last_seq
+        return None
+
+    def bad_batch(self, reason: str, size: int) -> None:
+        """Only a peer that is not a meshstream gateway (or a bug) sends these: nothing in
+        it is applied; its frames stay unacknowledged."""
+        obs.DROPS.labels("bad-gateway-batch").inc()
+        log.error("dropped a GatewayBatch", extra={"fields": {"reason": reason, "bytes": size}})
 
     def on_subscription(self, msg: bytes) -> None:
         topic = msg[1:]
