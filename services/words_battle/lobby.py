@@ -68,6 +68,9 @@ class Lobby:
         self._friend_rooms: dict[str, int] = {}  # room -> player limit it was created with
         self._random_rooms: set[str] = set()
         self._pending: _Pending | None = None
+        # Random rooms sent their second player but not yet known to have started: one
+        # of them may have lost that player, and then has space again (see the host).
+        self._filled: dict[str, None] = {}  # insertion-ordered: oldest first
 
     @property
     def pending_random_room(self) -> str | None:
@@ -75,6 +78,12 @@ class Lobby:
 
     def is_random_room(self, room: str) -> bool:
         return room in self._random_rooms
+
+    @property
+    def unconfirmed_random_rooms(self) -> list[str]:
+        """Filled random rooms whose game is not known to have started (oldest first): when
+        no room is pending, the host asks whether one of these lost a player."""
+        return list(self._filled)
 
     def join_friend(self, client: str, body: dict[str, Any]) -> JoinDecision | LobbyError:
         """`join-room`: join or create the friend room `roomname` (`setplayername` is not used:
@@ -106,6 +115,7 @@ class Lobby:
             # The opener asking again stays where it is, still waiting for an opponent.
             if pending.opener != client:
                 self._pending = None  # full now: two players
+                self._filled[pending.room] = None
             return JoinDecision(pending.room, random_room=True, new_room=False,
                                 player_limit=RANDOM_ROOM_LIMIT)
         if room in self._friend_rooms or room in self._random_rooms:
@@ -114,19 +124,26 @@ class Lobby:
         self._pending = _Pending(room, client)
         return JoinDecision(room, random_room=True, new_room=True, player_limit=RANDOM_ROOM_LIMIT)
 
-    def random_room_has_space(self, room: str) -> bool:
+    def random_room_has_space(self, room: str, waiting: str | None = None) -> bool:
         """A random room lost a player before its game started: offer it to the next requester
-        if no other room is pending. Returns whether `room` is now the pending room."""
+        if no other room is pending (`waiting`, the player still in it, is not matched with
+        itself). Returns whether `room` is now the pending room."""
         if room not in self._random_rooms:
             return False
         if self._pending is None:
-            self._pending = _Pending(room, None)
+            self._pending = _Pending(room, waiting)
+            self._filled.pop(room, None)
         return self._pending.room == room
+
+    def random_room_started(self, room: str) -> None:
+        """Its game started: it will not have space again (its name stays taken)."""
+        self._filled.pop(room, None)
 
     def room_closed(self, room: str) -> None:
         """Forget the room (its game ended or it emptied); its name is free again."""
         self._friend_rooms.pop(room, None)
         self._random_rooms.discard(room)
+        self._filled.pop(room, None)
         if self._pending is not None and self._pending.room == room:
             self._pending = None
 

@@ -100,8 +100,23 @@ def build_lobby(config: Config) -> Watcher:
         except CommandError as exc:
             fail(msg, room, f"cannot join {room} now: {exc.message}")
 
+    def reoffer_random_room(requester: str) -> None:
+        """Nothing pending: a filled random room whose second player left before the game
+        started has space again (the games watcher keeps it waiting for a player)."""
+        for room in lobby.unconfirmed_random_rooms:
+            state = _room_or_none(bot, room)
+            if state is None:
+                lobby.room_closed(room)
+            elif state.settings.get("started") == "1":
+                lobby.random_room_started(room)
+            elif len(state.members) == 1 and requester not in state.members:
+                lobby.random_room_has_space(room, waiting=next(iter(state.members)))
+                return
+
     @bot.on("join-random-room")
     def join_random(msg: Message) -> None:
+        if lobby.pending_random_room is None:
+            reoffer_random_room(msg.client)
         decision = lobby.join_random(msg.client, msg.body)
         if isinstance(decision, LobbyError):
             fail(msg, str(msg.body.get("roomname", "")), decision.message)

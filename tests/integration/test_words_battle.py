@@ -384,6 +384,39 @@ async def test_random_match_starts_by_itself(wb: Cluster, player) -> None:
         assert end["message_body"]["word_list"] == ["water"]
 
 
+async def test_a_random_room_that_lost_its_second_player_is_offered_again(wb: Cluster, player) -> None:
+    x, y, z = await player(), await player(), await player()
+    await wait_for_watchers(wb.url)
+    await x.send(join_random("RandomXx03"))
+    found, _, _ = await in_order(x, is_("found-random-room-notify"), is_("join-room-notify"),
+                                 is_("know-yourself", x.id, sender=x.id))
+    room = found["message_body"]["roomname"]
+    await x.send(to_room("set-client-name", room, {"setname": "xavier"}))
+    await roster([x], room, 1)
+
+    await y.send(join_random("RandomYy03"))  # fills x's room ...
+    await in_order(y, is_("found-random-room-notify", room), is_("join-room-notify", room, y.id))
+    await x.next(is_("join-room-notify", room, y.id))
+    await y.send(to_room("leave-room", room))  # ... and leaves before naming itself
+    for _ in range(100):  # until the room has let y go (the games watcher carries it out)
+        members = await x.request({"action": "list-members", "target": room}, "member-list")
+        if members["message_body"]["members"] == [x.id]:
+            break
+    else:
+        raise AssertionError(f"{y.id} still in {room}")
+
+    # The next random player is matched with x, who would otherwise wait alone.
+    await z.send(join_random("RandomZz03"))
+    found, _, _ = await in_order(z, is_("found-random-room-notify"), is_("join-room-notify", room, z.id),
+                                 is_("know-yourself", z.id, sender=z.id))
+    assert found["message_body"] == {"roomname": room}
+    await z.send(to_room("set-client-name", room, {"setname": "zoe"}))
+    listed = await roster([x, z], room, 2)
+    assert sorted(p["name"] for p in listed) == ["xavier", "zoe"]
+    for c in (x, z):  # and their game starts by itself
+        await in_order(c, is_("room-bot-greetings", room, BOT, message="welcome"))
+
+
 # ------------------------------------------------------------------ 3. the games watcher SIGKILLed
 
 

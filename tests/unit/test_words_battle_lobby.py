@@ -130,6 +130,25 @@ def test_random_room_that_lost_a_player_is_offered_again() -> None:
     assert not lobby.random_room_has_space("unknown")
 
 
+def test_filled_random_rooms_are_listed_until_started_closed_or_reoffered() -> None:
+    lobby = Lobby()
+    for n in (1, 2, 3):
+        lobby.join_random(f"a{n}", {"roomname": f"r{n}"})
+        lobby.join_random(f"b{n}", {"roomname": "xx"})  # r{n} full
+    assert lobby.unconfirmed_random_rooms == ["r1", "r2", "r3"]  # oldest first
+    lobby.random_room_started("r1")
+    lobby.room_closed("r2")
+    assert lobby.unconfirmed_random_rooms == ["r3"]
+    assert lobby.is_random_room("r1")  # a started room's name stays taken
+    # r3 lost b3: offered again, but not to a3, who is still waiting in it
+    assert lobby.random_room_has_space("r3", waiting="a3")
+    assert lobby.unconfirmed_random_rooms == []
+    assert isinstance(d := lobby.join_random("a3", {"roomname": "r9"}), JoinDecision) and d.room == "r3"
+    assert lobby.pending_random_room == "r3"  # a3 asking again does not fill it
+    assert isinstance(d := lobby.join_random("c", {"roomname": "r9"}), JoinDecision) and d.room == "r3"
+    assert lobby.pending_random_room is None and lobby.unconfirmed_random_rooms == ["r3"]
+
+
 def test_only_one_random_room_is_pending_at_a_time() -> None:
     lobby = Lobby()
     lobby.join_random("c1", {"roomname": "r1"})
