@@ -322,7 +322,15 @@ def _accepted_frames_are_strict_json(text: str) -> None:
     '{"action":"a","message_body":{"x":-1e999}}',
 ])
 def test_non_json_numbers_are_rejected(text: str) -> None:
-    _accepted_frames_are_strict_json(text)
+    parsed = proto.parse(text)
+    assert isinstance(parsed, proto.Rejected) and parsed.code is ErrorCode.BAD_JSON
+
+
+def test_fields_the_server_ignores_may_hold_any_number() -> None:
+    """Only what is forwarded (message_body, id) must be readable by every client."""
+    parsed = proto.parse('{"action":"a","target":"r","extra":1e400,"message_body":{"t":1.5}}')
+    assert isinstance(parsed, proto.Inbound) and parsed.body == b'{"t":1.5}'
+    _accepted_frames_are_strict_json('{"action":"a","extra":1e400}')
 
 
 @pytest.mark.parametrize("text", [
