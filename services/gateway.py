@@ -19,7 +19,8 @@ import mimetypes
 import signal
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -27,8 +28,9 @@ import zmq
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.protocol import Event, State
 
 from meshstream_zmq import LOBBY
 from meshstream_zmq import meshstream_pb2 as pb
@@ -62,6 +64,43 @@ class Connection:
         self.closing = False
         self.pong: Awaitable[float] | None = None  # the last keepalive ping's pong
         self.ping_at = 0.0
+
+
+_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+
+class ClientConnection(ServerConnection):
+    """A client's WebSocket: each complete text (or binary) frame goes to `on_message` as
+    soon as it is parsed, inside `data_received` — no queue, no task switch per frame.
+
+    Anything else websockets assembles itself, as usual, and the handler reads it with
+    `recv`: fragmented messages, text that is not valid UTF-8 (websockets then closes
+    with 1007). While such a message is on its way (`backlog`), later frames take the
+    same path, so every frame is still handled in the order it arrived.
+    """
+
+    on_message: Callable[[str | bytes], None] | None = None
+    backlog = 0  # messages handed to websockets' assembler and not yet read by the handler
+    assembling = False  # inside a fragmented message
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode in _DATA:
+            on_message = self.on_message
+            if on_message is not None and event.fin and not self.backlog and not self.assembling:
+                if event.opcode is Opcode.BINARY:
+                    return on_message(bytes(event.data))
+                if event.opcode is Opcode.TEXT:
+                    try:
+                        text = str(event.data, "utf-8")
+                    except UnicodeDecodeError:
+                        pass  # websockets' own path closes with 1007
+                    else:
+                        return on_message(text)
+            self.assembling = not event.fin
+            if event.fin:
+                self.backlog += 1
+        super().process_event(event)
+        return None
 
 
 class Gateway:
@@ -375,8 +414,11 @@ class Gateway:
         body = proto.encode_body({"client": client_id})
         self.queue(conn, proto.encode("client-connected", client_id, body))
         self.schedule()
+        assert isinstance(ws, ClientConnection)
+        ws.on_message = partial(self.on_client_frame, conn)
         try:
-            async for message in ws:
+            async for message in ws:  # only what websockets assembled (see ClientConnection)
+                ws.backlog -= 1
                 self.on_client_frame(conn, message)
         except ConnectionClosed:
             pass
@@ -485,6 +527,7 @@ class Gateway:
             self.sub.close(linger=0)
             return
         async with serve(self.handler, self.config.host, self.config.port, reuse_port=True,
+                         create_connection=ClientConnection,
                          process_request=self.process_request, max_size=self.config.max_frame,
                          compression=None, ping_interval=None,  # see keepalive()
                          close_timeout=2) as server:

@@ -199,6 +199,29 @@ async def test_oversized_frame_closes_only_that_connection(cluster: Cluster, pai
         await c.close()
 
 
+async def test_a_fragmented_message_counts_as_one_frame_in_its_place(pair) -> None:
+    """RFC 6455 fragments: assembled into one frame, handled before the frames after it,
+    also when a message arrives in one piece right behind it."""
+    a, b, room = pair
+    parts = ['{"action":"chat","target":"', room, '","message_body":{"n":1}}']
+    await a.ws.send(iter(parts))  # three frames: TEXT (fin=0), CONT, CONT (fin=1)
+    for n in (2, 3):
+        await a.send({"action": "chat", "target": room, "message_body": {"n": n}})
+    await a.ws.send(iter(['{"action":"chat","target":"', room, '","message_body":{"n":4}}']))
+    got = [(await b.expect("chat", sender=a.id))["message_body"]["n"] for _ in range(4)]
+    assert got == [1, 2, 3, 4]
+    await still_fine(a, b, room)
+
+
+async def test_text_that_is_not_utf8_closes_only_that_connection(pair) -> None:
+    a, b, room = pair
+    async with a.ws.send_context():  # a raw text frame; websockets' send() would not allow it
+        a.ws.protocol.send_text(b'{"action":"chat","target":"\xff"}')
+    assert await close_code(a) == 1007
+    await b.expect("client-left-room", sender=a.id, target=room)
+    await roundtrip(b, room)
+
+
 # ------------------------------------------------------------ rate limiting (own cluster)
 
 
