@@ -88,19 +88,29 @@ class ClientConnection(ServerConnection):
             on_message = self.on_message
             if on_message is not None and event.fin and not self.backlog and not self.assembling:
                 if event.opcode is Opcode.BINARY:
-                    return on_message(bytes(event.data))
+                    return self.hand_over(on_message, bytes(event.data))
                 if event.opcode is Opcode.TEXT:
                     try:
                         text = str(event.data, "utf-8")
                     except UnicodeDecodeError:
                         pass  # websockets' own path closes with 1007
                     else:
-                        return on_message(text)
+                        return self.hand_over(on_message, text)
             self.assembling = not event.fin
             if event.fin:
                 self.backlog += 1
         super().process_event(event)
         return None
+
+    def hand_over(self, on_message: Callable[[str | bytes], None], message: str | bytes) -> None:
+        # Called from data_received, where an exception would escape into the event
+        # loop: a bug handling one frame closes that connection (1011), as a handler
+        # task that raised would.
+        try:
+            on_message(message)
+        except Exception:
+            log.exception("client frame failed")
+            self.loop.create_task(self.close(1011, "internal error"))
 
 
 class Gateway:
