@@ -180,6 +180,39 @@ async def roster(clients: list[Client], room: str, size: int) -> list[Msg]:
     return lists[0]
 
 
+async def open_random_room(c: Client, room: str, name: str) -> str:
+    """`c` asks for a random room while none is pending: it opens `room` and names itself."""
+    await c.send(join_random(room))
+    found, _, _ = await in_order(c, is_("found-random-room-notify"), is_("join-room-notify"),
+                                 is_("know-yourself", c.id, sender=c.id))
+    assert found["message_body"] == {"roomname": room} and found["target"] == room
+    await c.send(to_room("set-client-name", room, {"setname": name}))
+    await roster([c], room, 1)
+    return room
+
+
+async def join_pending_random_room(c: Client, asked: str, room: str, waiting: Client) -> None:
+    """`c` asks for a random room (naming `asked`) and is sent to the pending `room`."""
+    await c.send(join_random(asked))
+    found, _, _ = await in_order(c, is_("found-random-room-notify"), is_("join-room-notify", room, c.id),
+                                 is_("know-yourself", c.id, sender=c.id))
+    assert found["message_body"] == {"roomname": room}
+    await waiting.next(is_("join-room-notify", room, c.id))
+
+
+async def first_word(a: Client, b: Client, room: str, listed: list[Msg]) -> tuple[Client, Client]:
+    """A two-player game's first turn: the first by slug plays "water" (scores 1), and the
+    turn passes on with "r". Returns (first, second)."""
+    names = {p["slug"]: p["name"] for p in listed}
+    colour = {p["slug"]: p["color"] for p in listed}
+    first, second = sorted((a, b), key=lambda c: c.id)
+    turn = await each([a, b], turn_msg(room))
+    check_turn(turn[0], first, "w", {a.id: 0, b.id: 0}, names)
+    nxt = await attempt([a, b], first, room, "water", names[first.id], colour[first.id])
+    check_turn(nxt, second, "r", {first.id: 1, second.id: 0}, names)
+    return first, second
+
+
 def scores(stats: list[Msg]) -> dict[str, int]:
     return {p["slug"]: p["score"] for p in stats}
 
@@ -346,19 +379,8 @@ async def test_random_match_starts_by_itself(wb: Cluster, player) -> None:
     x, y = await player(), await player()
     await wait_for_watchers(wb.url)
 
-    await x.send(join_random("RandomXx01"))
-    found, _, _ = await in_order(x, is_("found-random-room-notify"), is_("join-room-notify"),
-                                 is_("know-yourself", x.id, sender=x.id))
-    room = found["message_body"]["roomname"]
-    assert room == "RandomXx01" and found["target"] == room
-    await x.send(to_room("set-client-name", room, {"setname": "xavier"}))
-    await roster([x], room, 1)
-
-    await y.send(join_random("RandomYy02"))  # its own name, but the pending room is x's
-    found, _, _ = await in_order(y, is_("found-random-room-notify"), is_("join-room-notify", room, y.id),
-                                 is_("know-yourself", y.id, sender=y.id))
-    assert found["message_body"] == {"roomname": room}
-    await x.next(is_("join-room-notify", room, y.id))
+    room = await open_random_room(x, "RandomXx01", "xavier")
+    await join_pending_random_room(y, "RandomYy02", room, x)  # its own name, but x's room is pending
     await y.send(to_room("set-client-name", room, {"setname": "yvonne"}))
     listed = await roster([x, y], room, 2)
     assert sorted(p["name"] for p in listed) == ["xavier", "yvonne"]
@@ -368,13 +390,7 @@ async def test_random_match_starts_by_itself(wb: Cluster, player) -> None:
         await in_order(c, is_("room-bot-greetings", room, BOT, message="welcome"),
                        is_("send-message", room, BOT), chat_phase_msg(room))
         assert not [m for m in c.inbox if m["action"] == "is-room-maker"]
-    names = {p["slug"]: p["name"] for p in listed}
-    colour = {p["slug"]: p["color"] for p in listed}
-    first, second = sorted((x, y), key=lambda c: c.id)
-    turn = await each([x, y], turn_msg(room))
-    check_turn(turn[0], first, "w", {x.id: 0, y.id: 0}, names)
-    nxt = await attempt([x, y], first, room, "water", names[first.id], colour[first.id])
-    check_turn(nxt, second, "r", {first.id: 1, second.id: 0}, names)
+    first, second = await first_word(x, y, room, listed)
 
     # the default 60 s game (3 s here) runs out by itself
     for c in (x, y):
@@ -387,16 +403,8 @@ async def test_random_match_starts_by_itself(wb: Cluster, player) -> None:
 async def test_a_random_room_that_lost_its_second_player_is_offered_again(wb: Cluster, player) -> None:
     x, y, z = await player(), await player(), await player()
     await wait_for_watchers(wb.url)
-    await x.send(join_random("RandomXx03"))
-    found, _, _ = await in_order(x, is_("found-random-room-notify"), is_("join-room-notify"),
-                                 is_("know-yourself", x.id, sender=x.id))
-    room = found["message_body"]["roomname"]
-    await x.send(to_room("set-client-name", room, {"setname": "xavier"}))
-    await roster([x], room, 1)
-
-    await y.send(join_random("RandomYy03"))  # fills x's room ...
-    await in_order(y, is_("found-random-room-notify", room), is_("join-room-notify", room, y.id))
-    await x.next(is_("join-room-notify", room, y.id))
+    room = await open_random_room(x, "RandomXx03", "xavier")
+    await join_pending_random_room(y, "RandomYy03", room, x)  # fills x's room ...
     await y.send(to_room("leave-room", room))  # ... and leaves before naming itself
     for _ in range(100):  # until the room has let y go (the games watcher carries it out)
         members = await x.request({"action": "list-members", "target": room}, "member-list")
@@ -406,10 +414,7 @@ async def test_a_random_room_that_lost_its_second_player_is_offered_again(wb: Cl
         raise AssertionError(f"{y.id} still in {room}")
 
     # The next random player is matched with x, who would otherwise wait alone.
-    await z.send(join_random("RandomZz03"))
-    found, _, _ = await in_order(z, is_("found-random-room-notify"), is_("join-room-notify", room, z.id),
-                                 is_("know-yourself", z.id, sender=z.id))
-    assert found["message_body"] == {"roomname": room}
+    await join_pending_random_room(z, "RandomZz03", room, x)
     await z.send(to_room("set-client-name", room, {"setname": "zoe"}))
     listed = await roster([x, z], room, 2)
     assert sorted(p["name"] for p in listed) == ["xavier", "zoe"]
@@ -489,13 +494,7 @@ async def test_games_watcher_sigkill(wb: Cluster, player) -> None:
     await enter_friend_room(b, room, "bobby", [a])
     listed = await roster([a, b], room, 2)
     await a.send(to_room("start-the-game", room, {"message": room}))
-    names = {p["slug"]: p["name"] for p in listed}
-    colour = {p["slug"]: p["color"] for p in listed}
-    first, second = sorted((a, b), key=lambda c: c.id)
-    turn = await each([a, b], turn_msg(room))
-    check_turn(turn[0], first, "w", {a.id: 0, b.id: 0}, names)
-    nxt = await attempt([a, b], first, room, "water", names[first.id], colour[first.id])
-    check_turn(nxt, second, "r", {first.id: 1, second.id: 0}, names)
+    first, second = await first_word(a, b, room, listed)
     await second.send(to_room("leave-room", room, {"message": room}))
     _, end = await in_order(first, bot_line(room, "Game ended"), is_("room-bot-end-game", room, BOT))
     assert [(p["slug"], p["score"]) for p in check_ranking(end)] == [(first.id, 1)]
