@@ -64,5 +64,6 @@ class CloseCode:
     GOING_AWAY = 1001  # gateway shutting down
     POLICY = 1008  # flood past the rate limit
     TOO_BIG = 1009  # frame over the size limit (sent by websockets itself)
+    INTERNAL_ERROR = 1011  # keepalive pong too late; a bug handling the client's frame
     SLOW_CONSUMER = 4000  # send queue stayed over its bound
     DISCONNECTED = 4001  # a watcher or the server disconnected the client

@@ -110,7 +110,7 @@ class ClientConnection(ServerConnection):
             on_message(message)
         except Exception:
             log.exception("client frame failed")
-            self.loop.create_task(self.close(1011, "internal error"))
+            self.loop.create_task(self.close(CloseCode.INTERNAL_ERROR, "internal error"))
 
 
 class Gateway:
@@ -509,7 +509,7 @@ class Gateway:
         pong = conn.pong
         if pong is not None and not pong.done():  # type: ignore[attr-defined]
             if now - conn.ping_at >= PING_TIMEOUT:
-                self.close(conn, 1011, "keepalive ping timeout")  # what websockets' keepalive sends
+                self.close(conn, CloseCode.INTERNAL_ERROR, "keepalive ping timeout")  # as websockets' own
             return
         if now - conn.ping_at < PING_INTERVAL * 0.9:  # slices shift as connections come and go
             return

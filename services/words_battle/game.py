@@ -292,7 +292,7 @@ class Game:
 
     @property
     def accepting_players(self) -> bool:
-        """Whether a join would succeed (lets the host offer a random room again)."""
+        """Whether a join would succeed now (waiting, and below the player limit)."""
         return self._phase is Phase.WAITING and len(self._players) < self.player_limit
 
     def scores(self) -> dict[str, int]:

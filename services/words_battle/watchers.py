@@ -110,7 +110,7 @@ def build_lobby(config: Config) -> Watcher:
             elif state.settings.get("started") == "1":
                 lobby.random_room_started(room)
             elif len(state.members) == 1 and requester not in state.members:
-                lobby.random_room_has_space(room, waiting=next(iter(state.members)))
+                lobby.random_room_has_space(room, waiting=state.members[0])
                 return
 
     @bot.on("join-random-room")
