@@ -6,5 +6,13 @@ schema (`meshstream_pb2`, generated from `proto/`), configuration and
 endpoints (`config`), and the watcher SDK (`watcher`).
 """
 
+import secrets
+import time
+
 LOBBY = "mesh-global"
 SERVER_SENDER = "meshstream"
+
+
+def new_epoch() -> str:
+    """Unique per process start: time plus randomness (pids repeat across restarts)."""
+    return f"{int(time.time() * 1000):x}{secrets.token_hex(2)}"

@@ -32,13 +32,12 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Event, State
 
-from meshstream_zmq import LOBBY
+from meshstream_zmq import LOBBY, new_epoch
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
 from meshstream_zmq import protocol as proto
 from meshstream_zmq.config import Config
 from meshstream_zmq.errors import CloseCode, ErrorCode
-from services.processor import new_epoch
 
 log = logging.getLogger("meshstream.gateway")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import signal
 import time
 from collections.abc import Iterable, Sequence
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import zmq
 
-from meshstream_zmq import SERVER_SENDER
+from meshstream_zmq import SERVER_SENDER, new_epoch
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
 from meshstream_zmq import protocol as proto
@@ -40,11 +39,6 @@ FLUSH_BROADCASTS = 1024
 DRAIN = 2000  # messages read from one socket before looking at the others
 EVENT_TOPICS = {k: f"event.{k.name.lower().replace('_', '-')}".encode() for k in EventKind}
 QUERY_NAMES = {pb.Query.ROOMS: "rooms", pb.Query.ROOM: "room", pb.Query.CLIENT_ROOMS: "client_rooms"}
-
-
-def new_epoch() -> str:
-    """Unique per process start: time plus randomness (pids repeat across restarts)."""
-    return f"{int(time.time() * 1000):x}{secrets.token_hex(2)}"
 
 
 class ZmqOutbox:
