@@ -55,7 +55,7 @@ NAME_MAX: Final = 20
 Body = dict[str, Any]
 
 
-class ErrorCode:
+class GameErrorCode:
     """Stable codes of the `error` replies a game room sends (to the offending client only)."""
 
     UNKNOWN_ACTION: Final = "unknown-action"
@@ -321,7 +321,7 @@ class Game:
                 return self.attempt(client, body.get("message"), now)
             case "leave-room":
                 return self.leave(client, now)
-        return [self._error(client, ErrorCode.UNKNOWN_ACTION,
+        return [self._error(client, GameErrorCode.UNKNOWN_ACTION,
                             f"unknown action {action!r} in a Words Battle room")]
 
     def join(self, client: str, now: float) -> list[Effect]:
@@ -389,7 +389,7 @@ class Game:
         if "player_limit" not in body and "game_duration" not in body:
             problems.append("send player_limit and/or game_duration")
         if problems:
-            return [self._error(client, ErrorCode.BAD_SETTINGS, "; ".join(problems))]
+            return [self._error(client, GameErrorCode.BAD_SETTINGS, "; ".join(problems))]
         self.player_limit, self.game_duration = limit, duration
         # The client reads "<n> players" and "<n> seconds" back out of this text.
         text = f"Room settings applied: up to {limit} players, game duration {duration} seconds."
@@ -401,7 +401,7 @@ class Game:
         if refusal is not None:
             return [refusal]
         if len(self._players) < MIN_PLAYERS:
-            return [self._error(client, ErrorCode.NOT_ENOUGH_PLAYERS,
+            return [self._error(client, GameErrorCode.NOT_ENOUGH_PLAYERS,
                                 f"at least {MIN_PLAYERS} players are needed to start")]
         return self._begin(now)
 
@@ -411,7 +411,7 @@ class Game:
         if player is None:
             return [self._not_a_player(client)]
         if not isinstance(text, str) or not text.strip():
-            return [self._error(client, ErrorCode.BAD_MESSAGE, "message must be a non-empty string")]
+            return [self._error(client, GameErrorCode.BAD_MESSAGE, "message must be a non-empty string")]
         return [self._chat_line(player, text)]
 
     def attempt(self, client: str, word: object, now: float) -> list[Effect]:
@@ -420,9 +420,9 @@ class Game:
         if player is None:
             return [self._not_a_player(client)]
         if self._phase is not Phase.TURN or client != self._turn:
-            return [self._error(client, ErrorCode.NOT_YOUR_TURN, "it is not your turn")]
+            return [self._error(client, GameErrorCode.NOT_YOUR_TURN, "it is not your turn")]
         if not isinstance(word, str) or not word.strip():
-            return [self._error(client, ErrorCode.BAD_MESSAGE, "message must be a non-empty string")]
+            return [self._error(client, GameErrorCode.BAD_MESSAGE, "message must be a non-empty string")]
         effects: list[Effect] = [self._chat_line(player, word)]
         verdict = judge(word, self._letter, self.words, self._used_set)
         w = normalise_word(word)
@@ -583,9 +583,9 @@ class Game:
         if client not in self._players:
             return self._not_a_player(client)
         if self._phase is not Phase.WAITING:
-            return self._error(client, ErrorCode.GAME_STARTED, "the game has already started")
+            return self._error(client, GameErrorCode.GAME_STARTED, "the game has already started")
         if self.random_room or client != self._maker:
-            return self._error(client, ErrorCode.NOT_ROOM_MAKER, "only the room maker may do that")
+            return self._error(client, GameErrorCode.NOT_ROOM_MAKER, "only the room maker may do that")
         return None
 
     def _start_timer(self, kind: _Timer, seconds: float) -> StartTimer:
@@ -637,7 +637,7 @@ class Game:
                 Kick(client)]
 
     def _not_a_player(self, client: str) -> Send:
-        return self._error(client, ErrorCode.NOT_A_PLAYER, f"you are not a player in {self.room}")
+        return self._error(client, GameErrorCode.NOT_A_PLAYER, f"you are not a player in {self.room}")
 
     @staticmethod
     def _error(client: str, code: str, message: str) -> Send:

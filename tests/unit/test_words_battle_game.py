@@ -15,8 +15,8 @@ from services.words_battle.game import (
     COLOURS,
     CancelTimer,
     Effect,
-    ErrorCode,
     Game,
+    GameErrorCode,
     GameOver,
     Kick,
     Phase,
@@ -256,7 +256,7 @@ def test_latecomer_is_refused_and_kicked() -> None:
     assert "started" in sends(effects)[0].body["message"]
     assert effects[-1] == Kick("c3")
     assert t.game.players == ["c1", "c2"]
-    assert error_code(t.chat("c3", "hi"), "c3") == ErrorCode.NOT_A_PLAYER
+    assert error_code(t.chat("c3", "hi"), "c3") == GameErrorCode.NOT_A_PLAYER
 
 
 def test_client_list_is_sorted_by_slug_with_unique_colours() -> None:
@@ -315,7 +315,7 @@ def test_names_are_validated(raw: object, name: str) -> None:
 
 def test_set_name_by_a_non_player_is_an_error() -> None:
     t = new_game()
-    assert error_code(t.set_name("ghost", "Casper"), "ghost") == ErrorCode.NOT_A_PLAYER
+    assert error_code(t.set_name("ghost", "Casper"), "ghost") == GameErrorCode.NOT_A_PLAYER
 
 
 # ---------------------------------------------------------------- the room maker
@@ -323,26 +323,26 @@ def test_set_name_by_a_non_player_is_an_error() -> None:
 
 def test_only_the_maker_starts_a_friend_game() -> None:
     t = friend_table(("c1", "Alice"), ("c2", "Bob"), start=False)
-    assert error_code(t.start("c2"), "c2") == ErrorCode.NOT_ROOM_MAKER
+    assert error_code(t.start("c2"), "c2") == GameErrorCode.NOT_ROOM_MAKER
     assert not t.game.started
-    assert error_code(t.start("ghost"), "ghost") == ErrorCode.NOT_A_PLAYER
+    assert error_code(t.start("ghost"), "ghost") == GameErrorCode.NOT_A_PLAYER
     assert sends(t.start("c1"), "room-bot-greetings")
-    assert error_code(t.start("c1"), "c1") == ErrorCode.GAME_STARTED
+    assert error_code(t.start("c1"), "c1") == GameErrorCode.GAME_STARTED
 
 
 def test_nobody_starts_or_configures_a_random_room() -> None:
     t = new_game(random_room=True)
     t.join("c1")
     t.join("c2")
-    assert error_code(t.start("c1"), "c1") == ErrorCode.NOT_ROOM_MAKER
+    assert error_code(t.start("c1"), "c1") == GameErrorCode.NOT_ROOM_MAKER
     body = {"game_duration": "30", "player_limit": "2"}
-    assert error_code(t.settings("c1", body), "c1") == ErrorCode.NOT_ROOM_MAKER
+    assert error_code(t.settings("c1", body), "c1") == GameErrorCode.NOT_ROOM_MAKER
 
 
 def test_maker_cannot_start_alone() -> None:
     t = new_game()
     t.join("c1")
-    assert error_code(t.start("c1"), "c1") == ErrorCode.NOT_ENOUGH_PLAYERS
+    assert error_code(t.start("c1"), "c1") == GameErrorCode.NOT_ENOUGH_PLAYERS
 
 
 def test_maker_hand_over_before_the_start() -> None:
@@ -355,7 +355,7 @@ def test_maker_hand_over_before_the_start() -> None:
     assert one(effects, "is-room-maker") == Send("is-room-maker", {"message": "c2"}, to_room=False,
                                                  clients=("c2",))
     assert t.game.maker == "c2"
-    assert error_code(t.start("c3"), "c3") == ErrorCode.NOT_ROOM_MAKER
+    assert error_code(t.start("c3"), "c3") == GameErrorCode.NOT_ROOM_MAKER
     assert sends(t.start("c2"), "room-bot-greetings")
 
 
@@ -397,14 +397,14 @@ def test_settings_applied_with_a_text_the_client_can_read() -> None:
 ])
 def test_bad_settings_are_refused_to_the_maker(body: dict[str, Any]) -> None:
     t = friend_table(("c1", "Alice"), ("c2", "Bob"), start=False)
-    assert error_code(t.settings("c1", body), "c1") == ErrorCode.BAD_SETTINGS
+    assert error_code(t.settings("c1", body), "c1") == GameErrorCode.BAD_SETTINGS
     assert (t.game.player_limit, t.game.game_duration) == (3, 60)
 
 
 def test_settings_with_a_non_dict_body_are_refused() -> None:
     t = friend_table(("c1", "Alice"), ("c2", "Bob"), start=False)
-    assert error_code(t.settings("c1", None), "c1") == ErrorCode.BAD_SETTINGS
-    assert error_code(t.handle("c1", "room-settings", ["60"]), "c1") == ErrorCode.BAD_SETTINGS  # type: ignore[arg-type]
+    assert error_code(t.settings("c1", None), "c1") == GameErrorCode.BAD_SETTINGS
+    assert error_code(t.handle("c1", "room-settings", ["60"]), "c1") == GameErrorCode.BAD_SETTINGS  # type: ignore[arg-type]
 
 
 def test_settings_accept_plain_numbers_and_one_field() -> None:
@@ -416,14 +416,14 @@ def test_settings_accept_plain_numbers_and_one_field() -> None:
 
 def test_limit_cannot_drop_below_the_players_present() -> None:
     t = friend_table(("c1", "Alice"), ("c2", "Bob"), ("c3", "Cy"), start=False)
-    assert error_code(t.settings("c1", {"player_limit": "2"}), "c1") == ErrorCode.BAD_SETTINGS
+    assert error_code(t.settings("c1", {"player_limit": "2"}), "c1") == GameErrorCode.BAD_SETTINGS
 
 
 def test_only_the_maker_changes_settings_and_only_before_the_start() -> None:
     t = friend_table(("c1", "Alice"), ("c2", "Bob"), start=False)
-    assert error_code(t.settings("c2", {"player_limit": "5"}), "c2") == ErrorCode.NOT_ROOM_MAKER
+    assert error_code(t.settings("c2", {"player_limit": "5"}), "c2") == GameErrorCode.NOT_ROOM_MAKER
     t.start("c1")
-    assert error_code(t.settings("c1", {"player_limit": "5"}), "c1") == ErrorCode.GAME_STARTED
+    assert error_code(t.settings("c1", {"player_limit": "5"}), "c1") == GameErrorCode.GAME_STARTED
 
 
 def test_new_limit_is_enforced() -> None:
@@ -458,7 +458,7 @@ def test_start_sequence() -> None:
     assert chat.body["clientstats"] == [player("c1", "Alice", "red"), player("c2", "Bob", "yellow")]
     assert list(chat.body) == ["message", "timer", "clientstats", "letter"]
     assert t.game.phase is Phase.CHAT
-    assert error_code(t.attempt("c1", "world"), "c1") == ErrorCode.NOT_YOUR_TURN
+    assert error_code(t.attempt("c1", "world"), "c1") == GameErrorCode.NOT_YOUR_TURN
 
     effects = t.fire()  # 12 s: the first player by slug starts with "w"
     assert t.now == 12.0
@@ -516,7 +516,7 @@ def test_correct_word_scores_and_passes_its_last_letter() -> None:
     assert any(isinstance(e, CancelTimer) for e in effects)  # the turn timer
     assert [e.delay for e in effects if isinstance(e, StartTimer)] == [1.0]
     assert t.game.current_player is None  # nobody may attempt during the announcement
-    assert error_code(t.attempt("c1", "dog"), "c1") == ErrorCode.NOT_YOUR_TURN
+    assert error_code(t.attempt("c1", "dog"), "c1") == GameErrorCode.NOT_YOUR_TURN
 
     start_of_announce = t.now
     nxt = one(t.fire_until("message-by-bot"), "message-by-bot")
@@ -617,10 +617,10 @@ def test_a_fired_timer_cannot_fire_twice() -> None:
 
 def test_off_turn_attempt_is_refused_and_never_scores() -> None:
     t = friend_table(("c1", "Alice"), ("c2", "Bob"))
-    assert error_code(t.attempt("c2", "world"), "c2") == ErrorCode.NOT_YOUR_TURN  # greeting phase
+    assert error_code(t.attempt("c2", "world"), "c2") == GameErrorCode.NOT_YOUR_TURN  # greeting phase
     to_first_turn(t)
-    assert error_code(t.attempt("c2", "world"), "c2") == ErrorCode.NOT_YOUR_TURN
-    assert error_code(t.attempt("ghost", "world"), "ghost") == ErrorCode.NOT_A_PLAYER
+    assert error_code(t.attempt("c2", "world"), "c2") == GameErrorCode.NOT_YOUR_TURN
+    assert error_code(t.attempt("ghost", "world"), "ghost") == GameErrorCode.NOT_A_PLAYER
     assert t.game.scores() == {"c1": 0, "c2": 0}
     assert t.game.current_player == "c1"
     _, nxt = attempt_and_announce(t, "c1", "world")  # the word is still free for the right player
@@ -629,14 +629,14 @@ def test_off_turn_attempt_is_refused_and_never_scores() -> None:
 
 def test_attempt_before_the_start_is_refused() -> None:
     t = friend_table(("c1", "Alice"), ("c2", "Bob"), start=False)
-    assert error_code(t.attempt("c1", "world"), "c1") == ErrorCode.NOT_YOUR_TURN
+    assert error_code(t.attempt("c1", "world"), "c1") == GameErrorCode.NOT_YOUR_TURN
 
 
 @pytest.mark.parametrize("word", [None, 5, ["world"], {"w": 1}, "", "   ", True])
 def test_attempt_of_a_non_word_is_an_error_and_keeps_the_turn(word: object) -> None:
     t = friend_table(("c1", "Alice"), ("c2", "Bob"))
     to_first_turn(t)
-    assert error_code(t.handle("c1", "attempt-word", {"message": word}), "c1") == ErrorCode.BAD_MESSAGE
+    assert error_code(t.handle("c1", "attempt-word", {"message": word}), "c1") == GameErrorCode.BAD_MESSAGE
     assert t.game.current_player == "c1"
 
 
@@ -680,7 +680,7 @@ def test_chat_before_a_name_is_set_comes_from_guest() -> None:
 def test_chat_of_a_non_string_is_an_error(text: object) -> None:
     t = new_game()
     t.join("c1")
-    assert error_code(t.handle("c1", "send-message", {"message": text}), "c1") == ErrorCode.BAD_MESSAGE
+    assert error_code(t.handle("c1", "send-message", {"message": text}), "c1") == GameErrorCode.BAD_MESSAGE
 
 
 def test_chat_works_during_and_after_the_game() -> None:
@@ -765,7 +765,7 @@ def test_a_finished_game_refuses_joins_and_starts() -> None:
     effects = t.join("c3")
     assert "over" in one(effects, "fail-join-room-notify").body["message"]
     assert Kick("c3") in effects
-    assert error_code(t.start("c1"), "c1") == ErrorCode.GAME_STARTED
+    assert error_code(t.start("c1"), "c1") == GameErrorCode.GAME_STARTED
     assert t.leave("c1") == [Kick("c1")]  # no second GameOver
 
 
@@ -846,7 +846,7 @@ def test_unknown_action_is_an_error_to_the_sender_only() -> None:
     t = new_game()
     t.join("c1")
     effects = t.handle("c1", "dance", {})
-    assert error_code(effects, "c1") == ErrorCode.UNKNOWN_ACTION
+    assert error_code(effects, "c1") == GameErrorCode.UNKNOWN_ACTION
     assert "dance" in sends(effects)[0].body["message"]
 
 
