@@ -23,13 +23,13 @@ from pathlib import Path
 
 import zmq
 
-from meshstream_zmq import SERVER_SENDER, new_epoch
 from meshstream_zmq import meshstream_pb2 as pb
+from meshstream_zmq import new_epoch, protocol
 from meshstream_zmq import observability as obs
-from meshstream_zmq import protocol as proto
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind, Mesh, RoomView
 from meshstream_zmq.errors import ErrorCode
+from meshstream_zmq.wire import columns_match, deliver_op, fill_rooms, length_delimited, message_frame
 
 log = logging.getLogger("meshstream.processor")
 
@@ -48,7 +48,7 @@ class ZmqOutbox:
         self.pub = pub
         self.router = router
         self.epoch = epoch
-        # gateway -> its GatewayOut so far, as encoded `ops` fields (see _deliver_op)
+        # gateway -> its GatewayOut so far, as encoded `ops` fields (see wire.deliver_op)
         self.pending: dict[str, list[bytes]] = {}
         self.seq: dict[str, int] = {}
         self.broadcasts = 0  # room messages since the last flush
@@ -60,16 +60,16 @@ class ZmqOutbox:
         return ops
 
     def _op(self, gateway: str, op: pb.GatewayOp) -> None:
-        self._ops(gateway).append(_field(1, op.SerializeToString()))
+        self._ops(gateway).append(length_delimited(1, op.SerializeToString()))
 
     def deliver(self, gateway: str, frame: bytes, clients: Sequence[str] = (), room: str = "",
                 exclude: Sequence[str] = ()) -> None:
-        self._ops(gateway).append(_deliver_op(frame, clients, room, exclude))
+        self._ops(gateway).append(deliver_op(frame, clients, room, exclude))
 
     def broadcast(self, gateways: Iterable[str], room: str, frame: bytes,
                   exclude: Sequence[str] = ()) -> None:
         # The hot path: one op, encoded by hand once, for every gateway holding members.
-        op = _deliver_op(frame, (), room, exclude)
+        op = deliver_op(frame, (), room, exclude)
         self.broadcasts += 1
         pending = self.pending
         for gateway in gateways:
@@ -113,13 +113,13 @@ class ZmqOutbox:
         r.id = command
         if error is not None:
             r.error, r.message = error.value, detail or error.message
-        _fill_rooms(r.rooms, rooms)
+        fill_rooms(r.rooms, rooms)
         self._to_watcher(watcher, b"reply", msg.SerializeToString())
 
     def welcome(self, watcher: str, rooms: Sequence[RoomView]) -> None:
         msg = pb.WatcherOut()
         msg.welcome.epoch = self.epoch
-        _fill_rooms(msg.welcome.rooms, rooms)
+        fill_rooms(msg.welcome.rooms, rooms)
         self._to_watcher(watcher, b"welcome", msg.SerializeToString())
 
     def _to_watcher(self, watcher: str, topic: bytes, payload: bytes) -> bool:
@@ -149,85 +149,6 @@ class ZmqOutbox:
                     obs.DROPS.labels("gateway-hwm").inc()
         self.pending.clear()
         self.broadcasts = 0
-
-
-def _varint_slow(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_VARINTS = [_varint_slow(i) for i in range(1 << 14)]  # every length up to 16 KiB: one lookup
-_TAGS = [bytes(((f << 3) | 2,)) for f in range(16)]  # length-delimited field tags
-_ROOM_FIELDS: dict[str, bytes] = {}  # room -> encoded `Deliver.room` field
-
-
-def _varint(n: int) -> bytes:
-    return _VARINTS[n] if n < 0x4000 else _varint_slow(n)
-
-
-def _field(number: int, data: bytes) -> bytes:
-    """One length-delimited protobuf field (a string, bytes or sub-message)."""
-    return _TAGS[number] + _varint(len(data)) + data
-
-
-def _deliver_op(frame: bytes, clients: Sequence[str], room: str, exclude: Sequence[str]) -> bytes:
-    """`GatewayOut.ops` entry holding `GatewayOp{deliver: Deliver{...}}`, in protobuf wire
-    format: byte-for-byte what upb would serialise (tests/unit/test_processor_wire.py),
-    at a fraction of the cost of building the message field by field."""
-    if room and frame and not clients and not exclude:  # a room broadcast: the hot path
-        rf = _ROOM_FIELDS.get(room)
-        if rf is None:
-            if len(_ROOM_FIELDS) >= 65536:
-                _ROOM_FIELDS.clear()
-            rf = _ROOM_FIELDS[room] = _field(3, room.encode())
-        n = len(frame)
-        dlen = n + len(rf) + 3  # + tag and a 2-byte length: frames of 128 B to 16 KiB
-        if 0x80 <= n < 0x4000 and 0x80 <= dlen < 0x4000 - 3:
-            varints = _VARINTS
-            return b"".join((b"\x0a", varints[dlen + 3], b"\x0a", varints[dlen], b"\x0a", varints[n],
-                             frame, rf))
-        vn = _varint(n)
-        dlen = 1 + len(vn) + n + len(rf)
-        vd = _varint(dlen)
-        return b"".join((b"\x0a", _varint(1 + len(vd) + dlen), b"\x0a", vd, b"\x0a", vn, frame, rf))
-    parts = [_TAGS[1], _varint(len(frame)), frame] if frame else []
-    for c in clients:
-        parts.append(_field(2, c.encode()))
-    if room:
-        parts.append(_field(3, room.encode()))
-    for c in exclude:
-        parts.append(_field(4, c.encode()))
-    d = b"".join(parts)
-    n = len(d)
-    op_len = 1 + len(_varint(n)) + n  # the GatewayOp around the Deliver
-    return b"".join((_TAGS[1], _varint(op_len), _TAGS[1], _varint(n), d))
-
-
-def _columns_match(run: pb.ClientFrames) -> bool:
-    n = len(run.client)
-    return (len(run.action) == n and len(run.target) == n and len(run.body) == n
-            and len(run.is_target_client) == n and len(run.request_id) == n)
-
-
-def _fill_rooms(field: object, rooms: Sequence[RoomView]) -> None:
-    for view in rooms:
-        r = field.add()  # type: ignore[attr-defined]
-        r.name, r.maker = view.name, view.maker
-        r.members.extend(view.members)
-        r.settings.update(view.settings)
-
-
-def _frame(message: pb.ClientMessage, default_target: str) -> bytes | None:
-    """The client JSON of a watcher's message; None without an action or a JSON object body."""
-    if not message.action or not proto.is_json_object(message.body):
-        return None
-    return proto.encode(message.action, message.target or default_target,
-                        message.body or proto.EMPTY_BODY, message.sender or SERVER_SENDER,
-                        is_target_client=message.is_target_client, request_id=message.request_id)
 
 
 class Processor:
@@ -270,14 +191,14 @@ class Processor:
             batch = pb.GatewayBatch.FromString(payload)
         except Exception:  # noqa: BLE001 - not from a meshstream gateway: drop it, say so
             return self.bad_batch("undecodable GatewayBatch", len(payload))
-        if not all(_columns_match(item.frames) for item in batch.items):
+        if not all(columns_match(item.frames) for item in batch.items):
             return self.bad_batch("ClientFrames columns of different lengths", len(payload))
         gateway = batch.gateway
         mesh = self.mesh
         mesh.gateway_seen(gateway, now)
         known = mesh.knows_gateway(gateway)
         client_frame = mesh.client_frame
-        empty = proto.EMPTY_BODY
+        empty = protocol.EMPTY_BODY
         last_seq = 0  # of the last client frame: the one to acknowledge
         for item in batch.items:
             if known:
@@ -375,10 +296,10 @@ class Processor:
         elif op in ("send_room", "send_clients"):
             send = getattr(cmd, op)
             if op == "send_room":
-                frame = _frame(send.message, send.room)
+                frame = message_frame(send.message, send.room)
                 args = {"room": send.room, "frame": frame, "exclude": list(send.exclude)}
             else:
-                frame = _frame(send.message, send.clients[0] if len(send.clients) == 1 else "")
+                frame = message_frame(send.message, send.clients[0] if len(send.clients) == 1 else "")
                 args = {"clients": list(send.clients), "frame": frame}
             if frame is None:
                 return self.out.reply(watcher, cmd.id, ErrorCode.BAD_COMMAND,

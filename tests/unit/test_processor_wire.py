@@ -1,4 +1,4 @@
-"""The processor's hand-encoded GatewayOut ops are exactly what protobuf would produce."""
+"""The hand-encoded GatewayOut ops (meshstream_zmq.wire) are exactly what protobuf would produce."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from meshstream_zmq import meshstream_pb2 as pb
-from services.processor import ZmqOutbox, _deliver_op, _varint
+from meshstream_zmq.wire import deliver_op, varint
+from services.processor import ZmqOutbox
 
 
 class FakePub:
@@ -20,7 +21,7 @@ class FakePub:
 
 @pytest.mark.parametrize("n", [1, 127, 128, 300, 16383, 16384, 2**21, 2**35])
 def test_varint(n: int) -> None:
-    assert pb.GatewayOut(seq=n).SerializeToString() == b"\x10" + _varint(n)
+    assert pb.GatewayOut(seq=n).SerializeToString() == b"\x10" + varint(n)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -35,7 +36,7 @@ def test_varint(n: int) -> None:
 def test_deliver_op_matches_protobuf(kwargs: dict[str, Any]) -> None:
     op = pb.GatewayOp(deliver=pb.Deliver(**kwargs))
     expected = pb.GatewayOut(ops=[op]).SerializeToString()
-    got = _deliver_op(kwargs["frame"], kwargs.get("clients", ()), kwargs.get("room", ""),
+    got = deliver_op(kwargs["frame"], kwargs.get("clients", ()), kwargs.get("room", ""),
                       kwargs.get("exclude", ()))
     assert got == expected
 
@@ -76,4 +77,4 @@ def test_room_deliveries_of_every_size_match_protobuf(n: int) -> None:
     frame = b"f" * n
     for room in ("r", "room-" + "x" * 120):
         expected = pb.GatewayOut(ops=[pb.GatewayOp(deliver=pb.Deliver(frame=frame, room=room))])
-        assert _deliver_op(frame, (), room, ()) == expected.SerializeToString()
+        assert deliver_op(frame, (), room, ()) == expected.SerializeToString()
