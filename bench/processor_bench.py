@@ -38,17 +38,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import zmq
 
+from bench import REPO
+from bench.sampling import CLK_TCK, cpu_ticks
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind, Mesh
-
-REPO = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class CountingOutbox:
@@ -218,14 +216,6 @@ def bench_processor(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
                    out_mb=round(counter.bytes / 1e6, 1))
 
 
-def _cpu_ticks(pid: int, thread: int | None = None) -> int:
-    """utime+stime of a process (all its threads), or of one of its threads."""
-    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
-    with open(path) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
 def bench_calibrate(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
     """Raw pyzmq PUSH -> PULL of 100-byte messages over IPC between two processes: the
     issue's yardstick for this machine (about 1.0M msg/s on the day its targets were set),
@@ -303,7 +293,7 @@ def bench_zmq(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
         window = args.window
         received = sent_frames = outs = 0
         spans_per_frame = expected / max(1, sum(n for _, _, n in w.batches))
-        cpu0, main0 = _cpu_ticks(proc.pid), _cpu_ticks(proc.pid, proc.pid)
+        cpu0, main0 = cpu_ticks(proc.pid), cpu_ticks(proc.pid, proc.pid)
         t0 = time.perf_counter()
         i = 0
         batches = w.batches
@@ -330,8 +320,8 @@ def bench_zmq(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
             elif time.monotonic() - last_progress > 10:
                 raise RuntimeError(f"stalled: {received}/{expected} deliveries")
         secs = time.perf_counter() - t0
-        cpu = (_cpu_ticks(proc.pid) - cpu0) / CLK_TCK
-        main_cpu = (_cpu_ticks(proc.pid, proc.pid) - main0) / CLK_TCK
+        cpu = (cpu_ticks(proc.pid) - cpu0) / CLK_TCK
+        main_cpu = (cpu_ticks(proc.pid, proc.pid) - main0) / CLK_TCK
         return _result("zmq", sent_frames, secs, processor_cpu_s=round(cpu, 2),
                        envelopes_per_cpu_s=round(sent_frames / cpu) if cpu else None,
                        main_thread_cpu_s=round(main_cpu, 2),

@@ -18,20 +18,17 @@ process): CPU (utime+stime) between the loadgen's measure-start/measure-end mark
 peak RSS, and for `idle` the RSS while the connections are held. It prints per-target
 medians, meshstream's ratios to the peers and to the issue's targets, and a per-process
 table; every raw run is kept in bench-results/bench-<time>.json. See docs/performance.md.
+
+Modules: bench.harness (the shared harness, starting and stopping servers),
+bench.sampling (/proc), bench.report (medians, tables, JSON); this one wires them.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import random
 import resource
-import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -39,12 +36,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-CACHE = REPO / "bench-results"  # git-ignored
-HARNESS = CACHE / "harness"
-DEFAULT_SOURCE = REPO.parent / "shared" / "bench"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-HOST = "127.0.0.1"
+from bench import REPO, log
+from bench.harness import (
+    CACHE,
+    DEFAULT_SOURCE,
+    HARNESS,
+    HOST,
+    PEERS,
+    Server,
+    Target,
+    meshstream_target,
+    peer_targets,
+    prepare_harness,
+)
+from bench.report import median_of, report, run_summary, write_results
+from bench.sampling import Marks, measure
 
 SCENARIOS: dict[str, dict[str, Any]] = {  # the issue's loads
     "fanout": {"rooms": 1, "clients": 1000, "messages": 600},
@@ -56,294 +62,6 @@ QUICK: dict[str, dict[str, Any]] = {
     "chat": {"rooms": 100, "duration": 4},
     "idle": {"conns": 2000, "hold": 3},
 }
-# What the issue asks of meshstream, as (metric, peer, bound, better): ratio = meshstream / peer.
-TARGETS = {
-    "fanout": ("deliveries_per_s", "raw_ws", 0.75, "higher"),
-    "chat": ("p99_ms", "raw_ws", 2.5, "lower"),
-    "idle": ("kb_per_conn", "raw_ws", 1.5, "lower"),
-}
-COLUMNS = {
-    "fanout": [("deliv/s", "deliveries_per_s"), ("p50ms", "p50_ms"), ("p99ms", "p99_ms"),
-               ("maxms", "max_ms"), ("lost", "lost"), ("wall_s", "wall_s"), ("cpu_s", "cpu_s"),
-               ("srv%", "srv_util"), ("lgELU", "lg_elu"), ("rssMB", "rss_peak_mb")],
-    "chat": [("sent", "sent"), ("deliv", "received"), ("deliv/s", "deliveries_per_s"),
-             ("p50ms", "p50_ms"), ("p99ms", "p99_ms"), ("maxms", "max_ms"), ("lost", "lost"),
-             ("cpu_s", "cpu_s"), ("srv%", "srv_util"), ("lgELU", "lg_elu"), ("rssMB", "rss_peak_mb")],
-    "idle": [("conns", "conns"), ("ok", "connected"), ("joined", "joins_confirmed"),
-             ("open", "still_open"), ("conn_s", "connect_s"), ("join_s", "join_s"),
-             ("baseMB", "rss_base_mb"), ("holdMB", "rss_hold_mb"), ("KB/conn", "kb_per_conn"),
-             ("cpu_s", "cpu_s")],
-}
-
-
-def log(*args: object) -> None:
-    print(*args, file=sys.stderr, flush=True)
-
-
-# ------------------------------------------------------------------ harness setup
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
-
-
-def prepare_harness(source: Path, python: str) -> tuple[bool, bool]:
-    """Copy the shared harness to HARNESS, `npm ci` it, give it a venv: (node ok, python peers ok)."""
-    HARNESS.mkdir(parents=True, exist_ok=True)
-    for src in sorted(source.rglob("*")):
-        rel = src.relative_to(source)
-        if rel.parts[0] in ("node_modules", ".venv", "results"):
-            continue
-        dest = HARNESS / rel
-        if src.is_dir():
-            dest.mkdir(parents=True, exist_ok=True)
-        elif not dest.exists() or dest.read_bytes() != src.read_bytes():
-            shutil.copy2(src, dest)
-    node_ok = shutil.which("node") is not None and shutil.which("npm") is not None
-    if node_ok:
-        lock = _digest(HARNESS / "package-lock.json")
-        stamp = HARNESS / "node_modules" / ".meshstream-stamp"
-        if not stamp.exists() or stamp.read_text() != lock:
-            log(f"bench: npm ci in {HARNESS} (once)")
-            r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                               cwd=HARNESS, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            if r.returncode != 0:
-                log(f"bench: npm ci failed ({r.stderr.strip()[-300:]}); no Node loadgen or nodesio")
-                node_ok = False
-            else:
-                stamp.write_text(lock)
-    venv = HARNESS / ".venv"
-    stamp = venv / ".meshstream-stamp"
-    py_ok = stamp.exists()
-    if not py_ok:
-        log(f"bench: creating {venv} for the Python peers (once)")
-        rc = subprocess.run([python, "-m", "venv", str(venv)], stdout=subprocess.DEVNULL).returncode
-        if rc == 0:
-            rc = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "websockets", "uvloop",
-                                 "python-socketio", "aiohttp", "pyzmq"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
-        py_ok = rc == 0
-        if py_ok:
-            stamp.write_text("ok")
-        else:
-            log("bench: venv for the Python peers failed; raw_ws and pysio are skipped")
-    return node_ok, py_ok
-
-
-# ------------------------------------------------------------------ /proc
-
-def children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                kids.setdefault(ppid, []).append(int(d))
-            except (OSError, IndexError, ValueError):
-                pass
-    return kids
-
-
-def tree(root: int) -> set[int]:
-    kids, out, todo = children_map(), set(), [root]
-    while todo:
-        p = todo.pop()
-        if p not in out and os.path.exists(f"/proc/{p}"):
-            out.add(p)
-            todo.extend(kids.get(p, []))
-    return out
-
-
-def proc_name(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return f"pid {pid}"
-    if not argv:
-        return f"pid {pid}"
-    if argv[0].startswith("meshstream: "):  # setproctitle
-        return argv[0][len("meshstream: "):]
-    exe = os.path.basename(argv[0])
-    script = next((os.path.basename(a) for a in argv[1:] if a.endswith((".py", ".js"))), "")
-    if exe in ("python", "python3") and "-m" in argv:
-        script = argv[argv.index("-m") + 1]
-    return f"{exe} {script}".strip()
-
-
-def proc_cpu_ticks(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    except (OSError, IndexError, ValueError):
-        return -1
-
-
-def proc_rss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def listening(port: int) -> int:
-    """How many sockets listen on `port` (SO_REUSEPORT gateways each have one)."""
-    n = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                for line in f.readlines()[1:]:
-                    cols = line.split()
-                    if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                        n += 1
-        except OSError:
-            pass
-    return n
-
-
-def ws_upgrade_ok(port: int, path: str) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=1) as s:
-            s.settimeout(2)
-            s.sendall((f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-                       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                       "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-            return s.recv(64).startswith(b"HTTP/1.1 101")
-    except OSError:
-        return False
-
-
-def free_port(also: tuple[int, ...] = ()) -> int:
-    """A free port P (below the ephemeral range the loadgen's connections use) such that
-    P + each offset in `also` is free too (meshstream's metrics ports)."""
-    rnd = random.Random()
-    for _ in range(500):
-        port = rnd.randrange(20000, 30000)
-        try:
-            for off in (0, *also):
-                with socket.socket() as s:
-                    s.bind((HOST, port + off))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port")
-
-
-# ------------------------------------------------------------------ targets
-
-class Target:
-    def __init__(self, name: str, cmd: list[str], cwd: Path, adapter: str, path: str,
-                 listeners: int = 1, metrics_offset: int = 0, metrics_ports: int = 0,
-                 env: dict[str, str] | None = None) -> None:
-        self.name, self.cmd, self.cwd, self.adapter, self.path = name, cmd, cwd, adapter, path
-        self.listeners, self.metrics_offset, self.metrics_ports = listeners, metrics_offset, metrics_ports
-        self.env = env or {}
-
-
-class Server:
-    """One started target: process tree, readiness, per-process sampling, shutdown."""
-
-    def __init__(self, target: Target, logpath: Path, sample_s: float) -> None:
-        self.target = target
-        self.port = free_port(tuple(target.metrics_offset + i for i in range(target.metrics_ports)))
-        cmd = [c.replace("{port}", str(self.port)) for c in target.cmd]
-        self.logf = open(logpath, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, cwd=target.cwd, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                     env={**os.environ, **target.env})
-        self.sample_s = sample_s
-        self.pids: set[int] = {self.proc.pid}
-        self.names: dict[int, str] = {}
-        self.rss: dict[int, int] = {}  # latest per pid
-        self.peak: dict[int, int] = {}  # peak per pid
-        self.samples: list[tuple[float, int, dict[int, int]]] = []  # (t, total kB, per pid)
-        self.stopping = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.target.name} exited with {self.proc.returncode} "
-                                   f"(log: {self.logf.name})")
-            if listening(self.port) >= self.target.listeners and ws_upgrade_ok(self.port, self.target.path):
-                time.sleep(0.5)  # let late starters (watchers, the metrics threads) settle
-                self.refresh()
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.target.name} not ready after {timeout:.0f}s (log: {self.logf.name})")
-
-    def refresh(self) -> None:
-        self.pids = tree(self.proc.pid)
-        for p in self.pids:
-            if p not in self.names or self.names[p].startswith(("python", "pid ")):
-                self.names[p] = proc_name(p)  # again until setproctitle has named it
-
-    def sample(self) -> None:
-        per = {p: proc_rss_kb(p) for p in self.pids}
-        for p, kb in per.items():
-            self.peak[p] = max(self.peak.get(p, 0), kb)
-        self.rss = per
-        self.samples.append((time.monotonic(), sum(per.values()), per))
-
-    def cpu(self) -> dict[int, int]:
-        return {p: t for p in self.pids if (t := proc_cpu_ticks(p)) >= 0}
-
-    def start_sampling(self) -> None:
-        def loop() -> None:
-            last = 0.0
-            while not self.stopping.wait(self.sample_s):
-                if time.monotonic() - last > 1.0:
-                    self.refresh()
-                    last = time.monotonic()
-                self.sample()
-
-        self.sample()
-        self.thread = threading.Thread(target=loop, daemon=True)
-        self.thread.start()
-
-    def stop(self, grace: float = 5.0) -> None:
-        self.stopping.set()
-        if self.thread:
-            self.thread.join(2)
-        pids = tree(self.proc.pid) | {self.proc.pid}
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.proc.pid, sig)  # its own session and process group
-            except ProcessLookupError:
-                pass
-            for p in pids:
-                try:
-                    os.kill(p, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                self.proc.poll()
-                if not any(_alive(p) for p in pids):
-                    break
-                time.sleep(0.05)
-            else:
-                continue
-            break
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        self.logf.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # ------------------------------------------------------------------ one run
@@ -363,18 +81,20 @@ def loadgen_cmd(args: argparse.Namespace, scenario: str, target: Target, port: i
 
 def run_one(args: argparse.Namespace, scenario: str, target: Target, rnd: int, logdir: Path,
             opts: dict[str, Any]) -> dict[str, Any]:
+    """Start `target`, drive it with the loadgen while sampling it, stop it: one run's figures."""
     tag = f"[{scenario} r{rnd} {target.name}]"
     res: dict[str, Any] = {"target": target.name, "round": rnd}
     srv = Server(target, logdir / f"{scenario}-{target.name}-r{rnd}.server.log", args.sample_ms / 1000)
+    smp = srv.sampler
     try:
-        log(f"{tag} starting: {' '.join(target.cmd).replace('{port}', str(srv.port))}")
+        log(f"{tag} starting: {' '.join(srv.cmdline)}")
         srv.wait_ready(args.ready_timeout)
-        srv.sample()
-        base = dict(srv.rss)
-        srv.start_sampling()
+        smp.sample()
+        base = dict(smp.rss)
+        smp.start()
         cmd = loadgen_cmd(args, scenario, target, srv.port, opts)
-        log(f"{tag} ready ({len(srv.pids)} processes); loadgen {' '.join(cmd[2:])}")
-        marks: dict[str, tuple[float, dict[int, int]]] = {"start": (time.monotonic(), srv.cpu())}
+        log(f"{tag} ready ({len(smp.pids)} processes); loadgen {' '.join(cmd[2:])}")
+        marks: Marks = {"start": (time.monotonic(), smp.cpu())}
         lg = subprocess.Popen(cmd, cwd=HARNESS if args.loadgen == "node" else REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         lg_log = open(logdir / f"{scenario}-{target.name}-r{rnd}.loadgen.log", "w")  # noqa: SIM115
@@ -385,8 +105,8 @@ def run_one(args: argparse.Namespace, scenario: str, target: Target, rnd: int, l
             for line in lg.stderr:
                 lg_log.write(line)
                 if line.startswith("@@phase"):
-                    srv.refresh()
-                    marks[line.split()[1]] = (time.monotonic(), srv.cpu())
+                    smp.refresh()
+                    marks[line.split()[1]] = (time.monotonic(), smp.cpu())
                 elif not args.quiet and (time.monotonic() - last > 0.9 or "connected" in line):
                     last = time.monotonic()
                     log(f"{tag}   {line.rstrip()}")
@@ -401,139 +121,24 @@ def run_one(args: argparse.Namespace, scenario: str, target: Target, rnd: int, l
         killer.cancel()
         watcher.join(5)
         lg_log.close()
-        marks["end"] = (time.monotonic(), srv.cpu())
-        srv.stopping.set()
+        marks["end"] = (time.monotonic(), smp.cpu())
+        smp.stopping.set()
         lines = [ln for ln in out.splitlines() if ln.startswith("{")]
         if not lines:
             raise RuntimeError(f"loadgen printed no result (exit {lg.returncode}); see {lg_log.name}")
         res.update(json.loads(lines[-1]))
-        res.update(measure(srv, base, marks, res))
+        res.update(measure(smp, base, marks, res))
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, not fatal
         res["error"] = str(exc)
         log(f"{tag} ERROR {exc}")
     finally:
         srv.stop()
-    restarts = Path(srv.logf.name).read_text(errors="replace").count("child exited")
+    restarts = srv.restarts()
     if restarts:  # a crashed child makes the run suspect: say so
         res["restarts"] = restarts
         log(f"{tag} WARNING: {restarts} child restart(s) during the run, see {srv.logf.name}")
-    summary = ", ".join(f"{c}={fmt(res.get(k))}" for c, k in COLUMNS[scenario] if k in res)
-    log(f"{tag} -> {summary}")
+    log(f"{tag} -> {run_summary(scenario, res)}")
     return res
-
-
-def measure(srv: Server, base: dict[int, int], marks: dict[str, tuple[float, dict[int, int]]],
-            res: dict[str, Any]) -> dict[str, Any]:
-    """CPU and memory, summed over the server's processes and per process."""
-    a, b = ("measure-start", "measure-end") if "measure-start" in marks else ("start", "end")
-    if b not in marks:
-        b = "end"
-    (t0, cpu0), (t1, cpu1) = marks[a], marks[b]
-    wall = max(t1 - t0, 1e-9)
-    hold: list[tuple[float, dict[int, int]]] = []
-    if "hold-start" in marks:  # memory while the idle connections are held
-        h0, h1 = marks["hold-start"][0], marks.get("hold-end", marks["end"])[0]
-        hold = [(t, per) for t, _, per in srv.samples if h0 <= t <= h1]
-    procs: dict[str, dict[str, float]] = {}
-    for pid in sorted(set(srv.names) & (set(cpu1) | set(srv.peak))):
-        name = srv.names[pid]
-        d = procs.setdefault(name, {"cpu_s": 0.0, "rss_peak_mb": 0.0, "rss_base_mb": 0.0})
-        d["cpu_s"] += max(0, cpu1.get(pid, 0) - cpu0.get(pid, 0)) / CLK_TCK
-        d["rss_peak_mb"] += srv.peak.get(pid, 0) / 1024
-        d["rss_base_mb"] += base.get(pid, 0) / 1024
-        if hold:
-            d["rss_hold_mb"] = d.get("rss_hold_mb", 0.0) + max(per.get(pid, 0) for _, per in hold) / 1024
-    for d in procs.values():
-        d["srv_util"] = d["cpu_s"] / wall
-        for k in list(d):
-            d[k] = round(d[k], 3 if k.endswith("util") else 2)
-    total_base = sum(base.values())
-    out: dict[str, Any] = {
-        "procs": procs,
-        "cpu_s": round(sum(d["cpu_s"] for d in procs.values()), 2),
-        "srv_util": round(sum(d["cpu_s"] for d in procs.values()) / wall, 2),
-        "rss_base_mb": round(total_base / 1024, 1),
-        "rss_peak_mb": round(max([kb for _, kb, _ in srv.samples] + [total_base]) / 1024, 1),
-    }
-    if hold:
-        held = max(sum(per.values()) for _, per in hold)
-        out["rss_hold_mb"] = round(held / 1024, 1)
-        if res.get("connected"):
-            out["kb_per_conn"] = round((held - total_base) / res["connected"], 2)
-            for d in procs.values():
-                if "rss_hold_mb" in d:
-                    d["kb_per_conn"] = round((d["rss_hold_mb"] - d["rss_base_mb"]) * 1024
-                                             / res["connected"], 2)
-    return out
-
-
-# ------------------------------------------------------------------ report
-
-def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    ok = [r for r in runs if "error" not in r]
-    out: dict[str, Any] = {"runs": len(runs), "ok_runs": len(ok)}
-    keys = {k for r in ok for k in r}
-    for k in keys:
-        vals = [r[k] for r in ok if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)]
-        if vals and len(vals) == len(ok):
-            m = statistics.median(vals)
-            out[k] = int(m) if all(isinstance(v, int) for v in vals) and m == int(m) else round(m, 3)
-    procs: dict[str, dict[str, Any]] = {}
-    for name in {n for r in ok for n in r.get("procs", {})}:
-        per = [r["procs"][name] for r in ok if name in r.get("procs", {})]
-        procs[name] = {k: round(statistics.median(p[k] for p in per if k in p), 3)
-                       for k in per[0] if all(k in p for p in per)}
-    out["procs"] = procs
-    return out
-
-
-def fmt(v: object) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.2f}" if abs(v) < 1000 else f"{v:.0f}"
-    return str(v)
-
-
-def table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
-
-
-def report(scenario: str, summary: dict[str, dict[str, Any]], opts: dict[str, Any]) -> str:
-    cols = COLUMNS[scenario]
-    load = " ".join(f"--{k} {v}" for k, v in opts.items())
-    lines = [f"\n== {scenario} ({load}); medians of successful runs"]
-    rows = [["target", "runs"] + [c for c, _ in cols]]
-    for name, s in summary.items():
-        rows.append([name, f"{s['ok_runs']}/{s['runs']}"] + [fmt(s.get(k)) for _, k in cols])
-    lines.append(table(rows))
-    ms = summary.get("meshstream")
-    if ms and ms.get("ok_runs"):
-        metric, peer, bound, better = TARGETS[scenario]
-        ratios = []
-        for name, s in summary.items():
-            if name != "meshstream" and s.get(metric) and ms.get(metric) is not None:
-                ratios.append(f"{ms[metric] / s[metric]:.2f}x {name}")
-        if ratios:
-            lines.append(f"meshstream {metric} = " + ", ".join(ratios))
-        if summary.get(peer, {}).get(metric) and ms.get(metric) is not None:
-            r = ms[metric] / summary[peer][metric]
-            ok = r >= bound if better == "higher" else r <= bound
-            sign = ">=" if better == "higher" else "<="
-            lost = ms.get("lost", 0) or 0
-            lines.append(f"target {metric} {sign} {bound}x {peer}: {r:.2f}x -> {'PASS' if ok else 'MISS'}"
-                         + (f"  (lost {lost}!)" if lost else ""))
-        prows = [["meshstream process", "cpu_s", "cpu%", "rss_peak_MB", "base_MB"]
-                 + (["hold_MB", "KB/conn"] if scenario == "idle" else [])]
-        for name, d in sorted(ms["procs"].items()):
-            row = [name, fmt(d.get("cpu_s")), fmt(round(100 * d.get("srv_util", 0), 1)),
-                   fmt(d.get("rss_peak_mb")), fmt(d.get("rss_base_mb"))]
-            if scenario == "idle":
-                row += [fmt(d.get("rss_hold_mb")), fmt(d.get("kb_per_conn"))]
-            prows.append(row)
-        lines.append(table(prows))
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ main
@@ -578,27 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.loadgen != "node" and peers:
         log("bench: peers need the shared harness and Node; measuring meshstream alone")
         peers = []
-    hpy = str(HARNESS / ".venv" / "bin" / "python")
-    known = {
-        "raw_ws": Target("raw_ws", [hpy, "servers/raw_ws.py", "--port", "{port}"], HARNESS,
-                         "meshstream", "/wsmesh"),
-        "nodesio": Target("nodesio", ["node", "servers/nodesio.js", "--port", "{port}"], HARNESS,
-                          "socketio-lite", "/socket.io/?EIO=4&transport=websocket"),
-        "pysio": Target("pysio", [hpy, "servers/pysio.py", "--port", "{port}"], HARNESS,
-                        "socketio-lite", "/socket.io/?EIO=4&transport=websocket"),
-    }
     for p in peers:
-        if p not in known:
+        if p not in PEERS:
             ap.error(f"unknown peer {p}")
     if not py_ok:
         peers = [p for p in peers if p not in ("raw_ws", "pysio")]
-    # `make run` exactly as the issue says; the supervisor puts metrics on PORT+1000..
-    meshstream = Target("meshstream", ["make", "-s", "--no-print-directory", "run", "PORT={port}",
-                                       f"GATEWAYS={args.gateways}"], REPO, "meshstream", "/wsmesh",
-                        listeners=args.gateways, metrics_offset=1000,
-                        metrics_ports=args.gateways + 3,  # processor, gateways, 2 watchers
-                        env={"MESHSTREAM_HOST": HOST})  # loopback only
-    targets = [meshstream] + [known[p] for p in peers]
+    known = peer_targets()
+    targets = [meshstream_target(args.gateways)] + [known[p] for p in peers]
 
     loads = {s: dict(SCENARIOS[s], **(QUICK[s] if args.quick else {})) for s in SCENARIOS}
     for item in args.set:
@@ -634,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         reports.append("\n== processor alone (bench.processor_bench)\n"
                        + processor_bench.table(results["processor"]))
     path = CACHE / f"bench-{stamp}.json"
-    path.write_text(json.dumps(results, indent=1))
+    write_results(path, results)
     print(f"\nmeshstream benchmark ({args.gateways} gateways, loadgen {args.loadgen}, "
           f"{args.rounds} round(s), {time.monotonic() - started:.0f} s)")
     print("\n".join(reports))

@@ -1,0 +1,202 @@
+"""The shared harness and the servers under test.
+
+`prepare_harness` copies ../shared/bench (loadgen.js and the peer servers) to
+bench-results/harness, `npm ci`s it and gives it a venv for the Python peers, once;
+`Target` says how to start a server (meshstream by `make run`, or a peer from the
+harness), `Server` starts one on a free port, waits until it is ready, samples its
+process tree (bench.sampling) and stops it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from bench import REPO, log
+from bench.sampling import TreeSampler, alive, listening, tree
+
+CACHE = REPO / "bench-results"  # git-ignored
+HARNESS = CACHE / "harness"
+DEFAULT_SOURCE = REPO.parent / "shared" / "bench"
+HOST = "127.0.0.1"
+PEERS = ("raw_ws", "nodesio", "pysio")
+
+
+# ------------------------------------------------------------------ the shared harness
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+
+
+def prepare_harness(source: Path, python: str) -> tuple[bool, bool]:
+    """Copy the shared harness to HARNESS, `npm ci` it, give it a venv: (node ok, python peers ok)."""
+    HARNESS.mkdir(parents=True, exist_ok=True)
+    for src in sorted(source.rglob("*")):
+        rel = src.relative_to(source)
+        if rel.parts[0] in ("node_modules", ".venv", "results"):
+            continue
+        dest = HARNESS / rel
+        if src.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+        elif not dest.exists() or dest.read_bytes() != src.read_bytes():
+            shutil.copy2(src, dest)
+    node_ok = shutil.which("node") is not None and shutil.which("npm") is not None
+    if node_ok:
+        lock = _digest(HARNESS / "package-lock.json")
+        stamp = HARNESS / "node_modules" / ".meshstream-stamp"
+        if not stamp.exists() or stamp.read_text() != lock:
+            log(f"bench: npm ci in {HARNESS} (once)")
+            r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                               cwd=HARNESS, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if r.returncode != 0:
+                log(f"bench: npm ci failed ({r.stderr.strip()[-300:]}); no Node loadgen or nodesio")
+                node_ok = False
+            else:
+                stamp.write_text(lock)
+    venv = HARNESS / ".venv"
+    stamp = venv / ".meshstream-stamp"
+    py_ok = stamp.exists()
+    if not py_ok:
+        log(f"bench: creating {venv} for the Python peers (once)")
+        rc = subprocess.run([python, "-m", "venv", str(venv)], stdout=subprocess.DEVNULL).returncode
+        if rc == 0:
+            rc = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "websockets", "uvloop",
+                                 "python-socketio", "aiohttp", "pyzmq"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        py_ok = rc == 0
+        if py_ok:
+            stamp.write_text("ok")
+        else:
+            log("bench: venv for the Python peers failed; raw_ws and pysio are skipped")
+    return node_ok, py_ok
+
+
+# ------------------------------------------------------------------ targets
+
+class Target:
+    def __init__(self, name: str, cmd: list[str], cwd: Path, adapter: str, path: str,
+                 listeners: int = 1, metrics_offset: int = 0, metrics_ports: int = 0,
+                 env: dict[str, str] | None = None) -> None:
+        self.name, self.cmd, self.cwd, self.adapter, self.path = name, cmd, cwd, adapter, path
+        self.listeners, self.metrics_offset, self.metrics_ports = listeners, metrics_offset, metrics_ports
+        self.env = env or {}
+
+
+def peer_targets() -> dict[str, Target]:
+    """The harness's servers, by name (PEERS)."""
+    hpy = str(HARNESS / ".venv" / "bin" / "python")
+    sio = "/socket.io/?EIO=4&transport=websocket"
+    return {
+        "raw_ws": Target("raw_ws", [hpy, "servers/raw_ws.py", "--port", "{port}"], HARNESS,
+                         "meshstream", "/wsmesh"),
+        "nodesio": Target("nodesio", ["node", "servers/nodesio.js", "--port", "{port}"], HARNESS,
+                          "socketio-lite", sio),
+        "pysio": Target("pysio", [hpy, "servers/pysio.py", "--port", "{port}"], HARNESS,
+                        "socketio-lite", sio),
+    }
+
+
+def meshstream_target(gateways: int) -> Target:
+    """`make run` exactly as the issue says; the supervisor puts metrics on PORT+1000.."""
+    return Target("meshstream", ["make", "-s", "--no-print-directory", "run", "PORT={port}",
+                                 f"GATEWAYS={gateways}"], REPO, "meshstream", "/wsmesh",
+                  listeners=gateways, metrics_offset=1000,
+                  metrics_ports=gateways + 3,  # processor, gateways, 2 watchers
+                  env={"MESHSTREAM_HOST": HOST})  # loopback only
+
+
+# ------------------------------------------------------------------ a started server
+
+def ws_upgrade_ok(port: int, path: str) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=1) as s:
+            s.settimeout(2)
+            s.sendall((f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+                       "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                       "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+            return s.recv(64).startswith(b"HTTP/1.1 101")
+    except OSError:
+        return False
+
+
+def free_port(also: tuple[int, ...] = ()) -> int:
+    """A free port P (below the ephemeral range the loadgen's connections use) such that
+    P + each offset in `also` is free too (meshstream's metrics ports)."""
+    rnd = random.Random()
+    for _ in range(500):
+        port = rnd.randrange(20000, 30000)
+        try:
+            for off in (0, *also):
+                with socket.socket() as s:
+                    s.bind((HOST, port + off))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+class Server:
+    """One started target: its process tree (in its own session), readiness, sampling, shutdown."""
+
+    def __init__(self, target: Target, logpath: Path, sample_s: float) -> None:
+        self.target = target
+        self.port = free_port(tuple(target.metrics_offset + i for i in range(target.metrics_ports)))
+        self.cmdline = [c.replace("{port}", str(self.port)) for c in target.cmd]
+        self.logf = open(logpath, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.cmdline, cwd=target.cwd, stdout=self.logf,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True, env={**os.environ, **target.env})
+        self.sampler = TreeSampler(self.proc.pid, sample_s)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.target.name} exited with {self.proc.returncode} "
+                                   f"(log: {self.logf.name})")
+            if listening(self.port) >= self.target.listeners and ws_upgrade_ok(self.port, self.target.path):
+                time.sleep(0.5)  # let late starters (watchers, the metrics threads) settle
+                self.sampler.refresh()
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.target.name} not ready after {timeout:.0f}s (log: {self.logf.name})")
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM to its process group and every process of its tree, SIGKILL after `grace` s."""
+        self.sampler.stop()
+        pids = tree(self.proc.pid) | {self.proc.pid}
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)  # its own session and process group
+            except ProcessLookupError:
+                pass
+            for p in pids:
+                try:
+                    os.kill(p, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                self.proc.poll()
+                if not any(alive(p) for p in pids):
+                    break
+                time.sleep(0.05)
+            else:
+                continue
+            break
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.logf.close()
+
+    def restarts(self) -> int:
+        """Children the meshstream supervisor restarted during the run (read from its log)."""
+        return Path(self.logf.name).read_text(errors="replace").count("child exited")
