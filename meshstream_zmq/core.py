@@ -13,10 +13,23 @@ from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol
+from typing import Protocol, assert_never
 
 from . import LOBBY
 from . import protocol as proto
+from .commands import (
+    Command,
+    CreateRoom,
+    DeleteRoom,
+    Disconnect,
+    Join,
+    Query,
+    QueryWhat,
+    Remove,
+    SendClients,
+    SendRoom,
+    Settings,
+)
 from .errors import CloseCode, ErrorCode
 
 MAX_ROOM_NAME = 64
@@ -517,25 +530,41 @@ class Mesh:
             self._claims_changed()
             self._unconfirmed(w)
 
-    def command(self, sender: str, command: int, op: str, **args: object) -> None:
+    def command(self, watcher: str, command_id: int, command: Command) -> None:
         """Apply one watcher command; every command gets exactly one reply.
 
         Watchers are trusted room logic: a command may act on any room. Claims only
-        decide which watcher hears a room's frames and events.
+        decide which watcher hears a room's frames and events. A value that is not a
+        `Command` is a bug in the caller: it raises.
         """
-        w = self.watchers.get(sender)
+        w = self.watchers.get(watcher)
         if w is None or not w.alive:
-            return self.out.reply(sender, command, ErrorCode.UNKNOWN_WATCHER)
-        handler = getattr(self, "_cmd_" + op, None)
-        if handler is None:
-            return self.out.reply(sender, command, ErrorCode.BAD_COMMAND, f"unknown op {op!r}")
-        try:
-            result = handler(w, **args)
-        except TypeError as exc:
-            return self.out.reply(sender, command, ErrorCode.BAD_COMMAND, str(exc))
+            return self.out.reply(watcher, command_id, ErrorCode.UNKNOWN_WATCHER)
+        result: CommandResult
+        match command:
+            case CreateRoom():
+                result = self._cmd_create_room(w, command)
+            case DeleteRoom():
+                result = self._cmd_delete_room(command)
+            case Join():
+                result = self._cmd_join(command)
+            case Remove():
+                result = self._cmd_remove(command)
+            case SendRoom():
+                result = self._cmd_send_room(command)
+            case SendClients():
+                result = self._cmd_send_clients(command)
+            case Disconnect():
+                result = self._cmd_disconnect(command)
+            case Query():
+                result = self._cmd_query(command)
+            case Settings():
+                result = self._cmd_settings(command)
+            case _:
+                assert_never(command)
         if isinstance(result, tuple):
-            return self.out.reply(sender, command, result[0], result[1])
-        return self.out.reply(sender, command, rooms=result or ())
+            return self.out.reply(watcher, command_id, result[0], result[1])
+        return self.out.reply(watcher, command_id, rooms=result or ())
 
     def _room_arg(self, room: str, *, exists: bool = True) -> tuple[ErrorCode, str] | None:
         if not valid_room_name(room):
@@ -544,44 +573,45 @@ class Mesh:
             return ErrorCode.UNKNOWN_ROOM, room
         return None
 
-    def _cmd_create_room(self, w: Watcher, room: str, watcher: str = "",
-                         settings: dict[str, str] | None = None) -> CommandResult:
-        """Create a room that lives while empty; `watcher` (a name) is given the room."""
+    def _cmd_create_room(self, w: Watcher, c: CreateRoom) -> CommandResult:
+        """Create a room that lives while empty; `c.watcher` (a name) is given the room."""
+        room = c.room
         bad = self._room_arg(room, exists=False)
         if bad:
             return bad
         if room in self.rooms:
             return ErrorCode.ROOM_EXISTS, room
         owner = w
-        if watcher:
-            found = [o for o in self.watchers.values() if o.name == watcher]
+        if c.watcher:
+            found = [o for o in self.watchers.values() if o.name == c.watcher]
             if not found:
-                return ErrorCode.UNKNOWN_WATCHER, f"no watcher named {watcher!r}"
+                return ErrorCode.UNKNOWN_WATCHER, f"no watcher named {c.watcher!r}"
             owner = found[0]
             if not owner.alive:
-                return ErrorCode.WATCHER_UNAVAILABLE, f"watcher {watcher!r} is not connected"
+                return ErrorCode.WATCHER_UNAVAILABLE, f"watcher {c.watcher!r} is not connected"
         current = self._owner(room)
         if current is not None and current is not owner and current.alive:
             return ErrorCode.CLAIM_CONFLICT, f"{room} is claimed by {current.name!r}"
         if not owner.claims(room):
             owner.assigned.add(room)
             self._claims_changed()
-        self.rooms[room] = Room(room, keep=True, settings=dict(settings or {}))
+        self.rooms[room] = Room(room, keep=True, settings=dict(c.settings))
         self._event(EventKind.ROOM_CREATED, "", room, self._owner_id(room))
         return None
 
-    def _cmd_delete_room(self, w: Watcher, room: str) -> CommandResult:
-        bad = self._room_arg(room)
+    def _cmd_delete_room(self, c: DeleteRoom) -> CommandResult:
+        bad = self._room_arg(c.room)
         if bad:
             return bad
-        if room == LOBBY:
+        if c.room == LOBBY:
             return ErrorCode.CANNOT_LEAVE_LOBBY, "the lobby is never deleted"
-        self._delete_room(self.rooms[room])
+        self._delete_room(self.rooms[c.room])
         return None
 
-    def _cmd_join(self, w: Watcher, client: str, room: str) -> CommandResult:
+    def _cmd_join(self, c: Join) -> CommandResult:
         """Put a client in a room: silently in a claimed room (its watcher speaks),
         with the built-in notices in an unclaimed one."""
+        client, room = c.client, c.room
         bad = self._room_arg(room, exists=False)
         if bad:
             return bad
@@ -595,62 +625,63 @@ class Mesh:
         self._join(client, room, notify=owner is None, mirror=True)
         return None
 
-    def _cmd_remove(self, w: Watcher, client: str, room: str) -> CommandResult:
-        bad = self._room_arg(room)
+    def _cmd_remove(self, c: Remove) -> CommandResult:
+        bad = self._room_arg(c.room)
         if bad:
             return bad
-        if room == LOBBY:
-            return ErrorCode.CANNOT_LEAVE_LOBBY, room
-        if client not in self.rooms[room].members:
-            return ErrorCode.NOT_MEMBER, client
-        self._leave(client, room, notify=self._owner(room) is None)
+        if c.room == LOBBY:
+            return ErrorCode.CANNOT_LEAVE_LOBBY, c.room
+        if c.client not in self.rooms[c.room].members:
+            return ErrorCode.NOT_MEMBER, c.client
+        self._leave(c.client, c.room, notify=self._owner(c.room) is None)
         return None
 
-    def _cmd_send_room(self, w: Watcher, room: str, frame: bytes,
-                       exclude: Sequence[str] = ()) -> CommandResult:
-        bad = self._room_arg(room)
+    def _cmd_send_room(self, c: SendRoom) -> CommandResult:
+        bad = self._room_arg(c.room)
         if bad:
             return bad
-        self._broadcast(self.rooms[room], frame, exclude=tuple(exclude))
+        self._broadcast(self.rooms[c.room], c.frame, exclude=c.exclude)
         return None
 
-    def _cmd_send_clients(self, w: Watcher, clients: Sequence[str], frame: bytes) -> CommandResult:
-        unknown = [c for c in clients if c not in self.clients]
+    def _cmd_send_clients(self, c: SendClients) -> CommandResult:
+        unknown = [client for client in c.clients if client not in self.clients]
         if unknown:
             return ErrorCode.UNKNOWN_CLIENT, ",".join(unknown)
         by_gateway: dict[str, list[str]] = {}
-        for c in clients:
-            by_gateway.setdefault(self.clients[c].gateway, []).append(c)
+        for client in c.clients:
+            by_gateway.setdefault(self.clients[client].gateway, []).append(client)
         for gateway, group in by_gateway.items():
-            self.out.deliver(gateway, frame, clients=group)
+            self.out.deliver(gateway, c.frame, clients=group)
         return None
 
-    def _cmd_disconnect(self, w: Watcher, client: str, code: int = 0, reason: str = "") -> CommandResult:
-        state = self.clients.get(client)
+    def _cmd_disconnect(self, c: Disconnect) -> CommandResult:
+        state = self.clients.get(c.client)
         if state is None:
-            return ErrorCode.UNKNOWN_CLIENT, client
-        self.out.close(state.gateway, client, code or CloseCode.DISCONNECTED,
-                       reason or "disconnected by watcher")
+            return ErrorCode.UNKNOWN_CLIENT, c.client
+        self.out.close(state.gateway, c.client, c.code or CloseCode.DISCONNECTED,
+                       c.reason or "disconnected by watcher")
         return None
 
-    def _cmd_query(self, w: Watcher, what: str, room: str = "", client: str = "") -> CommandResult:
-        if what == "rooms":
-            return [r.view() for r in self.rooms.values()]
-        if what == "room":
-            if room not in self.rooms:
-                return ErrorCode.UNKNOWN_ROOM, room
-            return [self.rooms[room].view()]
-        if what == "client_rooms":
-            if client not in self.clients:
-                return ErrorCode.UNKNOWN_CLIENT, client
-            return [self.rooms[r].view() for r in sorted(self.clients[client].rooms)]
-        return ErrorCode.BAD_COMMAND, f"unknown query {what!r}"
+    def _cmd_query(self, c: Query) -> CommandResult:
+        match c.what:
+            case QueryWhat.ROOMS:
+                return [r.view() for r in self.rooms.values()]
+            case QueryWhat.ROOM:
+                if c.room not in self.rooms:
+                    return ErrorCode.UNKNOWN_ROOM, c.room
+                return [self.rooms[c.room].view()]
+            case QueryWhat.CLIENT_ROOMS:
+                if c.client not in self.clients:
+                    return ErrorCode.UNKNOWN_CLIENT, c.client
+                return [self.rooms[r].view() for r in sorted(self.clients[c.client].rooms)]
+            case _:
+                assert_never(c.what)
 
-    def _cmd_settings(self, w: Watcher, room: str, settings: dict[str, str]) -> CommandResult:
-        bad = self._room_arg(room)
+    def _cmd_settings(self, c: Settings) -> CommandResult:
+        bad = self._room_arg(c.room)
         if bad:
             return bad
-        self.rooms[room].settings.update(settings)
+        self.rooms[c.room].settings.update(c.settings)
         return None
 
     # ------------------------------------------------------------ invariants (for tests)

@@ -1,9 +1,10 @@
-"""Protobuf wire helpers shared by the processor: fast encoders, checks and conversions.
+"""Protobuf wire helpers for the processor: fast encoders, checks, and watcher command decoding.
 
 `deliver_op` and its helpers write `GatewayOut.ops` entries by hand, byte-for-byte
 what upb would serialise (tests/unit/test_processor_wire.py) at a fraction of the
 cost: they are the processor's hot path, so they stay plain functions over module
-globals.
+globals. `decode_command` turns a watcher's `Command` into its typed form
+(meshstream_zmq.commands), once, before the core sees it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,19 @@ from typing import TYPE_CHECKING
 
 from . import SERVER_SENDER, protocol
 from . import meshstream_pb2 as pb
+from .commands import (
+    Command,
+    CreateRoom,
+    DeleteRoom,
+    Disconnect,
+    Join,
+    Query,
+    QueryWhat,
+    Remove,
+    SendClients,
+    SendRoom,
+    Settings,
+)
 from .core import RoomView
 
 if TYPE_CHECKING:
@@ -100,3 +114,52 @@ def message_frame(message: pb.ClientMessage, default_target: str) -> bytes | Non
     return protocol.encode(message.action, message.target or default_target,
                            message.body or protocol.EMPTY_BODY, message.sender or SERVER_SENDER,
                            is_target_client=message.is_target_client, request_id=message.request_id)
+
+
+class BadCommand(Exception):
+    """A watcher's `Command` that does not decode; the text is the `bad-command` reply's detail."""
+
+
+_QUERIES = {pb.Query.ROOMS: QueryWhat.ROOMS, pb.Query.ROOM: QueryWhat.ROOM,
+            pb.Query.CLIENT_ROOMS: QueryWhat.CLIENT_ROOMS}
+_NO_FRAME = "message needs an action and a JSON object body"
+
+
+def decode_command(cmd: pb.Command) -> Command:
+    """The typed command in `cmd`; raises `BadCommand` for an empty op or an invalid message."""
+    match cmd.WhichOneof("op"):
+        case "create_room":
+            c = cmd.create_room
+            return CreateRoom(c.room, c.watcher, dict(c.settings))
+        case "delete_room":
+            return DeleteRoom(cmd.delete_room.room)
+        case "join":
+            return Join(cmd.join.client, cmd.join.room)
+        case "remove":
+            return Remove(cmd.remove.client, cmd.remove.room)
+        case "send_room":
+            to_room = cmd.send_room
+            frame = message_frame(to_room.message, to_room.room)
+            if frame is None:
+                raise BadCommand(_NO_FRAME)
+            return SendRoom(to_room.room, frame, tuple(to_room.exclude))
+        case "send_clients":
+            to_clients = cmd.send_clients
+            clients = tuple(to_clients.clients)
+            frame = message_frame(to_clients.message, clients[0] if len(clients) == 1 else "")
+            if frame is None:
+                raise BadCommand(_NO_FRAME)
+            return SendClients(clients, frame)
+        case "disconnect":
+            d = cmd.disconnect
+            return Disconnect(d.client, d.code, d.reason)
+        case "query":
+            q = cmd.query
+            what = _QUERIES.get(q.what)
+            if what is None:
+                raise BadCommand(f"unknown query {q.what}")
+            return Query(what, q.room, q.client)
+        case "settings":
+            return Settings(cmd.settings.room, dict(cmd.settings.settings))
+        case _:
+            raise BadCommand("command has no op")

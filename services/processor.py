@@ -29,7 +29,14 @@ from meshstream_zmq import observability as obs
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind, Mesh, RoomView
 from meshstream_zmq.errors import ErrorCode
-from meshstream_zmq.wire import columns_match, deliver_op, fill_rooms, length_delimited, message_frame
+from meshstream_zmq.wire import (
+    BadCommand,
+    columns_match,
+    decode_command,
+    deliver_op,
+    fill_rooms,
+    length_delimited,
+)
 
 log = logging.getLogger("meshstream.processor")
 
@@ -38,7 +45,6 @@ log = logging.getLogger("meshstream.processor")
 FLUSH_BROADCASTS = 1024
 DRAIN = 2000  # messages read from one socket before looking at the others
 EVENT_TOPICS = {k: f"event.{k.name.lower().replace('_', '-')}".encode() for k in EventKind}
-QUERY_NAMES = {pb.Query.ROOMS: "rooms", pb.Query.ROOM: "room", pb.Query.CLIENT_ROOMS: "client_rooms"}
 
 
 class ZmqOutbox:
@@ -283,38 +289,11 @@ class Processor:
             self.on_command(identity, msg.command)
 
     def on_command(self, watcher: str, cmd: pb.Command) -> None:
-        op = cmd.WhichOneof("op")
-        args: dict[str, object]
-        if op == "create_room":
-            c = cmd.create_room
-            args = {"room": c.room, "watcher": c.watcher, "settings": dict(c.settings)}
-        elif op == "delete_room":
-            args = {"room": cmd.delete_room.room}
-        elif op in ("join", "remove"):
-            m = getattr(cmd, op)
-            args = {"client": m.client, "room": m.room}
-        elif op in ("send_room", "send_clients"):
-            send = getattr(cmd, op)
-            if op == "send_room":
-                frame = message_frame(send.message, send.room)
-                args = {"room": send.room, "frame": frame, "exclude": list(send.exclude)}
-            else:
-                frame = message_frame(send.message, send.clients[0] if len(send.clients) == 1 else "")
-                args = {"clients": list(send.clients), "frame": frame}
-            if frame is None:
-                return self.out.reply(watcher, cmd.id, ErrorCode.BAD_COMMAND,
-                                      "message needs an action and a JSON object body")
-        elif op == "disconnect":
-            d = cmd.disconnect
-            args = {"client": d.client, "code": d.code, "reason": d.reason}
-        elif op == "query":
-            q = cmd.query
-            args = {"what": QUERY_NAMES.get(q.what, "?"), "room": q.room, "client": q.client}
-        elif op == "settings":
-            args = {"room": cmd.settings.room, "settings": dict(cmd.settings.settings)}
-        else:
-            return self.out.reply(watcher, cmd.id, ErrorCode.BAD_COMMAND, "command has no op")
-        self.mesh.command(watcher, cmd.id, op, **args)
+        try:
+            command = decode_command(cmd)
+        except BadCommand as exc:
+            return self.out.reply(watcher, cmd.id, ErrorCode.BAD_COMMAND, str(exc))
+        self.mesh.command(watcher, cmd.id, command)
         return None
 
     # ------------------------------------------------------------ loop

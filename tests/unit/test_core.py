@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, get_args
 
 import pytest
 
 from meshstream_zmq import LOBBY, SERVER_SENDER
 from meshstream_zmq import protocol as proto
+from meshstream_zmq.commands import (
+    Command,
+    CreateRoom,
+    DeleteRoom,
+    Disconnect,
+    Join,
+    Query,
+    QueryWhat,
+    Remove,
+    SendClients,
+    SendRoom,
+    Settings,
+)
 from meshstream_zmq.core import MAX_ROOM_NAME, EventKind, Mesh, RoomView
 from meshstream_zmq.errors import CloseCode, ErrorCode
 
@@ -695,7 +709,7 @@ def test_a_live_claim_refuses_another_watcher(
     assert (wid, command, error, rooms) == ("w2", 0, ErrorCode.CLAIM_CONFLICT, ())
     assert "one" in detail
     out.clear()
-    mesh.command("w2", 1, "query", what="rooms")
+    mesh.command("w2", 1, Query(what=QueryWhat.ROOMS))
     assert out.replies()[0][3] == ErrorCode.UNKNOWN_WATCHER
 
 
@@ -824,7 +838,7 @@ def test_events_of_claimed_rooms_name_their_watcher(make: Make) -> None:
     watcher(mesh, rooms=(LOBBY, "game"))
     out.clear()
     mesh.client_connected(B, 0.0)
-    mesh.command(W, 1, "join", client=B, room="game")
+    mesh.command(W, 1, Join(client=B, room="game"))
     mesh.client_disconnected(B)
     assert out.events() == [
         (EventKind.CLIENT_CONNECTED, B, "", W),
@@ -843,10 +857,10 @@ def test_events_of_claimed_rooms_name_their_watcher(make: Make) -> None:
 def test_claimed_rooms_get_no_built_in_notices(make: Make) -> None:
     mesh, out = make(A, B)
     watcher(mesh, rooms=("game",))
-    mesh.command(W, 1, "join", client=A, room="game")
-    mesh.command(W, 2, "join", client=B, room="game")
+    mesh.command(W, 1, Join(client=A, room="game"))
+    mesh.command(W, 2, Join(client=B, room="game"))
     mesh.client_disconnected(B)
-    mesh.command(W, 3, "remove", client=A, room="game")
+    mesh.command(W, 3, Remove(client=A, room="game"))
     assert out.deliveries() == []
 
 
@@ -960,12 +974,12 @@ def reply_of(out: RecordingOutbox, command: int) -> tuple[ErrorCode | None, str,
 
 def test_create_room_keeps_it_while_empty(game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh, out = game
-    mesh.command(W, 1, "create_room", room="game")
+    mesh.command(W, 1, CreateRoom(room="game"))
     assert reply_of(out, 1) == (None, "", ())
     assert mesh.rooms["game"].keep and members(mesh, "game") == []
     assert out.events() == [(EventKind.ROOM_CREATED, "", "game", W)]
-    mesh.command(W, 2, "join", client=A, room="game")
-    mesh.command(W, 3, "remove", client=A, room="game")
+    mesh.command(W, 2, Join(client=A, room="game"))
+    mesh.command(W, 3, Remove(client=A, room="game"))
     assert "game" in mesh.rooms
     assert out.of("membership") == [("membership", "g1", A, "game", True),
                                     ("membership", "g1", A, "game", False)]
@@ -973,11 +987,11 @@ def test_create_room_keeps_it_while_empty(game: tuple[Mesh, RecordingOutbox]) ->
 
 def test_delete_room_removes_its_members(game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh, out = game
-    mesh.command(W, 1, "create_room", room="g-1")
-    mesh.command(W, 2, "join", client=A, room="g-1")
-    mesh.command(W, 3, "join", client=B, room="g-1")
+    mesh.command(W, 1, CreateRoom(room="g-1"))
+    mesh.command(W, 2, Join(client=A, room="g-1"))
+    mesh.command(W, 3, Join(client=B, room="g-1"))
     out.clear()
-    mesh.command(W, 4, "delete_room", room="g-1")
+    mesh.command(W, 4, DeleteRoom(room="g-1"))
     assert reply_of(out, 4)[0] is None
     assert "g-1" not in mesh.rooms
     assert mesh.clients[A].rooms == {LOBBY, "other"} and mesh.clients[B].rooms == {LOBBY}
@@ -989,21 +1003,21 @@ def test_delete_room_removes_its_members(game: tuple[Mesh, RecordingOutbox]) -> 
 
 def test_delete_of_a_room_made_by_joins_deletes_it_once(game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh, out = game
-    mesh.command(W, 1, "join", client=A, room="g-2")  # created by the join: not kept
+    mesh.command(W, 1, Join(client=A, room="g-2"))  # created by the join: not kept
     assert not mesh.rooms["g-2"].keep
     out.clear()
-    mesh.command(W, 2, "delete_room", room="g-2")
+    mesh.command(W, 2, DeleteRoom(room="g-2"))
     assert reply_of(out, 2)[0] is None
     assert out.event_kinds() == [EventKind.CLIENT_LEFT_ROOM, EventKind.ROOM_DELETED]
 
 
 def test_join_and_remove_commands(game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh, out = game
-    mesh.command(W, 1, "join", client=B, room="g-9")
+    mesh.command(W, 1, Join(client=B, room="g-9"))
     assert reply_of(out, 1)[0] is None
     assert members(mesh, "g-9") == [B] and mesh.rooms["g-9"].maker == B
     assert out.events()[-1] == (EventKind.CLIENT_JOINED_ROOM, B, "g-9", W)
-    mesh.command(W, 2, "remove", client=B, room="g-9")
+    mesh.command(W, 2, Remove(client=B, room="g-9"))
     assert reply_of(out, 2)[0] is None
     assert "g-9" not in mesh.rooms
     assert out.deliveries() == []  # notices are the watcher's business
@@ -1013,10 +1027,10 @@ def test_send_room_is_one_delivery_per_gateway_with_exclusions(game: tuple[Mesh,
     mesh, out = game
     mesh.client_connected(A2, 0.0)
     for client in (A, A2, B):
-        mesh.command(W, 0, "join", client=client, room="game")
+        mesh.command(W, 0, Join(client=client, room="game"))
     out.clear()
     frame = proto.encode("bot", "game", b'{"m":1}', "bot-of-the-room")
-    mesh.command(W, 1, "send_room", room="game", frame=frame, exclude=[A])
+    mesh.command(W, 1, SendRoom(room="game", frame=frame, exclude=(A,)))
     assert reply_of(out, 1)[0] is None
     assert sorted((d[1], d[4], d[5]) for d in out.deliveries()) == [("g1", "game", (A,)),
                                                                      ("g2", "game", (A,))]
@@ -1028,22 +1042,22 @@ def test_send_clients_groups_by_gateway(game: tuple[Mesh, RecordingOutbox]) -> N
     mesh.client_connected(A2, 0.0)
     out.clear()
     frame = proto.encode("know-yourself", A, b"{}", "bot", is_target_client=True)
-    mesh.command(W, 1, "send_clients", clients=[A, B, A2], frame=frame)
+    mesh.command(W, 1, SendClients(clients=(A, B, A2), frame=frame))
     assert reply_of(out, 1)[0] is None
     assert sorted((d[1], d[3]) for d in out.deliveries()) == [("g1", (A, A2)), ("g2", (B,))]
 
 
 def test_send_clients_with_an_unknown_client_sends_nothing(game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh, out = game
-    mesh.command(W, 1, "send_clients", clients=[A, "g7.7"], frame=b"{}")
+    mesh.command(W, 1, SendClients(clients=(A, "g7.7"), frame=b"{}"))
     assert reply_of(out, 1)[:2] == (ErrorCode.UNKNOWN_CLIENT, "g7.7")
     assert out.deliveries() == []
 
 
 def test_disconnect_command_asks_the_gateway_to_close(game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh, out = game
-    mesh.command(W, 1, "disconnect", client=B)
-    mesh.command(W, 2, "disconnect", client=A, code=4100, reason="cheating")
+    mesh.command(W, 1, Disconnect(client=B))
+    mesh.command(W, 2, Disconnect(client=A, code=4100, reason="cheating"))
     assert out.of("close") == [("close", "g2", B, CloseCode.DISCONNECTED, "disconnected by watcher"),
                                ("close", "g1", A, 4100, "cheating")]
     assert reply_of(out, 1)[0] is None and reply_of(out, 2)[0] is None
@@ -1052,88 +1066,120 @@ def test_disconnect_command_asks_the_gateway_to_close(game: tuple[Mesh, Recordin
 
 def test_query_commands(game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh, out = game
-    mesh.command(W, 1, "query", what="rooms")
+    mesh.command(W, 1, Query(what=QueryWhat.ROOMS))
     assert [v.name for v in reply_of(out, 1)[2]] == [LOBBY, "other"]
-    mesh.command(W, 2, "query", what="room", room="other")
+    mesh.command(W, 2, Query(what=QueryWhat.ROOM, room="other"))
     assert reply_of(out, 2) == (None, "", (RoomView("other", [A], A, {}),))
-    mesh.command(W, 3, "query", what="client_rooms", client=A)
+    mesh.command(W, 3, Query(what=QueryWhat.CLIENT_ROOMS, client=A))
     assert [v.name for v in reply_of(out, 3)[2]] == sorted([LOBBY, "other"])
 
 
 def test_settings_are_stored_and_shown(game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh, out = game
-    mesh.command(W, 1, "create_room", room="game")
-    mesh.command(W, 2, "settings", room="game", settings={"player_limit": "3"})
-    mesh.command(W, 3, "settings", room="game", settings={"game_duration": "60"})
+    mesh.command(W, 1, CreateRoom(room="game"))
+    mesh.command(W, 2, Settings(room="game", settings={"player_limit": "3"}))
+    mesh.command(W, 3, Settings(room="game", settings={"game_duration": "60"}))
     assert reply_of(out, 3)[0] is None
-    mesh.command(W, 4, "query", what="room", room="game")
+    mesh.command(W, 4, Query(what=QueryWhat.ROOM, room="game"))
     assert reply_of(out, 4)[2][0].settings == {"player_limit": "3", "game_duration": "60"}
 
 
-COMMAND_ERRORS: list[tuple[str, dict[str, Any], ErrorCode]] = [
-    ("create_room", {"room": "g-" + "x" * 63}, ErrorCode.BAD_ROOM_NAME),
-    ("create_room", {"room": ""}, ErrorCode.BAD_ROOM_NAME),
-    ("create_room", {"room": LOBBY}, ErrorCode.ROOM_EXISTS),
-    ("create_room", {"room": "other"}, ErrorCode.ROOM_EXISTS),
-    ("create_room", {"room": "g-1", "watcher": "nobody"}, ErrorCode.UNKNOWN_WATCHER),
-    ("delete_room", {"room": "g-none"}, ErrorCode.UNKNOWN_ROOM),
-    ("delete_room", {"room": LOBBY}, ErrorCode.CANNOT_LEAVE_LOBBY),
-    ("join", {"client": "g8.8", "room": "game"}, ErrorCode.UNKNOWN_CLIENT),
-    ("join", {"client": A, "room": LOBBY}, ErrorCode.ALREADY_MEMBER),
-    ("join", {"client": A, "room": "other"}, ErrorCode.ALREADY_MEMBER),
-    ("join", {"client": A, "room": "x" * 65}, ErrorCode.BAD_ROOM_NAME),
-    ("remove", {"client": A, "room": "g-none"}, ErrorCode.UNKNOWN_ROOM),
-    ("remove", {"client": A, "room": LOBBY}, ErrorCode.CANNOT_LEAVE_LOBBY),
-    ("remove", {"client": B, "room": "other"}, ErrorCode.NOT_MEMBER),
-    ("send_room", {"room": "g-none", "frame": b"{}"}, ErrorCode.UNKNOWN_ROOM),
-    ("send_clients", {"clients": ["g8.8"], "frame": b"{}"}, ErrorCode.UNKNOWN_CLIENT),
-    ("disconnect", {"client": "g8.8"}, ErrorCode.UNKNOWN_CLIENT),
-    ("query", {"what": "room", "room": "nope"}, ErrorCode.UNKNOWN_ROOM),
-    ("query", {"what": "client_rooms", "client": "g8.8"}, ErrorCode.UNKNOWN_CLIENT),
-    ("query", {"what": "everything"}, ErrorCode.BAD_COMMAND),
-    ("settings", {"room": "g-none", "settings": {}}, ErrorCode.UNKNOWN_ROOM),
-    ("settings", {"room": LOBBY, "settings": 5}, ErrorCode.BAD_COMMAND),
-    ("explode", {}, ErrorCode.BAD_COMMAND),
-    ("", {}, ErrorCode.BAD_COMMAND),
-    ("join", {"room": "game"}, ErrorCode.BAD_COMMAND),
-    ("join", {"client": A, "room": "game", "extra": 1}, ErrorCode.BAD_COMMAND),
-    ("query", {}, ErrorCode.BAD_COMMAND),
-    ("send_room", {"room": "other", "frame": b"{}", "exclude": 5}, ErrorCode.BAD_COMMAND),
+COMMANDS_THAT_SUCCEED: list[Command] = [
+    CreateRoom("g-1", settings={"player_limit": "2"}),
+    DeleteRoom("other"),
+    Join(B, "game"),
+    Remove(A, "other"),
+    SendRoom("other", b'{"action":"x"}'),
+    SendClients((A, B), b'{"action":"x"}'),
+    Disconnect(B),
+    Query(QueryWhat.ROOMS),
+    Settings("other", {"a": "1"}),
 ]
 
 
-@pytest.mark.parametrize(("op", "args", "code"), COMMAND_ERRORS,
-                         ids=[f"{op or 'empty'}-{code.value}-{i}"
-                              for i, (op, _, code) in enumerate(COMMAND_ERRORS)])
-def test_command_errors_get_exactly_one_reply(game: tuple[Mesh, RecordingOutbox], op: str,
-                                              args: dict[str, Any], code: ErrorCode) -> None:
+@pytest.mark.parametrize("command", COMMANDS_THAT_SUCCEED, ids=lambda c: type(c).__name__)
+def test_each_command_type_gets_one_successful_reply(game: tuple[Mesh, RecordingOutbox],
+                                                     command: Command) -> None:
+    mesh, out = game
+    mesh.command(W, 5, command)
+    assert reply_of(out, 5)[0] is None
+    assert out.calls[-1][0] == "reply"  # the reply comes after everything the command did
+
+
+def test_every_command_type_is_exercised() -> None:
+    assert {type(c) for c in COMMANDS_THAT_SUCCEED} == set(get_args(Command))
+
+
+COMMAND_ERRORS: list[tuple[Command, ErrorCode]] = [
+    (CreateRoom("g-" + "x" * 63), ErrorCode.BAD_ROOM_NAME),
+    (CreateRoom(""), ErrorCode.BAD_ROOM_NAME),
+    (CreateRoom(LOBBY), ErrorCode.ROOM_EXISTS),
+    (CreateRoom("other"), ErrorCode.ROOM_EXISTS),
+    (CreateRoom("g-1", watcher="nobody"), ErrorCode.UNKNOWN_WATCHER),
+    (DeleteRoom("g-none"), ErrorCode.UNKNOWN_ROOM),
+    (DeleteRoom(""), ErrorCode.BAD_ROOM_NAME),
+    (DeleteRoom(LOBBY), ErrorCode.CANNOT_LEAVE_LOBBY),
+    (Join("g8.8", "game"), ErrorCode.UNKNOWN_CLIENT),
+    (Join(A, LOBBY), ErrorCode.ALREADY_MEMBER),
+    (Join(A, "other"), ErrorCode.ALREADY_MEMBER),
+    (Join(A, "x" * 65), ErrorCode.BAD_ROOM_NAME),
+    (Remove(A, "g-none"), ErrorCode.UNKNOWN_ROOM),
+    (Remove(A, LOBBY), ErrorCode.CANNOT_LEAVE_LOBBY),
+    (Remove(B, "other"), ErrorCode.NOT_MEMBER),
+    (SendRoom("g-none", b"{}"), ErrorCode.UNKNOWN_ROOM),
+    (SendClients(("g8.8",), b"{}"), ErrorCode.UNKNOWN_CLIENT),
+    (Disconnect("g8.8"), ErrorCode.UNKNOWN_CLIENT),
+    (Query(QueryWhat.ROOM, room="nope"), ErrorCode.UNKNOWN_ROOM),
+    (Query(QueryWhat.CLIENT_ROOMS, client="g8.8"), ErrorCode.UNKNOWN_CLIENT),
+    (Settings("g-none", {}), ErrorCode.UNKNOWN_ROOM),
+]
+
+
+@pytest.mark.parametrize(("command", "code"), COMMAND_ERRORS,
+                         ids=[f"{type(c).__name__}-{code.value}-{i}"
+                              for i, (c, code) in enumerate(COMMAND_ERRORS)])
+def test_command_errors_get_exactly_one_reply(game: tuple[Mesh, RecordingOutbox], command: Command,
+                                              code: ErrorCode) -> None:
     mesh, out = game
     rooms_before = {name: room.view() for name, room in mesh.rooms.items()}
-    mesh.command(W, 42, op, **args)
+    mesh.command(W, 42, command)
     assert reply_of(out, 42)[0] == code
     assert out.calls == out.replies()  # nothing else happened
     assert {name: room.view() for name, room in mesh.rooms.items()} == rooms_before
 
 
+@dataclass(frozen=True, slots=True)
+class Explode:
+    room: str
+
+
+def test_a_value_that_is_not_a_command_raises(game: tuple[Mesh, RecordingOutbox]) -> None:
+    """A bug in the caller is not turned into a bad-command reply: the core knows every command type."""
+    mesh, out = game
+    with pytest.raises(AssertionError):
+        mesh.command(W, 1, Explode("game"))  # type: ignore[arg-type]
+    assert out.calls == []
+
+
 def test_not_member_on_remove(game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh, out = game
-    mesh.command(W, 1, "create_room", room="game")
-    mesh.command(W, 2, "remove", client=B, room="game")
+    mesh.command(W, 1, CreateRoom(room="game"))
+    mesh.command(W, 2, Remove(client=B, room="game"))
     assert reply_of(out, 2)[:2] == (ErrorCode.NOT_MEMBER, B)
 
 
 def test_room_exists_on_create(game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh, out = game
-    mesh.command(W, 1, "create_room", room="g-1")
-    mesh.command(W, 2, "create_room", room="g-1")
+    mesh.command(W, 1, CreateRoom(room="g-1"))
+    mesh.command(W, 2, CreateRoom(room="g-1"))
     assert reply_of(out, 2)[:2] == (ErrorCode.ROOM_EXISTS, "g-1")
     assert out.event_kinds() == [EventKind.ROOM_CREATED]
 
 
 def test_already_member_on_join(game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh, out = game
-    mesh.command(W, 1, "join", client=A, room="game")
-    mesh.command(W, 2, "join", client=A, room="game")
+    mesh.command(W, 1, Join(client=A, room="game"))
+    mesh.command(W, 2, Join(client=A, room="game"))
     assert reply_of(out, 2)[:2] == (ErrorCode.ALREADY_MEMBER, A)
 
 
@@ -1142,21 +1188,21 @@ def test_creating_a_room_another_live_watcher_claims_is_a_conflict(make: Make) -
     watcher(mesh, "w-prefix", "p", prefixes=("g-",))
     watcher(mesh, "w-exact", "e", rooms=("g-1",))
     out.clear()
-    mesh.command("w-prefix", 1, "create_room", room="g-1")
+    mesh.command("w-prefix", 1, CreateRoom(room="g-1"))
     assert out.replies()[0][3] == ErrorCode.CLAIM_CONFLICT and "g-1" not in mesh.rooms
-    mesh.command("w-exact", 2, "create_room", room="g-1")
+    mesh.command("w-exact", 2, CreateRoom(room="g-1"))
     assert out.replies()[1][3] is None and "g-1" in mesh.rooms
 
 
 def test_commands_act_on_unclaimed_rooms_with_the_built_in_notices(
         game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh, out = game
-    mesh.command(W, 1, "join", client=B, room="other")
+    mesh.command(W, 1, Join(client=B, room="other"))
     assert reply_of(out, 1)[0] is None
     assert [m["action"] for m in out.inbox(A)] == ["client-joined-room"]
     assert [m["action"] for m in out.inbox(B)] == ["client-joined-room"]
     out.clear()
-    mesh.command(W, 2, "remove", client=B, room="other")
+    mesh.command(W, 2, Remove(client=B, room="other"))
     assert reply_of(out, 2)[0] is None
     assert [m["action"] for m in out.inbox(A)] == ["client-left-room"]
     assert [m["action"] for m in out.inbox(B)] == ["client-left-room"]
@@ -1165,14 +1211,14 @@ def test_commands_act_on_unclaimed_rooms_with_the_built_in_notices(
 
 def test_a_created_room_belongs_to_its_creator(game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh, out = game
-    mesh.command(W, 1, "create_room", room="table-1", settings={"player_limit": "2"})
+    mesh.command(W, 1, CreateRoom(room="table-1", settings={"player_limit": "2"}))
     assert reply_of(out, 1)[0] is None
     assert mesh.rooms["table-1"].settings == {"player_limit": "2"}
     assert out.events() == [(EventKind.ROOM_CREATED, "", "table-1", W)]
     out.clear()
     send(mesh, A, "join-room", "table-1", rid=1)
     assert out.calls == [("to_watcher", W, A, "join-room", "table-1", b"{}", False, b"1")]
-    mesh.command(W, 2, "delete_room", room="table-1")
+    mesh.command(W, 2, DeleteRoom(room="table-1"))
     out.clear()
     send(mesh, A, "join-room", "table-1")  # deleted: no longer the watcher's
     assert members(mesh, "table-1") == [A]
@@ -1182,7 +1228,7 @@ def test_a_room_can_be_created_for_another_watcher_by_name(make: Make) -> None:
     mesh, out = make(A)
     watcher(mesh, "w-lobby", "lobby", rooms=(LOBBY,))
     watcher(mesh, "w-game", "game", rooms=("unused",))
-    mesh.command("w-lobby", 1, "create_room", room="abc", watcher="game")
+    mesh.command("w-lobby", 1, CreateRoom(room="abc", watcher="game"))
     assert out.replies()[-1][3] is None
     out.clear()
     send(mesh, A, "ready", "abc")
@@ -1203,14 +1249,14 @@ def test_a_hello_under_a_known_name_takes_over_at_once(make: Make) -> None:
     watcher(mesh, "w-new", "game", rooms=("game",))  # the old one has not timed out yet
     assert out.calls[0][0] == "welcome"
     assert set(mesh.watchers) == {"w-new"}
-    mesh.command("w-old", 1, "query", what="rooms")
+    mesh.command("w-old", 1, Query(what=QueryWhat.ROOMS))
     assert out.replies()[-1][3] == ErrorCode.UNKNOWN_WATCHER
 
 
 def test_an_assigned_room_conflicts_with_a_new_claim(make: Make) -> None:
     mesh, out = make(A)
     watcher(mesh, "w1", "one", rooms=("x",))
-    mesh.command("w1", 1, "create_room", room="mine")
+    mesh.command("w1", 1, CreateRoom(room="mine"))
     out.clear()
     watcher(mesh, "w2", "two", rooms=("mine",))
     assert [(c[0], c[3]) for c in out.calls] == [("reply", ErrorCode.CLAIM_CONFLICT)]
@@ -1226,7 +1272,7 @@ def test_commands_from_an_unknown_or_dead_watcher(make: Make, who: str) -> None:
     else:
         wid = "stranger"
     out.clear()
-    mesh.command(wid, 5, "create_room", room="game")
+    mesh.command(wid, 5, CreateRoom(room="game"))
     assert out.calls == [("reply", wid, 5, ErrorCode.UNKNOWN_WATCHER, "", ())]
 
 
@@ -1256,7 +1302,7 @@ def test_deleting_an_unclaimed_room_tells_its_members(game: tuple[Mesh, Recordin
     mesh, out = game
     join(mesh, B, "other")
     out.clear()
-    mesh.command(W, 1, "delete_room", room="other")
+    mesh.command(W, 1, DeleteRoom(room="other"))
     assert reply_of(out, 1)[0] is None and "other" not in mesh.rooms
     for client in (A, B):
         own = [m for m in out.inbox(client)
@@ -1269,9 +1315,9 @@ def test_a_dead_watchers_assigned_rooms_do_not_become_chat_rooms(make: Make) -> 
     """Once, a newcomer taking over a dead watcher's claims dropped the rooms assigned to it."""
     mesh, out = make(A, B)
     watcher(mesh, "w1", "one", rooms=("x",))
-    mesh.command("w1", 1, "create_room", room="table")
-    mesh.command("w1", 2, "join", client=A, room="table")
-    mesh.command("w1", 3, "join", client=B, room="table")
+    mesh.command("w1", 1, CreateRoom(room="table"))
+    mesh.command("w1", 2, Join(client=A, room="table"))
+    mesh.command("w1", 3, Join(client=B, room="table"))
     mesh.watcher_gone("w1")
     watcher(mesh, "w2", "two", rooms=("x",))  # takes over the dead watcher's claim on 'x'
     out.clear()

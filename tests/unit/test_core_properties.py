@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from meshstream_zmq import LOBBY
 from meshstream_zmq import protocol as proto
+from meshstream_zmq.commands import Command, CreateRoom, DeleteRoom, Join, Remove
 from meshstream_zmq.core import EventKind, gateway_of, valid_room_name
 
 from .outbox import decode, new_mesh
@@ -394,9 +395,9 @@ class MeshMachine(RuleBasedStateMachine):
         self.sent = 0
         assert sorted(v.name for v in views) == sorted(r for r in self.existing_rooms() if self.claimed(r))
 
-    def command(self, op: str, **args: Any) -> str | None:
+    def command(self, command: Command) -> str | None:
         self.start()
-        self.mesh.command(self.watcher_id, 7, op, **args)
+        self.mesh.command(self.watcher_id, 7, command)
         replies = self.out.replies()
         assert len(replies) == 1 and replies[0][1:3] == (self.watcher_id, 7), self.out.calls
         error = replies[0][3]
@@ -406,7 +407,7 @@ class MeshMachine(RuleBasedStateMachine):
 
     @rule(room=rooms)
     def cmd_create_room(self, room: str) -> None:
-        code = self.command("create_room", room=room)
+        code = self.command(CreateRoom(room))
         if not self.watcher_alive:
             assert code == "unknown-watcher"
         elif not valid_room_name(room):
@@ -421,7 +422,7 @@ class MeshMachine(RuleBasedStateMachine):
 
     @rule(room=rooms)
     def cmd_delete_room(self, room: str) -> None:
-        code = self.command("delete_room", room=room)
+        code = self.command(DeleteRoom(room))
         if not self.watcher_alive:
             assert code == "unknown-watcher"
         elif not valid_room_name(room):
@@ -440,7 +441,7 @@ class MeshMachine(RuleBasedStateMachine):
     @rule(client=clients, room=rooms)
     def cmd_join(self, client: str, room: str) -> None:
         claimed = self.claimed(room)
-        code = self.command("join", client=client, room=room)
+        code = self.command(Join(client, room))
         if not self.watcher_alive:
             assert code == "unknown-watcher"
         elif not valid_room_name(room):
@@ -460,7 +461,7 @@ class MeshMachine(RuleBasedStateMachine):
     @rule(client=clients, room=rooms)
     def cmd_remove(self, client: str, room: str) -> None:
         members = self.members_of(room)
-        code = self.command("remove", client=client, room=room)
+        code = self.command(Remove(client, room))
         if not self.watcher_alive:
             assert code == "unknown-watcher"
         elif not valid_room_name(room):

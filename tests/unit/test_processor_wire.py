@@ -1,14 +1,35 @@
-"""The hand-encoded GatewayOut ops (meshstream_zmq.wire) are exactly what protobuf would produce."""
+"""meshstream_zmq.wire: the hand-encoded GatewayOut ops are exactly what protobuf would
+produce, and every watcher Command decodes to its typed form (or to bad-command)."""
 
 from __future__ import annotations
 
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, get_args
 
 import pytest
 
+from meshstream_zmq import SERVER_SENDER, protocol
 from meshstream_zmq import meshstream_pb2 as pb
-from meshstream_zmq.wire import deliver_op, varint
-from services.processor import ZmqOutbox
+from meshstream_zmq.commands import (
+    Command,
+    CreateRoom,
+    DeleteRoom,
+    Disconnect,
+    Join,
+    Query,
+    QueryWhat,
+    Remove,
+    SendClients,
+    SendRoom,
+    Settings,
+)
+from meshstream_zmq.errors import ErrorCode
+from meshstream_zmq.wire import BadCommand, decode_command, deliver_op, varint
+from services.processor import Processor, ZmqOutbox
+
+from .outbox import new_mesh
+
+NO_FRAME = "message needs an action and a JSON object body"
 
 
 class FakePub:
@@ -78,3 +99,75 @@ def test_room_deliveries_of_every_size_match_protobuf(n: int) -> None:
     for room in ("r", "room-" + "x" * 120):
         expected = pb.GatewayOut(ops=[pb.GatewayOp(deliver=pb.Deliver(frame=frame, room=room))])
         assert deliver_op(frame, (), room, ()) == expected.SerializeToString()
+
+
+# ------------------------------------------------------------ watcher commands, decoded once
+
+MSG = pb.ClientMessage(action="say", body=b'{"x":1}', sender="bot")
+DECODED: list[tuple[pb.Command, Command]] = [
+    (pb.Command(create_room=pb.CreateRoom(room="g-1", watcher="game", settings={"limit": "2"})),
+     CreateRoom("g-1", "game", {"limit": "2"})),
+    (pb.Command(create_room=pb.CreateRoom(room="g-1")), CreateRoom("g-1")),
+    (pb.Command(delete_room=pb.RoomRef(room="g-1")), DeleteRoom("g-1")),
+    (pb.Command(join=pb.Membership(client="g1.1", room="r")), Join("g1.1", "r")),
+    (pb.Command(remove=pb.Membership(client="g1.1", room="r")), Remove("g1.1", "r")),
+    (pb.Command(send_room=pb.SendToRoom(room="r", message=MSG, exclude=["g1.1"])),
+     SendRoom("r", protocol.encode("say", "r", MSG.body, "bot"), ("g1.1",))),
+    (pb.Command(send_clients=pb.SendToClients(clients=["g1.1"], message=MSG)),
+     SendClients(("g1.1",), protocol.encode("say", "g1.1", MSG.body, "bot"))),
+    (pb.Command(send_clients=pb.SendToClients(clients=["g1.1", "g2.1"],
+                                              message=pb.ClientMessage(action="hi"))),
+     SendClients(("g1.1", "g2.1"), protocol.encode("hi", "", protocol.EMPTY_BODY, SERVER_SENDER))),
+    (pb.Command(disconnect=pb.CloseClient(client="g1.1", code=4100, reason="cheating")),
+     Disconnect("g1.1", 4100, "cheating")),
+    (pb.Command(disconnect=pb.CloseClient(client="g1.1")), Disconnect("g1.1")),
+    (pb.Command(query=pb.Query()), Query(QueryWhat.ROOMS)),
+    (pb.Command(query=pb.Query(what=pb.Query.ROOM, room="r")), Query(QueryWhat.ROOM, room="r")),
+    (pb.Command(query=pb.Query(what=pb.Query.CLIENT_ROOMS, client="g1.1")),
+     Query(QueryWhat.CLIENT_ROOMS, client="g1.1")),
+    (pb.Command(settings=pb.RoomSettings(room="r", settings={"a": "1"})), Settings("r", {"a": "1"})),
+]
+
+
+@pytest.mark.parametrize(("cmd", "expected"), DECODED,
+                         ids=[f"{c.WhichOneof('op')}-{i}" for i, (c, _) in enumerate(DECODED)])
+def test_decode_command(cmd: pb.Command, expected: Command) -> None:
+    assert decode_command(cmd) == expected
+
+
+def test_every_op_and_every_command_type_is_decoded_above() -> None:
+    ops = {f.name for f in pb.Command.DESCRIPTOR.oneofs_by_name["op"].fields}
+    assert {cmd.WhichOneof("op") for cmd, _ in DECODED} == ops
+    assert {type(command) for _, command in DECODED} == set(get_args(Command))
+
+
+@pytest.mark.parametrize(("cmd", "detail"), [
+    (pb.Command(id=3), "command has no op"),
+    (pb.Command(send_room=pb.SendToRoom(room="r", message=pb.ClientMessage(body=b"{}"))), NO_FRAME),
+    (pb.Command(send_room=pb.SendToRoom(room="r", message=pb.ClientMessage(action="a", body=b"[1]"))),
+     NO_FRAME),
+    (pb.Command(send_clients=pb.SendToClients(clients=["g1.1"],
+                                              message=pb.ClientMessage(action="a", body=b"{bad"))),
+     NO_FRAME),
+    (pb.Command(query=pb.Query(what=7)), "unknown query 7"),  # type: ignore[arg-type]
+], ids=["empty", "send-room-no-action", "send-room-not-object", "send-clients-bad-json", "query-7"])
+def test_undecodable_commands_get_bad_command(cmd: pb.Command, detail: str) -> None:
+    with pytest.raises(BadCommand, match=detail):
+        decode_command(cmd)
+    # What the processor makes of it: the documented reply, and the core never sees it.
+    mesh, out = new_mesh()
+    mesh.watcher_hello("w1", "game", [], ["g-"], 0.0)
+    out.clear()
+    processor = SimpleNamespace(out=out, mesh=mesh)
+    Processor.on_command(processor, "w1", cmd)  # type: ignore[arg-type]
+    assert out.calls == [("reply", "w1", cmd.id, ErrorCode.BAD_COMMAND, detail, ())]
+
+
+def test_the_processor_hands_decoded_commands_to_the_core() -> None:
+    mesh, out = new_mesh()
+    mesh.watcher_hello("w1", "game", [], ["g-"], 0.0)
+    out.clear()
+    processor = SimpleNamespace(out=out, mesh=mesh)
+    Processor.on_command(processor, "w1", pb.Command(id=9, create_room=pb.CreateRoom(room="g-1")))  # type: ignore[arg-type]
+    assert "g-1" in mesh.rooms and mesh.rooms["g-1"].keep
+    assert out.replies() == [("reply", "w1", 9, None, "", ())]
