@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol, assert_never
 
-from . import LOBBY
-from . import protocol as proto
+from . import LOBBY, protocol
 from .commands import (
     Command,
     CreateRoom,
@@ -96,7 +95,9 @@ class Outbox(Protocol):
 
 
 @dataclass(slots=True, eq=False)
-class Client:
+class ClientEntry:
+    """What the mesh knows of one connected client."""
+
     id: str
     gateway: str
     rooms: set[str] = field(default_factory=set)
@@ -116,7 +117,9 @@ class Room:
 
 
 @dataclass(slots=True, eq=False)
-class Gateway:
+class GatewayEntry:
+    """What the mesh knows of one gateway process: its slot, liveness and clients."""
+
     id: str
     index: int
     last_seen: float
@@ -124,7 +127,10 @@ class Gateway:
 
 
 @dataclass(slots=True, eq=False)
-class Watcher:
+class WatcherEntry:
+    """What the mesh knows of one watcher process: its claims, liveness and the client
+    frames forwarded to it but not yet acknowledged."""
+
     id: str
     name: str
     rooms: frozenset[str]
@@ -159,11 +165,11 @@ class Mesh:
         self.out = out
         self.gateway_timeout = gateway_timeout
         self.watcher_timeout = watcher_timeout
-        self.gateways: dict[str, Gateway] = {}
-        self.clients: dict[str, Client] = {}
+        self.gateways: dict[str, GatewayEntry] = {}
+        self.clients: dict[str, ClientEntry] = {}
         self.rooms: dict[str, Room] = {LOBBY: Room(LOBBY, keep=True)}
-        self.watchers: dict[str, Watcher] = {}
-        self._owners: dict[str, Watcher | None] = {}  # room -> owner, cleared on claim changes
+        self.watchers: dict[str, WatcherEntry] = {}
+        self._owners: dict[str, WatcherEntry | None] = {}  # room -> owner, cleared on claim changes
         self.event_seq = 0
 
     # ------------------------------------------------------------ gateways
@@ -219,10 +225,10 @@ class Mesh:
                 self.watcher_gone(watcher.id)
         return dead
 
-    def _gateway(self, gateway: str, now: float) -> Gateway:
+    def _gateway(self, gateway: str, now: float) -> GatewayEntry:
         gw = self.gateways.get(gateway)
         if gw is None:
-            gw = self.gateways[gateway] = Gateway(gateway, -1, now)
+            gw = self.gateways[gateway] = GatewayEntry(gateway, -1, now)
         gw.last_seen = now
         return gw
 
@@ -233,8 +239,8 @@ class Mesh:
         if client not in self.clients:
             self._connect(gw, client)
 
-    def _connect(self, gw: Gateway, client: str) -> None:
-        self.clients[client] = Client(client, gw.id)
+    def _connect(self, gw: GatewayEntry, client: str) -> None:
+        self.clients[client] = ClientEntry(client, gw.id)
         gw.clients.add(client)
         self._add_member(self.rooms[LOBBY], client, gw.id)
         self._event(EventKind.CLIENT_CONNECTED, client, "", self._owner_id(LOBBY))
@@ -253,7 +259,7 @@ class Mesh:
             gw.clients.discard(client)
         self._event(EventKind.CLIENT_DISCONNECTED, client, "", self._owner_id(LOBBY))
 
-    def client_frame(self, client: str, action: str, target: str, body: bytes = proto.EMPTY_BODY,
+    def client_frame(self, client: str, action: str, target: str, body: bytes = protocol.EMPTY_BODY,
                      is_target_client: bool = False, request_id: bytes = b"") -> None:
         """Route one validated client frame (see docs/protocol.md)."""
         if client not in self.clients:
@@ -287,21 +293,21 @@ class Mesh:
             return self._error(client, ErrorCode.LOBBY_READONLY, action, target, request_id)
         if client not in room.members:
             return self._error(client, ErrorCode.NOT_MEMBER, action, target, request_id)
-        frame = proto.encode(action, target, body, client)
+        frame = protocol.encode(action, target, body, client)
         if not request_id:
             self._broadcast(room, frame)
             return None
         # The sender's own copy is its acknowledgement: it alone carries the request id.
         self._broadcast(room, frame, exclude=(client,))
         self.out.deliver(self.clients[client].gateway,
-                         proto.encode(action, target, body, client, request_id=request_id),
+                         protocol.encode(action, target, body, client, request_id=request_id),
                          clients=(client,))
         return None
 
     def _join_request(self, client: str, target: str, body: bytes, request_id: bytes) -> None:
         name: object = target
         if target == LOBBY:  # the seed's form: {"target": "mesh-global", "message_body": {"roomname": …}}
-            name = proto.decode_body(body).get("roomname")
+            name = protocol.decode_body(body).get("roomname")
             if name == LOBBY or name is None:
                 return self._error(client, ErrorCode.ALREADY_MEMBER, "join-room", target, request_id)
         if not valid_room_name(name):
@@ -315,7 +321,7 @@ class Mesh:
         self._join(client, name, notify=True, mirror=True, request_id=request_id)
         return None
 
-    def _forward(self, owner: Watcher, client: str, action: str, target: str, body: bytes,
+    def _forward(self, owner: WatcherEntry, client: str, action: str, target: str, body: bytes,
                  is_target_client: bool, request_id: bytes) -> None:
         """Hand a frame to the room's watcher; kept until the watcher acknowledges it."""
         if owner.alive:
@@ -342,7 +348,7 @@ class Mesh:
         recipient = self.clients.get(target)
         if recipient is None:
             return self._error(client, ErrorCode.UNKNOWN_CLIENT, action, target, request_id)
-        frame = proto.encode(action, target, body, client, is_target_client=True)
+        frame = protocol.encode(action, target, body, client, is_target_client=True)
         self.out.deliver(recipient.gateway, frame, clients=(target,))
         return None
 
@@ -359,10 +365,10 @@ class Mesh:
         if mirror:
             self.out.membership(gateway, client, name, True)
         if notify and self._owner(name) is None:
-            body = proto.encode_body({"client": client, "room": name})
-            frame = proto.encode("client-joined-room", name, body, client)
+            body = protocol.encode_body({"client": client, "room": name})
+            frame = protocol.encode("client-joined-room", name, body, client)
             self._broadcast(room, frame, exclude=(client,))
-            self.out.deliver(gateway, proto.encode("client-joined-room", name, body, client,
+            self.out.deliver(gateway, protocol.encode("client-joined-room", name, body, client,
                                                    request_id=request_id), clients=(client,))
         self._event(EventKind.CLIENT_JOINED_ROOM, client, name, self._owner_id(name))
         return room
@@ -372,11 +378,11 @@ class Mesh:
         room = self.rooms[name]
         gateway = self.clients[client].gateway
         if notify and self._owner(name) is None:
-            body = proto.encode_body({"client": client, "room": name})
-            self._broadcast(room, proto.encode("client-left-room", name, body, client),
+            body = protocol.encode_body({"client": client, "room": name})
+            self._broadcast(room, protocol.encode("client-left-room", name, body, client),
                             exclude=(client,))
             if mirror:  # still connected: it hears of its own leave
-                self.out.deliver(gateway, proto.encode("client-left-room", name, body, client,
+                self.out.deliver(gateway, protocol.encode("client-left-room", name, body, client,
                                                        request_id=request_id), clients=(client,))
         self._remove_member(room, client, gateway)
         if mirror:
@@ -417,12 +423,12 @@ class Mesh:
 
     def _reply(self, client: str, action: str, target: str, body: dict[str, object],
                request_id: bytes) -> None:
-        frame = proto.encode(action, target, proto.encode_body(body), request_id=request_id)
+        frame = protocol.encode(action, target, protocol.encode_body(body), request_id=request_id)
         self.out.deliver(gateway_of(client), frame, clients=(client,))
 
     def _error(self, client: str, code: ErrorCode, action: str, target: str,
                request_id: bytes) -> None:
-        frame = proto.error(code, action=action, target=target, request_id=request_id)
+        frame = protocol.error(code, action=action, target=target, request_id=request_id)
         self.out.deliver(gateway_of(client), frame, clients=(client,))
 
     def _event(self, kind: EventKind, client: str, room: str, watcher: str) -> None:
@@ -431,7 +437,7 @@ class Mesh:
 
     # ------------------------------------------------------------ watchers
 
-    def _owner(self, room: str) -> Watcher | None:
+    def _owner(self, room: str) -> WatcherEntry | None:
         """The watcher claiming `room` (cached: asked for every client frame)."""
         try:
             return self._owners[room]
@@ -445,11 +451,11 @@ class Mesh:
     def _claims_changed(self) -> None:
         self._owners.clear()
 
-    def _find_owner(self, room: str) -> Watcher | None:
+    def _find_owner(self, room: str) -> WatcherEntry | None:
         """An exact claim first, then the longest prefix; a live watcher before a dead one
         with the same claim. Dead claims still count: the room stays its watcher's
         (answering watcher-unavailable) until replaced."""
-        best: Watcher | None = None
+        best: WatcherEntry | None = None
         best_rank = (-1, False)
         for watcher in self.watchers.values():
             if room in watcher.rooms or room in watcher.assigned:
@@ -495,7 +501,7 @@ class Mesh:
                 assigned |= other.assigned
                 del self.watchers[other.id]
         self._claims_changed()
-        w = self.watchers[watcher] = Watcher(watcher, name, rooms_set, tuple(prefixes), now,
+        w = self.watchers[watcher] = WatcherEntry(watcher, name, rooms_set, tuple(prefixes), now,
                                              assigned={r for r in assigned if r in self.rooms})
         views = [r.view() for r in self.rooms.values() if w.claims(r.name)]
         self.out.welcome(watcher, views)
@@ -511,7 +517,7 @@ class Mesh:
                 w.unacked.popleft()
         return True
 
-    def _unconfirmed(self, w: Watcher) -> None:
+    def _unconfirmed(self, w: WatcherEntry) -> None:
         """Frames the watcher never confirmed may be lost with it: tell their senders."""
         for _, client, action, target, request_id in w.unacked:
             if client in self.clients:
@@ -573,7 +579,7 @@ class Mesh:
             return ErrorCode.UNKNOWN_ROOM, room
         return None
 
-    def _cmd_create_room(self, w: Watcher, c: CreateRoom) -> CommandResult:
+    def _cmd_create_room(self, w: WatcherEntry, c: CreateRoom) -> CommandResult:
         """Create a room that lives while empty; `c.watcher` (a name) is given the room."""
         room = c.room
         bad = self._room_arg(room, exists=False)

@@ -14,8 +14,7 @@ from typing import Any, get_args
 
 import pytest
 
-from meshstream_zmq import LOBBY, SERVER_SENDER
-from meshstream_zmq import protocol as proto
+from meshstream_zmq import LOBBY, SERVER_SENDER, protocol
 from meshstream_zmq.commands import (
     Command,
     CreateRoom,
@@ -64,7 +63,7 @@ def send(mesh: Mesh, client: str, action: str, target: str = "", body: dict[str,
          *, to_client: bool = False, rid: Any = None) -> None:
     """A client frame as the gateway hands it over: body and id already JSON text."""
     mesh.client_frame(client, action, target,
-                      proto.encode_body(body) if body else proto.EMPTY_BODY,
+                      protocol.encode_body(body) if body else protocol.EMPTY_BODY,
                       to_client, b"" if rid is None else json.dumps(rid).encode())
 
 
@@ -1029,7 +1028,7 @@ def test_send_room_is_one_delivery_per_gateway_with_exclusions(game: tuple[Mesh,
     for client in (A, A2, B):
         mesh.command(W, 0, Join(client=client, room="game"))
     out.clear()
-    frame = proto.encode("bot", "game", b'{"m":1}', "bot-of-the-room")
+    frame = protocol.encode("bot", "game", b'{"m":1}', "bot-of-the-room")
     mesh.command(W, 1, SendRoom(room="game", frame=frame, exclude=(A,)))
     assert reply_of(out, 1)[0] is None
     assert sorted((d[1], d[4], d[5]) for d in out.deliveries()) == [("g1", "game", (A,)),
@@ -1041,7 +1040,7 @@ def test_send_clients_groups_by_gateway(game: tuple[Mesh, RecordingOutbox]) -> N
     mesh, out = game
     mesh.client_connected(A2, 0.0)
     out.clear()
-    frame = proto.encode("know-yourself", A, b"{}", "bot", is_target_client=True)
+    frame = protocol.encode("know-yourself", A, b"{}", "bot", is_target_client=True)
     mesh.command(W, 1, SendClients(clients=(A, B, A2), frame=frame))
     assert reply_of(out, 1)[0] is None
     assert sorted((d[1], d[3]) for d in out.deliveries()) == [("g1", (A, A2)), ("g2", (B,))]

@@ -17,8 +17,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from meshstream_zmq import LOBBY
-from meshstream_zmq import protocol as proto
+from meshstream_zmq import LOBBY, protocol
 from meshstream_zmq.commands import Command, CreateRoom, DeleteRoom, Join, Remove
 from meshstream_zmq.core import EventKind, gateway_of, valid_room_name
 
@@ -102,7 +101,7 @@ class MeshMachine(RuleBasedStateMachine):
         self.start()
         rid = self.next_rid()
         self.mesh.client_frame(client, action, target,
-                               proto.encode_body(body) if body else proto.EMPTY_BODY, to_client,
+                               protocol.encode_body(body) if body else protocol.EMPTY_BODY, to_client,
                                str(rid).encode())
         return rid
 

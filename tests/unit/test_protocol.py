@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshstream_zmq import SERVER_SENDER
-from meshstream_zmq import protocol as proto
+from meshstream_zmq import SERVER_SENDER, protocol
 from meshstream_zmq.errors import ErrorCode
 
 from .outbox import decode
@@ -20,9 +19,9 @@ def frame(**fields: Any) -> str:
     return json.dumps(fields)
 
 
-def inbound(text: str) -> proto.Inbound:
-    parsed = proto.parse(text)
-    assert isinstance(parsed, proto.Inbound), parsed
+def inbound(text: str) -> protocol.Inbound:
+    parsed = protocol.parse(text)
+    assert isinstance(parsed, protocol.Inbound), parsed
     return parsed
 
 
@@ -32,29 +31,29 @@ def inbound(text: str) -> proto.Inbound:
 @pytest.mark.parametrize("text", ["", " ", "{", "not json", "{'action': 'a'}", '{"action": "a",}',
                                   '{"action": "a"} {}', "\x00"])
 def test_bad_json(text: str) -> None:
-    assert proto.parse(text) == proto.Rejected(ErrorCode.BAD_JSON)
+    assert protocol.parse(text) == protocol.Rejected(ErrorCode.BAD_JSON)
 
 
 @pytest.mark.parametrize("text", ["[]", '[{"action": "a"}]', "1", '"join-room"', "null", "true"])
 def test_not_an_object(text: str) -> None:
-    assert proto.parse(text) == proto.Rejected(ErrorCode.NOT_OBJECT)
+    assert protocol.parse(text) == protocol.Rejected(ErrorCode.NOT_OBJECT)
 
 
 @pytest.mark.parametrize(("fields", "expected"), [
-    ({}, proto.Rejected(ErrorCode.MISSING_ACTION)),
-    ({"action": None}, proto.Rejected(ErrorCode.MISSING_ACTION)),
-    ({"target": "r", "id": 4}, proto.Rejected(ErrorCode.MISSING_ACTION, target="r", request_id=b"4")),
-    ({"message_body": {"roomname": "r"}}, proto.Rejected(ErrorCode.MISSING_ACTION)),
+    ({}, protocol.Rejected(ErrorCode.MISSING_ACTION)),
+    ({"action": None}, protocol.Rejected(ErrorCode.MISSING_ACTION)),
+    ({"target": "r", "id": 4}, protocol.Rejected(ErrorCode.MISSING_ACTION, target="r", request_id=b"4")),
+    ({"message_body": {"roomname": "r"}}, protocol.Rejected(ErrorCode.MISSING_ACTION)),
 ])
-def test_missing_action(fields: dict[str, Any], expected: proto.Rejected) -> None:
-    assert proto.parse(frame(**fields)) == expected
+def test_missing_action(fields: dict[str, Any], expected: protocol.Rejected) -> None:
+    assert protocol.parse(frame(**fields)) == expected
 
 
 @pytest.mark.parametrize("action", [5, 1.5, True, [], ["join-room"], {}, {"a": 1}, "", "a" * 65],
                          ids=["int", "float", "bool", "empty-list", "list", "empty-object", "object",
                               "empty", "65-chars"])
 def test_bad_action(action: Any) -> None:
-    assert proto.parse(frame(action=action, target="r", id="x")) == proto.Rejected(
+    assert protocol.parse(frame(action=action, target="r", id="x")) == protocol.Rejected(
         ErrorCode.BAD_ACTION, target="r", request_id=b'"x"')
 
 
@@ -68,30 +67,30 @@ def test_action_length_counts_characters_not_bytes() -> None:
 
 @pytest.mark.parametrize("target", [5, True, False, [], ["r"], {"room": "r"}])
 def test_bad_target(target: Any) -> None:
-    assert proto.parse(frame(action="a", target=target, id=2)) == proto.Rejected(
+    assert protocol.parse(frame(action="a", target=target, id=2)) == protocol.Rejected(
         ErrorCode.BAD_TARGET, request_id=b"2")
 
 
 @pytest.mark.parametrize("body", [[], [{"a": 1}], "text", "", 5, 0, True, False])
 def test_bad_body(body: Any) -> None:
-    assert proto.parse(frame(action="say", target="r", message_body=body, id="i")) == proto.Rejected(
+    assert protocol.parse(frame(action="say", target="r", message_body=body, id="i")) == protocol.Rejected(
         ErrorCode.BAD_BODY, "say", "r", b'"i"')
 
 
 @pytest.mark.parametrize("rid", [True, False, None, {}, {"n": 1}, [], [1]],
                          ids=["true", "false", "null", "empty-object", "object", "empty-list", "list"])
 def test_bad_id(rid: Any) -> None:
-    assert proto.parse(frame(action="a", target="r", id=rid)) == proto.Rejected(ErrorCode.BAD_ID)
+    assert protocol.parse(frame(action="a", target="r", id=rid)) == protocol.Rejected(ErrorCode.BAD_ID)
 
 
 def test_a_bad_id_is_reported_before_anything_else() -> None:
-    assert proto.parse(frame(id=True, target=5)) == proto.Rejected(ErrorCode.BAD_ID)
+    assert protocol.parse(frame(id=True, target=5)) == protocol.Rejected(ErrorCode.BAD_ID)
 
 
 def test_rejections_carry_what_is_known_for_the_error_reply() -> None:
-    rejected = proto.parse(frame(action="say", target="r", message_body=[1], id=9))
-    assert isinstance(rejected, proto.Rejected)
-    reply = decode(proto.error(rejected.code, action=rejected.action, target=rejected.target,
+    rejected = protocol.parse(frame(action="say", target="r", message_body=[1], id=9))
+    assert isinstance(rejected, protocol.Rejected)
+    reply = decode(protocol.error(rejected.code, action=rejected.action, target=rejected.target,
                                request_id=rejected.request_id))
     assert reply == {"action": "error", "target": "r", "sender": SERVER_SENDER, "id": 9,
                      "message_body": {"code": "bad-body", "message": ErrorCode.BAD_BODY.message,
@@ -104,16 +103,16 @@ def test_rejections_carry_what_is_known_for_the_error_reply() -> None:
 def test_a_full_frame() -> None:
     parsed = inbound(frame(action="send-message", target="r", message_body={"text": "hi", "n": [1, 2]},
                            id="req-1", IsTargetClient=False))
-    assert parsed == proto.Inbound("send-message", "r", b'{"text":"hi","n":[1,2]}', False, b'"req-1"')
+    assert parsed == protocol.Inbound("send-message", "r", b'{"text":"hi","n":[1,2]}', False, b'"req-1"')
 
 
 def test_only_action_is_required() -> None:
-    assert inbound(frame(action="list-rooms")) == proto.Inbound("list-rooms", "", b"{}", False, b"")
+    assert inbound(frame(action="list-rooms")) == protocol.Inbound("list-rooms", "", b"{}", False, b"")
 
 
 @pytest.mark.parametrize("body", [None, {}], ids=["null", "empty"])
 def test_an_absent_null_or_empty_body_is_an_empty_object(body: Any) -> None:
-    assert inbound(frame(action="a", message_body=body)).body == proto.EMPTY_BODY
+    assert inbound(frame(action="a", message_body=body)).body == protocol.EMPTY_BODY
 
 
 def test_a_null_target_is_no_target() -> None:
@@ -133,7 +132,7 @@ def test_a_sender_from_the_client_is_dropped() -> None:
 
 def test_unknown_fields_are_ignored() -> None:
     parsed = inbound(frame(action="a", extra={"x": 1}, roomname="r"))
-    assert parsed == proto.Inbound("a", "", b"{}", False, b"")
+    assert parsed == protocol.Inbound("a", "", b"{}", False, b"")
 
 
 @pytest.mark.parametrize(("rid", "raw"), [
@@ -149,7 +148,7 @@ def test_unknown_fields_are_ignored() -> None:
 def test_the_id_is_kept_as_raw_json(rid: Any, raw: bytes) -> None:
     parsed = inbound(frame(action="a", id=rid))
     assert parsed.request_id == raw
-    echoed = decode(proto.encode("reply", "", request_id=parsed.request_id))
+    echoed = decode(protocol.encode("reply", "", request_id=parsed.request_id))
     assert echoed["id"] == rid and type(echoed["id"]) is type(rid)
 
 
@@ -168,71 +167,71 @@ def test_is_target_client_is_case_sensitive() -> None:
 
 
 def test_encode_has_exactly_the_envelope_fields() -> None:
-    out = proto.encode("send-message", "r", b'{"text":"hi"}', "g1.1")
+    out = protocol.encode("send-message", "r", b'{"text":"hi"}', "g1.1")
     assert decode(out) == {"action": "send-message", "target": "r", "message_body": {"text": "hi"},
                            "sender": "g1.1"}
     assert b"\n" not in out
 
 
 def test_encode_defaults() -> None:
-    assert decode(proto.encode("room-list", "")) == {"action": "room-list", "target": "",
+    assert decode(protocol.encode("room-list", "")) == {"action": "room-list", "target": "",
                                                      "message_body": {}, "sender": SERVER_SENDER}
-    assert decode(proto.encode("a", "r", b"")) ["message_body"] == {}
+    assert decode(protocol.encode("a", "r", b"")) ["message_body"] == {}
 
 
 def test_encode_with_is_target_client_and_id() -> None:
-    out = decode(proto.encode("dm", "g2.1", b"{}", "g1.1", is_target_client=True, request_id=b'"q"'))
+    out = decode(protocol.encode("dm", "g2.1", b"{}", "g1.1", is_target_client=True, request_id=b'"q"'))
     assert out == {"action": "dm", "target": "g2.1", "message_body": {}, "sender": "g1.1",
                    "IsTargetClient": True, "id": "q"}
 
 
 def test_encode_escapes_strings() -> None:
     tricky = 'a"b\\c\nd\u2028é😀</script>'
-    out = proto.encode(tricky, tricky, b"{}", tricky)
+    out = protocol.encode(tricky, tricky, b"{}", tricky)
     assert b"\n" not in out  # frames are newline-separated
     assert decode(out) == {"action": tricky, "target": tricky, "message_body": {}, "sender": tricky}
 
 
 def test_encode_stays_right_past_its_caches() -> None:
     """encode() caches encoded heads and senders; filling and emptying them changes no output."""
-    for n in range(proto._CACHE_MAX + 50):
-        out = proto.encode("a", f"r{n}", b'{"n":%d}' % n, f"g1.{n}", request_id=b"%d" % n)
-        if n % 997 == 0 or n >= proto._CACHE_MAX:
+    for n in range(protocol._CACHE_MAX + 50):
+        out = protocol.encode("a", f"r{n}", b'{"n":%d}' % n, f"g1.{n}", request_id=b"%d" % n)
+        if n % 997 == 0 or n >= protocol._CACHE_MAX:
             assert decode(out) == {"action": "a", "target": f"r{n}", "message_body": {"n": n},
                                    "sender": f"g1.{n}", "id": n}
-    first = proto.encode("x", "t", b"{}", "s", is_target_client=True)
-    again = proto.encode("x", "t", b"{}", "s")
+    first = protocol.encode("x", "t", b"{}", "s", is_target_client=True)
+    again = protocol.encode("x", "t", b"{}", "s")
     assert decode(first)["IsTargetClient"] is True and "IsTargetClient" not in decode(again)
 
 
 def test_encode_body() -> None:
-    assert proto.encode_body({"client": "g1.1", "room": "é"}) == '{"client":"g1.1","room":"é"}'.encode()
+    assert protocol.encode_body({"client": "g1.1", "room": "é"}) == '{"client":"g1.1","room":"é"}'.encode()
 
 
 # ====================================================================== error frames
 
 
 def test_error_shape_with_action_and_id() -> None:
-    out = decode(proto.error(ErrorCode.UNKNOWN_ROOM, action="send-message", target="r", request_id=b"5"))
+    out = decode(protocol.error(ErrorCode.UNKNOWN_ROOM, action="send-message", target="r", request_id=b"5"))
     assert out == {"action": "error", "target": "r", "sender": SERVER_SENDER, "id": 5,
                    "message_body": {"code": "unknown-room", "message": "no such room",
                                     "action": "send-message"}}
 
 
 def test_error_shape_without_action_or_id() -> None:
-    out = decode(proto.error(ErrorCode.BAD_JSON))
+    out = decode(protocol.error(ErrorCode.BAD_JSON))
     assert out == {"action": "error", "target": "", "sender": SERVER_SENDER,
                    "message_body": {"code": "bad-json", "message": ErrorCode.BAD_JSON.message}}
 
 
 def test_error_detail_replaces_the_message() -> None:
-    out = decode(proto.error(ErrorCode.RATE_LIMITED, detail="slow down"))
+    out = decode(protocol.error(ErrorCode.RATE_LIMITED, detail="slow down"))
     assert out["message_body"] == {"code": "rate-limited", "message": "slow down"}
 
 
 @pytest.mark.parametrize("code", list(ErrorCode), ids=[c.value for c in ErrorCode])
 def test_every_error_code_makes_a_valid_frame(code: ErrorCode) -> None:
-    out = decode(proto.error(code, action="x", request_id=b'"r"'))
+    out = decode(protocol.error(code, action="x", request_id=b'"r"'))
     assert out["message_body"]["code"] == code.value and out["message_body"]["message"]
 
 
@@ -255,18 +254,18 @@ envelope_keys = st.sampled_from(["action", "target", "message_body", "id", "IsTa
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200))
 def test_parse_never_raises_on_any_text(text: str) -> None:
-    assert isinstance(proto.parse(text), (proto.Inbound, proto.Rejected))
+    assert isinstance(protocol.parse(text), (protocol.Inbound, protocol.Rejected))
 
 
 @settings(max_examples=120, deadline=None)
 @given(st.dictionaries(envelope_keys | st.text(max_size=5), json_values, max_size=6))
 def test_parse_never_raises_and_accepted_frames_encode_to_valid_json(fields: dict[str, Any]) -> None:
-    parsed = proto.parse(json.dumps(fields))
-    if isinstance(parsed, proto.Rejected):
-        decode(proto.error(parsed.code, action=parsed.action, target=parsed.target,
+    parsed = protocol.parse(json.dumps(fields))
+    if isinstance(parsed, protocol.Rejected):
+        decode(protocol.error(parsed.code, action=parsed.action, target=parsed.target,
                            request_id=parsed.request_id))
         return
-    out = proto.encode(parsed.action, parsed.target, parsed.body, "g1.1",
+    out = protocol.encode(parsed.action, parsed.target, parsed.body, "g1.1",
                        is_target_client=parsed.is_target_client, request_id=parsed.request_id)
     assert b"\n" not in out
     message = decode(out)
@@ -291,7 +290,7 @@ def test_a_valid_envelope_round_trips(action: str, target: str, body: dict[str, 
     parsed = inbound(json.dumps(fields, ensure_ascii=False))
     assert (parsed.action, parsed.target, parsed.is_target_client) == (action, target, to_client)
     assert json.loads(parsed.body) == body
-    message = decode(proto.encode(parsed.action, parsed.target, parsed.body, "s",
+    message = decode(protocol.encode(parsed.action, parsed.target, parsed.body, "s",
                                   is_target_client=parsed.is_target_client, request_id=parsed.request_id))
     expected: dict[str, Any] = {"action": action, "target": target, "message_body": body, "sender": "s"}
     if to_client:
@@ -305,10 +304,10 @@ def test_a_valid_envelope_round_trips(action: str, target: str, body: dict[str, 
 
 
 def _accepted_frames_are_strict_json(text: str) -> None:
-    parsed = proto.parse(text)
-    if isinstance(parsed, proto.Rejected):
+    parsed = protocol.parse(text)
+    if isinstance(parsed, protocol.Rejected):
         return
-    decode(proto.encode(parsed.action, parsed.target, parsed.body, "g1.1",
+    decode(protocol.encode(parsed.action, parsed.target, parsed.body, "g1.1",
                         request_id=parsed.request_id))
 
 
@@ -322,14 +321,14 @@ def _accepted_frames_are_strict_json(text: str) -> None:
     '{"action":"a","message_body":{"x":-1e999}}',
 ])
 def test_non_json_numbers_are_rejected(text: str) -> None:
-    parsed = proto.parse(text)
-    assert isinstance(parsed, proto.Rejected) and parsed.code is ErrorCode.BAD_JSON
+    parsed = protocol.parse(text)
+    assert isinstance(parsed, protocol.Rejected) and parsed.code is ErrorCode.BAD_JSON
 
 
 def test_fields_the_server_ignores_may_hold_any_number() -> None:
     """Only what is forwarded (message_body, id) must be readable by every client."""
-    parsed = proto.parse('{"action":"a","target":"r","extra":1e400,"message_body":{"t":1.5}}')
-    assert isinstance(parsed, proto.Inbound) and parsed.body == b'{"t":1.5}'
+    parsed = protocol.parse('{"action":"a","target":"r","extra":1e400,"message_body":{"t":1.5}}')
+    assert isinstance(parsed, protocol.Inbound) and parsed.body == b'{"t":1.5}'
     _accepted_frames_are_strict_json('{"action":"a","extra":1e400}')
 
 
@@ -341,8 +340,8 @@ def test_fields_the_server_ignores_may_hold_any_number() -> None:
     '{"action":"a","target":"r\\udc00"}',
 ])
 def test_lone_surrogates_are_rejected_not_raised(text: str) -> None:
-    parsed = proto.parse(text)
-    if isinstance(parsed, proto.Inbound):
+    parsed = protocol.parse(text)
+    if isinstance(parsed, protocol.Inbound):
         parsed.action.encode()
         parsed.target.encode()
     _accepted_frames_are_strict_json(text)
@@ -352,4 +351,4 @@ def test_lone_surrogates_are_rejected_not_raised(text: str) -> None:
                                       (b"[]", False), (b'{"x":NaN}', False), (b'{"x":1e400}', False),
                                       (b"{", False), (b'{"x":"\\ud800"}', True), (b"\xff", False)])
 def test_watcher_bodies_must_be_json_objects_clients_can_read(body: bytes, ok: bool) -> None:
-    assert proto.is_json_object(body) is ok
+    assert protocol.is_json_object(body) is ok
