@@ -369,7 +369,7 @@ class Mesh:
             frame = protocol.encode("client-joined-room", name, body, client)
             self._broadcast(room, frame, exclude=(client,))
             self.out.deliver(gateway, protocol.encode("client-joined-room", name, body, client,
-                                                   request_id=request_id), clients=(client,))
+                                                      request_id=request_id), clients=(client,))
         self._event(EventKind.CLIENT_JOINED_ROOM, client, name, self._owner_id(name))
         return room
 
@@ -383,7 +383,7 @@ class Mesh:
                             exclude=(client,))
             if mirror:  # still connected: it hears of its own leave
                 self.out.deliver(gateway, protocol.encode("client-left-room", name, body, client,
-                                                       request_id=request_id), clients=(client,))
+                                                          request_id=request_id), clients=(client,))
         self._remove_member(room, client, gateway)
         if mirror:
             self.out.membership(gateway, client, name, False)

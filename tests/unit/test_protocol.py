@@ -91,7 +91,7 @@ def test_rejections_carry_what_is_known_for_the_error_reply() -> None:
     rejected = protocol.parse(frame(action="say", target="r", message_body=[1], id=9))
     assert isinstance(rejected, protocol.Rejected)
     reply = decode(protocol.error(rejected.code, action=rejected.action, target=rejected.target,
-                               request_id=rejected.request_id))
+                                  request_id=rejected.request_id))
     assert reply == {"action": "error", "target": "r", "sender": SERVER_SENDER, "id": 9,
                      "message_body": {"code": "bad-body", "message": ErrorCode.BAD_BODY.message,
                                       "action": "say"}}
@@ -175,7 +175,7 @@ def test_encode_has_exactly_the_envelope_fields() -> None:
 
 def test_encode_defaults() -> None:
     assert decode(protocol.encode("room-list", "")) == {"action": "room-list", "target": "",
-                                                     "message_body": {}, "sender": SERVER_SENDER}
+                                                        "message_body": {}, "sender": SERVER_SENDER}
     assert decode(protocol.encode("a", "r", b"")) ["message_body"] == {}
 
 
@@ -263,10 +263,10 @@ def test_parse_never_raises_and_accepted_frames_encode_to_valid_json(fields: dic
     parsed = protocol.parse(json.dumps(fields))
     if isinstance(parsed, protocol.Rejected):
         decode(protocol.error(parsed.code, action=parsed.action, target=parsed.target,
-                           request_id=parsed.request_id))
+                              request_id=parsed.request_id))
         return
     out = protocol.encode(parsed.action, parsed.target, parsed.body, "g1.1",
-                       is_target_client=parsed.is_target_client, request_id=parsed.request_id)
+                          is_target_client=parsed.is_target_client, request_id=parsed.request_id)
     assert b"\n" not in out
     message = decode(out)
     assert message["action"] == fields["action"]
@@ -291,7 +291,7 @@ def test_a_valid_envelope_round_trips(action: str, target: str, body: dict[str, 
     assert (parsed.action, parsed.target, parsed.is_target_client) == (action, target, to_client)
     assert json.loads(parsed.body) == body
     message = decode(protocol.encode(parsed.action, parsed.target, parsed.body, "s",
-                                  is_target_client=parsed.is_target_client, request_id=parsed.request_id))
+                                     is_target_client=parsed.is_target_client, request_id=parsed.request_id))
     expected: dict[str, Any] = {"action": action, "target": target, "message_body": body, "sender": "s"}
     if to_client:
         expected["IsTargetClient"] = True
@@ -308,7 +308,7 @@ def _accepted_frames_are_strict_json(text: str) -> None:
     if isinstance(parsed, protocol.Rejected):
         return
     decode(protocol.encode(parsed.action, parsed.target, parsed.body, "g1.1",
-                        request_id=parsed.request_id))
+                           request_id=parsed.request_id))
 
 
 @pytest.mark.parametrize("text", [
