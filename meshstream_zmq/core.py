@@ -355,7 +355,7 @@ class Mesh:
     # ------------------------------------------------------------ membership
 
     def _join(self, client: str, name: str, *, notify: bool, mirror: bool,
-              request_id: bytes = b"") -> Room:
+              request_id: bytes = b"") -> None:
         room = self.rooms.get(name)
         if room is None:
             room = self.rooms[name] = Room(name, maker=client)
@@ -371,7 +371,6 @@ class Mesh:
             self.out.deliver(gateway, protocol.encode("client-joined-room", name, body, client,
                                                       request_id=request_id), clients=(client,))
         self._event(EventKind.CLIENT_JOINED_ROOM, client, name, self._owner_id(name))
-        return room
 
     def _leave(self, client: str, name: str, *, notify: bool, mirror: bool = True,
                request_id: bytes = b"") -> None:
