@@ -4,6 +4,7 @@
     sampling.py        /proc: process trees, CPU ticks, RSS, listening ports
     report.py          medians, ratios, tables, the JSON results file
     run.py             `python -m bench.run` (`make bench`): wires the above
+    pipeline_floor.py  the bare PUSH -> PULL -> PUB -> SUB round trip's CPU per message
     processor_bench.py the processor alone, envelopes per second
     loadgen.py         a small Python load generator, when the harness or Node is missing
 """

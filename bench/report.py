@@ -1,6 +1,6 @@
 """What `make bench` prints and keeps: per-target medians, meshstream's ratios to its peers
-and to the issue's targets, a per-process table, and every raw run in
-bench-results/bench-<time>.json."""
+and to the issue's targets, a per-process table, the pipeline floor beside the chat
+figures, and every raw run in bench-results/bench-<time>.json."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ COLUMNS = {
                ("srv%", "srv_util"), ("lgELU", "lg_elu"), ("rssMB", "rss_peak_mb")],
     "chat": [("sent", "sent"), ("deliv", "received"), ("deliv/s", "deliveries_per_s"),
              ("p50ms", "p50_ms"), ("p99ms", "p99_ms"), ("maxms", "max_ms"), ("lost", "lost"),
-             ("cpu_s", "cpu_s"), ("srv%", "srv_util"), ("lgELU", "lg_elu"), ("rssMB", "rss_peak_mb")],
+             ("cpu_s", "cpu_s"), ("us/msg", "cpu_us_per_msg"), ("srv%", "srv_util"),
+             ("lgELU", "lg_elu"), ("rssMB", "rss_peak_mb")],
     "idle": [("conns", "conns"), ("ok", "connected"), ("joined", "joins_confirmed"),
              ("open", "still_open"), ("conn_s", "connect_s"), ("join_s", "join_s"),
              ("baseMB", "rss_base_mb"), ("holdMB", "rss_hold_mb"), ("KB/conn", "kb_per_conn"),
@@ -66,7 +67,30 @@ def run_summary(scenario: str, res: dict[str, Any]) -> str:
     return ", ".join(f"{c}={fmt(res.get(k))}" for c, k in COLUMNS[scenario] if k in res)
 
 
-def report(scenario: str, summary: dict[str, dict[str, Any]], opts: dict[str, Any]) -> str:
+def floor_lines(summary: dict[str, dict[str, Any]], floor: dict[str, Any] | None) -> list[str]:
+    """meshstream's CPU per chat message against the pipeline floor plus the websocket work
+    (raw_ws's whole CPU per chat message stands for the latter)."""
+    if not floor:
+        return []
+    f = floor["median_cpu_us_per_msg"]
+    lines = [f"pipeline floor {f:.0f} us CPU/msg (bare PUSH->PULL->PUB->SUB round trip, "
+             f"2 processes, {floor['rate']} msg/s; python -m bench.pipeline_floor)"]
+    ms = summary.get("meshstream", {}).get("cpu_us_per_msg")
+    raw = summary.get("raw_ws", {}).get("cpu_us_per_msg")
+    parts = [f"meshstream {ms:.0f} us" if ms else "meshstream -", f"raw_ws {raw:.0f} us" if raw else ""]
+    line = "chat CPU per message sent: " + ", ".join(p for p in parts if p)
+    if ms:
+        line += f"; meshstream / floor = {ms / f:.2f}x"
+    lines.append(line)
+    if ms and raw:
+        adj = f + raw
+        lines.append(f"floor + raw_ws = {adj:.0f} us ({adj / raw:.2f}x raw_ws): meshstream / "
+                     f"(floor + raw_ws) = {ms / adj:.2f}x, {ms - adj:+.0f} us per message beyond it")
+    return lines
+
+
+def report(scenario: str, summary: dict[str, dict[str, Any]], opts: dict[str, Any],
+           floor: dict[str, Any] | None = None) -> str:
     cols = COLUMNS[scenario]
     load = " ".join(f"--{k} {v}" for k, v in opts.items())
     lines = [f"\n== {scenario} ({load}); medians of successful runs"]
@@ -90,6 +114,8 @@ def report(scenario: str, summary: dict[str, dict[str, Any]], opts: dict[str, An
             lost = ms.get("lost", 0) or 0
             lines.append(f"target {metric} {sign} {bound}x {peer}: {r:.2f}x -> {'PASS' if ok else 'MISS'}"
                          + (f"  (lost {lost}!)" if lost else ""))
+    if scenario == "chat":
+        lines.extend(floor_lines(summary, floor))
     if ms and ms.get("ok_runs"):
         prows = [["meshstream process", "cpu_s", "cpu%", "rss_peak_MB", "base_MB"]
                  + (["hold_MB", "KB/conn"] if scenario == "idle" else [])]

@@ -17,7 +17,10 @@ For every run the driver samples each server process from /proc (summed and per
 process): CPU (utime+stime) between the loadgen's measure-start/measure-end markers,
 peak RSS, and for `idle` the RSS while the connections are held. It prints per-target
 medians, meshstream's ratios to the peers and to the issue's targets, and a per-process
-table; every raw run is kept in bench-results/bench-<time>.json. See docs/performance.md.
+table; every raw run is kept in bench-results/bench-<time>.json. Beside the chat figures
+it prints the pipeline floor (bench.pipeline_floor): the CPU per message of a bare
+PUSH -> PULL -> PUB -> SUB round trip between two Python processes, the least a chat
+message can cost meshstream's two hops. See docs/performance.md.
 
 Modules: bench.harness (the shared harness, starting and stopping servers),
 bench.sampling (/proc), bench.report (medians, tables, JSON); this one wires them.
@@ -141,6 +144,37 @@ def run_one(args: argparse.Namespace, scenario: str, target: Target, rnd: int, l
     return res
 
 
+def pipeline_floor(quick: bool, repeat: int, chat: dict[str, Any]) -> dict[str, Any] | None:
+    """bench.pipeline_floor in a process of its own (its CPU is measured from /proc), at the
+    rate the chat load sends messages (2,000 msg/s for the issue's load), so that the two
+    per-message figures compare."""
+    try:
+        rate = float(chat["rooms"]) * float(chat["clients"]) * float(chat["rate"])
+    except (KeyError, ValueError):
+        rate = 2000.0
+    cmd = [sys.executable, "-m", "bench.pipeline_floor", "--json", "--rate", f"{rate:g}",
+           "--duration", "3" if quick else "4", "--repeat", str(max(1, repeat))]
+    log(f"\n== pipeline floor ({' '.join(cmd[1:])})")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = proc.communicate(timeout=30 + 15 * max(1, repeat))
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # it stops its echo process and removes its directory
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log("bench: the pipeline floor timed out")
+        return None
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        log(f"bench: the pipeline floor failed (exit {proc.returncode})")
+        return None
+    floor: dict[str, Any] = json.loads(lines[-1])
+    return floor
+
+
 # ------------------------------------------------------------------ main
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no loadgen progress lines")
     ap.add_argument("--no-processor", dest="processor", action="store_false",
                     help="skip the processor micro-benchmark (bench.processor_bench)")
+    ap.add_argument("--no-floor", dest="floor", action="store_false",
+                    help="skip the pipeline floor (bench.pipeline_floor)")
     args = ap.parse_args(argv)
     if args.quick and args.rounds == 2:
         args.rounds = 1
@@ -205,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"time": stamp, "argv": sys.argv[1:], "nproc": os.cpu_count(),
                                "loadgen": args.loadgen, "scenarios": {}}
     reports = []
+    floor: dict[str, Any] | None = None
     started = time.monotonic()
     for scenario in [s for s in args.scenarios.split(",") if s]:
         runs = []
@@ -212,10 +249,18 @@ def main(argv: list[str] | None = None) -> int:
             for target in targets:
                 runs.append(run_one(args, scenario, target, rnd, logdir, loads[scenario]))
                 time.sleep(args.pause)
+        if scenario == "chat" and args.floor:  # measured next to the chat runs: the box drifts
+            floor = results["pipeline_floor"] = pipeline_floor(args.quick, args.rounds, loads["chat"])
         summary = {t.name: median_of([r for r in runs if r["target"] == t.name]) for t in targets}
         results["scenarios"][scenario] = {"load": loads[scenario], "summary": summary, "runs": runs}
-        reports.append(report(scenario, summary, loads[scenario]))
+        reports.append(report(scenario, summary, loads[scenario], floor))
         log(reports[-1])
+    if args.floor and "pipeline_floor" not in results:
+        floor = results["pipeline_floor"] = pipeline_floor(args.quick, args.rounds, loads["chat"])
+        if floor:
+            from bench.pipeline_floor import describe
+
+            reports.append("\n== " + describe(floor))
     if args.processor:
         from bench import processor_bench
 

@@ -189,6 +189,7 @@ def measure(s: TreeSampler, base: dict[int, int], marks: Marks, res: dict[str, A
         d["rss_base_mb"] += base.get(pid, 0) / 1024
         if hold:
             d["rss_hold_mb"] = d.get("rss_hold_mb", 0.0) + max(per.get(pid, 0) for _, per in hold) / 1024
+    cpu_total = sum(d["cpu_s"] for d in procs.values())
     for d in procs.values():
         d["srv_util"] = d["cpu_s"] / wall
         for k in list(d):
@@ -201,6 +202,8 @@ def measure(s: TreeSampler, base: dict[int, int], marks: Marks, res: dict[str, A
         "rss_base_mb": round(total_base / 1024, 1),
         "rss_peak_mb": round(max([kb for _, kb, _ in s.samples] + [total_base]) / 1024, 1),
     }
+    if res.get("sent"):  # CPU per message the loadgen sent (read it for chat)
+        out["cpu_us_per_msg"] = round(cpu_total * 1e6 / res["sent"], 1)
     if hold:
         held = max(sum(per.values()) for _, per in hold)
         out["rss_hold_mb"] = round(held / 1024, 1)
