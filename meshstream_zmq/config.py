@@ -3,6 +3,11 @@
 Values come from command-line flags, then `MESHSTREAM_*` environment variables,
 then the defaults below. Endpoints are IPC sockets in a private runtime directory
 unless `--tcp HOST:PORT` (or explicit endpoint flags) says otherwise.
+
+`meshstream run` builds one Config and hands it whole to every child it spawns
+(pickled by multiprocess; only `metrics_port` differs per child), so a new field
+reaches every process with no copying; keep fields plain, picklable values.
+`meshstream processor|gateway|watcher` alone builds its own from flags and env.
 """
 
 from __future__ import annotations

@@ -1,22 +1,32 @@
 """`meshstream run`: start every service, restart the ones that die, stop them all cleanly.
 
-Children are separate interpreters (subprocesses running `meshstream <role>`), so
-a crash in one never corrupts another, and `ps` shows each by its title. They are
-told to die with the supervisor (PR_SET_PDEATHSIG), so even a SIGKILLed
-supervisor leaves nothing behind.
+Children are started with `multiprocess` (the dill-based fork of multiprocessing) in
+its *spawn* context: each is a fresh interpreter (no inherited event loop, socket or
+lock), so a crash in one never corrupts another. Each is handed the whole `Config`,
+pickled by the spawn machinery, so every setting — present or future — reaches every
+child as the supervisor holds it; only `metrics_port` differs per child. `ps` shows
+each by its title. Each child's first act is to ask the kernel for SIGTERM when the
+supervisor dies (PR_SET_PDEATHSIG), so even a SIGKILLed supervisor leaves nothing
+behind.
 """
 
 from __future__ import annotations
 
 import ctypes
+import io
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from multiprocess import popen_spawn_posix, reduction, spawn, util
+from multiprocess.connection import wait
+from multiprocess.context import SpawnProcess, set_spawning_popen
 
 from meshstream_zmq import observability as obs
 from meshstream_zmq.config import Config
@@ -24,83 +34,158 @@ from meshstream_zmq.config import Config
 log = logging.getLogger("meshstream.supervisor")
 
 STOP_GRACE = 4.0
+PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+class _Popen(popen_spawn_posix.Popen):
+    """multiprocess's spawn launcher without its resource tracker. That helper process
+    (started on the first spawn, untitled, ~17 MB) only cleans up named semaphores and
+    shared memory that children leak; ours create none. Without it every process of
+    `meshstream run` is a titled role. This is `popen_spawn_posix.Popen._launch` (0.70.x)
+    with the tracker's fd left out; the child then simply has no tracker."""
+
+    def _launch(self, process_obj: Any) -> None:
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        fp = io.BytesIO()
+        set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, fp)
+            reduction.dump(process_obj, fp)
+        finally:
+            set_spawning_popen(None)
+        parent_r = child_w = child_r = parent_w = None
+        try:
+            parent_r, child_w = os.pipe()
+            child_r, parent_w = os.pipe()
+            cmd = spawn.get_command_line(pipe_handle=child_r)
+            self._fds.extend([child_r, child_w])
+            self.pid = util.spawnv_passfds(spawn.get_executable(), cmd, self._fds)
+            self.sentinel = parent_r
+            with open(parent_w, "wb", closefd=False) as f:
+                f.write(fp.getbuffer())
+        finally:
+            self.finalizer = util.Finalize(self, util.close_fds,
+                                           [fd for fd in (parent_r, parent_w) if fd is not None])
+            for fd in (child_r, child_w):
+                if fd is not None:
+                    os.close(fd)
+
+
+class Process(SpawnProcess):
+    """multiprocess's spawn-context Process (a fresh interpreter, its arguments pickled
+    with dill), launched by `_Popen`."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> _Popen:
+        return _Popen(process_obj)
+
+
+def role_title(role: str, arg: int | str) -> str:
+    """'processor', 'gateway 2', 'watcher echo': what `ps` shows after 'meshstream: '."""
+    return role if role == "processor" else f"{role} {arg}"
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM this process when the supervisor dies; exit now if it already has."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:  # pragma: no cover - not Linux
         pass
+    if os.getppid() != parent:  # it died before prctl: no signal will come
+        raise SystemExit(0)
+
+
+def child_main(role: str, arg: int | str, config: Config, parent: int) -> None:
+    """Every child's entry, in a fresh interpreter: the role's own `main` with the whole Config."""
+    _die_with_parent(parent)
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(f"meshstream: {role_title(role, arg)}")  # before the imports
+    except ImportError:  # pragma: no cover - setproctitle is a dependency
+        pass
+    if role == "processor":
+        from services import processor
+
+        processor.main(config)
+    elif role == "gateway":
+        from services import gateway
+
+        gateway.main(config, int(arg))
+    elif role == "watcher":
+        from services.watchers import run_watcher
+
+        sys.exit(run_watcher(str(arg), config))
+    else:
+        raise SystemExit(f"unknown role {role!r}")
+
+
+Entry = Callable[[str, int | str, Config, int], None]
 
 
 @dataclass
 class Child:
-    name: str
-    argv: list[str]
-    proc: subprocess.Popen[bytes] | None = None
+    role: str  # processor | gateway | watcher
+    arg: int | str  # gateway index, watcher name ("" for the processor)
+    config: Config  # everything this child needs, handed over whole
+    entry: Entry = child_main  # module-level, so spawn pickles it by reference
+    proc: Any = None  # a `Process` while it runs
     restarts: int = 0
-    started: float = 0.0
+    restart_at: float = 0.0
     crashes: list[float] = field(default_factory=list)
 
-    def start(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(self.argv, env=env, preexec_fn=_die_with_parent)
-        self.started = time.monotonic()
+    @property
+    def name(self) -> str:
+        return role_title(self.role, self.arg)
+
+    def start(self) -> None:
+        self.proc = Process(target=self.entry, name=f"meshstream: {self.name}", daemon=True,
+                            args=(self.role, self.arg, self.config, os.getpid()))
+        self.proc.start()
         log.info("started", extra={"fields": {"child": self.name, "pid": self.proc.pid}})
 
-    def backoff(self) -> float:
+    def reap(self, now: float) -> None:
+        """It exited: log it, release it, and schedule its restart."""
+        log.warning("child exited; restarting", extra={"fields": {
+            "child": self.name, "code": self.proc.exitcode, "restarts": self.restarts + 1}})
+        self.proc.close()
+        self.proc = None
+        self.restarts += 1
+        self.restart_at = now + self.backoff(now)
+
+    def backoff(self, now: float) -> float:
         """Restart at once, unless it keeps crashing: then wait up to 5 s."""
-        now = time.monotonic()
         self.crashes = [t for t in self.crashes if now - t < 30] + [now]
         return min(5.0, 0.25 * 2 ** (len(self.crashes) - 1)) if len(self.crashes) > 1 else 0.0
 
 
-def children(config: Config, watchers: list[tuple[str, list[str]]]) -> list[Child]:
-    cli = [sys.executable, "-m", "services.cli"]
-    metrics = config.metrics_port
-    out = [Child("processor", [*cli, "processor", "--metrics-port", str(metrics)])]
-    for i in range(1, config.gateways + 1):
-        out.append(Child(f"gateway {i}", [*cli, "gateway", "--index", str(i),
-                                         "--metrics-port", str(metrics + i if metrics else 0)]))
-    for j, (name, args) in enumerate(watchers, start=1):
-        port = metrics + config.gateways + j if metrics else 0
-        out.append(Child(name, [*cli, "watcher", *args, "--metrics-port", str(port)]))
+def children(config: Config, watchers: list[str]) -> list[Child]:
+    """The processor, gateways 1..N and the named watchers, each with its own metrics port
+    (processor: the base, gateway i: base+i, watcher j: base+N+j; 0 keeps metrics off)."""
+    config = replace(config, run_dir=config.resolved_run_dir)  # resolved once, for all
+    base = config.metrics_port
+
+    def port(offset: int) -> int:
+        return base + offset if base else 0
+
+    out = [Child("processor", "", config)]
+    out += [Child("gateway", i, replace(config, metrics_port=port(i)))
+            for i in range(1, config.gateways + 1)]
+    out += [Child("watcher", name, replace(config, metrics_port=port(config.gateways + j)))
+            for j, name in enumerate(watchers, start=1)]
     return out
 
 
-def child_env(config: Config) -> dict[str, str]:
-    """Children read their shared settings from MESHSTREAM_* variables."""
-    env = dict(os.environ)
-    values = {
-        "port": config.port, "host": config.host, "run_dir": config.resolved_run_dir,
-        "tcp": config.tcp, "inbound": config.inbound, "outbound": config.outbound,
-        "watchers_endpoint": config.watchers_endpoint, "max_frame": config.max_frame,
-        "send_queue": config.send_queue, "rate_limit": config.rate_limit,
-        "rate_burst": config.rate_burst, "heartbeat": config.heartbeat,
-        "peer_timeout": config.peer_timeout, "time_scale": config.time_scale,
-        "web_dir": config.web_dir, "log_level": config.log_level,
-    }
-    for key, value in values.items():
-        env[f"MESHSTREAM_{key.upper()}"] = str(value)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), env.get("PYTHONPATH", "")] if p)
-    return env
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
-def wait_healthy(port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-                if resp.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
-
-
-def run(config: Config, watchers: list[tuple[str, list[str]]] | None = None) -> int:
+def run(config: Config, watchers: list[str] | None = None) -> int:
     obs.setup("supervisor", config.log_level)
-    env = child_env(config)
     kids = children(config, watchers or [])
     stopping = False
 
@@ -108,46 +193,61 @@ def run(config: Config, watchers: list[tuple[str, list[str]]] | None = None) -> 
         nonlocal stopping
         stopping = True
 
+    # A signal writes to this pipe, so waiting on children's sentinels wakes at once.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for kid in kids:
-        kid.start(env)
-    announced = False
-    restart_at: dict[str, float] = {}
-    while not stopping:
-        if not announced and wait_healthy(config.port, 0.2):
-            announced = True
-            host = "localhost" if config.host in ("0.0.0.0", "", "::") else config.host
-            print(f"meshstream is up: http://{host}:{config.port}/  "
-                  f"(WebSocket: ws://{host}:{config.port}/wsmesh, "
-                  f"{config.gateways} gateways)", flush=True)
-        now = time.monotonic()
+    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    try:
         for kid in kids:
-            if kid.proc is None or kid.proc.poll() is None:
-                if kid.proc is None and now >= restart_at.get(kid.name, 0) and not stopping:
-                    kid.start(env)
-                continue
-            code = kid.proc.returncode
-            log.warning("child exited; restarting", extra={"fields": {
-                "child": kid.name, "code": code, "restarts": kid.restarts + 1}})
-            kid.restarts += 1
-            kid.proc = None
-            restart_at[kid.name] = now + kid.backoff()
-        time.sleep(0.05 if announced else 0)
-    return shutdown(kids)
+            kid.start()
+        announced = False
+        while not stopping:
+            now = time.monotonic()
+            for kid in kids:
+                if kid.proc is None:
+                    if now >= kid.restart_at:
+                        kid.start()
+                elif kid.proc.exitcode is not None:
+                    kid.reap(now)
+            if not announced and healthy(config.port):
+                announced = True
+                host = "localhost" if config.host in ("0.0.0.0", "", "::") else config.host
+                print(f"meshstream is up: http://{host}:{config.port}/  "
+                      f"(WebSocket: ws://{host}:{config.port}/wsmesh, "
+                      f"{config.gateways} gateways)", flush=True)
+            due = [kid.restart_at - now for kid in kids if kid.proc is None]
+            if not announced:
+                due.append(0.1)  # poll /healthz until it answers
+            timeout = min(due, default=None)
+            # wakes when a child exits (its sentinel), a signal arrives, or a restart is due
+            wait([wake_r, *(kid.proc.sentinel for kid in kids if kid.proc is not None)],
+                 None if timeout is None else max(0.0, timeout))
+            try:
+                os.read(wake_r, 512)
+            except BlockingIOError:
+                pass
+    finally:
+        signal.set_wakeup_fd(old_wakeup)
+        os.close(wake_r)
+        os.close(wake_w)
+        shutdown(kids)
+    return 0
 
 
 def shutdown(kids: list[Child]) -> int:
     """SIGTERM everyone, wait, then SIGKILL what is left: never leave a process behind."""
-    live = [k.proc for k in kids if k.proc is not None and k.proc.poll() is None]
+    live = [k.proc for k in kids if k.proc is not None and k.proc.exitcode is None]
     for proc in reversed(live):  # watchers and gateways first, the processor last
-        proc.send_signal(signal.SIGTERM)
+        proc.terminate()
     deadline = time.monotonic() + STOP_GRACE
     for proc in live:
-        try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.exitcode is None:
             proc.kill()
-            proc.wait()
+            proc.join()
     log.info("stopped", extra={"fields": {"children": len(live)}})
     return 0
+

@@ -22,9 +22,9 @@ DEFAULT = ["words-battle-lobby", "words-battle-games"]  # what `make run` starts
 log = logging.getLogger("meshstream.watchers")
 
 
-def bundled(config: Config) -> list[tuple[str, list[str]]]:
-    """(process name, `meshstream watcher` arguments) for each watcher `make run` starts."""
-    return [(f"watcher {name}", [name]) for name in DEFAULT]
+def bundled(config: Config) -> list[str]:
+    """The watchers `make run` starts, by name (each runs as `meshstream: watcher NAME`)."""
+    return list(DEFAULT)
 
 
 def load(name: str) -> Callable[[Config], Watcher]:
