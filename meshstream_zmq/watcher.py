@@ -11,9 +11,22 @@
     bot.run()
 
 A watcher is one DEALER socket to the processor's ROUTER (docs/watchers.md). The
-loop is single-threaded: handlers, timers and replies never race. Commands are
-sent at once; their replies arrive later (errors go to `on_command_error`), except
-queries, which wait for their answer.
+loop is single-threaded: handlers, timers and replies never race, and nothing
+ever waits for the processor. Every command is sent at once and returns a
+`CommandFuture`; the loop resolves it when the reply arrives and then runs the
+callbacks given to `add_done_callback`:
+
+    @bot.on("where")
+    def where(msg):
+        def answer(reply):
+            if reply.error is None:
+                bot.send_clients([msg.client], "rooms", {"rooms": [r.name for r in reply.result()]})
+        bot.client_rooms(msg.client).add_done_callback(answer)
+
+Queries (`query_rooms`, `query_room`, `client_rooms`) are only useful that way.
+A failed command whose future has no callback goes to `on_command_error` (which
+logs it). A command with no reply within `reply_timeout` seconds (the processor
+died meanwhile) fails with the code `timeout`.
 """
 
 from __future__ import annotations
@@ -23,10 +36,9 @@ import itertools
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import zmq
 
@@ -68,10 +80,74 @@ class RoomState:
 
 
 class CommandError(Exception):
+    """A command's error reply: `code` is one of docs/watchers.md's codes (or `timeout`)."""
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+T = TypeVar("T")
+TIMEOUT = "timeout"  # the code of a CommandError for a reply that never came
+
+
+class CommandFuture(Generic[T]):
+    """The outcome of one command, resolved by the watcher's loop when its reply arrives.
+
+    `add_done_callback(fn)` calls `fn(future)` from the loop once it is resolved (on
+    the next loop turn if it already is), never from inside the caller. Then
+    `error` is the `CommandError` or None, and `result()` the answer (a query's
+    rooms) or raises that error.
+    """
+
+    __slots__ = ("id", "deadline", "error", "_value", "_done", "_callbacks", "_convert",
+                 "_watcher")
+
+    def __init__(self, watcher: Watcher, cmd_id: int, deadline: float,
+                 convert: Callable[[pb.Reply], T]) -> None:
+        self.id = cmd_id
+        self.deadline = deadline
+        self.error: CommandError | None = None
+        self._value: T | None = None
+        self._done = False
+        self._callbacks: list[Callable[[CommandFuture[T]], Any]] = []
+        self._convert = convert
+        self._watcher = watcher
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self) -> T:
+        if not self._done:
+            raise RuntimeError(f"command {self.id} has no reply yet: use add_done_callback")
+        if self.error is not None:
+            raise self.error
+        return self._value  # type: ignore[return-value]  # None is the value of plain commands
+
+    def add_done_callback(self, fn: Callable[[CommandFuture[T]], Any]) -> None:
+        if self._done:
+            self._watcher.call_later(0, fn, self)
+        else:
+            self._callbacks.append(fn)
+
+    @property
+    def watched(self) -> bool:
+        """Whether a callback will see the outcome (else an error goes to on_command_error)."""
+        return bool(self._callbacks)
+
+    def _resolve(self, reply: pb.Reply) -> None:
+        if reply.error:
+            self.error = CommandError(reply.error, reply.message)
+        else:
+            try:
+                self._value = self._convert(reply)
+            except Exception as exc:  # noqa: BLE001 - a reply that does not fit: the caller's error
+                self.error = CommandError("bad-reply", str(exc))
+        self._done = True
+        callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            self._watcher._guard(fn, self)
 
 
 class Timer:
@@ -90,10 +166,23 @@ def _rooms(states: Iterable[pb.RoomState]) -> list[RoomState]:
     return [RoomState(r.name, list(r.members), r.maker, dict(r.settings)) for r in states]
 
 
+def _no_value(reply: pb.Reply) -> None:
+    return None
+
+
+def _room_list(reply: pb.Reply) -> list[RoomState]:
+    return _rooms(reply.rooms)
+
+
+def _one_room(reply: pb.Reply) -> RoomState:
+    (room,) = _rooms(reply.rooms)
+    return room
+
+
 class Watcher:
     def __init__(self, name: str, *, rooms: Iterable[str] = (), prefixes: Iterable[str] = (),
                  config: Config | None = None, endpoint: str | None = None,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, reply_timeout: float = 10.0) -> None:
         self.name = name
         self.rooms = list(rooms)
         self.prefixes = list(prefixes)
@@ -107,7 +196,8 @@ class Watcher:
         self.timers: list[tuple[float, int, Timer]] = []
         self.ids = itertools.count(1)
         self.timer_ids = itertools.count()
-        self.backlog: deque[list[bytes]] = deque()
+        self.reply_timeout = reply_timeout
+        self.pending: dict[int, CommandFuture[Any]] = {}  # by id, so oldest first
         self.running = False
         self.welcomed = False
         self.epoch = ""
@@ -134,23 +224,32 @@ class Watcher:
         return fn
 
     def on_command_error(self, command: int, code: str, message: str) -> None:
-        """Override to react to a failed command; the default logs it."""
+        """Override to react to a failed command whose future has no callback; the default
+        logs it."""
         log.warning("command failed", extra={"fields": {"id": command, "code": code,
                                                          "message": message}})
 
     # ------------------------------------------------------------ commands
 
-    def _send(self, msg: pb.WatcherIn) -> None:
+    def _send(self, msg: pb.WatcherIn) -> bool:
         assert self.sock is not None, "connect() or run() first"
         try:
             self.sock.send_multipart([b"watcher", msg.SerializeToString()], flags=zmq.NOBLOCK)
         except zmq.Again:
             log.error("processor not reachable; command dropped")
+            return False
+        return True
 
-    def _command(self, **op: Any) -> int:
+    def _command(self, convert: Callable[[pb.Reply], T] = _no_value,  # type: ignore[assignment]
+                 **op: Any) -> CommandFuture[T]:
         cmd_id = next(self.ids)
-        self._send(pb.WatcherIn(command=pb.Command(id=cmd_id, **op)))
-        return cmd_id
+        future = CommandFuture(self, cmd_id, self.now() + self.reply_timeout, convert)
+        if self._send(pb.WatcherIn(command=pb.Command(id=cmd_id, **op))):
+            self.pending[cmd_id] = future
+        else:  # failed, but only from the loop: callbacks are not added yet
+            self.call_later(0, future._resolve, pb.Reply(
+                id=cmd_id, error=ErrorCode.PROCESSOR_UNAVAILABLE.value, message="command not sent"))
+        return future
 
     @staticmethod
     def _message(action: str, body: Mapping[str, Any] | None, sender: str, target: str,
@@ -160,72 +259,58 @@ class Watcher:
                                 sender=sender, is_target_client=is_target_client)
 
     def send_room(self, room: str, action: str, body: Mapping[str, Any] | None = None, *,
-                  sender: str = "", exclude: Iterable[str] = (), target: str = "") -> int:
+                  sender: str = "", exclude: Iterable[str] = (), target: str = "") -> CommandFuture[None]:
         """Send to every member of `room` (minus `exclude`); the JSON is encoded once."""
         return self._command(send_room=pb.SendToRoom(
             room=room, message=self._message(action, body, sender, target), exclude=list(exclude)))
 
     def send_clients(self, clients: Iterable[str], action: str,
                      body: Mapping[str, Any] | None = None, *, sender: str = "", target: str = "",
-                     is_target_client: bool = False) -> int:
+                     is_target_client: bool = False) -> CommandFuture[None]:
         return self._command(send_clients=pb.SendToClients(
             clients=list(clients),
             message=self._message(action, body, sender, target, is_target_client)))
 
-    def error(self, msg: Message, code: ErrorCode, detail: str = "") -> int:
+    def error(self, msg: Message, code: ErrorCode, detail: str = "") -> CommandFuture[None]:
         """Answer a client frame with an error frame (its id echoed)."""
         body = {"code": code.value, "message": detail or code.message, "action": msg.action}
         frame = pb.ClientMessage(action="error", target=msg.room, body=protocol.encode_body(body),
                                  request_id=msg.request_id)
         return self._command(send_clients=pb.SendToClients(clients=[msg.client], message=frame))
 
-    def join(self, client: str, room: str) -> int:
+    def join(self, client: str, room: str) -> CommandFuture[None]:
         return self._command(join=pb.Membership(client=client, room=room))
 
-    def remove(self, client: str, room: str) -> int:
+    def remove(self, client: str, room: str) -> CommandFuture[None]:
         return self._command(remove=pb.Membership(client=client, room=room))
 
     def create_room(self, room: str, *, watcher: str = "",
-                    settings: Mapping[str, str] | None = None) -> int:
+                    settings: Mapping[str, str] | None = None) -> CommandFuture[None]:
         return self._command(create_room=pb.CreateRoom(room=room, watcher=watcher,
                                                        settings=dict(settings or {})))
 
-    def delete_room(self, room: str) -> int:
+    def delete_room(self, room: str) -> CommandFuture[None]:
         return self._command(delete_room=pb.RoomRef(room=room))
 
-    def disconnect(self, client: str, code: int = CloseCode.DISCONNECTED, reason: str = "") -> int:
+    def disconnect(self, client: str, code: int = CloseCode.DISCONNECTED,
+                   reason: str = "") -> CommandFuture[None]:
         return self._command(disconnect=pb.CloseClient(client=client, code=code, reason=reason))
 
-    def settings(self, room: str, **values: str) -> int:
+    def settings(self, room: str, **values: str) -> CommandFuture[None]:
         return self._command(settings=pb.RoomSettings(room=room, settings=values))
 
-    # Queries wait for their reply (other traffic is kept for the loop meanwhile).
+    # Queries: the answer is the future's result (see the module docstring).
 
-    def query_rooms(self) -> list[RoomState]:
-        return self.request(query=pb.Query(what=pb.Query.ROOMS))
+    def query_rooms(self) -> CommandFuture[list[RoomState]]:
+        return self._command(_room_list, query=pb.Query(what=pb.Query.ROOMS))
 
-    def query_room(self, room: str) -> RoomState:
-        return self.request(query=pb.Query(what=pb.Query.ROOM, room=room))[0]
+    def query_room(self, room: str) -> CommandFuture[RoomState]:
+        """Fails with `unknown-room` when there is no such room."""
+        return self._command(_one_room, query=pb.Query(what=pb.Query.ROOM, room=room))
 
-    def client_rooms(self, client: str) -> list[RoomState]:
-        return self.request(query=pb.Query(what=pb.Query.CLIENT_ROOMS, client=client))
-
-    def request(self, timeout: float = 5.0, **op: Any) -> list[RoomState]:
-        """Send a command and wait for its reply; raises CommandError on an error reply."""
-        assert self.sock is not None
-        cmd_id = self._command(**op)
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            if not self.sock.poll(int(remaining * 1000) + 1):
-                break
-            frames = self.sock.recv_multipart()
-            out = pb.WatcherOut.FromString(frames[-1])
-            if out.WhichOneof("kind") == "reply" and out.reply.id == cmd_id:
-                if out.reply.error:
-                    raise CommandError(out.reply.error, out.reply.message)
-                return _rooms(out.reply.rooms)
-            self.backlog.append(frames)
-        raise CommandError("timeout", f"no reply to command {cmd_id} in {timeout} s")
+    def client_rooms(self, client: str) -> CommandFuture[list[RoomState]]:
+        """Fails with `unknown-client` when there is no such client."""
+        return self._command(_room_list, query=pb.Query(what=pb.Query.CLIENT_ROOMS, client=client))
 
     # ------------------------------------------------------------ timers
 
@@ -303,13 +388,28 @@ class Watcher:
             for welcome_fn in self.welcome_handlers:
                 self._guard(welcome_fn, rooms)
         elif kind == "reply":
-            r = out.reply
-            if r.error == ErrorCode.UNKNOWN_WATCHER.value:
-                self.hello()  # the processor restarted and forgot us
-            elif r.error and r.id == 0:  # hello refused: the loop says hello again later
-                log.error("hello refused", extra={"fields": {"code": r.error, "message": r.message}})
-            elif r.error:
-                self.on_command_error(r.id, r.error, r.message)
+            self._reply(out.reply)
+
+    def _reply(self, r: pb.Reply) -> None:
+        future = self.pending.pop(r.id, None) if r.id else None
+        if r.error == ErrorCode.UNKNOWN_WATCHER.value:
+            self.hello()  # the processor restarted and forgot us (the command was not applied)
+        elif r.error and r.id == 0:  # hello refused: the loop says hello again later
+            log.error("hello refused", extra={"fields": {"code": r.error, "message": r.message}})
+        elif r.error and (future is None or not future.watched):
+            self.on_command_error(r.id, r.error, r.message)
+        if future is not None:
+            future._resolve(r)
+
+    def _expire(self) -> None:
+        """Fail the commands whose reply is overdue (lost with a processor that died)."""
+        now = self.now()
+        while self.pending:
+            future = next(iter(self.pending.values()))
+            if future.deadline > now:
+                break
+            self._reply(pb.Reply(id=future.id, error=TIMEOUT,
+                                 message=f"no reply to command {future.id} in {self.reply_timeout} s"))
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
         """Serve until stop() (or `until()` is true)."""
@@ -320,10 +420,9 @@ class Watcher:
         interval = self.config.heartbeat
         next_beat = self.now() + interval
         while self.running and not (until and until()):
-            while self.backlog:
-                self.dispatch(self.backlog.popleft())
             now = self.now()
             if now >= next_beat:
+                self._expire()
                 # Heartbeats once welcomed; until then, hello again now and then (the
                 # processor may be starting, or a claim was refused).
                 if self.welcomed:

@@ -1,22 +1,28 @@
 """Words Battle as two watchers: the lobby (claims `mesh-global`) and the games.
 
-The lobby validates `join-room` / `join-random-room`, creates game rooms and hands
-each to the games watcher (`create_room(..., watcher="words-battle-games")`), then
-joins the client. The games watcher runs one pure `Game` per room: it turns
+`LobbyWatcher` validates `join-room` / `join-random-room`, creates game rooms and
+hands each to the games watcher (`create_room(..., watcher="words-battle-games")`),
+then joins the client. `GamesWatcher` runs one pure `Game` per room: it turns
 processor events and client frames into `Game` calls and carries out the effects
-(sends, removals, timers). Either can be SIGKILLed without disturbing the other.
+(sends, removals, timers). What they tell each other is the rooms' settings,
+`GameRoomSettings`. Either can be SIGKILLed without disturbing the other.
+
+Neither ever waits for the processor: a query's answer comes to a callback (see
+meshstream_zmq.watcher), and whatever must happen after it is done there.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from meshstream_zmq import LOBBY
-from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind
 from meshstream_zmq.errors import ErrorCode
-from meshstream_zmq.watcher import CommandError, Event, Message, RoomState, Timer, Watcher
+from meshstream_zmq.watcher import CommandFuture, Event, Message, RoomState, Timer, Watcher
 from services.words_battle.dictionary import word_set
 from services.words_battle.game import (
     BOT,
@@ -30,214 +36,356 @@ from services.words_battle.game import (
     Timing,
 )
 from services.words_battle.lobby import JoinDecision, Lobby, LobbyError
+from services.words_battle.room_settings import GameRoomSettings
 
 log = logging.getLogger("meshstream.words_battle")
 
 LOBBY_WATCHER = "words-battle-lobby"
 GAMES_WATCHER = "words-battle-games"
-KIND = "words-battle"  # room setting "game" marks rooms the lobby made
 
 
-def _room_or_none(bot: Watcher, room: str) -> RoomState | None:
-    try:
-        return bot.query_room(room)
-    except CommandError as exc:
-        if exc.code == ErrorCode.UNKNOWN_ROOM.value:
-            return None
-        raise
+def _room_or_none(answer: CommandFuture[RoomState]) -> RoomState | None:
+    """A `query_room` answer: the room, or None when there is none (other errors raise)."""
+    if answer.error is not None and answer.error.code == ErrorCode.UNKNOWN_ROOM.value:
+        return None
+    return answer.result()
 
 
-def build_lobby(config: Config) -> Watcher:
-    bot = Watcher(LOBBY_WATCHER, rooms=[LOBBY], config=config)
-    lobby = Lobby()
+def _started(state: RoomState) -> bool:
+    settings = GameRoomSettings.from_settings(state.settings)
+    return settings is not None and settings.started
 
-    def fail(msg: Message, room: str, reason: str) -> None:
-        bot.send_clients([msg.client], "fail-join-room-notify", {"message": reason}, sender=BOT,
-                         target=room or msg.room)
 
-    def open_room(msg: Message, decision: JoinDecision) -> bool:
-        """Make sure the decided room exists as a Words Battle room; False if it cannot."""
-        state = _room_or_none(bot, decision.room)
-        if state is not None:
-            if state.settings.get("game") != KIND:
-                fail(msg, decision.room, f"{decision.room} is already in use; pick another name")
-                return False
-            return True
-        settings = {"game": KIND, "random": "1" if decision.random_room else "0",
-                    "player_limit": str(decision.player_limit)}
-        try:
-            bot.request(create_room=_create(decision.room, settings))
-        except CommandError as exc:
-            fail(msg, decision.room, f"cannot open {decision.room}: {exc.message}")
-            return False
-        return True
+class LobbyWatcher:
+    """The watcher of `mesh-global`: where `join-room` and `join-random-room` go.
 
-    @bot.on("join-room")
-    def join_room(msg: Message) -> None:
+    A `Lobby` decides; this carries the decision out with the processor (is the
+    room there, create it, join the client). Each request takes a few round trips
+    and the `Lobby`'s view must not change in between, so requests are served one
+    at a time, in order: the others wait in `queue` (the loop keeps running).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.bot = Watcher(LOBBY_WATCHER, rooms=[LOBBY], config=config)
+        self.lobby = Lobby()
+        self.queue: deque[Message] = deque()
+        self.current: Message | None = None  # the request being served
+        self._serving = False
+        self.bot.on("join-room")(self.join_room)
+        self.bot.on("join-random-room")(self.join_random_room)
+
+    # ------------------------------------------------------------ handlers
+
+    def join_room(self, msg: Message) -> None:
         if "playerlimit" not in msg.body and "setplayername" not in msg.body:
             # Not the Words Battle client: gomeshstream's plain lobby join, done the built-in way.
             room = msg.body.get("roomname")
             if not isinstance(room, str) or not room:
-                bot.error(msg, ErrorCode.BAD_ROOM_NAME)
+                self.bot.error(msg, ErrorCode.BAD_ROOM_NAME)
             else:
-                bot.join(msg.client, room)
+                self.bot.join(msg.client, room)
             return
-        decision = lobby.join_friend(msg.client, msg.body)
-        if isinstance(decision, LobbyError):
-            fail(msg, str(msg.body.get("roomname", "")), decision.message)
-            return
-        if not decision.new_room and _room_or_none(bot, decision.room) is None:
-            lobby.room_closed(decision.room)  # its game ended: the name is free again
-            decision = lobby.join_friend(msg.client, msg.body)
-            assert isinstance(decision, JoinDecision)
-        if open_room(msg, decision):
-            enter(msg, decision.room)
+        self._enqueue(msg)
 
-    def enter(msg: Message, room: str) -> None:
-        """Join the client to its game room, or tell it why not (e.g. the games watcher is down)."""
+    def join_random_room(self, msg: Message) -> None:
+        self._enqueue(msg)
+
+    # ------------------------------------------------------------ one request at a time
+
+    def _enqueue(self, msg: Message) -> None:
+        self.queue.append(msg)
+        self._serve()
+
+    def _serve(self) -> None:
+        if self._serving:
+            return  # the loop below, further up the stack, takes the next one
+        self._serving = True
         try:
-            bot.request(join=pb.Membership(client=msg.client, room=room))
-        except CommandError as exc:
-            fail(msg, room, f"cannot join {room} now: {exc.message}")
+            while self.current is None and self.queue:
+                msg = self.current = self.queue.popleft()
+                self._step(msg, self._friend if msg.action == "join-room" else self._random, msg)
+        finally:
+            self._serving = False
 
-    def reoffer_random_room(requester: str) -> None:
-        """Nothing pending: a filled random room whose second player left before the game
-        started has space again (the games watcher keeps it waiting for a player)."""
-        for room in lobby.unconfirmed_random_rooms:
-            state = _room_or_none(bot, room)
-            if state is None:
-                lobby.room_closed(room)
-            elif state.settings.get("started") == "1":
-                lobby.random_room_started(room)
-            elif len(state.members) == 1 and requester not in state.members:
-                lobby.random_room_has_space(room, waiting=state.members[0])
-                return
+    def _done(self, msg: Message) -> None:
+        """`msg` is served: on to the next request."""
+        if self.current is msg:
+            self.current = None
+            self._serve()
 
-    @bot.on("join-random-room")
-    def join_random(msg: Message) -> None:
-        if lobby.pending_random_room is None:
-            reoffer_random_room(msg.client)
-        decision = lobby.join_random(msg.client, msg.body)
+    def _step(self, msg: Message, fn: Callable[..., None], *args: Any) -> None:
+        """Run one step of serving `msg`; if it fails, the client is told and `msg` is done."""
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("lobby request failed", extra={"fields": {"action": msg.action,
+                                                                   "client": msg.client}})
+            if self.current is msg:
+                self.bot.error(msg, ErrorCode.WATCHER_ERROR)
+                self._done(msg)
+
+    def _then(self, answer: CommandFuture[Any], msg: Message, fn: Callable[..., None],
+              *args: Any) -> None:
+        """Go on with `fn(answer, msg, *args)` once the processor has answered."""
+        answer.add_done_callback(lambda done: self._step(msg, fn, done, msg, *args))
+
+    def _fail(self, msg: Message, room: str, reason: str) -> None:
+        self.bot.send_clients([msg.client], "fail-join-room-notify", {"message": reason},
+                              sender=BOT, target=room or msg.room)
+
+    # ------------------------------------------------------------ friend rooms
+
+    def _friend(self, msg: Message) -> None:
+        decision = self.lobby.join_friend(msg.client, msg.body)
         if isinstance(decision, LobbyError):
-            fail(msg, str(msg.body.get("roomname", "")), decision.message)
+            self._fail(msg, str(msg.body.get("roomname", "")), decision.message)
+            return self._done(msg)
+        self._then(self.bot.query_room(decision.room), msg, self._friend_room, decision)
+
+    def _friend_room(self, answer: CommandFuture[RoomState], msg: Message,
+                     decision: JoinDecision) -> None:
+        state = _room_or_none(answer)
+        if state is None and not decision.new_room:
+            self.lobby.room_closed(decision.room)  # its game ended: the name is free again
+            again = self.lobby.join_friend(msg.client, msg.body)
+            assert isinstance(again, JoinDecision)  # the body was valid a moment ago
+            decision = again
+        self._open(msg, decision, state)
+
+    # ------------------------------------------------------------ random rooms
+
+    def _random(self, msg: Message) -> None:
+        if self.lobby.pending_random_room is None:
+            self._reoffer(msg, self.lobby.unconfirmed_random_rooms)
+        else:
+            self._match(msg)
+
+    def _reoffer(self, msg: Message, rooms: list[str]) -> None:
+        """Nothing pending: a filled random room whose second player left before the game
+        started has space again (the games watcher keeps it waiting for a player). Ask
+        about each, oldest first, then match."""
+        if not rooms:
+            return self._match(msg)
+        self._then(self.bot.query_room(rooms[0]), msg, self._reoffer_answer, rooms)
+
+    def _reoffer_answer(self, answer: CommandFuture[RoomState], msg: Message,
+                        rooms: list[str]) -> None:
+        room, state = rooms[0], _room_or_none(answer)
+        if state is None:
+            self.lobby.room_closed(room)
+        elif _started(state):
+            self.lobby.random_room_started(room)
+        elif len(state.members) == 1 and msg.client not in state.members:
+            self.lobby.random_room_has_space(room, waiting=state.members[0])
+            return self._match(msg)
+        self._reoffer(msg, rooms[1:])
+
+    def _match(self, msg: Message) -> None:
+        decision = self.lobby.join_random(msg.client, msg.body)
+        if isinstance(decision, LobbyError):
+            self._fail(msg, str(msg.body.get("roomname", "")), decision.message)
+            return self._done(msg)
+        self._then(self.bot.query_room(decision.room), msg, self._random_room, decision)
+
+    def _random_room(self, answer: CommandFuture[RoomState], msg: Message,
+                     decision: JoinDecision) -> None:
+        state = _room_or_none(answer)
+        if not decision.new_room and (state is None or _started(state) or len(state.members) >= 2):
+            self.lobby.room_closed(decision.room)  # gone or full meanwhile: open a fresh one
+            self._match(msg)
             return
-        if not decision.new_room:
-            state = _room_or_none(bot, decision.room)
-            if state is None or state.settings.get("started") == "1" or len(state.members) >= 2:
-                lobby.room_closed(decision.room)  # gone or full meanwhile: open a fresh one
-                decision = lobby.join_random(msg.client, msg.body)
-                if isinstance(decision, LobbyError):
-                    fail(msg, str(msg.body.get("roomname", "")), decision.message)
-                    return
-        if open_room(msg, decision):
-            enter(msg, decision.room)
+        self._open(msg, decision, state)
 
-    return bot
+    # ------------------------------------------------------------ both
+
+    def _open(self, msg: Message, decision: JoinDecision, state: RoomState | None) -> None:
+        """Make sure the decided room exists as a Words Battle room (`state` is what the
+        processor said of it), then join the client to it."""
+        room = decision.room
+        if state is None:
+            settings = GameRoomSettings(random_room=decision.random_room,
+                                        player_limit=decision.player_limit)
+            created = self.bot.create_room(room, watcher=GAMES_WATCHER,
+                                           settings=settings.to_settings())
+            return self._then(created, msg, self._created, room)
+        if GameRoomSettings.from_settings(state.settings) is None:
+            self._fail(msg, room, f"{room} is already in use; pick another name")
+            return self._done(msg)
+        self._enter(msg, room)
+
+    def _created(self, answer: CommandFuture[None], msg: Message, room: str) -> None:
+        if answer.error is not None:
+            self._fail(msg, room, f"cannot open {room}: {answer.error.message}")
+            return self._done(msg)
+        self._enter(msg, room)
+
+    def _enter(self, msg: Message, room: str) -> None:
+        self._then(self.bot.join(msg.client, room), msg, self._entered, room)
+
+    def _entered(self, answer: CommandFuture[None], msg: Message, room: str) -> None:
+        """Joined, or the client is told why not (e.g. the games watcher is down)."""
+        if answer.error is not None:
+            self._fail(msg, room, f"cannot join {room} now: {answer.error.message}")
+        self._done(msg)
 
 
-def _create(room: str, settings: dict[str, str]) -> pb.CreateRoom:
-    return pb.CreateRoom(room=room, watcher=GAMES_WATCHER, settings=settings)
+class GamesWatcher:
+    """The watcher of the game rooms: one `Game` per room, in `games`.
 
+    A room's `Game` is made when the room is created (`ROOM_CREATED`), from the
+    settings the lobby gave it, which takes a query: what comes for the room
+    meanwhile waits in `loading` and is handled, in order, once the answer is in.
+    """
 
-def build_games(config: Config) -> Watcher:
-    bot = Watcher(GAMES_WATCHER, config=config)
-    words = word_set()
-    timing = Timing(scale=config.time_scale)
-    games: dict[str, Game] = {}
-    timers: dict[tuple[str, int], Timer] = {}
-    started: set[str] = set()  # rooms whose "started" setting is set (the lobby reads it)
+    def __init__(self, config: Config) -> None:
+        self.bot = Watcher(GAMES_WATCHER, config=config)
+        self.words = word_set()
+        self.timing = Timing(scale=config.time_scale)
+        self.games: dict[str, Game] = {}
+        self.loading: dict[str, list[Message | Event]] = {}
+        self.timers: dict[tuple[str, int], Timer] = {}
+        self.started: set[str] = set()  # rooms whose "started" setting is set (the lobby reads it)
+        self.bot.on_event(EventKind.ROOM_CREATED)(self.created)
+        self.bot.on_event(EventKind.CLIENT_JOINED_ROOM)(self.joined)
+        self.bot.on_event(EventKind.CLIENT_LEFT_ROOM)(self.left)
+        self.bot.on("*")(self.frame)
+        self.bot.on_welcome(self.welcome)
 
-    def game_for(room: str) -> Game | None:
-        game = games.get(room)
+    # ------------------------------------------------------------ handlers
+
+    def created(self, ev: Event) -> None:
+        room = ev.room
+        if room in self.games or room in self.loading:
+            return  # the processor restarted and the gateways made the room again: same game
+        self.loading[room] = []
+        self.bot.query_room(room).add_done_callback(lambda answer: self._loaded(room, answer))
+
+    def joined(self, ev: Event) -> None:
+        self._handle(ev.room, ev)
+
+    def left(self, ev: Event) -> None:
+        self._handle(ev.room, ev)
+
+    def frame(self, msg: Message) -> None:
+        self._handle(msg.room, msg)
+
+    def welcome(self, rooms: list[RoomState]) -> None:
+        """After a restart the games' state is gone: end those games cleanly."""
+        for state in rooms:
+            if state.name in self.games:
+                continue
+            self.loading.pop(state.name, None)
+            if state.members:
+                self.bot.send_room(state.name, "room-bot-end-game",
+                                   {"message": "The game server restarted; this game was stopped.",
+                                    "client_list": [], "word_list": []}, sender=BOT)
+            self.bot.delete_room(state.name)
+
+    # ------------------------------------------------------------ rooms
+
+    def _loaded(self, room: str, answer: CommandFuture[RoomState]) -> None:
+        waiting = self.loading.pop(room, None)
+        if waiting is None:
+            return  # given up meanwhile (see welcome)
+        try:
+            state = _room_or_none(answer)
+        except Exception:
+            log.exception("cannot read a new room's settings", extra={"fields": {"room": room}})
+            state = None
+        settings = GameRoomSettings.from_settings(state.settings) if state is not None else None
+        if settings is not None:
+            self.games[room] = Game(room, random_room=settings.random_room, words=self.words,
+                                    timing=self.timing, player_limit=settings.player_limit)
+            self.bot.rooms = sorted(self.games)  # claimed by name in any later hello
+        for item in waiting:
+            try:
+                self._handle(room, item)
+            except Exception:  # as the SDK does for a handler that raises
+                log.exception("handler failed", extra={"fields": {"room": room}})
+                if isinstance(item, Message):
+                    self.bot.error(item, ErrorCode.WATCHER_ERROR)
+
+    def _handle(self, room: str, item: Message | Event) -> None:
+        if room in self.loading:
+            self.loading[room].append(item)
+            return
+        game = self.games.get(room)
+        if isinstance(item, Message):
+            self._frame(item, game)
+        elif game is None:
+            return
+        elif item.kind is EventKind.CLIENT_JOINED_ROOM:
+            self.apply(room, game.join(item.client, self.bot.now()))
+        else:
+            self._left(item, game)
+
+    def _frame(self, msg: Message, game: Game | None) -> None:
         if game is None:
-            state = _room_or_none(bot, room)
-            if state is None or state.settings.get("game") != KIND:
-                return None
-            s = state.settings
-            game = games[room] = Game(room, random_room=s.get("random") == "1", words=words,
-                                      timing=timing, player_limit=int(s.get("player_limit", "3")))
-            bot.rooms = sorted(games)  # claimed by name in any later hello (processor restart)
-        return game
+            self.bot.error(msg, ErrorCode.UNKNOWN_ROOM)
+            return
+        effects = game.handle(msg.client, msg.action, msg.body, self.bot.now())
+        self.apply(msg.room, effects)
+        if msg.action == "leave-room" and Kick(msg.client) not in effects:
+            self.bot.remove(msg.client, msg.room)  # not a player (e.g. refused): still leaves the room
 
-    def apply(room: str, effects: list[Effect]) -> None:
+    def _left(self, ev: Event, game: Game) -> None:
+        if ev.client in game.players:  # it is out of the room already: no Kick to carry out
+            effects = game.leave(ev.client, self.bot.now())
+            self.apply(ev.room, [e for e in effects
+                                 if not (isinstance(e, Kick) and e.client == ev.client)])
+        if not game.players:
+            self.close(ev.room)
+
+    def apply(self, room: str, effects: list[Effect]) -> None:
+        """Carry out a game's effects."""
         for effect in effects:
             if isinstance(effect, Send):
                 target = effect.target or room
                 if effect.to_room:
-                    bot.send_room(room, effect.action, effect.body, sender=effect.sender,
-                                  target=target)
+                    self.bot.send_room(room, effect.action, effect.body, sender=effect.sender,
+                                       target=target)
                 else:
-                    bot.send_clients(effect.clients, effect.action, effect.body,
-                                     sender=effect.sender, target=target,
-                                     is_target_client=effect.is_target_client)
+                    self.bot.send_clients(effect.clients, effect.action, effect.body,
+                                          sender=effect.sender, target=target,
+                                          is_target_client=effect.is_target_client)
             elif isinstance(effect, Kick):
-                bot.remove(effect.client, room)
+                self.bot.remove(effect.client, room)
             elif isinstance(effect, StartTimer):
-                timers[(room, effect.token)] = bot.call_later(effect.delay, fire, room, effect.token)
+                self.timers[(room, effect.token)] = self.bot.call_later(effect.delay, self.fire,
+                                                                        room, effect.token)
             elif isinstance(effect, CancelTimer):
-                timer = timers.pop((room, effect.token), None)
+                timer = self.timers.pop((room, effect.token), None)
                 if timer is not None:
                     timer.cancel()
             elif isinstance(effect, GameOver):
-                bot.settings(room, started="1", over="1")
-        game = games.get(room)
-        if game is not None and game.started and room not in started:
-            started.add(room)
-            bot.settings(room, started="1")
+                pass  # the room closes when its last player leaves
+        game = self.games.get(room)
+        if game is not None and (game.started or game.finished) and room not in self.started:
+            # Begun or over: the room takes no more players (the lobby reads this).
+            self.started.add(room)
+            self.bot.settings(room, **GameRoomSettings.mark_started())
 
-    def fire(room: str, token: int) -> None:
-        timers.pop((room, token), None)
-        game = games.get(room)
+    def fire(self, room: str, token: int) -> None:
+        self.timers.pop((room, token), None)
+        game = self.games.get(room)
         if game is not None:
-            apply(room, game.on_timer(token, bot.now()))
+            self.apply(room, game.on_timer(token, self.bot.now()))
 
-    def close(room: str) -> None:
+    def close(self, room: str) -> None:
         """Forget the room's game (cancelling its timers) and delete the room."""
-        games.pop(room, None)
-        bot.rooms = sorted(games)
-        started.discard(room)
-        for key in [k for k in timers if k[0] == room]:
-            timers.pop(key).cancel()
-        bot.delete_room(room)
+        self.games.pop(room, None)
+        self.bot.rooms = sorted(self.games)
+        self.started.discard(room)
+        for key in [k for k in self.timers if k[0] == room]:
+            self.timers.pop(key).cancel()
+        self.bot.delete_room(room)
 
-    @bot.on_event(EventKind.CLIENT_JOINED_ROOM)
-    def joined(ev: Event) -> None:
-        game = game_for(ev.room)
-        if game is not None:
-            apply(ev.room, game.join(ev.client, bot.now()))
 
-    @bot.on_event(EventKind.CLIENT_LEFT_ROOM)
-    def left(ev: Event) -> None:
-        game = games.get(ev.room)
-        if game is None:
-            return
-        if ev.client in game.players:  # it is out of the room already: no Kick to carry out
-            effects = game.leave(ev.client, bot.now())
-            apply(ev.room, [e for e in effects if not (isinstance(e, Kick) and e.client == ev.client)])
-        if not game.players:
-            close(ev.room)
+def build_lobby(config: Config) -> Watcher:
+    """`meshstream watcher words-battle-lobby` (see services/watchers.py)."""
+    return LobbyWatcher(config).bot
 
-    @bot.on("*")
-    def frame(msg: Message) -> None:
-        game = game_for(msg.room)
-        if game is None:
-            bot.error(msg, ErrorCode.UNKNOWN_ROOM)
-            return
-        effects = game.handle(msg.client, msg.action, msg.body, bot.now())
-        apply(msg.room, effects)
-        if msg.action == "leave-room" and Kick(msg.client) not in effects:
-            bot.remove(msg.client, msg.room)  # not a player (e.g. refused): still leaves the room
 
-    @bot.on_welcome
-    def welcome(rooms: list[RoomState]) -> None:
-        """After a restart the games' state is gone: end those games cleanly."""
-        for state in rooms:
-            if state.name in games:
-                continue
-            if state.members:
-                bot.send_room(state.name, "room-bot-end-game",
-                              {"message": "The game server restarted; this game was stopped.",
-                               "client_list": [], "word_list": []}, sender=BOT)
-            bot.delete_room(state.name)
-
-    return bot
+def build_games(config: Config) -> Watcher:
+    """`meshstream watcher words-battle-games` (see services/watchers.py)."""
+    return GamesWatcher(config).bot

@@ -8,7 +8,7 @@ import time
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind
 from meshstream_zmq.errors import ErrorCode
-from meshstream_zmq.watcher import CommandError, Event, Message, Watcher
+from meshstream_zmq.watcher import CommandFuture, Event, Message, RoomState, Watcher
 from tests.conftest import Client, Cluster
 
 
@@ -33,8 +33,11 @@ async def test_handlers_commands_and_errors(cluster: Cluster, connect) -> None:
     @bot.on_event(EventKind.CLIENT_JOINED_ROOM)
     def joined(ev: Event) -> None:
         seen.append(ev)
-        bot.send_room(ev.room, "welcome", {"rooms": [r.name for r in bot.client_rooms(ev.client)]},
-                      sender="sdk-bot")
+
+        def welcome(rooms: CommandFuture[list[RoomState]]) -> None:
+            bot.send_room(ev.room, "welcome", {"rooms": [r.name for r in rooms.result()]},
+                          sender="sdk-bot")
+        bot.client_rooms(ev.client).add_done_callback(welcome)
 
     @bot.on("boom")
     def boom(msg: Message) -> None:
@@ -49,10 +52,10 @@ async def test_handlers_commands_and_errors(cluster: Cluster, connect) -> None:
 
     @bot.on("ask")
     def ask(msg: Message) -> None:
-        try:
-            bot.query_room("no-such-room")
-        except CommandError as exc:  # queries answer synchronously; errors raise with their code
-            bot.send_clients([msg.client], "answer", {"code": exc.code})
+        def answer(room: CommandFuture[RoomState]) -> None:  # an error reply comes here too
+            assert room.error is not None
+            bot.send_clients([msg.client], "answer", {"code": room.error.code})
+        bot.query_room("no-such-room").add_done_callback(answer)
 
     thread = start(bot)
     try:
