@@ -1,6 +1,6 @@
 // Words Battle client protocol and game state, free of any DOM or socket code.
 //
-// The wire format is described in WORDS_BATTLE.md / SPEC.md §2: JSON envelopes
+// The wire format is described in docs/protocol.md and docs/words-battle.md: JSON envelopes
 // {action, target, message_body, sender, IsTargetClient}; the server may put
 // several objects in one text frame separated by "\n".
 

@@ -6,14 +6,14 @@ to remove from the room, timers to start or cancel, and the end of the game. It
 never reads a clock, sleeps or touches a socket, so a whole game is played in a
 unit test by calling methods and firing the timers it asked for.
 
-The frames it produces are those of WORDS_BATTLE.md, so the original web client
-plays against it unchanged. The defects listed there are not reproduced: only the
-room maker starts a friend game, only the current player's attempts count,
-`leave-room` works, late or surplus joiners are refused and removed, every pending
-timer is cancelled when the game ends, and bad input gets an `error` reply instead
-of crashing anything.
+The frames it produces are those of the original game (listed in
+docs/words-battle.md), so the original web client plays against it unchanged. Its
+defects are not reproduced: only the room maker starts a friend game, only the
+current player's attempts count, `leave-room` works, late or surplus joiners are
+refused and removed, every pending timer is cancelled when the game ends, and bad
+input gets an `error` reply instead of crashing anything.
 
-Decisions where WORDS_BATTLE.md is silent:
+Decisions the original protocol leaves open (also in docs/words-battle.md):
 
 - The *slug* of a player is its client ID; lists are sorted by it.
 - Every client in the room is a player from the moment it joins. Until it sends

@@ -1,4 +1,4 @@
-"""Words Battle end to end: a scripted client speaking exactly the frames of WORDS_BATTLE.md.
+"""Words Battle end to end: a scripted client speaking exactly the frames of docs/words-battle.md.
 
 Real `meshstream run` clusters with the two Words Battle watchers (lobby + games) and
 a fast clock (`--time-scale 0.05`: a 10 s turn lasts 0.5 s, the default 60 s game 3 s).
@@ -54,7 +54,7 @@ async def player(wb: Cluster) -> AsyncIterator[Callable[[], Any]]:
         await c.close()
 
 
-# ------------------------------------------------------------------ frames (WORDS_BATTLE.md)
+# ------------------------------------------------------------------ frames (docs/words-battle.md)
 
 
 def join_friend(room: str, name: str, limit: int = 3) -> Msg:
