@@ -1,0 +1,393 @@
+"""The gateway's pure core, driven directly: method calls in (time passed in), outbox calls out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from meshstream_zmq import LOBBY
+from meshstream_zmq import meshstream_pb2 as pb
+from meshstream_zmq.gateway import PING_INTERVAL, PING_TIMEOUT, Connection, Gateway, Link
+
+
+class Outbox:
+    """Records what the core asks of the I/O; `buffered` plays the client's TCP buffer."""
+
+    def __init__(self) -> None:
+        self.wakes = 0
+        self.batches: list[pb.GatewayBatch] = []
+        self.writes: list[tuple[str, bytes]] = []
+        self.payloads: list[bytes] = []  # the objects, to check the shared-payload promise
+        self.closes: list[tuple[str, int, str]] = []
+        self.pings: list[str] = []
+        self.notices: list[str] = []
+        self.accept = True
+        self.buffered = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def push_batch(self, batch: bytes) -> bool:
+        if self.accept:
+            self.batches.append(pb.GatewayBatch.FromString(batch))
+        return self.accept
+
+    def write(self, link: Any, payload: bytes) -> int:
+        self.writes.append((link, payload))
+        self.payloads.append(payload)
+        return self.buffered
+
+    def close(self, link: Any, code: int, reason: str) -> None:
+        self.closes.append((link, code, reason))
+
+    def ping(self, link: Any) -> None:
+        self.pings.append(link)
+
+    def notice(self, level: str, message: str, fields: dict[str, object]) -> None:
+        self.notices.append(message)
+
+    def frames_for(self, link: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for who, p in self.writes if who == link for line in p.split(b"\n")]
+
+
+GW = "gw1-abc"
+
+
+def make(**kw: Any) -> tuple[Gateway, Outbox]:
+    out = Outbox()
+    return Gateway(GW, 1, out, send_queue=kw.pop("send_queue", 1 << 20), **kw), out
+
+
+def welcome(gw: Gateway, epoch: str = "e1", seq: int = 1) -> None:
+    gw.processor_out(pb.GatewayOut(seq=seq, epoch=epoch, ops=[pb.GatewayOp(welcome=pb.Welcome(epoch=epoch))]))
+
+
+def out_msg(gw: Gateway, *ops: pb.GatewayOp, seq: int | None = None) -> None:
+    gw.processor_out(pb.GatewayOut(seq=gw.out_seq + 1 if seq is None else seq,
+                                   epoch=gw.processor_epoch, ops=list(ops)))
+
+
+def joined(client: str, room: str) -> pb.GatewayOp:
+    return pb.GatewayOp(joined=pb.Membership(client=client, room=room))
+
+
+def left(client: str, room: str) -> pb.GatewayOp:
+    return pb.GatewayOp(left=pb.Membership(client=client, room=room))
+
+
+def deliver(frame: bytes, room: str = "", clients: tuple[str, ...] = (),
+            exclude: tuple[str, ...] = ()) -> pb.GatewayOp:
+    return pb.GatewayOp(deliver=pb.Deliver(frame=frame, room=room, clients=list(clients),
+                                           exclude=list(exclude)))
+
+
+def frames_of(batches: list[pb.GatewayBatch]) -> list[tuple[int, str, str, str]]:
+    rows = []
+    for b in batches:
+        for item in b.items:
+            if item.WhichOneof("kind") == "frames":
+                r = item.frames
+                rows += [(r.first_seq + i, c, a, t) for i, (c, a, t) in
+                         enumerate(zip(r.client, r.action, r.target, strict=True))]
+    return rows
+
+
+def test_a_client_is_greeted_with_its_id_and_announced_to_the_processor() -> None:
+    gw, out = make()
+    conn = gw.connect("L1", 0.0)
+    assert out.wakes == 1
+    gw.flush()
+    assert out.frames_for("L1") == [{"action": "client-connected", "target": conn.id,
+                                     "message_body": {"client": conn.id}, "sender": "meshstream"}]
+    assert [i.connected for i in out.batches[0].items] == [conn.id]
+    gw.check()
+
+
+def test_frames_wait_for_the_welcome_then_travel_numbered_in_one_batch() -> None:
+    gw, out = make()
+    conn = gw.connect("L1", 0.0)
+    gw.client_frame(conn, '{"action":"a","target":"r"}', 0.0)
+    gw.flush()
+    assert out.frames_for("L1")[-1]["message_body"]["code"] == "processor-unavailable"
+    welcome(gw)
+    assert gw.link is Link.UP
+    gw.client_frame(conn, '{"action":"a","target":"r"}', 0.0)
+    gw.client_frame(conn, '{"action":"b","target":"s","id":7}', 0.0)
+    gw.flush()
+    assert frames_of(out.batches) == [(1, conn.id, "a", "r"), (2, conn.id, "b", "s")]
+    assert [u.seq for u in gw.unacked] == [1, 2]
+    gw.check()
+
+
+def test_bad_frames_are_answered_at_the_gateway_with_their_id() -> None:
+    gw, out = make()
+    welcome(gw)
+    conn = gw.connect("L1", 0.0)
+    gw.client_frame(conn, '{"action":"a","id":"x","message_body":[1]}', 0.0)
+    gw.client_frame(conn, b"\x00binary", 0.0)
+    gw.flush()
+    errors = [f["message_body"] for f in out.frames_for("L1")[1:]]
+    assert [e["code"] for e in errors] == ["bad-body", "binary-frame"]
+    assert out.frames_for("L1")[1]["id"] == "x"
+    assert frames_of(out.batches) == [] and gw.errors == {"bad-body": 1, "binary-frame": 1}
+
+
+def test_acknowledged_frames_are_forgotten_and_a_new_epoch_answers_the_rest() -> None:
+    gw, out = make()
+    welcome(gw, "e1")
+    conn = gw.connect("L1", 0.0)
+    for action in ("a", "b", "c"):
+        gw.client_frame(conn, json.dumps({"action": action, "id": action}), 0.0)
+    gw.flush()
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", acked={GW: 2}), 1.0)
+    assert [u.action for u in gw.unacked] == ["c"]
+    gw.processor_beat(pb.ProcessorBeat(epoch="e2", acked={}), 2.0)  # a new processor
+    assert gw.link is Link.HELLO and not gw.unacked
+    gw.flush()
+    last = out.frames_for("L1")[-1]
+    assert (last["message_body"]["code"], last["id"]) == ("processor-restarted", "c")
+    hello = out.batches[-1].items[-1].hello
+    assert [c.client for c in hello.clients] == [conn.id]
+    assert "processor changed; resyncing" in out.notices
+    gw.check()
+
+
+def test_a_processor_that_forgets_the_gateway_gets_a_hello() -> None:
+    gw, out = make()
+    welcome(gw, "e1")
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", acked={"gw9-other": 3}), 1.0)
+    assert gw.link is Link.HELLO
+
+
+def test_a_silent_processor_takes_the_link_down() -> None:
+    gw, out = make(peer_timeout=3.0)
+    welcome(gw)
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", acked={GW: 0}), 10.0)
+    gw.heartbeat(12.0)
+    assert gw.link is Link.UP
+    gw.heartbeat(13.5)
+    assert gw.link is Link.HELLO and "processor silent" in out.notices
+
+
+def test_a_refused_batch_answers_every_frame_in_it() -> None:
+    gw, out = make()
+    welcome(gw)
+    conn = gw.connect("L1", 0.0)
+    gw.flush()
+    out.accept = False
+    gw.client_frame(conn, '{"action":"a","id":1}', 0.0)
+    gw.client_frame(conn, '{"action":"b","id":2}', 0.0)
+    gw.flush()
+    codes = [(f["message_body"]["code"], f["id"]) for f in out.frames_for("L1")[1:]]
+    assert codes == [("processor-unavailable", 1), ("processor-unavailable", 2)]
+    assert not gw.unacked and gw.drops == {"processor-unreachable": 1}
+
+
+def test_room_messages_fan_out_to_local_members_once_each() -> None:
+    gw, out = make()
+    welcome(gw)
+    a, b, c = (gw.connect(f"L{i}", 0.0) for i in range(3))
+    gw.flush()
+    out.writes.clear()
+    out_msg(gw, joined(a.id, "r"), joined(b.id, "r"), deliver(b'{"m":1}', room="r"),
+            deliver(b'{"m":2}', room="r", exclude=(a.id,)), deliver(b'{"m":3}', room=LOBBY),
+            deliver(b'{"m":4}', clients=(c.id, "gw2-x.1")))
+    gw.flush()
+    assert out.writes == [("L0", b'{"m":1}\n{"m":3}'), ("L1", b'{"m":1}\n{"m":2}\n{"m":3}'),
+                          ("L2", b'{"m":3}\n{"m":4}')]
+    out.writes.clear()
+    out_msg(gw, left(b.id, "r"), deliver(b'{"m":5}', room="r"))
+    gw.flush()
+    assert out.writes == [("L0", b'{"m":5}')]
+    gw.disconnect(a)
+    assert "r" not in gw.rooms
+    gw.check()
+
+
+def test_members_with_the_same_queue_share_one_payload_object() -> None:
+    gw, out = make()
+    welcome(gw)
+    conns = [gw.connect(f"L{i}", 0.0) for i in range(4)]
+    gw.flush()
+    out.payloads.clear()
+    out_msg(gw, *(joined(c.id, "r") for c in conns), deliver(b"x" * 10, room="r"),
+            deliver(b"y" * 10, room="r"))
+    gw.flush()
+    assert len(out.payloads) == 4 and all(p is out.payloads[0] for p in out.payloads)
+
+
+def test_a_sequence_gap_tells_every_client_messages_lost() -> None:
+    gw, out = make()
+    welcome(gw)
+    conn = gw.connect("L1", 0.0)
+    out_msg(gw, seq=2)
+    out_msg(gw, seq=5)
+    gw.flush()
+    assert [f["message_body"]["code"] for f in out.frames_for("L1")[1:]] == ["messages-lost"]
+    assert conn.pending == []
+
+
+def test_the_rate_limit_refuses_then_closes_a_flood() -> None:
+    gw, out = make(rate_limit=2.0, rate_burst=3)
+    welcome(gw)
+    conn = gw.connect("L1", 0.0)
+    for _ in range(3):
+        gw.client_frame(conn, '{"action":"a"}', 0.0)
+    gw.client_frame(conn, '{"action":"a","id":9}', 0.0)
+    gw.flush()
+    last = out.frames_for("L1")[-1]
+    assert (last["message_body"]["code"], last["id"]) == ("rate-limited", 9)
+    gw.client_frame(conn, '{"action":"a"}', 1.0)  # the debt of one paid back: two tokens a second
+    assert len(gw.unacked) == 4
+    for _ in range(4):
+        gw.client_frame(conn, '{"action":"a"}', 1.0)
+    assert out.closes == [("L1", 1008, "flood: rate limit exceeded")]
+
+
+def test_a_client_over_its_send_queue_is_closed_as_slow() -> None:
+    gw, out = make(send_queue=100)
+    welcome(gw)
+    conn = gw.connect("L1", 0.0)
+    out.buffered = 101
+    gw.flush()
+    assert out.closes == [("L1", 4000, "slow consumer: send queue full")] and conn.closing
+    out_msg(gw, deliver(b"{}", clients=(conn.id,)))
+    gw.flush()
+    assert len(out.writes) == 1  # nothing more written to a closing connection
+
+
+def test_a_processor_close_op_closes_that_client_once() -> None:
+    gw, out = make()
+    welcome(gw)
+    conn = gw.connect("L1", 0.0)
+    op = pb.GatewayOp(close=pb.CloseClient(client=conn.id, code=4001, reason="bye"))
+    out_msg(gw, op)
+    out_msg(gw, op)
+    assert out.closes == [("L1", 4001, "bye")]
+
+
+def test_keepalive_pings_then_closes_when_the_pong_is_late() -> None:
+    gw, out = make()
+    conn = gw.connect("L1", 1000.0)
+    gw.keepalive_one(conn, 1001.0)
+    assert out.pings == []  # too early: connected one second ago
+    gw.keepalive_one(conn, 1000.0 + PING_INTERVAL)
+    assert out.pings == ["L1"]
+    gw.keepalive_one(conn, 1001.0 + PING_INTERVAL)  # waiting for the pong: no second ping
+    assert out.pings == ["L1"] and not conn.closing
+    gw.pong(conn)
+    t = 1000.0 + 2 * PING_INTERVAL
+    gw.keepalive_one(conn, t)
+    assert out.pings == ["L1", "L1"]
+    gw.keepalive_one(conn, t + PING_TIMEOUT)  # no pong this time
+    assert out.closes == [("L1", 1011, "keepalive ping timeout")]
+
+
+def test_keepalive_spreads_the_pings_over_the_interval() -> None:
+    gw, out = make()
+    for i in range(100):
+        gw.connect(f"L{i}", 0.0)
+    seen: list[str] = []
+    for tick in range(int(PING_INTERVAL)):
+        gw.keepalive(PING_INTERVAL + tick)
+        seen += out.pings
+        assert len(out.pings) <= 5
+        out.pings.clear()
+    assert sorted(seen) == sorted(f"L{i}" for i in range(100))
+
+
+# ------------------------------------------------------------------ properties
+
+ROOMS = ["r1", "r2", "r3"]
+
+
+class GatewayMachine(RuleBasedStateMachine):
+    """Random connects, memberships, deliveries, frames and link changes against a model:
+    every room message reaches exactly the room's local members at that moment (minus the
+    excluded), in order; frames are numbered without gaps; the core's invariants hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gw, self.out = make()
+        self.conns: list[Connection] = []
+        self.members: dict[str, set[str]] = {r: set() for r in ROOMS}
+        self.expected: dict[str, list[bytes]] = {}
+        self.n = 0
+        self.epoch = 1
+        welcome(self.gw, "e1")
+
+    @rule()
+    def connect(self) -> None:
+        conn = self.gw.connect(f"L{len(self.conns)}", 0.0)
+        self.conns.append(conn)
+        self.expected[conn.id] = []
+
+    def live(self) -> list[Connection]:
+        return [c for c in self.conns if c.id in self.gw.conns]
+
+    @precondition(lambda self: self.live())
+    @rule(data=st.data())
+    def disconnect(self, data: st.DataObject) -> None:
+        conn = data.draw(st.sampled_from(self.live()))
+        self.gw.disconnect(conn)
+        for m in self.members.values():
+            m.discard(conn.id)
+        del self.expected[conn.id]
+
+    @precondition(lambda self: self.live())
+    @rule(data=st.data(), room=st.sampled_from(ROOMS), join=st.booleans())
+    def membership(self, data: st.DataObject, room: str, join: bool) -> None:
+        conn = data.draw(st.sampled_from(self.live()))
+        out_msg(self.gw, joined(conn.id, room) if join else left(conn.id, room))
+        (self.members[room].add if join else self.members[room].discard)(conn.id)
+
+    @rule(room=st.sampled_from(ROOMS), data=st.data())
+    def room_message(self, room: str, data: st.DataObject) -> None:
+        self.n += 1
+        frame = b'{"n":%d}' % self.n
+        exclude = data.draw(st.lists(st.sampled_from(sorted(self.members[room]) or [""]), max_size=2))
+        out_msg(self.gw, deliver(frame, room=room, exclude=tuple(e for e in exclude if e)))
+        for client in self.members[room] - set(exclude):
+            self.expected[client].append(frame)
+
+    @precondition(lambda self: self.live())
+    @rule(data=st.data())
+    def client_frame(self, data: st.DataObject) -> None:
+        conn = data.draw(st.sampled_from(self.live()))
+        self.gw.client_frame(conn, '{"action":"x"}', 0.0)
+
+    @rule()
+    def new_processor(self) -> None:
+        self.epoch += 1
+        self.gw.processor_beat(pb.ProcessorBeat(epoch=f"e{self.epoch}"), 0.0)
+        welcome(self.gw, f"e{self.epoch}")
+
+    @rule()
+    def flush(self) -> None:
+        self.gw.flush()
+
+    @invariant()
+    def consistent(self) -> None:
+        self.gw.check()
+        assert {r: {c.id for c in m} for r, m in self.gw.rooms.items()} == \
+            {r: m for r, m in self.members.items() if m}
+
+    def teardown(self) -> None:
+        self.gw.flush()
+        got: dict[str, list[bytes]] = {c: [] for c in self.expected}
+        links = {c.link: c.id for c in self.conns}
+        for link, payload in self.out.writes:
+            client = links[link]
+            if client in got:
+                got[client] += [f for f in payload.split(b"\n") if f.startswith(b'{"n"')]
+        assert got == self.expected
+        seqs = [row[0] for row in frames_of(self.out.batches)]
+        assert seqs == list(range(1, len(seqs) + 1))
+
+
+TestGatewayMachine = GatewayMachine.TestCase
+TestGatewayMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
