@@ -1,12 +1,17 @@
 """A gateway: terminates WebSockets and speaks ZeroMQ to the processor.
 
-Many gateways share one port (SO_REUSEPORT). Each one:
-  - validates client JSON itself (bad frames never reach the processor);
-  - PUSHes `GatewayBatch`es (one per event-loop tick) to the processor;
-  - SUBscribes to "<gateway ID>." (every client ID starts with it) and "processor";
-  - mirrors its own clients' room memberships, so a room broadcast arrives once
-    per gateway and fans out here; frames for one connection in one tick are
-    joined with "\\n" into one WebSocket frame.
+A thin adapter around the pure `meshstream_zmq.gateway.Gateway` core, which makes
+every decision (batching, the membership mirror, fan-out, the processor link, rate
+limits, keepalive). This module only moves bytes and calls:
+
+- each TCP connection is a `ClientProtocol` (an `asyncio.Protocol`) driving
+  websockets' sans-I/O `ServerProtocol` through its public API: bytes in with
+  `receive_data`, `events_received` out, `data_to_send` written to the transport;
+- `GatewayServer` owns the ZeroMQ sockets (PUSH to the processor, SUB for its own
+  topic and the processor's beats), the listening socket (SO_REUSEPORT: many
+  gateways share one port), the heartbeat and keepalive timers, static HTTP, and
+  carries out what the core asks through its `GatewayOutbox` methods.
+
 The event loop never blocks on ZeroMQ: every send is NOBLOCK with a policy for
 EAGAIN, and the SUB socket is read from the loop's reader callback.
 """
@@ -18,441 +23,295 @@ import logging
 import mimetypes
 import signal
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
-from functools import partial
-from itertools import islice
 from pathlib import Path
+from typing import Any, cast
 
 import zmq
-from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import Event, State
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
-from meshstream_zmq import LOBBY, new_epoch
 from meshstream_zmq import meshstream_pb2 as pb
+from meshstream_zmq import new_epoch
 from meshstream_zmq import observability as obs
-from meshstream_zmq import protocol as proto
 from meshstream_zmq.config import Config
-from meshstream_zmq.errors import CloseCode, ErrorCode
+from meshstream_zmq.errors import CloseCode
+from meshstream_zmq.gateway import KEEPALIVE_TICK, Connection, Gateway
 
 log = logging.getLogger("meshstream.gateway")
+WS_LOG = logging.getLogger("websockets.server")  # one logger for every ServerProtocol
 
-DRAIN = 1000
+DRAIN = 1000  # SUB messages read before letting the clients' callbacks run
 PATH = "/wsmesh"
-PING_INTERVAL = 20.0  # keepalive: every connection is pinged this often ...
-PING_TIMEOUT = 20.0  # ... and closed (1011) when the pong is this late
-KEEPALIVE_TICK = 1.0  # the pings are spread: 1/20 of the connections each second
+OPEN_TIMEOUT = 10.0  # a connection that has not completed its handshake by then is dropped
+CLOSE_TIMEOUT = 2.0  # a closing handshake the client does not finish by then: the TCP link is cut
+PING_DATA = b"meshstream"
 
 
-class Connection:
-    """What the gateway keeps per client: small on purpose (thousands of these)."""
-
-    __slots__ = ("ws", "id", "rooms", "pending", "tokens", "stamp", "closing", "pong", "ping_at")
-
-    def __init__(self, ws: ServerConnection, client_id: str, burst: float) -> None:
-        self.ws = ws
-        self.id = client_id
-        self.rooms: set[str] = set()
-        self.pending: list[bytes] = []
-        self.tokens = burst
-        self.stamp = 0.0
-        self.closing = False
-        self.pong: Awaitable[float] | None = None  # the last keepalive ping's pong
-        self.ping_at = 0.0
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented RFC 6455 text frame: what `ServerProtocol.send_text`
+    writes for this payload with no extensions (tests/unit/test_gateway_wire.py checks
+    it byte for byte). Built once for every member of a room with the same queue."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 0x10000:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
 
-_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+class ClientProtocol(asyncio.Protocol):
+    """One client's TCP connection: bytes to websockets' ServerProtocol, its events to the core.
 
-
-class ClientConnection(ServerConnection):
-    """A client's WebSocket: each complete text (or binary) frame goes to `on_message` as
-    soon as it is parsed, inside `data_received` — no queue, no task switch per frame.
-
-    Anything else websockets assembles itself, as usual, and the handler reads it with
-    `recv`: fragmented messages, text that is not valid UTF-8 (websockets then closes
-    with 1007). While such a message is on its way (`backlog`), later frames take the
-    same path, so every frame is still handled in the order it arrived.
+    After every call into `ws` the bytes it produced are written at once
+    (`send_data`), so `ws` never holds output across callbacks; fan-out frames
+    from the core are then written after them, while `ws` is OPEN, as the
+    complete text frames `ws.send_text` would have produced (see `text_frame`).
     """
 
-    on_message: Callable[[str | bytes], None] | None = None
-    backlog = 0  # messages handed to websockets' assembler and not yet read by the handler
-    assembling = False  # inside a fragmented message
+    __slots__ = ("server", "transport", "ws", "conn", "fragments", "timer")
 
-    def process_event(self, event: Event) -> None:
-        if isinstance(event, Frame) and event.opcode in _DATA:
-            on_message = self.on_message
-            if on_message is not None and event.fin and not self.backlog and not self.assembling:
-                if event.opcode is Opcode.BINARY:
-                    return self.hand_over(on_message, bytes(event.data))
-                if event.opcode is Opcode.TEXT:
-                    try:
-                        text = str(event.data, "utf-8")
-                    except UnicodeDecodeError:
-                        pass  # websockets' own path closes with 1007
-                    else:
-                        return self.hand_over(on_message, text)
-            self.assembling = not event.fin
-            if event.fin:
-                self.backlog += 1
-        super().process_event(event)
-        return None
+    def __init__(self, server: GatewayServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.ws = ServerProtocol(max_size=server.config.max_frame, logger=WS_LOG)
+        self.conn: Connection | None = None
+        self.fragments: list[bytes] | None = None  # a fragmented message being assembled
+        self.timer: asyncio.TimerHandle | None = None  # the open or the close deadline
 
-    def hand_over(self, on_message: Callable[[str | bytes], None], message: str | bytes) -> None:
-        # Called from data_received, where an exception would escape into the event
-        # loop: a bug handling one frame closes that connection (1011), as a handler
-        # task that raised would.
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.timer = self.server.loop.call_later(OPEN_TIMEOUT, self.abort)
+
+    def data_received(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        for event in ws.events_received():
+            if type(event) is Frame:
+                self.frame(event)
+            elif isinstance(event, Request):
+                self.request(event)
+        self.send_data()
+
+    def eof_received(self) -> None:
+        self.ws.receive_eof()
+        self.send_data()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ws.receive_eof()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.conn is not None:
+            self.server.disconnected(self.conn)
+            self.conn = None
+
+    # ------------------------------------------------------------ from the client
+
+    def request(self, request: Request) -> None:
+        ws = self.ws
+        response = self.server.http_response(request)
+        if response is None:
+            response = ws.accept(request)
+        ws.send_response(response)
+        if ws.state is State.OPEN:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            self.conn = self.server.core.connect(self, time.monotonic())
+
+    def frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.PONG:
+            if self.conn is not None:
+                self.server.core.pong(self.conn)
+            return
+        if opcode is not Opcode.TEXT and opcode is not Opcode.BINARY and opcode is not Opcode.CONT:
+            return  # PING is answered and CLOSE echoed by `ws` itself
+        if self.conn is None or self.ws.state is not State.OPEN:
+            return
+        if opcode is not Opcode.CONT and frame.fin:  # a whole message in one frame: the usual case
+            text = opcode is Opcode.TEXT
+            data: bytes = frame.data if type(frame.data) is bytes else bytes(frame.data)
+        else:  # `ws` checks the sequence of fragments and the total size
+            if opcode is not Opcode.CONT:
+                self.fragments = [b"t" if opcode is Opcode.TEXT else b"b"]
+            fragments = self.fragments
+            assert fragments is not None
+            fragments.append(bytes(frame.data))
+            if not frame.fin:
+                return
+            self.fragments = None
+            text = fragments[0] == b"t"
+            data = b"".join(fragments[1:])
+        message: str | bytes
+        if text:
+            try:
+                message = str(data, "utf-8")
+            except UnicodeDecodeError as exc:
+                self.ws.fail(1007, f"{exc.reason} at position {exc.start}")
+                return
+        else:
+            message = data
         try:
-            on_message(message)
+            self.server.core.client_frame(self.conn, message, time.monotonic())
         except Exception:
+            # A bug handling one frame closes that connection (1011), not the gateway.
             log.exception("client frame failed")
-            self.loop.create_task(self.close(CloseCode.INTERNAL_ERROR, "internal error"))
+            self.server.core.close(self.conn, CloseCode.INTERNAL_ERROR, "internal error")
+
+    # ------------------------------------------------------------ to the client
+
+    def send_data(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        for data in self.ws.data_to_send():
+            if data:
+                transport.write(data)
+            else:  # end of stream: half-close (the client closes), or close under TLS
+                if transport.can_write_eof():
+                    try:
+                        transport.write_eof()
+                    except Exception:  # noqa: BLE001 - already closing
+                        pass
+                else:
+                    transport.close()
+                if self.timer is None:
+                    self.timer = self.server.loop.call_later(CLOSE_TIMEOUT, self.abort)
+
+    def close(self, code: int, reason: str) -> None:
+        ws = self.ws
+        if ws.state is State.OPEN:
+            ws.send_close(code, reason)
+            self.send_data()
+            if self.timer is None:
+                self.timer = self.server.loop.call_later(CLOSE_TIMEOUT, self.abort)
+
+    def ping(self) -> None:
+        if self.ws.state is State.OPEN:
+            self.ws.send_ping(PING_DATA)
+            self.send_data()
+
+    def abort(self) -> None:
+        """No handshake in time, or a close the client did not finish: cut the TCP link."""
+        self.timer = None
+        if self.transport is not None:
+            self.transport.abort()
 
 
-class Gateway:
+class GatewayServer:
+    """The gateway process: ZeroMQ, the listening socket and timers around the core.
+
+    It is the core's `GatewayOutbox` too.
+    """
+
     def __init__(self, config: Config, index: int, context: zmq.Context | None = None) -> None:
         self.config = config
         self.index = index
-        self.id = f"gw{index}-{new_epoch()}"
-        self.topic = self.id.encode() + b"."
-        self.ctx = context or zmq.Context.instance()
-        self.conns: dict[str, Connection] = {}
-        self.rooms: dict[str, set[Connection]] = {}
-        self.next_client = 0
-        self.batch = pb.GatewayBatch(gateway=self.id)
-        self.open_frames: pb.ClientFrames | None = None  # the batch's last item, if frames
-        self.seq = 0
-        self.unacked: deque[tuple[int, str, str, str, bytes]] = deque()
-        self.dirty: list[Connection] = []
-        self.scheduled = False
-        self.welcomed = False
-        self.processor_epoch = ""
-        self.last_beat = 0.0
-        self.out_seq = 0
-        self.burst = float(config.rate_burst or 2 * config.rate_limit)
-        self.ready = asyncio.Event()
-        self.frames_in = 0
-        self.frames_out = 0
-        self.web_dir = Path(config.resolved_web_dir)
+        self.loop = asyncio.get_running_loop()
+        self.core = Gateway(f"gw{index}-{new_epoch()}", index, self, send_queue=config.send_queue,
+                            rate_limit=config.rate_limit, rate_burst=config.rate_burst,
+                            peer_timeout=config.peer_timeout)
+        self.id = self.core.id
+        self.ready = asyncio.Event()  # welcomed: accept WebSockets
+        self.drained = asyncio.Event()  # stopping, and every client has gone
+        self.stopping = False
+        self.web_dir = Path(config.resolved_web_dir).resolve()
+        self.last_payload = b""
+        self.last_wire = b""
 
+        ctx = context or zmq.Context.instance()
         ep = config.endpoints
-        self.push = self.ctx.socket(zmq.PUSH)
+        self.push = ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.IMMEDIATE, 1)  # no processor connected: EAGAIN, not a silent queue
         self.push.setsockopt(zmq.SNDHWM, 50_000)
         self.push.setsockopt(zmq.LINGER, 0)
         self.push.connect(ep.inbound)
-        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.RCVHWM, 100_000)
         self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.setsockopt(zmq.SUBSCRIBE, self.topic)
+        self.sub.setsockopt(zmq.SUBSCRIBE, self.id.encode() + b".")
         self.sub.setsockopt(zmq.SUBSCRIBE, b"processor")
         self.sub.connect(ep.outbound)
 
-    # ------------------------------------------------------------ processor link
+    # ------------------------------------------------------------ the core's outbox
 
-    def schedule(self) -> None:
-        if not self.scheduled:
-            self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+    def wake(self) -> None:
+        self.loop.call_soon(self.core.flush)
 
-    def flush(self) -> None:
-        """End of tick: one batch to the processor, one write per dirty connection."""
-        self.scheduled = False
-        if self.batch.items:
-            batch, self.batch = self.batch, pb.GatewayBatch(gateway=self.id)
-            self.open_frames = None
-            try:
-                self.push.send_multipart([b"gateway", batch.SerializeToString()], flags=zmq.NOBLOCK)
-            except zmq.Again:
-                self.refuse(batch)
-        if self.dirty:
-            self.write_dirty()
+    def push_batch(self, batch: bytes) -> bool:
+        try:
+            self.push.send_multipart([b"gateway", batch], flags=zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
 
-    def refuse(self, batch: pb.GatewayBatch) -> None:
-        """The processor is unreachable: every client frame in the batch gets an error."""
-        obs.DROPS.labels("processor-unreachable").inc()
-        refused = set()
-        for item in batch.items:
-            run = item.frames
-            for i, (client, action, target, request_id) in enumerate(
-                    zip(run.client, run.action, run.target, run.request_id, strict=True)):
-                refused.add(run.first_seq + i)
-                self.reply_error(client, ErrorCode.PROCESSOR_UNAVAILABLE, action, target, request_id)
-        if refused:
-            self.unacked = deque(u for u in self.unacked if u[0] not in refused)
-        self.write_dirty()
+    def write(self, link: Any, payload: bytes) -> int:
+        if link.ws.state is not State.OPEN:
+            return -1
+        if payload is not self.last_payload:
+            self.last_wire = text_frame(payload)
+            self.last_payload = payload
+        transport = link.transport
+        transport.write(self.last_wire)
+        return int(transport.get_write_buffer_size())
 
-    def item(self) -> pb.GatewayItem:
-        """A new item at the end of the batch (ending any run of frames: order matters)."""
-        self.open_frames = None
-        return self.batch.items.add()
+    def close(self, link: Any, code: int, reason: str) -> None:
+        link.close(code, reason)
 
-    def hello(self) -> None:
-        """(Re)introduce this gateway with every client and its rooms (the resync)."""
-        item = self.item()
-        item.hello.index = self.index
-        for conn in self.conns.values():
-            c = item.hello.clients.add()
-            c.client = conn.id
-            c.rooms.extend(conn.rooms)
-        self.schedule()
+    def ping(self, link: Any) -> None:
+        link.ping()
+
+    def notice(self, level: str, message: str, fields: dict[str, object]) -> None:
+        log.log(logging.getLevelName(level.upper()), message, extra={"fields": fields})
+
+    # ------------------------------------------------------------ from the adapters
+
+    def disconnected(self, conn: Connection) -> None:
+        self.core.disconnect(conn)
+        if self.stopping and not self.core.conns:
+            self.drained.set()
 
     def on_sub_readable(self) -> None:
         # EVENTS before each read instead of reading until EAGAIN: at low rates most
         # wake-ups carry one message, and an exception per wake-up costs more than a
         # getsockopt. Reading until EVENTS has no POLLIN also re-arms the edge-triggered FD.
         sub = self.sub
+        core = self.core
         for _ in range(DRAIN):
             if not sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 break
             topic = sub.recv(zmq.NOBLOCK)
             payload = sub.recv(zmq.NOBLOCK)  # [topic, payload]: parts arrive together
             if topic == b"processor":
-                self.on_beat(pb.ProcessorBeat.FromString(payload))
+                core.processor_beat(pb.ProcessorBeat.FromString(payload), time.monotonic())
             else:
-                self.on_out(pb.GatewayOut.FromString(payload))
+                core.processor_out(pb.GatewayOut.FromString(payload))
         else:  # more than DRAIN waiting: let the clients' callbacks run, then go on
-            asyncio.get_running_loop().call_soon(self.on_sub_readable)
-        if self.dirty:
-            self.write_dirty()
-
-    def on_beat(self, beat: pb.ProcessorBeat) -> None:
-        self.last_beat = time.monotonic()
-        if not self.welcomed:
-            return
-        if beat.epoch != self.processor_epoch or self.id not in beat.acked:
-            # A new processor, or one that forgot us: resync before accepting frames.
-            log.warning("processor changed; resyncing", extra={"fields": {
-                "gateway": self.id, "epoch": beat.epoch}})
-            self.welcomed = False
-            # Frames it never acknowledged may be lost (a processor that does not know us
-            # ignores our frames): say so now rather than leave them unanswered.
-            for _, client, action, target, request_id in self.unacked:
-                self.reply_error(client, ErrorCode.PROCESSOR_RESTARTED, action, target, request_id)
-            self.unacked.clear()
-            self.hello()
-            return
-        acked = beat.acked[self.id]
-        unacked = self.unacked
-        while unacked and unacked[0][0] <= acked:
-            unacked.popleft()
-
-    def on_welcome(self, epoch: str) -> None:
-        if self.processor_epoch and epoch != self.processor_epoch:
-            # Frames the old processor never acknowledged may be lost: say so.
-            for _, client, action, target, request_id in self.unacked:
-                self.reply_error(client, ErrorCode.PROCESSOR_RESTARTED, action, target, request_id)
-            self.unacked.clear()
-        self.processor_epoch = epoch
-        self.welcomed = True
-        self.out_seq = 0
-        self.ready.set()
-        log.info("welcomed by processor", extra={"fields": {"gateway": self.id, "epoch": epoch}})
-
-    def on_out(self, out: pb.GatewayOut) -> None:
-        if out.epoch == self.processor_epoch and self.out_seq and out.seq != self.out_seq + 1:
-            log.error("messages lost", extra={"fields": {"expected": self.out_seq + 1,
-                                                          "got": out.seq}})
-            frame = proto.error(ErrorCode.MESSAGES_LOST)
-            for conn in self.conns.values():
-                self.queue(conn, frame)
-        self.out_seq = out.seq
-        conns = self.conns
-        for op in out.ops:
-            kind = op.WhichOneof("kind")
-            if kind == "deliver":
-                d = op.deliver
-                frame = d.frame
-                if d.room:
-                    members = conns.values() if d.room == LOBBY else self.rooms.get(d.room, ())
-                    dirty = self.dirty  # self.queue() inlined: this loop runs per recipient
-                    if d.exclude:
-                        skip = set(d.exclude)
-                        for conn in members:
-                            if conn.id not in skip:
-                                pending = conn.pending
-                                if not pending:
-                                    dirty.append(conn)
-                                pending.append(frame)
-                    else:
-                        for conn in members:
-                            pending = conn.pending
-                            if not pending:
-                                dirty.append(conn)
-                            pending.append(frame)
-                else:
-                    for client in d.clients:
-                        target = conns.get(client)
-                        if target is not None:
-                            self.queue(target, frame)
-            elif kind == "joined":
-                member = conns.get(op.joined.client)
-                if member is not None:
-                    member.rooms.add(op.joined.room)
-                    self.rooms.setdefault(op.joined.room, set()).add(member)
-            elif kind == "left":
-                member = conns.get(op.left.client)
-                if member is not None:
-                    self.forget_room(member, op.left.room)
-            elif kind == "close":
-                member = conns.get(op.close.client)
-                if member is not None:
-                    self.close(member, op.close.code, op.close.reason)
-            elif kind == "welcome":
-                self.on_welcome(op.welcome.epoch)
-
-    def forget_room(self, conn: Connection, room: str) -> None:
-        conn.rooms.discard(room)
-        members = self.rooms.get(room)
-        if members is not None:
-            members.discard(conn)
-            if not members:
-                del self.rooms[room]
-
-    # ------------------------------------------------------------ clients
-
-    def queue(self, conn: Connection, frame: bytes) -> None:
-        if not conn.pending:
-            self.dirty.append(conn)
-        conn.pending.append(frame)
-
-    def write_dirty(self) -> None:
-        """One WebSocket frame per dirty connection, written straight to its transport.
-
-        Members of a room receive the same frames in the same order, so consecutive
-        connections usually have equal pending lists: the frame (header + "\\n"-joined
-        payload) is then built once and the same bytes written to each. Server frames
-        are unmasked and uncompressed (compression=None), so the bytes do not depend
-        on the connection; the websockets protocol object is bypassed only for these
-        complete text frames (its own control frames still go through it).
-        """
-        dirty, self.dirty = self.dirty, []
-        limit = self.config.send_queue
-        n = 0
-        prev: list[bytes] | None = None
-        wire = b""
-        for conn in dirty:
-            pending = conn.pending
-            n += len(pending)
-            conn.pending = []
-            ws = conn.ws
-            if conn.closing or ws.protocol.state is not State.OPEN:
-                continue
-            if pending != prev:  # identical frames compare by identity first: cheap
-                wire = _text_frame(pending[0] if len(pending) == 1 else b"\n".join(pending))
-                prev = pending
-            transport = ws.transport
-            transport.write(wire)
-            if transport.get_write_buffer_size() > limit:
-                self.close(conn, CloseCode.SLOW_CONSUMER, "slow consumer: send queue full")
-        self.frames_out += n
-
-    def reply_error(self, client: str, code: ErrorCode, action: str = "", target: str = "",
-                    request_id: bytes = b"") -> None:
-        conn = self.conns.get(client)
-        if conn is not None:
-            self.queue(conn, proto.error(code, action=action, target=target, request_id=request_id))
-            obs.ERRORS.labels(code.value).inc()
-            self.schedule()  # written at the end of this tick, not at the next heartbeat
-
-    def close(self, conn: Connection, code: int, reason: str) -> None:
-        if conn.closing:
-            return
-        conn.closing = True
-        obs.CLOSES.labels(str(code)).inc()
-        asyncio.get_running_loop().create_task(conn.ws.close(code, reason))
-
-    def rate_ok(self, conn: Connection) -> bool:
-        """Token bucket; past twice the burst in debt the connection is closed (flood)."""
-        rate = self.config.rate_limit
-        if rate <= 0:
-            return True
-        now = time.monotonic()
-        conn.tokens = min(self.burst, conn.tokens + (now - conn.stamp) * rate)
-        conn.stamp = now
-        conn.tokens -= 1
-        if conn.tokens >= 0:
-            return True
-        if conn.tokens < -self.burst:
-            self.close(conn, CloseCode.POLICY, "flood: rate limit exceeded")
-        return False
-
-    def on_client_frame(self, conn: Connection, message: str | bytes) -> None:
-        self.frames_in += 1
-        # Every frame counts against the rate limit (binary ones too), and a refused
-        # frame's error still carries its id (parsed first for that).
-        parsed = None if isinstance(message, bytes) else proto.parse(message)
-        if not self.rate_ok(conn):
-            if parsed is None:
-                return self.reply_error(conn.id, ErrorCode.RATE_LIMITED)
-            return self.reply_error(conn.id, ErrorCode.RATE_LIMITED, parsed.action, parsed.target,
-                                    parsed.request_id)
-        if parsed is None:
-            return self.reply_error(conn.id, ErrorCode.BINARY_FRAME)
-        if isinstance(parsed, proto.Rejected):
-            return self.reply_error(conn.id, parsed.code, parsed.action, parsed.target,
-                                    parsed.request_id)
-        if not self.welcomed:
-            return self.reply_error(conn.id, ErrorCode.PROCESSOR_UNAVAILABLE, parsed.action,
-                                    parsed.target, parsed.request_id)
-        self.seq += 1
-        run = self.open_frames
-        if run is None:  # a new run of frames (any other item ends the previous one)
-            run = self.open_frames = self.batch.items.add().frames
-            run.first_seq = self.seq
-        run.client.append(conn.id)
-        run.action.append(parsed.action)
-        run.target.append(parsed.target)
-        run.body.append(b"" if parsed.body == proto.EMPTY_BODY else parsed.body)
-        run.is_target_client.append(parsed.is_target_client)
-        run.request_id.append(parsed.request_id)
-        self.unacked.append((self.seq, conn.id, parsed.action, parsed.target, parsed.request_id))
-        self.schedule()
-        return None
-
-    async def handler(self, ws: ServerConnection) -> None:
-        self.next_client += 1
-        client_id = f"{self.id}.{self.next_client}"
-        conn = Connection(ws, client_id, self.burst)
-        conn.stamp = time.monotonic()
-        self.conns[client_id] = conn
-        self.item().connected = client_id
-        body = proto.encode_body({"client": client_id})
-        self.queue(conn, proto.encode("client-connected", client_id, body))
-        self.schedule()
-        assert isinstance(ws, ClientConnection)
-        ws.on_message = partial(self.on_client_frame, conn)
-        try:
-            async for message in ws:  # only what websockets assembled (see ClientConnection)
-                ws.backlog -= 1
-                self.on_client_frame(conn, message)
-        except ConnectionClosed:
-            pass
-        finally:
-            for room in list(conn.rooms):
-                self.forget_room(conn, room)
-            del self.conns[client_id]
-            self.item().disconnected = client_id
-            self.schedule()
+            self.loop.call_soon(self.on_sub_readable)
+        if core.dirty:
+            core.flush()
+        if core.up and not self.ready.is_set():
+            self.ready.set()
 
     # ------------------------------------------------------------ HTTP
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def http_response(self, request: Request) -> Response | None:
+        """The response to a plain HTTP request, or None to upgrade to a WebSocket."""
         path = request.path.split("?", 1)[0]
         if path == PATH:
-            if not self.welcomed:
+            if not self.core.up:
                 return _response(503, b"processor unavailable\n", "text/plain")
             return None
         if path == "/healthz":
-            ok = self.welcomed
+            ok = self.core.up
             return _response(200 if ok else 503, b"ok\n" if ok else b"processor unavailable\n",
                              "text/plain")
         name = "index.html" if path == "/" else path.lstrip("/")
         file = (self.web_dir / name).resolve()
-        if file.parent == self.web_dir.resolve() and file.is_file():
+        if file.parent == self.web_dir and file.is_file():
             ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
             if ctype.startswith("text/") or ctype.endswith("javascript"):
                 ctype += "; charset=utf-8"
@@ -462,107 +321,64 @@ class Gateway:
     # ------------------------------------------------------------ run
 
     async def heartbeat(self) -> None:
-        interval = self.config.heartbeat
+        core = self.core
+        reported = (0, 0)
         while True:
-            now = time.monotonic()
-            if self.welcomed and now - self.last_beat > self.config.peer_timeout:
-                log.warning("processor silent", extra={"fields": {"gateway": self.id}})
-                self.welcomed = False
-            if self.welcomed:
-                self.item().heartbeat.SetInParent()
-                self.schedule()
-            else:
-                self.hello()
-            obs.CONNECTIONS.set(len(self.conns))
-            obs.FRAMES_IN.inc(self.frames_in)
-            obs.FRAMES_OUT.inc(self.frames_out)
-            self.frames_in = self.frames_out = 0
-            await asyncio.sleep(interval)
+            core.heartbeat(time.monotonic())
+            obs.CONNECTIONS.set(len(core.conns))
+            obs.FRAMES_IN.inc(core.frames_in - reported[0])
+            obs.FRAMES_OUT.inc(core.frames_out - reported[1])
+            reported = (core.frames_in, core.frames_out)
+            for code, n in core.errors.items():
+                obs.ERRORS.labels(code).inc(n)
+            for close_code, n in core.closes.items():
+                obs.CLOSES.labels(str(close_code)).inc(n)
+            for reason, n in core.drops.items():
+                obs.DROPS.labels(reason).inc(n)
+            core.errors.clear()
+            core.closes.clear()
+            core.drops.clear()
+            await asyncio.sleep(self.config.heartbeat)
 
     async def keepalive(self) -> None:
-        """Ping every connection each PING_INTERVAL; close one whose pong is PING_TIMEOUT late.
-
-        One task for the whole gateway instead of websockets' task per connection
-        (about 2 KB each); the pings are spread over the interval, a slice per tick.
-        """
-        offset = 0
         while True:
             await asyncio.sleep(KEEPALIVE_TICK)
-            conns = self.conns
-            share = -(-len(conns) * KEEPALIVE_TICK // PING_INTERVAL)  # ceil
-            if offset >= len(conns):
-                offset = 0
-            batch = list(islice(conns.values(), offset, offset + int(share)))
-            offset += len(batch)
-            now = time.monotonic()
-            for conn in batch:
-                try:
-                    await self.ping(conn, now)
-                except Exception:  # one bad connection must not end every connection's keepalive
-                    log.exception("keepalive ping failed", extra={"fields": {"client": conn.id}})
-
-    async def ping(self, conn: Connection, now: float) -> None:
-        ws = conn.ws
-        if conn.closing or ws.protocol.state is not State.OPEN:
-            return
-        pong = conn.pong
-        if pong is not None and not pong.done():  # type: ignore[attr-defined]
-            if now - conn.ping_at >= PING_TIMEOUT:
-                self.close(conn, CloseCode.INTERNAL_ERROR, "keepalive ping timeout")  # as websockets' own
-            return
-        if now - conn.ping_at < PING_INTERVAL * 0.9:  # slices shift as connections come and go
-            return
-        try:
-            conn.pong = await ws.ping()
-            conn.ping_at = now
-        except Exception:  # noqa: BLE001 - closing meanwhile: the handler cleans up
-            conn.pong = None
+            self.core.keepalive(time.monotonic())
 
     async def run(self, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.sub.getsockopt(zmq.FD), self.on_sub_readable)
+        loop = self.loop
+        fd = self.sub.getsockopt(zmq.FD)
+        loop.add_reader(fd, self.on_sub_readable)
         beats = loop.create_task(self.heartbeat())
         loop.call_soon(self.on_sub_readable)
-        # Wait until the processor knows us and our subscription is live, unless told to
-        # stop first (SIGTERM before the welcome must not hang until the supervisor's SIGKILL).
-        waits = [loop.create_task(self.ready.wait()), loop.create_task(stop.wait())]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in waits:
-            task.cancel()
-        if stop.is_set():
+        try:
+            # Wait until the processor knows us and our subscription is live, unless told to
+            # stop first (SIGTERM before the welcome must not hang until the supervisor's SIGKILL).
+            waits = [loop.create_task(self.ready.wait()), loop.create_task(stop.wait())]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in waits:
+                task.cancel()
+            if stop.is_set():
+                return
+            server = await loop.create_server(lambda: ClientProtocol(self), self.config.host,
+                                              self.config.port, reuse_port=True, backlog=4096)
+            pinger = loop.create_task(self.keepalive())
+            log.info("gateway ready", extra={"fields": {"gateway": self.id, "port": self.config.port}})
+            await stop.wait()
+            server.close()
+            self.stopping = True
+            if self.core.conns:
+                self.core.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
+                try:
+                    await asyncio.wait_for(self.drained.wait(), 3)
+                except TimeoutError:
+                    pass
+            pinger.cancel()
+        finally:
             beats.cancel()
-            loop.remove_reader(self.sub.getsockopt(zmq.FD))
+            loop.remove_reader(fd)
             self.push.close(linger=0)
             self.sub.close(linger=0)
-            return
-        async with serve(self.handler, self.config.host, self.config.port, reuse_port=True,
-                         create_connection=ClientConnection,
-                         process_request=self.process_request, max_size=self.config.max_frame,
-                         compression=None, ping_interval=None,  # see keepalive()
-                         close_timeout=2) as server:
-            pinger = loop.create_task(self.keepalive())
-            log.info("gateway ready", extra={"fields": {
-                "gateway": self.id, "port": self.config.port}})
-            await stop.wait()
-            server.close(close_connections=False)
-            for conn in list(self.conns.values()):
-                self.close(conn, CloseCode.GOING_AWAY, "gateway shutting down")
-            await asyncio.wait_for(server.wait_closed(), 3)
-            pinger.cancel()
-        beats.cancel()
-        loop.remove_reader(self.sub.getsockopt(zmq.FD))
-        self.push.close(linger=0)
-        self.sub.close(linger=0)
-
-
-def _text_frame(payload: bytes) -> bytes:
-    """An unmasked, unfragmented RFC 6455 text frame (what a server sends)."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 0x10000:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
 
 def _response(status: int, body: bytes, ctype: str) -> Response:
@@ -577,7 +393,7 @@ async def amain(config: Config, index: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Gateway(config, index).run(stop)
+    await GatewayServer(config, index).run(stop)
 
 
 def main(config: Config, index: int) -> None:
@@ -590,5 +406,3 @@ def main(config: Config, index: int) -> None:
         uvloop.run(amain(config, index))
     except ImportError:  # pragma: no cover - uvloop is a dependency
         asyncio.run(amain(config, index))
-
-

@@ -1,36 +1,191 @@
-"""A client frame is handled inside websockets' data_received (ClientConnection): a bug
-there must close that one connection (1011), not escape into the event loop."""
+"""The gateway's per-connection adapter (services/gateway.py `ClientProtocol`), fed by
+websockets' own sans-I/O *client*: real handshakes and frames, bytes in and out,
+with an in-memory transport in place of the socket."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 
-from services.gateway import ClientConnection
+import pytest
+from websockets.client import ClientProtocol as WsClient
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
+
+from meshstream_zmq import meshstream_pb2 as pb
+from meshstream_zmq.config import Config
+from services.gateway import ClientProtocol, GatewayServer, text_frame
 
 
-class StubConnection:
-    """What `hand_over` touches of a ClientConnection: its loop and `close`."""
+class Transport:
+    """Records writes; closing is recorded, not performed."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.closed: asyncio.Future[tuple[int, str]] = self.loop.create_future()
+        self.written = bytearray()
+        self.closed = False
+        self.eof = False
 
-    async def close(self, code: int, reason: str) -> None:
-        self.closed.set_result((code, reason))
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
 
 
-async def test_a_handler_that_raises_closes_that_connection_with_1011() -> None:
-    conn = StubConnection()
+class Peer:
+    """A WebSocket client speaking to one ClientProtocol through memory."""
 
-    def broken(message: str | bytes) -> None:
-        raise RuntimeError("a bug")
+    def __init__(self, server: GatewayServer) -> None:
+        self.server = server
+        self.proto = ClientProtocol(server)
+        self.transport = Transport()
+        self.proto.connection_made(self.transport)  # type: ignore[arg-type]
+        self.ws = WsClient(parse_uri("ws://localhost/wsmesh"))
+        self.send(self.ws.send_request(self.ws.connect()))
+        self.ws.receive_data(bytes(self.transport.written))  # the 101 (the greeting waits for a flush)
+        self.transport.written.clear()
+        self.ws.events_received()
 
-    ClientConnection.hand_over(conn, broken, "{}")  # type: ignore[arg-type]
-    assert await asyncio.wait_for(conn.closed, 5) == (1011, "internal error")
+    def send(self, _: object = None) -> None:
+        for data in self.ws.data_to_send():
+            if data:
+                self.proto.data_received(data)
+
+    def receive(self) -> list[Frame]:
+        self.server.core.flush()
+        data, self.transport.written = bytes(self.transport.written), bytearray()
+        self.ws.receive_data(data)
+        return [e for e in self.ws.events_received() if isinstance(e, Frame)]
+
+    def texts(self) -> list[str]:
+        return [line for f in self.receive() if f.opcode is Opcode.TEXT
+                for line in f.data.decode().split("\n")]
 
 
-async def test_a_handled_frame_leaves_the_connection_open() -> None:
-    conn = StubConnection()
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[GatewayServer]:
+    srv = GatewayServer(Config(run_dir=str(tmp_path), metrics_port=0), 1)
+    epoch = pb.Welcome(epoch="e1")
+    srv.core.processor_out(pb.GatewayOut(seq=1, epoch="e1", ops=[pb.GatewayOp(welcome=epoch)]))
+    yield srv
+    srv.push.close(linger=0)
+    srv.sub.close(linger=0)
+
+
+async def test_the_handshake_then_the_greeting(server: GatewayServer) -> None:
+    peer = Peer(server)
+    assert peer.ws.state is State.OPEN
+    assert '"action":"client-connected"' in peer.texts()[0]
+    assert len(server.core.conns) == 1
+
+
+async def test_whole_and_fragmented_text_messages_reach_the_core(server: GatewayServer,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str | bytes] = []
-    ClientConnection.hand_over(conn, seen.append, "{}")  # type: ignore[arg-type]
-    assert seen == ["{}"] and not conn.closed.done()
+    monkeypatch.setattr(server.core, "client_frame", lambda conn, msg, now: seen.append(msg))
+    peer = Peer(server)
+    peer.send(peer.ws.send_text(b'{"action":"a"}'))
+    peer.send(peer.ws.send_text(b'{"action":', fin=False))
+    peer.send(peer.ws.send_continuation("\u00e9".encode()[:1], fin=False))  # split inside a character
+    peer.send(peer.ws.send_continuation("\u00e9".encode()[1:] + b'"}', fin=True))
+    peer.send(peer.ws.send_binary(b"\x01\x02"))
+    assert seen == ['{"action":"a"}', '{"action":\u00e9"}', b"\x01\x02"]
+
+
+async def test_invalid_utf8_closes_with_1007(server: GatewayServer) -> None:
+    peer = Peer(server)
+    peer.texts()
+    peer.send(peer.ws.send_text(b'{"action":"\xff"}'))
+    peer.receive()
+    assert peer.ws.close_rcvd is not None and peer.ws.close_rcvd.code == 1007
+
+
+async def test_a_frame_over_the_limit_closes_with_1009(server: GatewayServer) -> None:
+    peer = Peer(server)
+    peer.send(peer.ws.send_text(b"x" * (server.config.max_frame + 1)))
+    peer.receive()
+    assert peer.ws.close_rcvd is not None and peer.ws.close_rcvd.code == 1009
+
+
+async def test_a_handler_that_raises_closes_only_that_connection_with_1011(
+        server: GatewayServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    good, bad = Peer(server), Peer(server)
+    bad_conn = bad.proto.conn
+
+    def client_frame(conn: object, message: str | bytes, now: float) -> None:
+        if conn is bad_conn:
+            raise RuntimeError("a bug")
+
+    monkeypatch.setattr(server.core, "client_frame", client_frame)
+    bad.send(bad.ws.send_text(b'{"action":"a"}'))
+    good.send(good.ws.send_text(b'{"action":"a"}'))
+    bad.receive()
+    assert bad.ws.close_rcvd is not None
+    assert (bad.ws.close_rcvd.code, bad.ws.close_rcvd.reason) == (1011, "internal error")
+    good.receive()
+    assert good.ws.state is State.OPEN
+
+
+async def test_pings_are_answered_and_pongs_reach_the_core(server: GatewayServer) -> None:
+    peer = Peer(server)
+    peer.texts()
+    peer.send(peer.ws.send_ping(b"hi"))
+    assert [(f.opcode, f.data) for f in peer.receive()] == [(Opcode.PONG, b"hi")]
+    conn = peer.proto.conn
+    assert conn is not None
+    server.core.keepalive_one(conn, conn.ping_at + 1e6)
+    assert [f.opcode for f in peer.receive()] == [Opcode.PING] and conn.awaiting_pong
+    peer.send()  # the client's automatic pong
+    assert not conn.awaiting_pong
+
+
+async def test_a_client_close_ends_the_connection_and_the_client(server: GatewayServer) -> None:
+    peer = Peer(server)
+    peer.send(peer.ws.send_close(1000, "bye"))
+    peer.receive()
+    assert peer.transport.eof  # the server half-closes after echoing the close
+    peer.proto.connection_lost(None)
+    assert not server.core.conns
+
+
+async def test_plain_http_is_answered_and_not_upgraded(server: GatewayServer) -> None:
+    proto = ClientProtocol(server)
+    transport = Transport()
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    proto.data_received(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n") and transport.written.endswith(b"ok\n")
+    assert transport.eof and not server.core.conns
+    proto.connection_lost(None)
+
+
+@pytest.mark.parametrize("n", [0, 1, 125, 126, 127, 65535, 65536, 200_000])
+def test_fan_out_frames_are_what_send_text_would_write(n: int) -> None:
+    ws = ServerProtocol(state=State.OPEN)
+    payload = b"x" * n
+    ws.send_text(payload)
+    assert ws.data_to_send() == [text_frame(payload)]
+
+
+async def test_the_idle_open_deadline_is_cancelled_by_the_handshake(server: GatewayServer) -> None:
+    peer = Peer(server)
+    assert peer.proto.timer is None
+    lonely = ClientProtocol(server)
+    lonely.connection_made(Transport())  # type: ignore[arg-type]
+    assert isinstance(lonely.timer, asyncio.TimerHandle)
+    lonely.connection_lost(None)
+    assert lonely.timer is None
