@@ -1,0 +1,128 @@
+"""The Words Battle watchers never wait for the processor: answers come to callbacks,
+and what arrives meanwhile waits its turn (no socket: the replies are fed by hand)."""
+
+from __future__ import annotations
+
+import json
+
+from meshstream_zmq import meshstream_pb2 as pb
+from meshstream_zmq.config import Config
+from meshstream_zmq.core import EventKind
+from meshstream_zmq.errors import ErrorCode
+from meshstream_zmq.watcher import Watcher
+from services.words_battle.room_settings import GameRoomSettings
+from services.words_battle.watchers import GAMES_WATCHER, GamesWatcher, LobbyWatcher
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.sent: list[pb.Command] = []
+
+    def send_multipart(self, frames: list[bytes], flags: int = 0) -> None:
+        msg = pb.WatcherIn.FromString(frames[-1])
+        if msg.WhichOneof("kind") == "command":
+            self.sent.append(msg.command)
+
+    def take(self) -> list[pb.Command]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+def wire(bot: Watcher) -> FakeSocket:
+    sock = FakeSocket()
+    bot.sock = sock  # type: ignore[assignment]
+    return sock
+
+
+def deliver(bot: Watcher, out: pb.WatcherOut) -> None:
+    bot.dispatch([out.WhichOneof("kind").encode(), out.SerializeToString()])
+
+
+def reply(bot: Watcher, cmd: pb.Command, error: str = "", rooms: tuple[pb.RoomState, ...] = ()) -> None:
+    deliver(bot, pb.WatcherOut(reply=pb.Reply(id=cmd.id, error=error, rooms=rooms)))
+
+
+def frame(bot: Watcher, client: str, action: str, room: str, body: dict[str, object]) -> None:
+    deliver(bot, pb.WatcherOut(message=pb.ClientFrame(client=client, action=action, target=room,
+                                                      body=json.dumps(body).encode(), seq=1)))
+
+
+def event(bot: Watcher, kind: EventKind, room: str, client: str = "") -> None:
+    deliver(bot, pb.WatcherOut(event=pb.Event(kind=pb.Event.Kind.Value(kind.name), room=room, client=client, seq=1)))
+
+
+def op(cmd: pb.Command) -> str:
+    return str(cmd.WhichOneof("op"))
+
+
+def test_the_lobby_serves_one_join_at_a_time_without_waiting() -> None:
+    lobby = LobbyWatcher(Config(run_dir="/nonexistent"))
+    sock = wire(lobby.bot)
+    join = {"roomname": "fr1", "playerlimit": 3, "setplayername": "Ann"}
+    frame(lobby.bot, "c1", "join-room", "mesh-global", join)
+    frame(lobby.bot, "c2", "join-room", "mesh-global", join)  # queued behind c1's request
+    (query,) = sock.take()
+    assert op(query) == "query" and query.query.room == "fr1"
+    reply(lobby.bot, query, error=ErrorCode.UNKNOWN_ROOM.value)
+    (create,) = sock.take()
+    assert op(create) == "create_room" and create.create_room.watcher == GAMES_WATCHER
+    settings = GameRoomSettings.from_settings(dict(create.create_room.settings))
+    assert settings == GameRoomSettings(random_room=False, player_limit=3)
+    reply(lobby.bot, create)
+    (enter,) = sock.take()
+    assert (op(enter), enter.join.client, enter.join.room) == ("join", "c1", "fr1")
+    reply(lobby.bot, enter)
+    # c1 is in: now c2's request is served, and finds the room made
+    (query,) = sock.take()
+    assert op(query) == "query" and query.query.room == "fr1"
+    room = pb.RoomState(name="fr1", members=["c1"], settings=create.create_room.settings)
+    reply(lobby.bot, query, rooms=(room,))
+    (enter,) = sock.take()
+    assert (op(enter), enter.join.client) == ("join", "c2")
+    reply(lobby.bot, enter, error=ErrorCode.WATCHER_UNAVAILABLE.value)
+    (fail,) = sock.take()
+    assert fail.send_clients.clients == ["c2"]
+    assert fail.send_clients.message.action == "fail-join-room-notify"
+    assert lobby.current is None and not lobby.queue
+
+
+def test_a_query_that_fails_tells_the_client_and_frees_the_lobby() -> None:
+    lobby = LobbyWatcher(Config(run_dir="/nonexistent"))
+    sock = wire(lobby.bot)
+    frame(lobby.bot, "c1", "join-random-room", "mesh-global", {"roomname": "r1"})
+    frame(lobby.bot, "c2", "join-random-room", "mesh-global", {"roomname": "r2"})
+    (query,) = sock.take()
+    reply(lobby.bot, query, error="timeout")
+    error, query = sock.take()
+    assert error.send_clients.clients == ["c1"] and error.send_clients.message.action == "error"
+    assert json.loads(error.send_clients.message.body)["code"] == ErrorCode.WATCHER_ERROR.value
+    assert op(query) == "query"  # c2's turn
+
+
+def test_the_games_watcher_holds_a_new_rooms_traffic_until_its_settings_are_read() -> None:
+    games = GamesWatcher(Config(run_dir="/nonexistent", time_scale=0.01))
+    sock = wire(games.bot)
+    event(games.bot, EventKind.ROOM_CREATED, "fr1")
+    (query,) = sock.take()
+    assert op(query) == "query" and query.query.room == "fr1"
+    event(games.bot, EventKind.CLIENT_JOINED_ROOM, "fr1", "c1")
+    frame(games.bot, "c1", "send-message", "fr1", {"message": "hi"})
+    assert sock.take() == [] and "fr1" not in games.games  # nothing before the answer
+    settings = GameRoomSettings(random_room=False, player_limit=4).to_settings()
+    reply(games.bot, query, rooms=(pb.RoomState(name="fr1", members=["c1"], settings=settings),))
+    game = games.games["fr1"]
+    assert game.players == ["c1"] and game.player_limit == 4
+    actions = [c.send_room.message.action or c.send_clients.message.action for c in sock.take()]
+    assert actions == ["join-room-notify", "know-yourself", "is-room-maker", "send-message"]
+
+
+def test_a_room_the_lobby_did_not_make_gets_no_game() -> None:
+    games = GamesWatcher(Config(run_dir="/nonexistent"))
+    sock = wire(games.bot)
+    event(games.bot, EventKind.ROOM_CREATED, "other")
+    (query,) = sock.take()
+    frame(games.bot, "c1", "send-message", "other", {"message": "hi"})
+    reply(games.bot, query, rooms=(pb.RoomState(name="other", members=[]),))
+    (error,) = sock.take()
+    assert json.loads(error.send_clients.message.body)["code"] == ErrorCode.UNKNOWN_ROOM.value
+    assert games.games == {}
