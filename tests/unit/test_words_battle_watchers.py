@@ -48,7 +48,8 @@ def frame(bot: Watcher, client: str, action: str, room: str, body: dict[str, obj
 
 
 def event(bot: Watcher, kind: EventKind, room: str, client: str = "") -> None:
-    deliver(bot, pb.WatcherOut(event=pb.Event(kind=pb.Event.Kind.Value(kind.name), room=room, client=client, seq=1)))
+    ev = pb.Event(kind=pb.Event.Kind.Value(kind.name), room=room, client=client, seq=1)
+    deliver(bot, pb.WatcherOut(event=ev))
 
 
 def op(cmd: pb.Command) -> str:
