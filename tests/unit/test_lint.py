@@ -1,4 +1,4 @@
-"""STYLE.md promises a typed, lint-clean package: keep it so."""
+"""The package is promised typed and lint-clean (docs/design.md): keep it so."""
 
 from __future__ import annotations
 
