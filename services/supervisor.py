@@ -13,7 +13,6 @@ behind.
 from __future__ import annotations
 
 import ctypes
-import io
 import logging
 import os
 import signal
@@ -24,9 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from multiprocess import popen_spawn_posix, reduction, spawn, util
+import multiprocess
 from multiprocess.connection import wait
-from multiprocess.context import SpawnProcess, set_spawning_popen
 
 from meshstream_zmq import observability as obs
 from meshstream_zmq.config import Config
@@ -37,47 +35,11 @@ STOP_GRACE = 4.0
 PR_SET_PDEATHSIG = 1
 
 
-class _Popen(popen_spawn_posix.Popen):
-    """multiprocess's spawn launcher without its resource tracker. That helper process
-    (started on the first spawn, untitled, ~17 MB) only cleans up named semaphores and
-    shared memory that children leak; ours create none. Without it every process of
-    `meshstream run` is a titled role. This is `popen_spawn_posix.Popen._launch` (0.70.x)
-    with the tracker's fd left out; the child then simply has no tracker."""
-
-    def _launch(self, process_obj: Any) -> None:
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        fp = io.BytesIO()
-        set_spawning_popen(self)
-        try:
-            reduction.dump(prep_data, fp)
-            reduction.dump(process_obj, fp)
-        finally:
-            set_spawning_popen(None)
-        parent_r = child_w = child_r = parent_w = None
-        try:
-            parent_r, child_w = os.pipe()
-            child_r, parent_w = os.pipe()
-            cmd = spawn.get_command_line(pipe_handle=child_r)
-            self._fds.extend([child_r, child_w])
-            self.pid = util.spawnv_passfds(spawn.get_executable(), cmd, self._fds)
-            self.sentinel = parent_r
-            with open(parent_w, "wb", closefd=False) as f:
-                f.write(fp.getbuffer())
-        finally:
-            self.finalizer = util.Finalize(self, util.close_fds,
-                                           [fd for fd in (parent_r, parent_w) if fd is not None])
-            for fd in (child_r, child_w):
-                if fd is not None:
-                    os.close(fd)
-
-
-class Process(SpawnProcess):
-    """multiprocess's spawn-context Process (a fresh interpreter, its arguments pickled
-    with dill), launched by `_Popen`."""
-
-    @staticmethod
-    def _Popen(process_obj: Any) -> _Popen:
-        return _Popen(process_obj)
+# A fresh interpreter per child, its arguments pickled with dill. Spawning also starts
+# multiprocess's resource tracker (one small helper process, shown in `ps` as
+# `python -c from multiprocess.resource_tracker import main...`): it would clean up
+# named semaphores or shared memory a child leaked, and exits with the supervisor.
+SPAWN = multiprocess.get_context("spawn")
 
 
 def role_title(role: str, arg: int | str) -> str:
@@ -139,8 +101,8 @@ class Child:
         return role_title(self.role, self.arg)
 
     def start(self) -> None:
-        self.proc = Process(target=self.entry, name=f"meshstream: {self.name}", daemon=True,
-                            args=(self.role, self.arg, self.config, os.getpid()))
+        self.proc = SPAWN.Process(target=self.entry, name=f"meshstream: {self.name}", daemon=True,
+                                  args=(self.role, self.arg, self.config, os.getpid()))
         self.proc.start()
         log.info("started", extra={"fields": {"child": self.name, "pid": self.proc.pid}})
 
