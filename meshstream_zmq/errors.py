@@ -35,6 +35,8 @@ class ErrorCode(str, Enum):
     PROCESSOR_RESTARTED = ("processor-restarted",
                            "the processor restarted; this frame may not have been processed")
     MESSAGES_LOST = ("messages-lost", "the gateway missed messages from the processor; resync your state")
+    BAD_TOKEN = ("bad-token", "the token is not valid for this server")
+    TOKEN_EXPIRED = ("token-expired", "the token has expired")
     # Routing: decided by the processor.
     MISSING_TARGET = ("missing-target", "this action needs a target")
     BAD_ROOM_NAME = ("bad-room-name", "room names are 1 to 64 characters")
@@ -42,6 +44,8 @@ class ErrorCode(str, Enum):
     NOT_MEMBER = ("not-member", "you are not a member of this room")
     ALREADY_MEMBER = ("already-member", "you are already a member of this room")
     UNKNOWN_CLIENT = ("unknown-client", "no such client")
+    FORBIDDEN = ("forbidden", "you may not do this")
+    TOO_MANY_ROOMS = ("too-many-rooms", "you are in as many rooms as a client may be")
     LOBBY_READONLY = ("lobby-readonly", "mesh-global is the lobby: it only takes join-room")
     CANNOT_LEAVE_LOBBY = ("cannot-leave-lobby", "every client stays in mesh-global until it disconnects")
     UNKNOWN_SENDER = ("unknown-sender", "the processor does not know this connection yet; retry")
@@ -66,4 +70,6 @@ class CloseCode:
     TOO_BIG = 1009  # frame over the size limit (sent by websockets itself)
     INTERNAL_ERROR = 1011  # keepalive pong too late; a bug handling the client's frame
     SLOW_CONSUMER = 4000  # send queue stayed over its bound
+    TRY_AGAIN_LATER = 1013  # over the gateway's connection limits
     DISCONNECTED = 4001  # a watcher or the server disconnected the client
+    TOKEN = 4003  # token-required, bad-token or token-expired (the reason says which)

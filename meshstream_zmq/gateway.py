@@ -142,12 +142,14 @@ class Gateway:
 
     # ------------------------------------------------------------ clients
 
-    def connect(self, link: Any, now: float) -> Connection:
+    def connect(self, link: Any, now: float, user: str = "") -> Connection:
         """A WebSocket handshake completed: a new client, greeted with its ID."""
         self.next_client += 1
         client_id = f"{self.id}.{self.next_client}"
         conn = self.conns[client_id] = Connection(link, client_id, self.burst, now)
-        self._item().connected = client_id
+        connected = self._item().connected
+        connected.client = client_id
+        connected.user = user
         self._queue(conn, protocol.encode("client-connected", client_id,
                                           protocol.encode_body({"client": client_id})))
         return conn

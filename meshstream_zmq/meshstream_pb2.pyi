@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ClientFrame(_message.Message):
-    __slots__ = ("client", "action", "target", "body", "is_target_client", "request_id", "seq")
+    __slots__ = ("client", "action", "target", "body", "is_target_client", "request_id", "seq", "user")
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class ClientFrame(_message.Message):
     IS_TARGET_CLIENT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     client: str
     action: str
     target: str
@@ -23,7 +24,8 @@ class ClientFrame(_message.Message):
     is_target_client: bool
     request_id: bytes
     seq: int
-    def __init__(self, client: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., body: _Optional[bytes] = ..., is_target_client: _Optional[bool] = ..., request_id: _Optional[bytes] = ..., seq: _Optional[int] = ...) -> None: ...
+    user: str
+    def __init__(self, client: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., body: _Optional[bytes] = ..., is_target_client: _Optional[bool] = ..., request_id: _Optional[bytes] = ..., seq: _Optional[int] = ..., user: _Optional[str] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
     __slots__ = ("action", "target", "body", "sender", "is_target_client", "request_id")
@@ -58,10 +60,18 @@ class GatewayItem(_message.Message):
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     hello: GatewayHello
     heartbeat: Heartbeat
-    connected: str
+    connected: ClientConnected
     disconnected: str
     frames: ClientFrames
-    def __init__(self, hello: _Optional[_Union[GatewayHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., connected: _Optional[str] = ..., disconnected: _Optional[str] = ..., frames: _Optional[_Union[ClientFrames, _Mapping]] = ...) -> None: ...
+    def __init__(self, hello: _Optional[_Union[GatewayHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., connected: _Optional[_Union[ClientConnected, _Mapping]] = ..., disconnected: _Optional[str] = ..., frames: _Optional[_Union[ClientFrames, _Mapping]] = ...) -> None: ...
+
+class ClientConnected(_message.Message):
+    __slots__ = ("client", "user")
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    client: str
+    user: str
+    def __init__(self, client: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
 
 class ClientFrames(_message.Message):
     __slots__ = ("client", "action", "target", "body", "is_target_client", "request_id", "first_seq")
@@ -90,12 +100,14 @@ class GatewayHello(_message.Message):
     def __init__(self, index: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientRooms, _Mapping]]] = ...) -> None: ...
 
 class ClientRooms(_message.Message):
-    __slots__ = ("client", "rooms")
+    __slots__ = ("client", "rooms", "user")
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     ROOMS_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     client: str
     rooms: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, client: _Optional[str] = ..., rooms: _Optional[_Iterable[str]] = ...) -> None: ...
+    user: str
+    def __init__(self, client: _Optional[str] = ..., rooms: _Optional[_Iterable[str]] = ..., user: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("acked",)
@@ -179,7 +191,7 @@ class ProcessorBeat(_message.Message):
     def __init__(self, epoch: _Optional[str] = ..., acked: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("kind", "client", "room", "seq")
+    __slots__ = ("kind", "client", "room", "seq", "user")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UNSPECIFIED: _ClassVar[Event.Kind]
@@ -200,11 +212,13 @@ class Event(_message.Message):
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     ROOM_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     kind: Event.Kind
     client: str
     room: str
     seq: int
-    def __init__(self, kind: _Optional[_Union[Event.Kind, str]] = ..., client: _Optional[str] = ..., room: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+    user: str
+    def __init__(self, kind: _Optional[_Union[Event.Kind, str]] = ..., client: _Optional[str] = ..., room: _Optional[str] = ..., seq: _Optional[int] = ..., user: _Optional[str] = ...) -> None: ...
 
 class WatcherIn(_message.Message):
     __slots__ = ("hello", "heartbeat", "command", "goodbye")

@@ -30,6 +30,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peer-timeout", type=float, help="seconds of silence before a peer is dead")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--time-scale", type=float, help="Words Battle durations × this")
+    sec = p.add_argument_group("security (docs/security.md)")
+    sec.add_argument("--jwt-secret", help="HS256 key: every connection needs a token")
+    sec.add_argument("--jwt-public-key", metavar="FILE",
+                     help="RS256/ES256 PEM: every connection needs a token")
+    sec.add_argument("--jwt-audience", help="required `aud` of client tokens")
+    sec.add_argument("--jwt-issuer", help="required `iss` of client tokens")
+    sec.add_argument("--direct-messages", choices=["on", "shared-room", "off"],
+                     help="who may message a client directly (default: on)")
+    sec.add_argument("--max-rooms-per-client", type=int, help="rooms one client may be in (0: no limit)")
+    sec.add_argument("--keys-dir", metavar="DIR", help="CURVE keys from `meshstream keys DIR`")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,6 +71,13 @@ def _gateway_options(gw: argparse.ArgumentParser) -> None:
     gw.add_argument("--rate-limit", type=float, help="frames/s per client (0: off)")
     gw.add_argument("--rate-burst", type=int, help="rate-limit bucket size")
     gw.add_argument("--web-dir", help="directory served at /")
+    gw.add_argument("--max-connections", type=int, help="connections per gateway process (0: no limit)")
+    gw.add_argument("--max-connections-per-ip", type=int,
+                    help="connections per gateway process and source address (0: no limit)")
+    gw.add_argument("--allowed-origins", metavar="ORIGINS",
+                    help="comma-separated Origin values; any other gets HTTP 403")
+    gw.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain: serve wss:// and https://")
+    gw.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
 
 
 def config_from(args: argparse.Namespace) -> Config:

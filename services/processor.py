@@ -226,7 +226,7 @@ class Processor:
                 # them (processor-restarted) when it resyncs; its hello lists its clients.
                 continue
             if kind == "connected":
-                mesh.client_connected(item.connected, now)
+                mesh.client_connected(item.connected.client, now)
             elif kind == "disconnected":
                 mesh.client_disconnected(item.disconnected)
             elif kind == "hello":

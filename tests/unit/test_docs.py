@@ -19,5 +19,6 @@ def test_close_codes_are_documented() -> None:
     from meshstream_zmq.errors import CloseCode
 
     text = (DOCS / "protocol.md").read_text()
-    for name in ("GOING_AWAY", "POLICY", "TOO_BIG", "SLOW_CONSUMER", "DISCONNECTED"):
+    for name in ("GOING_AWAY", "POLICY", "TOO_BIG", "SLOW_CONSUMER", "DISCONNECTED", "TRY_AGAIN_LATER",
+                 "TOKEN"):
         assert f"| {getattr(CloseCode, name)} |" in text, name

@@ -103,7 +103,7 @@ def test_a_client_is_greeted_with_its_id_and_announced_to_the_processor() -> Non
     gw.flush()
     assert out.frames_for("L1") == [{"action": "client-connected", "target": conn.id,
                                      "message_body": {"client": conn.id}, "sender": "meshstream"}]
-    assert [i.connected for i in out.batches[0].items] == [conn.id]
+    assert [i.connected.client for i in out.batches[0].items] == [conn.id]
     gw.check()
 
 
