@@ -103,10 +103,12 @@ def peer_targets() -> dict[str, Target]:
     }
 
 
-def meshstream_target(gateways: int) -> Target:
-    """`make run` exactly as the issue says; the supervisor puts metrics on PORT+1000.."""
-    return Target("meshstream", ["make", "-s", "--no-print-directory", "run", "PORT={port}",
-                                 f"GATEWAYS={gateways}"], REPO, "meshstream", "/wsmesh",
+def meshstream_target(gateways: int, checkout: Path = REPO, name: str = "meshstream") -> Target:
+    """`make run` exactly as the issue says; the supervisor puts metrics on PORT+1000..
+    Another `checkout` (e.g. a git worktree of an older commit) is a second meshstream
+    target, `name`d apart: an A/B of a change in one run."""
+    return Target(name, ["make", "-s", "--no-print-directory", "run", "PORT={port}",
+                         f"GATEWAYS={gateways}"], checkout, "meshstream", "/wsmesh",
                   listeners=gateways, metrics_offset=1000,
                   metrics_ports=gateways + 3,  # processor, gateways, 2 watchers
                   env={"MESHSTREAM_HOST": HOST})  # loopback only

@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default="fanout,chat,idle")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="another meshstream checkout (e.g. `git worktree add /tmp/base HEAD~3`), "
+                         "run as target 'baseline' beside this one: an A/B in one run")
     ap.add_argument("--peers", default="raw_ws,nodesio",
                     help="comma list of raw_ws,nodesio,pysio, or 'none'")
     ap.add_argument("--rounds", type=int, default=2)
@@ -226,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         peers = [p for p in peers if p not in ("raw_ws", "pysio")]
     known = peer_targets()
     targets = [meshstream_target(args.gateways)] + [known[p] for p in peers]
+    if args.baseline:
+        targets.insert(1, meshstream_target(args.gateways, Path(args.baseline).resolve(), "baseline"))
 
     loads = {s: dict(SCENARIOS[s], **(QUICK[s] if args.quick else {})) for s in SCENARIOS}
     for item in args.set:
