@@ -24,7 +24,8 @@ class ErrorCode(str, Enum):
     BAD_JSON = ("bad-json", "the frame is not valid JSON")
     NOT_OBJECT = ("not-object", "the frame must be a JSON object")
     MISSING_ACTION = ("missing-action", "the frame has no action")
-    BAD_ACTION = ("bad-action", "action must be a non-empty string of at most 64 characters")
+    BAD_ACTION = ("bad-action", "action must be a non-empty string of at most 64 characters, "
+                                "with no control or bidi formatting characters")
     BAD_TARGET = ("bad-target", "target must be a string")
     BAD_BODY = ("bad-body", "message_body must be a JSON object")
     BAD_ID = ("bad-id", "id must be a string or a number")

@@ -8,6 +8,7 @@ exactly once however many members receive it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,18 @@ from .errors import ErrorCode
 MAX_ACTION = 64
 EMPTY_BODY = b"{}"
 
+# Refused in actions (here) and room names (the processor): C0 and C1 controls and DEL,
+# the line and paragraph separators, and every bidi formatting character (embeddings,
+# overrides, isolates and the marks LRM, RLM and ALM): invisible, they make one name
+# look like another or reorder what a log line or a page shows around them.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+                        "\u202a-\u202e\u2066-\u2069]")
+
+
+def has_forbidden_chars(text: str) -> bool:
+    """True if `text` holds a control, line-separator or bidi formatting character."""
+    # Every forbidden character is non-printable: most names skip the regex.
+    return not text.isprintable() and _FORBIDDEN.search(text) is not None
 
 
 def _compact_encoder() -> Callable[[Any], str]:
@@ -103,7 +116,8 @@ def _parse(text: str) -> Inbound | Rejected:
         return Rejected(ErrorCode.BAD_TARGET, request_id=request_id)
     if action is None:
         return Rejected(ErrorCode.MISSING_ACTION, target=target, request_id=request_id)
-    if not isinstance(action, str) or not action or len(action) > MAX_ACTION:
+    if (not isinstance(action, str) or not action or len(action) > MAX_ACTION
+            or has_forbidden_chars(action)):
         return Rejected(ErrorCode.BAD_ACTION, target=target, request_id=request_id)
     if not (action.isascii() and target.isascii()):
         (action + target).encode()  # a lone surrogate ("\ud800") raises: not valid text

@@ -65,6 +65,39 @@ def test_action_length_counts_characters_not_bytes() -> None:
     assert inbound(frame(action="é" * 64)).action == "é" * 64
 
 
+FORBIDDEN = ["\x00", "\t", "\n", "\r", "\x1b", "\x1f", "\x7f", "\x80", "\x85", "\x9f",
+             "\u061c", "\u200e", "\u200f", "\u2028", "\u2029", "\u202a", "\u202b", "\u202c",
+             "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"]
+
+
+@pytest.mark.parametrize("char", FORBIDDEN, ids=[f"U+{ord(c):04X}" for c in FORBIDDEN])
+def test_control_and_bidi_characters_in_an_action_are_bad_action(char: str) -> None:
+    for action in (char, f"say{char}", f"{char}say", f"caf\u00e9{char}"):
+        assert protocol.has_forbidden_chars(action)
+        assert protocol.parse(frame(action=action, target="r", id=1)) == protocol.Rejected(
+            ErrorCode.BAD_ACTION, target="r", request_id=b"1")
+
+
+@pytest.mark.parametrize("action", [
+    "send-message", "say hi", "caf\u00e9", "\u05e9\u05dc\u05d5\u05dd", "\u0645\u0631\u062d\u0628\u0627",
+    "\U0001f600", "\U0001f468\u200d\U0001f469\u200d\U0001f467",  # a ZWJ emoji sequence
+    "\u00a0nbsp", "\u200cnon-joiner", "\ufeffbom",
+])
+def test_other_text_is_a_fine_action(action: str) -> None:
+    assert not protocol.has_forbidden_chars(action)
+    assert inbound(frame(action=action)).action == action
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=20))
+def test_the_forbidden_character_predicate_is_exactly_its_classes(text: str) -> None:
+    def forbidden(c: str) -> bool:
+        n = ord(c)
+        return (n < 0x20 or 0x7F <= n <= 0x9F or n in (0x061C, 0x200E, 0x200F, 0x2028, 0x2029)
+                or 0x202A <= n <= 0x202E or 0x2066 <= n <= 0x2069)
+    assert protocol.has_forbidden_chars(text) == any(forbidden(c) for c in text)
+
+
 @pytest.mark.parametrize("target", [5, True, False, [], ["r"], {"room": "r"}])
 def test_bad_target(target: Any) -> None:
     assert protocol.parse(frame(action="a", target=target, id=2)) == protocol.Rejected(
@@ -277,7 +310,8 @@ def test_parse_never_raises_and_accepted_frames_encode_to_valid_json(fields: dic
 
 
 @settings(max_examples=100, deadline=None)
-@given(action=st.text(min_size=1, max_size=64), target=st.text(max_size=70),
+@given(action=st.text(min_size=1, max_size=64).filter(lambda a: not protocol.has_forbidden_chars(a)),
+       target=st.text(max_size=70),
        body=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
        rid=st.none() | st.text(max_size=10) | st.integers(),
        to_client=st.booleans())
