@@ -14,7 +14,11 @@ in) and carries out what the core asks of its `GatewayOutbox`. The core owns:
 - **the processor link** (`Link`): hello until welcomed, sequence numbers on
   client frames, the processor's acknowledgements and epoch; frames it may have
   lost are answered `processor-restarted`, never left unanswered;
-- **policy**: the per-connection rate limit, the send-queue bound, keepalive.
+- **policy**: the per-connection rate limit, the send-queue bound, keepalive;
+- **admission**: the Origin check at the upgrade, the connection limits (per gateway
+  and per source address), the client's token (`verify`, a port the adapter gives:
+  the core handles no crypto and reads no clock), its expiry (`expire_tokens(wall)`)
+  and `refresh-token`.
 
 Flow of one client frame: `client_frame()` validates it and appends a row to the
 open `ClientFrames` run → `flush()` hands the encoded batch to `out.push()`.
@@ -25,19 +29,28 @@ bytes object for members with the same queue, so the adapter can frame it once).
 
 from __future__ import annotations
 
+import heapq
+import secrets
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from itertools import islice
 from typing import Any, NamedTuple, Protocol
 
 from . import LOBBY, protocol
 from . import meshstream_pb2 as pb
+from .auth import Identity, TokenError
 from .errors import CloseCode, ErrorCode
 
 PING_INTERVAL = 20.0  # keepalive: every connection is pinged this often ...
 PING_TIMEOUT = 20.0  # ... and closed (1011) when the pong is this late
 KEEPALIVE_TICK = 1.0  # the pings are spread: 1/20 of the connections each tick
+CLIENT_ID_BYTES = 8  # a client ID's random part: 64 bits from `secrets`, in hex
+REFRESH_TOKEN = "refresh-token"  # handled here when tokens are on, never forwarded
+TOO_MANY_CONNECTIONS = "too-many-connections"  # the reason of close code 1013
+
+# The adapter's token check: a token (None: none given) -> who, or why not.
+Verifier = Callable[[str | None], Identity | TokenError]
 
 
 class Link(Enum):
@@ -55,11 +68,15 @@ class Connection:
     """
 
     __slots__ = ("link", "id", "rooms", "pending", "tokens", "stamp", "closing", "ping_at",
-                 "awaiting_pong")
+                 "awaiting_pong", "user", "expires", "peer")
 
-    def __init__(self, link: Any, client_id: str, burst: float, now: float) -> None:
+    def __init__(self, link: Any, client_id: str, burst: float, now: float, user: str = "",
+                 expires: float | None = None, peer: str = "") -> None:
         self.link = link
         self.id = client_id
+        self.user = user  # its token's `sub` ("" when tokens are off)
+        self.expires = expires  # its token's `exp` (wall-clock seconds; None: never)
+        self.peer = peer  # its source address, counted when there is a per-address limit
         self.rooms: set[str] = set()
         self.pending: list[bytes] = []  # frames for this client in this tick
         self.tokens = burst
@@ -105,7 +122,9 @@ class Gateway:
     """One gateway's state. Inputs are method calls; outputs go to `out`."""
 
     def __init__(self, gateway_id: str, index: int, out: GatewayOutbox, *, send_queue: int,
-                 rate_limit: float = 0.0, rate_burst: int = 0, peer_timeout: float = 3.0) -> None:
+                 rate_limit: float = 0.0, rate_burst: int = 0, peer_timeout: float = 3.0,
+                 max_connections: int = 0, max_connections_per_ip: int = 0,
+                 allowed_origins: str = "", verify: Verifier | None = None) -> None:
         self.id = gateway_id
         self.index = index
         self.out = out
@@ -113,9 +132,15 @@ class Gateway:
         self.rate_limit = rate_limit
         self.burst = float(rate_burst or 2 * rate_limit)
         self.peer_timeout = peer_timeout
+        self.max_connections = max_connections
+        self.max_per_peer = max_connections_per_ip
+        self.per_peer: Counter[str] = Counter()  # connections per source address (when limited)
+        self.origins = frozenset(o.strip().rstrip("/").lower()
+                                 for o in allowed_origins.split(",") if o.strip())
+        self.verify = verify  # None: tokens are off, every connection is anonymous
+        self.expiries: list[tuple[float, str]] = []  # heap of (exp, client); stale ones skipped
         self.conns: dict[str, Connection] = {}
         self.rooms: dict[str, set[Connection]] = {}  # the membership mirror
-        self.next_client = 0
         # the processor link
         self.link = Link.HELLO
         self.processor_epoch = ""
@@ -142,25 +167,106 @@ class Gateway:
 
     # ------------------------------------------------------------ clients
 
-    def connect(self, link: Any, now: float, user: str = "") -> Connection:
-        """A WebSocket handshake completed: a new client, greeted with its ID."""
-        self.next_client += 1
-        client_id = f"{self.id}.{self.next_client}"
-        conn = self.conns[client_id] = Connection(link, client_id, self.burst, now)
+    def origin_allowed(self, origins: list[str]) -> bool:
+        """The Origin check of an upgrade (`origins`: its Origin header values).
+
+        With no `allowed_origins` every upgrade passes. Otherwise exactly one Origin,
+        one of the allowed values (compared as browsers write them: case aside), or
+        none at all: browsers always send Origin on a WebSocket upgrade, so a request
+        without one is no page's cross-site request; and a client that is not a browser
+        could send any Origin it likes, so refusing it would protect nothing.
+        """
+        if not self.origins or not origins:
+            return True
+        return len(origins) == 1 and origins[0].strip().lower() in self.origins
+
+    def connect(self, link: Any, now: float, token: str | None = None,
+                peer: str = "") -> Connection | None:
+        """A WebSocket handshake completed: a new client, greeted with its ID; or refused.
+
+        A refused connection is closed before any other frame: 1013
+        `too-many-connections` over a connection limit, else 4003 with the token's
+        TokenError (token-required, bad-token, token-expired) when tokens are on.
+        """
+        if (self.max_connections and len(self.conns) >= self.max_connections) or (
+                self.max_per_peer and self.per_peer[peer] >= self.max_per_peer):
+            self._refuse(link, CloseCode.TRY_AGAIN_LATER, TOO_MANY_CONNECTIONS)
+            return None
+        user, expires = "", None
+        if self.verify is not None:
+            identity = self.verify(token)
+            if isinstance(identity, TokenError):
+                self._refuse(link, CloseCode.TOKEN, identity.value)
+                return None
+            user, expires = identity.user, identity.expires
+        client_id = f"{self.id}.{secrets.token_hex(CLIENT_ID_BYTES)}"
+        while client_id in self.conns:  # pragma: no cover - 1 in 2**64
+            client_id = f"{self.id}.{secrets.token_hex(CLIENT_ID_BYTES)}"
+        conn = self.conns[client_id] = Connection(link, client_id, self.burst, now, user, expires, peer)
+        if self.max_per_peer:
+            self.per_peer[peer] += 1
+        if expires is not None:
+            self._expire_at(conn, expires)
         connected = self._item().connected
         connected.client = client_id
         connected.user = user
-        self._queue(conn, protocol.encode("client-connected", client_id,
-                                          protocol.encode_body({"client": client_id})))
+        body = {"client": client_id, "user": user} if user else {"client": client_id}
+        self._queue(conn, protocol.encode("client-connected", client_id, protocol.encode_body(body)))
         return conn
+
+    def _refuse(self, link: Any, code: int, reason: str) -> None:
+        self.closes[code] += 1
+        self.out.close(link, code, reason)
 
     def disconnect(self, conn: Connection) -> None:
         """The connection is gone (closed either way, or lost)."""
         for room in list(conn.rooms):
             self._forget_room(conn, room)
         if self.conns.pop(conn.id, None) is not None:
+            if self.max_per_peer:
+                left = self.per_peer[conn.peer] - 1
+                if left > 0:
+                    self.per_peer[conn.peer] = left
+                else:
+                    del self.per_peer[conn.peer]
             self._item().disconnected = conn.id
             self._wake()
+
+    # ------------------------------------------------------------ tokens
+
+    def expire_tokens(self, wall: float) -> None:
+        """Every second or so (wall-clock time): close connections whose token has expired."""
+        heap = self.expiries
+        while heap and heap[0][0] <= wall:
+            exp, client = heapq.heappop(heap)
+            conn = self.conns.get(client)
+            if conn is not None and conn.expires == exp:  # else gone, or refreshed since
+                self.close(conn, CloseCode.TOKEN, TokenError.EXPIRED.value)
+
+    def _expire_at(self, conn: Connection, expires: float) -> None:
+        heap = self.expiries
+        heapq.heappush(heap, (expires, conn.id))
+        if len(heap) > 2 * len(self.conns) + 64:  # refreshes leave stale entries: drop them
+            self.expiries = [(c.expires, c.id) for c in self.conns.values() if c.expires is not None]
+            heapq.heapify(self.expiries)
+
+    def _refresh(self, conn: Connection, parsed: protocol.Inbound) -> None:
+        """`refresh-token`: a valid token for the same user replaces the connection's."""
+        assert self.verify is not None
+        token = protocol.decode_body(parsed.body).get("token")
+        identity = self.verify(token) if isinstance(token, str) and token else TokenError.BAD
+        if isinstance(identity, TokenError) or identity.user != conn.user:
+            code = ErrorCode.TOKEN_EXPIRED if identity is TokenError.EXPIRED else ErrorCode.BAD_TOKEN
+            return self._reply_error(conn, code, parsed.action, parsed.target, parsed.request_id)
+        conn.expires = identity.expires
+        body: dict[str, Any] = {"user": identity.user}
+        if identity.expires is not None:
+            self._expire_at(conn, identity.expires)
+            exp = identity.expires
+            body["expires"] = int(exp) if exp.is_integer() else exp
+        self._queue(conn, protocol.encode("token-refreshed", conn.id, protocol.encode_body(body),
+                                          request_id=parsed.request_id))
+        return None
 
     def client_frame(self, conn: Connection, message: str | bytes, now: float) -> None:
         """A complete message from a client: refused with an error, or forwarded."""
@@ -178,6 +284,8 @@ class Gateway:
         if isinstance(parsed, protocol.Rejected):
             return self._reply_error(conn, parsed.code, parsed.action, parsed.target,
                                      parsed.request_id)
+        if self.verify is not None and parsed.action == REFRESH_TOKEN:
+            return self._refresh(conn, parsed)
         if self.link is not Link.UP:
             return self._reply_error(conn, ErrorCode.PROCESSOR_UNAVAILABLE, parsed.action,
                                      parsed.target, parsed.request_id)
@@ -356,6 +464,7 @@ class Gateway:
         for conn in self.conns.values():
             c = item.hello.clients.add()
             c.client = conn.id
+            c.user = conn.user
             c.rooms.extend(conn.rooms)
         self._wake()
 
@@ -471,6 +580,11 @@ class Gateway:
             for room in conn.rooms:
                 assert conn in self.rooms.get(room, ()), f"{conn.id} thinks it is in {room}"
             assert bool(conn.pending) == (conn in self.dirty), f"{conn.id} pending but not dirty"
+        if self.max_per_peer:
+            assert self.per_peer == Counter(c.peer for c in self.conns.values()), "per-peer counts"
+        for conn in self.conns.values():
+            if conn.expires is not None and not conn.closing:
+                assert (conn.expires, conn.id) in self.expiries, f"{conn.id}'s expiry not scheduled"
         seqs = [u.seq for u in self.unacked]
         assert seqs == sorted(set(seqs)), "unacknowledged frames out of order"
         assert all(s <= self.in_seq for s in seqs)

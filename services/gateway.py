@@ -9,8 +9,11 @@ limits, keepalive). This module only moves bytes and calls:
   `receive_data`, `events_received` out, `data_to_send` written to the transport;
 - `GatewayServer` owns the ZeroMQ sockets (PUSH to the processor, SUB for its own
   topic and the processor's beats), the listening socket (SO_REUSEPORT: many
-  gateways share one port), the heartbeat and keepalive timers, static HTTP, and
-  carries out what the core asks through its `GatewayOutbox` methods.
+  gateways share one port; TLS with `--tls-cert`/`--tls-key`), the heartbeat and
+  keepalive timers, static HTTP, and carries out what the core asks through its
+  `GatewayOutbox` methods. It reads the client's token from the upgrade request
+  (`Authorization: Bearer`, else `?token=`) and gives the core the verifier
+  (`auth.Tokens` with the wall clock) and the time.
 
 The event loop never blocks on ZeroMQ: every send is NOBLOCK with a policy for
 EAGAIN, and the SUB socket is read from the loop's reader callback.
@@ -22,7 +25,10 @@ import asyncio
 import logging
 import mimetypes
 import signal
+import ssl
+import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,9 +39,10 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import new_epoch
+from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
+from meshstream_zmq.auth import Tokens
 from meshstream_zmq.config import Config
 from meshstream_zmq.errors import CloseCode
 from meshstream_zmq.gateway import KEEPALIVE_TICK, Connection, Gateway
@@ -48,6 +55,49 @@ PATH = "/wsmesh"
 OPEN_TIMEOUT = 10.0  # a connection that has not completed its handshake by then is dropped
 CLOSE_TIMEOUT = 2.0  # a closing handshake the client does not finish by then: the TCP link is cut
 PING_DATA = b"meshstream"
+
+
+class StartupError(Exception):
+    """A setting the gateway cannot start with (a missing certificate, key or key file)."""
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server-side TLS context of `--tls-cert`/`--tls-key` (TLS 1.2 or later), or None."""
+    if not config.tls_cert and not config.tls_key:
+        return None
+    if not (config.tls_cert and config.tls_key):
+        raise StartupError("--tls-cert and --tls-key go together: give both or neither")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        raise StartupError(f"cannot load the TLS certificate {config.tls_cert!r} and key "
+                           f"{config.tls_key!r}: {exc.strerror or exc}") from None
+    return ctx
+
+
+def client_tokens(config: Config) -> Tokens:
+    try:
+        return Tokens(config)
+    except OSError as exc:
+        raise StartupError(f"cannot read --jwt-public-key {config.jwt_public_key!r}: "
+                           f"{exc.strerror or exc}") from None
+
+
+def request_token(request: Request) -> str | None:
+    """The connection token of an upgrade: `Authorization: Bearer T`, else `?token=T`
+    (browsers cannot set headers). The header wins when both are given."""
+    for value in request.headers.get_all("Authorization"):
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    query = request.path.partition("?")[2]
+    if "token=" in query:  # the request line is at most 8 KiB (websockets' limit)
+        for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+            if key == "token":
+                return value
+    return None
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -120,7 +170,11 @@ class ClientProtocol(asyncio.Protocol):
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None
-            self.conn = self.server.core.connect(self, time.monotonic())
+            assert self.transport is not None
+            peer = self.transport.get_extra_info("peername")
+            # None: refused, and already being closed (1013 or 4003) before any other frame
+            self.conn = self.server.core.connect(self, time.monotonic(), request_token(request),
+                                                 str(peer[0]) if peer else "")
 
     def frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -211,9 +265,16 @@ class GatewayServer:
         self.config = config
         self.index = index
         self.loop = asyncio.get_running_loop()
+        self.tls = tls_context(config)  # first: a bad setting stops us before any socket
+        tokens = client_tokens(config)
         self.core = Gateway(f"gw{index}-{new_epoch()}", index, self, send_queue=config.send_queue,
                             rate_limit=config.rate_limit, rate_burst=config.rate_burst,
-                            peer_timeout=config.peer_timeout)
+                            peer_timeout=config.peer_timeout,
+                            max_connections=config.max_connections,
+                            max_connections_per_ip=config.max_connections_per_ip,
+                            allowed_origins=config.allowed_origins,
+                            verify=(lambda token: tokens.connection(token, time.time()))
+                            if tokens.enabled else None)
         self.id = self.core.id
         self.ready = asyncio.Event()  # welcomed: accept WebSockets
         self.drained = asyncio.Event()  # stopping, and every client has gone
@@ -304,6 +365,8 @@ class GatewayServer:
         if path == PATH:
             if not self.core.up:
                 return _response(503, b"processor unavailable\n", "text/plain")
+            if not self.core.origin_allowed(request.headers.get_all("Origin")):
+                return _response(403, b"origin not allowed\n", "text/plain")
             return None
         if path == "/healthz":
             ok = self.core.up
@@ -341,9 +404,12 @@ class GatewayServer:
             await asyncio.sleep(self.config.heartbeat)
 
     async def keepalive(self) -> None:
+        core = self.core
         while True:
             await asyncio.sleep(KEEPALIVE_TICK)
-            self.core.keepalive(time.monotonic())
+            core.keepalive(time.monotonic())
+            if core.expiries:
+                core.expire_tokens(time.time())  # tokens expire in wall-clock time
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = self.loop
@@ -360,10 +426,13 @@ class GatewayServer:
                 task.cancel()
             if stop.is_set():
                 return
+            tls: dict[str, Any] = {} if self.tls is None else {
+                "ssl": self.tls, "ssl_handshake_timeout": OPEN_TIMEOUT}
             server = await loop.create_server(lambda: ClientProtocol(self), self.config.host,
-                                              self.config.port, reuse_port=True, backlog=4096)
+                                              self.config.port, reuse_port=True, backlog=4096, **tls)
             pinger = loop.create_task(self.keepalive())
-            log.info("gateway ready", extra={"fields": {"gateway": self.id, "port": self.config.port}})
+            log.info("gateway ready", extra={"fields": {"gateway": self.id, "port": self.config.port,
+                                                        "tls": self.tls is not None}})
             await stop.wait()
             server.close()
             self.stopping = True
@@ -382,7 +451,7 @@ class GatewayServer:
 
 
 def _response(status: int, body: bytes, ctype: str) -> Response:
-    reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}.get(status, "")
+    reason = {200: "OK", 403: "Forbidden", 404: "Not Found", 503: "Service Unavailable"}.get(status, "")
     headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
                        ("Cache-Control", "no-cache")])
     return Response(status, reason, headers, body)
@@ -398,6 +467,12 @@ async def amain(config: Config, index: int) -> None:
 
 def main(config: Config, index: int) -> None:
     obs.setup(f"gateway {index}", config.log_level)
+    try:
+        tls_context(config)  # checked before anything starts (and again by GatewayServer)
+        client_tokens(config)
+    except StartupError as exc:
+        log.error("gateway cannot start: %s", exc)
+        sys.exit(2)
     obs.serve_metrics(config.metrics_port)
     obs.tune_gc()
     try:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from meshstream_zmq import LOBBY
 from meshstream_zmq import meshstream_pb2 as pb
+from meshstream_zmq.auth import Identity, TokenError
 from meshstream_zmq.gateway import PING_INTERVAL, PING_TIMEOUT, Connection, Gateway, Link
 
 
@@ -298,6 +300,248 @@ def test_keepalive_spreads_the_pings_over_the_interval() -> None:
         assert len(out.pings) <= 5
         out.pings.clear()
     assert sorted(seen) == sorted(f"L{i}" for i in range(100))
+
+
+# ------------------------------------------------------------------ admission: IDs, limits, origins
+
+def test_client_ids_are_the_gateway_id_and_64_random_bits() -> None:
+    gw, _ = make()
+    ids = [c.id for c in (gw.connect(f"L{i}", 0.0) for i in range(500))]
+    assert len(set(ids)) == 500
+    for client in ids:
+        head, _, tail = client.partition(".")
+        assert head == GW and len(tail) == 16 and int(tail, 16) >= 0  # the SUB prefix is "<gw>."
+    # nothing to count on: neighbours are not one apart, and no ID is a small number
+    tails = [int(c.partition(".")[2], 16) for c in ids]
+    assert sum(b - a == 1 for a, b in zip(tails, tails[1:], strict=False)) == 0
+    assert max(tails) > 2**60
+
+
+def test_over_the_connection_limit_a_client_is_closed_1013_unannounced() -> None:
+    gw, out = make(max_connections=2)
+    welcome(gw)
+    a, b = gw.connect("L1", 0.0), gw.connect("L2", 0.0)
+    gw.flush()
+    out.batches.clear()
+    assert gw.connect("L3", 0.0) is None
+    gw.flush()
+    assert out.closes == [("L3", 1013, "too-many-connections")]
+    assert out.frames_for("L3") == [] and out.batches == []  # no greeting, nothing to the processor
+    assert len(gw.conns) == 2 and gw.closes[1013] == 1
+    assert a is not None and b is not None
+    gw.disconnect(a)
+    assert gw.connect("L4", 0.0) is not None  # room again
+    gw.check()
+
+
+def test_the_per_address_limit_counts_each_source_address() -> None:
+    gw, out = make(max_connections_per_ip=2)
+    first = [gw.connect(f"A{i}", 0.0, peer="10.0.0.1") for i in range(2)]
+    assert gw.connect("A2", 0.0, peer="10.0.0.1") is None
+    assert gw.connect("B0", 0.0, peer="10.0.0.2") is not None  # another address is not affected
+    assert out.closes == [("A2", 1013, "too-many-connections")]
+    gw.check()
+    assert first[0] is not None
+    gw.disconnect(first[0])
+    gw.disconnect(first[0])  # reported twice: counted once
+    assert gw.per_peer == {"10.0.0.1": 1, "10.0.0.2": 1}
+    assert gw.connect("A3", 0.0, peer="10.0.0.1") is not None
+    gw.check()
+
+
+def test_limits_of_zero_are_off() -> None:
+    gw, out = make(max_connections=0, max_connections_per_ip=0)
+    for i in range(50):
+        gw.connect(f"L{i}", 0.0, peer="10.0.0.1")
+    assert len(gw.conns) == 50 and out.closes == [] and not gw.per_peer
+
+
+@pytest.mark.parametrize(("allowed", "origins", "ok"), [
+    ("", ["https://evil.example"], True),  # no list: every Origin
+    ("https://game.example", ["https://game.example"], True),
+    ("https://game.example", ["HTTPS://Game.Example"], True),  # browsers lower-case it anyway
+    ("https://game.example/, http://localhost:8765", ["http://localhost:8765"], True),
+    ("https://game.example", ["https://evil.example"], False),
+    ("https://game.example", ["https://game.example.evil.example"], False),
+    ("https://game.example", ["http://game.example"], False),  # the scheme counts
+    ("https://game.example", ["https://game.example:8443"], False),  # so does the port
+    ("https://game.example", ["null"], False),  # sandboxed frames, file:// pages
+    ("https://game.example", ["https://game.example", "https://evil.example"], False),
+    ("https://game.example", [], True),  # no Origin: not a browser (docs/protocol.md)
+])
+def test_the_origin_check(allowed: str, origins: list[str], ok: bool) -> None:
+    gw, _ = make(allowed_origins=allowed)
+    assert gw.origin_allowed(origins) is ok
+
+
+# ------------------------------------------------------------------ tokens
+
+class Verifier:
+    """The adapter's token check, played by a table: token -> Identity or TokenError."""
+
+    def __init__(self, table: dict[str | None, Identity | TokenError]) -> None:
+        self.table = table
+        self.seen: list[str | None] = []
+
+    def __call__(self, token: str | None) -> Identity | TokenError:
+        self.seen.append(token)
+        return self.table.get(token, TokenError.REQUIRED if not token else TokenError.BAD)
+
+
+TOKENS: dict[str | None, Identity | TokenError] = {
+    "ann-60": Identity("ann", 60.0), "ann-120": Identity("ann", 120.0),
+    "ann-forever": Identity("ann", None), "bob-60": Identity("bob", 60.0),
+    "old": TokenError.EXPIRED,
+}
+
+
+def with_tokens(**kw: Any) -> tuple[Gateway, Outbox]:
+    return make(verify=Verifier(TOKENS), **kw)
+
+
+@pytest.mark.parametrize(("token", "reason"), [(None, "token-required"), ("", "token-required"),
+                                               ("forged", "bad-token"), ("old", "token-expired")])
+def test_a_refused_token_closes_4003_before_any_frame(token: str | None, reason: str) -> None:
+    gw, out = with_tokens()
+    welcome(gw)
+    assert gw.connect("L1", 0.0, token) is None
+    gw.flush()
+    assert out.closes == [("L1", 4003, reason)]
+    assert out.writes == [] and out.batches == [] and not gw.conns
+    assert gw.closes[4003] == 1
+
+
+def test_the_connection_limit_is_checked_before_the_token() -> None:
+    verify = Verifier(TOKENS)
+    gw, out = make(verify=verify, max_connections=1)
+    gw.connect("L1", 0.0, "ann-60")
+    assert gw.connect("L2", 0.0, "forged") is None
+    assert out.closes == [("L2", 1013, "too-many-connections")] and verify.seen == ["ann-60"]
+
+
+def test_the_user_is_greeted_announced_and_resent_in_the_hello() -> None:
+    gw, out = with_tokens()
+    conn = gw.connect("L1", 0.0, "ann-60")
+    assert conn is not None and (conn.user, conn.expires) == ("ann", 60.0)
+    gw.flush()
+    assert out.frames_for("L1") == [{"action": "client-connected", "target": conn.id,
+                                     "message_body": {"client": conn.id, "user": "ann"},
+                                     "sender": "meshstream"}]
+    item = out.batches[0].items[-1]
+    assert (item.connected.client, item.connected.user) == (conn.id, "ann")
+    gw.heartbeat(1.0)  # the link is down: hello, with every client and its user
+    gw.flush()
+    hello = out.batches[-1].items[-1].hello
+    assert [(c.client, c.user) for c in hello.clients] == [(conn.id, "ann")]
+    gw.check()
+
+
+def test_anonymous_clients_have_no_user_key_and_an_empty_user() -> None:
+    gw, out = make()
+    conn = gw.connect("L1", 0.0, "whatever")  # tokens off: a token is ignored
+    assert conn is not None and conn.user == ""
+    gw.flush()
+    assert out.frames_for("L1")[0]["message_body"] == {"client": conn.id}
+    assert out.batches[0].items[-1].connected.user == ""
+
+
+def test_a_connection_is_closed_when_its_token_expires() -> None:
+    gw, out = with_tokens()
+    ann = gw.connect("L1", 0.0, "ann-60")
+    forever = gw.connect("L2", 0.0, "ann-forever")
+    bob = gw.connect("L3", 0.0, "bob-60")
+    assert ann and forever and bob
+    gw.expire_tokens(59.9)
+    assert out.closes == []
+    gw.disconnect(bob)  # gone before its expiry: nothing to close
+    gw.expire_tokens(60.0)
+    assert out.closes == [("L1", 4003, "token-expired")]
+    gw.expire_tokens(1e12)
+    assert out.closes == [("L1", 4003, "token-expired")]  # once; a token with no exp never expires
+
+
+def refresh(gw: Gateway, conn: Connection, token: object, rid: int = 1) -> None:
+    body = {} if token is None else {"token": token}
+    gw.client_frame(conn, json.dumps({"action": "refresh-token", "message_body": body, "id": rid}), 0.0)
+
+
+def test_refresh_token_extends_the_connection() -> None:
+    gw, out = with_tokens()
+    conn = gw.connect("L1", 0.0, "ann-60")
+    assert conn is not None
+    refresh(gw, conn, "ann-120", rid=7)  # the link is down: answered here all the same
+    gw.flush()
+    reply = out.frames_for("L1")[-1]
+    assert reply == {"action": "token-refreshed", "target": conn.id, "id": 7, "sender": "meshstream",
+                     "message_body": {"user": "ann", "expires": 120}}
+    gw.expire_tokens(100.0)
+    assert out.closes == [] and conn.expires == 120.0
+    gw.expire_tokens(120.0)
+    assert out.closes == [("L1", 4003, "token-expired")]
+    assert frames_of(out.batches) == []  # never forwarded
+    gw.check()
+
+
+def test_refresh_token_to_a_token_without_exp() -> None:
+    gw, out = with_tokens()
+    conn = gw.connect("L1", 0.0, "ann-60")
+    assert conn is not None
+    refresh(gw, conn, "ann-forever")
+    gw.flush()
+    assert out.frames_for("L1")[-1]["message_body"] == {"user": "ann"}
+    gw.expire_tokens(1e12)
+    assert out.closes == []
+
+
+@pytest.mark.parametrize(("token", "code"), [
+    ("forged", "bad-token"), ("old", "token-expired"), ("bob-60", "bad-token"),  # another user
+    ("", "bad-token"), (None, "bad-token"), (42, "bad-token"), (["ann-120"], "bad-token"),
+])
+def test_a_refused_refresh_keeps_the_connection_and_its_old_token(token: object, code: str) -> None:
+    gw, out = with_tokens()
+    welcome(gw)
+    conn = gw.connect("L1", 0.0, "ann-60")
+    assert conn is not None
+    refresh(gw, conn, token, rid=3)
+    gw.flush()
+    reply = out.frames_for("L1")[-1]
+    assert (reply["action"], reply["message_body"]["code"], reply["message_body"]["action"],
+            reply["id"]) == ("error", code, "refresh-token", 3)
+    assert out.closes == [] and conn.expires == 60.0 and conn.user == "ann"
+    assert frames_of(out.batches) == []
+    gw.expire_tokens(60.0)
+    assert out.closes == [("L1", 4003, "token-expired")]
+
+
+def test_without_tokens_refresh_token_is_an_ordinary_action() -> None:
+    gw, out = make()
+    welcome(gw)
+    conn = gw.connect("L1", 0.0)
+    assert conn is not None
+    refresh(gw, conn, "anything")
+    gw.flush()
+    assert frames_of(out.batches) == [(1, conn.id, "refresh-token", "")]
+
+
+def test_refreshes_leave_a_bounded_expiry_heap() -> None:
+    gw, _ = make(verify=lambda token: Identity("ann", float(token or 0)))
+    conn = gw.connect("L1", 0.0, "10")
+    assert conn is not None
+    for i in range(1000):
+        refresh(gw, conn, str(1000 + i))
+    assert len(gw.expiries) <= 2 * len(gw.conns) + 65
+    gw.check()
+
+
+def test_a_refresh_counts_against_the_rate_limit() -> None:
+    gw, out = with_tokens(rate_limit=1.0, rate_burst=1)
+    conn = gw.connect("L1", 0.0, "ann-60")
+    assert conn is not None
+    refresh(gw, conn, "ann-120", rid=1)
+    refresh(gw, conn, "ann-120", rid=2)
+    gw.flush()
+    assert [f["action"] for f in out.frames_for("L1")[1:]] == ["token-refreshed", "error"]
+    assert out.frames_for("L1")[-1]["message_body"]["code"] == "rate-limited"
 
 
 # ------------------------------------------------------------------ properties

@@ -5,9 +5,11 @@ with an in-memory transport in place of the socket."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import jwt
 import pytest
 from websockets.client import ClientProtocol as WsClient
 from websockets.frames import Frame, Opcode
@@ -17,16 +19,20 @@ from websockets.uri import parse_uri
 
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq.config import Config
-from services.gateway import ClientProtocol, GatewayServer, text_frame
+from services.gateway import ClientProtocol, GatewayServer, StartupError, request_token, text_frame
 
 
 class Transport:
     """Records writes; closing is recorded, not performed."""
 
-    def __init__(self) -> None:
+    def __init__(self, peer: str = "127.0.0.1") -> None:
         self.written = bytearray()
         self.closed = False
         self.eof = False
+        self.peer = peer
+
+    def get_extra_info(self, name: str) -> object:
+        return (self.peer, 50000) if name == "peername" else None
 
     def write(self, data: bytes) -> None:
         self.written += data
@@ -50,16 +56,20 @@ class Transport:
 class Peer:
     """A WebSocket client speaking to one ClientProtocol through memory."""
 
-    def __init__(self, server: GatewayServer) -> None:
+    def __init__(self, server: GatewayServer, path: str = "/wsmesh",
+                 headers: dict[str, str] | None = None, peer: str = "127.0.0.1") -> None:
         self.server = server
         self.proto = ClientProtocol(server)
-        self.transport = Transport()
+        self.transport = Transport(peer)
         self.proto.connection_made(self.transport)  # type: ignore[arg-type]
-        self.ws = WsClient(parse_uri("ws://localhost/wsmesh"))
-        self.send(self.ws.send_request(self.ws.connect()))
+        self.ws = WsClient(parse_uri("ws://localhost" + path))
+        request = self.ws.connect()
+        for name, value in (headers or {}).items():
+            request.headers[name] = value
+        self.send(self.ws.send_request(request))
         self.ws.receive_data(bytes(self.transport.written))  # the 101 (the greeting waits for a flush)
         self.transport.written.clear()
-        self.ws.events_received()
+        self.early = [e for e in self.ws.events_received() if isinstance(e, Frame)]  # a prompt close
 
     def send(self, _: object = None) -> None:
         for data in self.ws.data_to_send():
@@ -77,14 +87,36 @@ class Peer:
                 for line in f.data.decode().split("\n")]
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[GatewayServer]:
-    srv = GatewayServer(Config(run_dir=str(tmp_path), metrics_port=0), 1)
+def make_server(config: Config) -> GatewayServer:
+    srv = GatewayServer(config, 1)
     epoch = pb.Welcome(epoch="e1")
     srv.core.processor_out(pb.GatewayOut(seq=1, epoch="e1", ops=[pb.GatewayOp(welcome=epoch)]))
+    return srv
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[GatewayServer]:
+    srv = make_server(Config(run_dir=str(tmp_path), metrics_port=0))
     yield srv
     srv.push.close(linger=0)
     srv.sub.close(linger=0)
+
+
+@pytest.fixture
+async def secure(tmp_path: Path) -> AsyncIterator[GatewayServer]:
+    """A gateway with tokens (HS256), an Origin list and a per-address limit of 2."""
+    srv = make_server(Config(run_dir=str(tmp_path), metrics_port=0, jwt_secret=SECRET,
+                             allowed_origins="https://game.example", max_connections_per_ip=2))
+    yield srv
+    srv.push.close(linger=0)
+    srv.sub.close(linger=0)
+
+
+SECRET = "k" * 32
+
+
+def token(sub: str = "ann", **claims: object) -> str:
+    return jwt.encode({"sub": sub, **claims}, SECRET, algorithm="HS256")
 
 
 async def test_the_handshake_then_the_greeting(server: GatewayServer) -> None:
@@ -189,3 +221,95 @@ async def test_the_idle_open_deadline_is_cancelled_by_the_handshake(server: Gate
     assert isinstance(lonely.timer, asyncio.TimerHandle)
     lonely.connection_lost(None)
     assert lonely.timer is None
+
+
+# ------------------------------------------------------------------ the edge: tokens, origins, limits
+
+def closed_with(peer: Peer) -> tuple[int, str] | None:
+    assert [f.opcode for f in peer.early + peer.receive()] == [Opcode.CLOSE]
+    rcvd = peer.ws.close_rcvd
+    return None if rcvd is None else (rcvd.code, rcvd.reason)
+
+
+@pytest.mark.parametrize(("path", "headers", "expected"), [
+    ("/wsmesh?token=abc", {}, "abc"),
+    ("/wsmesh?x=1&token=a%2Bb&token=second", {}, "a+b"),
+    ("/wsmesh", {"Authorization": "Bearer abc"}, "abc"),
+    ("/wsmesh", {"Authorization": "bearer   abc "}, "abc"),
+    ("/wsmesh?token=query", {"Authorization": "Bearer header"}, "header"),  # the header wins
+    ("/wsmesh?token=query", {"Authorization": "Basic dXNlcjpwdw=="}, "query"),  # not ours
+    ("/wsmesh?token=", {}, ""),
+    ("/wsmesh?tokens=abc", {}, None),
+    ("/wsmesh", {}, None),
+])
+def test_the_token_is_read_from_the_header_else_the_query(path: str, headers: dict[str, str],
+                                                          expected: str | None) -> None:
+    ws = WsClient(parse_uri("ws://localhost" + path))
+    request = ws.connect()
+    for name, value in headers.items():
+        request.headers[name] = value
+    assert request_token(request) == expected
+
+
+async def test_a_good_token_greets_the_user(secure: GatewayServer) -> None:
+    peer = Peer(secure, f"/wsmesh?token={token()}")
+    greeting = json.loads(peer.texts()[0])
+    assert greeting["action"] == "client-connected" and greeting["message_body"]["user"] == "ann"
+    peer = Peer(secure, "/wsmesh", {"Authorization": f"Bearer {token('bob')}"})
+    assert json.loads(peer.texts()[0])["message_body"]["user"] == "bob"
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("/wsmesh", "token-required"),
+    ("/wsmesh?token=nope", "bad-token"),
+    (f"/wsmesh?token={token(exp=1)}", "token-expired"),
+])
+async def test_a_refused_token_is_a_4003_close_and_nothing_else(secure: GatewayServer, path: str,
+                                                               reason: str) -> None:
+    peer = Peer(secure, path)
+    assert peer.ws.state is State.CLOSING  # the upgrade succeeded, then the close at once
+    frames = peer.early + peer.receive()
+    assert [f.opcode for f in frames] == [Opcode.CLOSE]
+    assert peer.ws.close_rcvd is not None
+    assert (peer.ws.close_rcvd.code, peer.ws.close_rcvd.reason) == (4003, reason)
+    assert not secure.core.conns and peer.proto.conn is None
+
+
+async def test_another_origin_gets_403_and_the_allowed_one_upgrades(secure: GatewayServer) -> None:
+    good = f"/wsmesh?token={token()}"
+    refused = Peer(secure, good, {"Origin": "https://evil.example"})
+    assert refused.ws.state is not State.OPEN
+    assert refused.ws.handshake_exc is not None and "403" in str(refused.ws.handshake_exc)
+    assert Peer(secure, good, {"Origin": "https://game.example"}).ws.state is State.OPEN
+    assert Peer(secure, good).ws.state is State.OPEN  # no Origin: not a browser
+    assert len(secure.core.conns) == 2
+
+
+async def test_the_per_address_limit_closes_1013(secure: GatewayServer) -> None:
+    good = f"/wsmesh?token={token()}"
+    first = [Peer(secure, good, peer="10.1.1.1") for _ in range(2)]
+    third = Peer(secure, good, peer="10.1.1.1")
+    assert closed_with(third) == (1013, "too-many-connections")
+    assert Peer(secure, good, peer="10.1.1.2").ws.state is State.OPEN
+    first[0].proto.connection_lost(None)
+    assert Peer(secure, good, peer="10.1.1.1").ws.state is State.OPEN
+
+
+@pytest.mark.parametrize(("cert", "key", "message"), [
+    ("missing.pem", "missing.key", "cannot load the TLS certificate"),
+    ("cert.pem", "", "--tls-cert and --tls-key go together"),
+    ("garbage.pem", "garbage.pem", "cannot load the TLS certificate"),
+])
+async def test_unusable_tls_files_stop_the_gateway_with_a_clear_message(
+        tmp_path: Path, cert: str, key: str, message: str) -> None:
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    config = Config(run_dir=str(tmp_path), metrics_port=0, tls_cert=str(tmp_path / cert),
+                    tls_key=str(tmp_path / key) if key else "")
+    with pytest.raises(StartupError, match=message):
+        GatewayServer(config, 1)
+
+
+async def test_an_unreadable_jwt_public_key_stops_the_gateway(tmp_path: Path) -> None:
+    config = Config(run_dir=str(tmp_path), metrics_port=0, jwt_public_key=str(tmp_path / "none.pem"))
+    with pytest.raises(StartupError, match="cannot read --jwt-public-key"):
+        GatewayServer(config, 1)
