@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -37,8 +38,12 @@ class Cluster:
     """`meshstream run` in its own process group, with a private run directory."""
 
     def __init__(self, tmp: Path, gateways: int = 2, watchers: bool = False,
-                 args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+                 args: list[str] | None = None, env: dict[str, str] | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: the cluster serves TLS (`args` name the certificate); this client-side
+        context trusts it, and `url` is wss://."""
         self.port = free_port()
+        self.tls = tls
         self.run_dir = str(tmp / "run")
         self.gateways = gateways
         cmd = [sys.executable, "-m", "services.cli", "run", "--port", str(self.port),
@@ -48,7 +53,7 @@ class Cluster:
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        self.url = f"ws://127.0.0.1:{self.port}/wsmesh"
+        self.url = f"{'wss' if tls else 'ws'}://127.0.0.1:{self.port}/wsmesh"
         try:
             self.wait_healthy()
         except BaseException:
@@ -66,7 +71,9 @@ class Cluster:
 
     def healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
+            scheme = "https" if self.tls else "http"
+            with urllib.request.urlopen(f"{scheme}://127.0.0.1:{self.port}/healthz", timeout=1,
+                                        context=self.tls) as r:
                 return bool(r.status == 200)
         except OSError:
             return False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +20,14 @@ from websockets.uri import parse_uri
 
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq.config import Config
-from services.gateway import ClientProtocol, GatewayServer, StartupError, request_token, text_frame
+from services.gateway import (
+    ClientProtocol,
+    GatewayServer,
+    StartupError,
+    request_token,
+    text_frame,
+    tls_context,
+)
 
 
 class Transport:
@@ -313,3 +321,13 @@ async def test_an_unreadable_jwt_public_key_stops_the_gateway(tmp_path: Path) ->
     config = Config(run_dir=str(tmp_path), metrics_port=0, jwt_public_key=str(tmp_path / "none.pem"))
     with pytest.raises(StartupError, match="cannot read --jwt-public-key"):
         GatewayServer(config, 1)
+
+
+def test_the_tls_context_is_a_server_one_with_tls_1_2_at_least(tmp_path: Path) -> None:
+    from tests.integration.test_gateway_security import self_signed
+
+    cert, key = self_signed(tmp_path)
+    ctx = tls_context(Config(tls_cert=str(cert), tls_key=str(key)))
+    assert ctx is not None and ctx.minimum_version is ssl.TLSVersion.TLSv1_2
+    assert ctx.protocol is ssl.PROTOCOL_TLS_SERVER
+    assert tls_context(Config()) is None
