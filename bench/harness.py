@@ -111,7 +111,14 @@ def meshstream_target(gateways: int, checkout: Path = REPO, name: str = "meshstr
                          f"GATEWAYS={gateways}"], checkout, "meshstream", "/wsmesh",
                   listeners=gateways, metrics_offset=1000,
                   metrics_ports=gateways + 3,  # processor, gateways, 2 watchers
-                  env={"MESHSTREAM_HOST": HOST})  # loopback only
+                  env=MESHSTREAM_BENCH_ENV)
+
+
+# What the benchmark needs set explicitly, whatever the defaults become: loopback only; no
+# rate limit (the fanout publisher sends far over 200 frames/s); no connection limits (idle
+# holds 10,000 connections from one address on 2 gateways, spread unevenly by SO_REUSEPORT).
+MESHSTREAM_BENCH_ENV = {"MESHSTREAM_HOST": HOST, "MESHSTREAM_RATE_LIMIT": "0",
+                        "MESHSTREAM_MAX_CONNECTIONS": "0", "MESHSTREAM_MAX_CONNECTIONS_PER_IP": "0"}
 
 
 # ------------------------------------------------------------------ a started server
