@@ -15,16 +15,14 @@ per recipient.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import zmq
 
+from meshstream_zmq import links, new_epoch, protocol
 from meshstream_zmq import meshstream_pb2 as pb
-from meshstream_zmq import new_epoch, protocol
 from meshstream_zmq import observability as obs
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind, Mesh, RoomView
@@ -162,25 +160,9 @@ class Processor:
         self.config = config
         self.ctx = context or zmq.Context.instance()
         self.epoch = new_epoch()
-        ep = config.endpoints
-        if not config.tcp:
-            Path(config.resolved_run_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.pull = self.ctx.socket(zmq.PULL)
-        self.pull.setsockopt(zmq.RCVHWM, 100_000)
-        self.pull.setsockopt(zmq.LINGER, 0)
-        self.pub = self.ctx.socket(zmq.XPUB)
-        self.pub.setsockopt(zmq.SNDHWM, 100_000)
-        self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
-        self.pub.setsockopt(zmq.XPUB_NODROP, 1)
-        self.pub.setsockopt(zmq.LINGER, 0)
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.router.setsockopt(zmq.SNDHWM, 100_000)
-        self.router.setsockopt(zmq.LINGER, 0)
-        for sock, endpoint in ((self.pull, ep.inbound), (self.pub, ep.outbound),
-                               (self.router, ep.watchers)):
-            _unlink_stale_ipc(endpoint)
-            sock.bind(endpoint)
+        # Sockets, CURVE/ZAP, the run directory and the refusals to start: meshstream_zmq/links.py
+        self.links = links.bind_processor(self.ctx, config)
+        self.pull, self.pub, self.router = self.links.pull, self.links.pub, self.links.router
         self.out = ZmqOutbox(self.pub, self.router, self.epoch)
         self.mesh = Mesh(self.out, gateway_timeout=config.peer_timeout,
                          watcher_timeout=config.peer_timeout)
@@ -262,7 +244,8 @@ class Processor:
         else:
             self.subscriptions.discard(topic)
 
-    def on_watcher(self, frames: list[bytes], now: float) -> None:
+    def on_watcher(self, frames: list[bytes], now: float, user: str | None = None) -> None:
+        """`user`: the ZAP User-Id of the sender's CURVE key (None without keys: trusted)."""
         identity = frames[0].hex()
         msg = pb.WatcherIn()
         try:
@@ -277,6 +260,13 @@ class Processor:
             h = msg.hello
             log.info("watcher hello", extra={"fields": {"name": h.name, "rooms": list(h.rooms),
                                                          "prefixes": list(h.prefixes)}})
+            if user is not None and self.links.ring is not None:  # CURVE: claims per key
+                refused = self.links.ring.check_hello(user, h.name, h.rooms, h.prefixes)
+                if refused:
+                    log.warning("watcher hello refused", extra={"fields": {
+                        "key": user[:80], "reason": refused[:300]}})
+                    self.out.reply(identity, 0, ErrorCode.FORBIDDEN, refused)
+                    return
             self.mesh.watcher_hello(identity, h.name, list(h.rooms), list(h.prefixes), now)
         elif kind == "goodbye":
             log.info("watcher goodbye", extra={"fields": {"watcher": identity}})
@@ -351,31 +341,25 @@ class Processor:
             if router in ready:
                 for _ in range(DRAIN):
                     try:
-                        frames = router.recv_multipart(zmq.NOBLOCK)
+                        frames, user = self.links.recv_watcher(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self.on_watcher(frames, now)
+                    self.on_watcher(frames, now, user)
             self.out.flush()
         self.close()
 
     def close(self) -> None:
-        for sock in (self.pull, self.pub, self.router):
-            sock.close(linger=0)
-
-
-def _unlink_stale_ipc(endpoint: str) -> None:
-    """A SIGKILLed processor leaves its socket file; binding over it is safe (we own the dir)."""
-    if endpoint.startswith("ipc://"):
-        try:
-            os.unlink(endpoint[len("ipc://"):])
-        except FileNotFoundError:
-            pass
+        self.links.close()  # the sockets, and the ZAP thread if any
 
 
 def main(config: Config) -> None:
     obs.setup("processor", config.log_level)
     obs.serve_metrics(config.metrics_port)
-    processor = Processor(config)
+    try:
+        processor = Processor(config)
+    except links.LinkError as exc:  # e.g. TCP beyond loopback without keys, a live instance
+        log.error("refusing to start", extra={"fields": {"reason": str(exc)}})
+        raise SystemExit(f"meshstream processor: {exc}") from None
     obs.tune_gc()
 
     def stop(*_: object) -> None:
