@@ -42,8 +42,8 @@ from typing import Any, Generic, TypeVar
 
 import zmq
 
+from . import links, protocol
 from . import meshstream_pb2 as pb
-from . import protocol
 from .config import Config
 from .core import EventKind
 from .errors import CloseCode, ErrorCode
@@ -336,10 +336,8 @@ class Watcher:
     # ------------------------------------------------------------ loop
 
     def connect(self) -> None:
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDHWM, 100_000)
-        self.sock.connect(self.endpoint)
+        # A DEALER; with keys_dir a CURVE client with this watcher's own key (links.py)
+        self.sock = links.watcher_socket(self.ctx, self.config, self.name, self.endpoint)
         self.hello()
 
     def hello(self) -> None:

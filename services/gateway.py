@@ -39,7 +39,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from meshstream_zmq import new_epoch
+from meshstream_zmq import links, new_epoch
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
 from meshstream_zmq.auth import Tokens
@@ -284,18 +284,8 @@ class GatewayServer:
         self.last_wire = b""
 
         ctx = context or zmq.Context.instance()
-        ep = config.endpoints
-        self.push = ctx.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.IMMEDIATE, 1)  # no processor connected: EAGAIN, not a silent queue
-        self.push.setsockopt(zmq.SNDHWM, 50_000)
-        self.push.setsockopt(zmq.LINGER, 0)
-        self.push.connect(ep.inbound)
-        self.sub = ctx.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.RCVHWM, 100_000)
-        self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.setsockopt(zmq.SUBSCRIBE, self.id.encode() + b".")
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"processor")
-        self.sub.connect(ep.outbound)
+        # PUSH to the processor, SUB for its own topic and the beats (CURVE with keys_dir): links.py
+        self.push, self.sub = links.gateway_sockets(ctx, config, self.id)
 
     # ------------------------------------------------------------ the core's outbox
 
