@@ -4,6 +4,7 @@
     meshstream processor [--tcp HOST:PORT | --inbound/--outbound/--watchers-endpoint URL]
     meshstream gateway --index N [--port 8765] [endpoint flags]
     meshstream watcher NAME [endpoint flags]    (NAME: words-battle-lobby, words-battle-games, echo)
+    meshstream keys DIR [--watcher NAME=CLAIMS ...] [--force]   (CURVE keys for --keys-dir)
 
 Every flag also reads MESHSTREAM_<FLAG> from the environment (flags win).
 """
@@ -62,6 +63,17 @@ def parser() -> argparse.ArgumentParser:
     wt = sub.add_parser("watcher", help="run one bundled watcher")
     _common(wt)
     wt.add_argument("name", help="words-battle-lobby | words-battle-games | echo")
+    keys = sub.add_parser(
+        "keys", help="write CURVE key pairs for --keys-dir (processor, gateway, each watcher)",
+        description="Write the processor's, the gateways' and each watcher's CURVE key pair into "
+                    "DIR (0700; secret files 0600), and claims.json: what each watcher key may "
+                    "claim. The bundled watchers are always included. Existing keys are kept "
+                    "unless --force. See docs/operations.md, Keys.")
+    keys.add_argument("dir", metavar="DIR")
+    keys.add_argument("--watcher", action="append", default=[], metavar="NAME=CLAIMS",
+                      help="a watcher key and its claims: exact rooms and prefix* comma-separated, "
+                           "e.g. dice=dice-* or monitor= (nothing); repeatable")
+    keys.add_argument("--force", action="store_true", help="replace existing key pairs")
     return p
 
 
@@ -85,17 +97,76 @@ def config_from(args: argparse.Namespace) -> Config:
     return Config.from_env().with_overrides(**values)
 
 
+def keys_command(args: argparse.Namespace) -> int:
+    from meshstream_zmq import keys
+
+    try:
+        watchers = dict(keys.parse_watcher_spec(spec) for spec in args.watcher)
+        written, kept = keys.write_keys(args.dir, watchers, force=args.force)
+        claims = keys.read_claims(args.dir)
+    except (keys.KeyFileError, OSError) as exc:
+        print(f"meshstream keys: {exc}", file=sys.stderr)
+        return 2
+    for label, paths in (("wrote", written), ("kept (use --force to replace)", kept)):
+        for path in paths:
+            extra = ""
+            if path.suffix == ".key":
+                extra = f"  fingerprint {keys.fingerprint(keys.load_public(path))}"
+            print(f"{label}: {path}{extra}")
+    d = args.dir
+    print(f"""
+watcher claims ({d}/{keys.CLAIMS_FILE}):""")
+    for name, c in sorted(claims.items()):
+        print(f"  {name}: {', '.join(c.items()) or '(none)'}")
+    print(f"""
+What to copy where (secret files stay 0600, the directory 0700):
+  processor host: {d}/processor.key_secret, {d}/gateways/*.key, {d}/watchers/*.key, {d}/claims.json
+  gateway hosts:  {d}/processor.key, {d}/gateways/gateway.key_secret
+  watcher hosts:  {d}/processor.key, {d}/watchers/NAME.key_secret (NAME: the watcher's name)
+Then start every process with --keys-dir DIR (or MESHSTREAM_KEYS_DIR=DIR).""")
+    return 0
+
+
+def preflight(config: Config, watchers: list[str]) -> None:
+    """`meshstream run`'s checks before any child starts (each child would repeat them and
+    be restarted forever): TCP beyond loopback without keys, the run directory, a live
+    instance on the same sockets, missing key files."""
+    from meshstream_zmq import keys, links
+
+    links.check_bind(config)
+    links.prepare_ipc(config)
+    if config.keys_dir:
+        try:
+            keys.processor_pair(config.keys_dir)
+            keys.KeyRing.load(config.keys_dir)
+            keys.processor_public(config.keys_dir)
+            keys.gateway_pair(config.keys_dir)
+            for name in watchers:
+                keys.watcher_pair(config.keys_dir, name)
+        except keys.KeyFileError as exc:
+            raise links.LinkError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.role == "keys":
+        return keys_command(args)
     config = config_from(args)
     if args.role == "run":
+        from meshstream_zmq.links import LinkError
         from services import supervisor
 
         if args.metrics_port is None and not config.metrics_port:
             config = config.with_overrides(metrics_port=config.port + 1000)
         from services.watchers import bundled
 
-        return supervisor.run(config, bundled(config) if config.watchers else [])
+        watchers = bundled(config) if config.watchers else []
+        try:
+            preflight(config, watchers)
+        except LinkError as exc:
+            print(f"meshstream run: {exc}", file=sys.stderr)
+            return 2
+        return supervisor.run(config, watchers)
     if args.role == "processor":
         from services import processor
 
