@@ -71,7 +71,8 @@ class CountingOutbox:
     def close(self, gateway: str, client: str, code: int, reason: str) -> None:
         self.other += 1
 
-    def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str) -> None:
+    def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str,
+              user: str = "") -> None:
         self.other += 1
 
     def to_watcher(self, *args: object) -> bool:

@@ -9,8 +9,9 @@ Nothing here reads a clock, touches a socket or logs.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol, assert_never
@@ -32,6 +33,17 @@ from .commands import (
 from .errors import CloseCode, ErrorCode
 
 MAX_ROOM_NAME = 64
+PRIVATE_PREFIX = "private-"  # Pusher's convention: joined with a room token (or by its watcher)
+MAX_LIST_ROOMS = 100  # rooms in one `room-list` page: the default and the most a client gets
+DIRECT_MODES = ("on", "shared-room", "off")  # --direct-messages
+
+# Decides a client's join of an unclaimed private room: (message_body.token, the client's
+# user, the room) -> admitted. The processor builds it from auth.Tokens.room and the wall
+# clock, so the core stays pure; tests pass a fake.
+RoomPass = Callable[[object, str, str], bool]
+
+
+LIST_ROOMS_BODY = "list-rooms: limit must be an integer and after a string (a room name)"
 
 
 class EventKind(IntEnum):
@@ -79,12 +91,15 @@ class Outbox(Protocol):
     def close(self, gateway: str, client: str, code: int, reason: str) -> None:
         """Ask `gateway` to close the client's connection."""
 
-    def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str) -> None:
-        """Publish an event; also send it to `watcher` when that is not empty."""
+    def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str,
+              user: str = "") -> None:
+        """Publish an event; also send it to `watcher` when that is not empty. `user` is the
+        client's user (its token's `sub`; empty for anonymous clients and room events)."""
 
     def to_watcher(self, watcher: str, seq: int, client: str, action: str, target: str,
-                   body: bytes, is_target_client: bool, request_id: bytes) -> bool:
-        """Forward a client frame to the watcher that owns its room. False: not delivered."""
+                   body: bytes, is_target_client: bool, request_id: bytes, user: str = "") -> bool:
+        """Forward a client frame (from `client`, whose user is `user`) to the watcher that
+        owns its room. False: not delivered."""
 
     def reply(self, watcher: str, command: int, error: ErrorCode | None = None,
               detail: str = "", rooms: Sequence[RoomView] = ()) -> None:
@@ -100,7 +115,8 @@ class ClientEntry:
 
     id: str
     gateway: str
-    rooms: set[str] = field(default_factory=set)
+    rooms: set[str] = field(default_factory=set)  # the lobby included
+    user: str = ""  # its token's `sub` (the gateway verified it); empty: anonymous
 
 
 @dataclass(slots=True, eq=False)
@@ -154,17 +170,27 @@ def gateway_of(client: str) -> str:
 
 
 def valid_room_name(name: object) -> bool:
-    return isinstance(name, str) and 0 < len(name) <= MAX_ROOM_NAME
+    """1 to 64 characters, none of them a control or bidi formatting character."""
+    return (isinstance(name, str) and 0 < len(name) <= MAX_ROOM_NAME
+            and not protocol.has_forbidden_chars(name))
 
 
 class Mesh:
     """All rooms and memberships, and the rules that route client frames."""
 
     def __init__(self, out: Outbox, *, gateway_timeout: float = 3.0,
-                 watcher_timeout: float = 3.0) -> None:
+                 watcher_timeout: float = 3.0, room_pass: RoomPass | None = None,
+                 max_rooms_per_client: int = 0, direct_messages: str = "on") -> None:
+        """`room_pass` None: no client joins an unclaimed private room by itself;
+        `max_rooms_per_client` 0: no limit; `direct_messages`: one of DIRECT_MODES."""
+        if direct_messages not in DIRECT_MODES:
+            raise ValueError(f"direct_messages must be one of {', '.join(DIRECT_MODES)}")
         self.out = out
         self.gateway_timeout = gateway_timeout
         self.watcher_timeout = watcher_timeout
+        self.room_pass = room_pass
+        self.max_rooms_per_client = max(0, max_rooms_per_client)
+        self.direct_messages = direct_messages
         self.gateways: dict[str, GatewayEntry] = {}
         self.clients: dict[str, ClientEntry] = {}
         self.rooms: dict[str, Room] = {LOBBY: Room(LOBBY, keep=True)}
@@ -175,13 +201,16 @@ class Mesh:
     # ------------------------------------------------------------ gateways
 
     def gateway_hello(self, gateway: str, index: int, clients: Iterable[tuple[str, Sequence[str]]],
-                      now: float) -> None:
+                      now: float, users: Mapping[str, str] | None = None) -> None:
         """A gateway (re)started, or resyncs after a processor restart.
 
         An older gateway in the same slot is gone: its clients leave. The clients
         listed are made to match exactly, so a resync after a processor restart
-        restores memberships without telling the clients anything.
+        restores memberships without telling the clients anything. `users` maps
+        clients to their users (anonymous ones are left out). Gateways are trusted:
+        the rooms they list are restored without the join policies.
         """
+        users = users or {}
         for other in [g for g in self.gateways.values() if g.index == index and g.id != gateway]:
             self.drop_gateway(other.id)
         gw = self._gateway(gateway, now)
@@ -191,7 +220,9 @@ class Mesh:
             self.client_disconnected(client)
         for client, rooms in listed.items():
             if client not in self.clients:
-                self._connect(gw, client)
+                self._connect(gw, client, users.get(client, ""))
+            elif client in users:
+                self.clients[client].user = users[client]
             have = self.clients[client].rooms
             for room in [r for r in have if r not in rooms and r != LOBBY]:
                 self._leave(client, room, notify=True)  # the others must hear of it
@@ -234,13 +265,14 @@ class Mesh:
 
     # ------------------------------------------------------------ clients
 
-    def client_connected(self, client: str, now: float) -> None:
+    def client_connected(self, client: str, now: float, user: str = "") -> None:
+        """A gateway accepted `client`; `user` is its token's `sub` (empty: anonymous)."""
         gw = self._gateway(gateway_of(client), now)
         if client not in self.clients:
-            self._connect(gw, client)
+            self._connect(gw, client, user)
 
-    def _connect(self, gw: GatewayEntry, client: str) -> None:
-        self.clients[client] = ClientEntry(client, gw.id)
+    def _connect(self, gw: GatewayEntry, client: str, user: str = "") -> None:
+        self.clients[client] = ClientEntry(client, gw.id, user=user)
         gw.clients.add(client)
         self._add_member(self.rooms[LOBBY], client, gw.id)
         self._event(EventKind.CLIENT_CONNECTED, client, "", self._owner_id(LOBBY))
@@ -257,7 +289,7 @@ class Mesh:
         gw = self.gateways.get(state.gateway)
         if gw is not None:
             gw.clients.discard(client)
-        self._event(EventKind.CLIENT_DISCONNECTED, client, "", self._owner_id(LOBBY))
+        self._event(EventKind.CLIENT_DISCONNECTED, client, "", self._owner_id(LOBBY), state.user)
 
     def client_frame(self, client: str, action: str, target: str, body: bytes = protocol.EMPTY_BODY,
                      is_target_client: bool = False, request_id: bytes = b"") -> None:
@@ -267,20 +299,15 @@ class Mesh:
         if is_target_client:
             return self._direct(client, action, target, body, request_id)
         if action == "list-rooms":
-            rooms = [{"name": r.name, "members": len(r.members)} for r in self.rooms.values()]
-            return self._reply(client, "room-list", "", {"rooms": rooms}, request_id)
+            return self._list_rooms(client, body, request_id)
         if action == "list-members":
-            if not target:
-                return self._error(client, ErrorCode.MISSING_TARGET, action, target, request_id)
-            room = self.rooms.get(target)
-            if room is None:
-                return self._error(client, ErrorCode.UNKNOWN_ROOM, action, target, request_id)
-            return self._reply(client, "member-list", target, {"members": list(room.members)},
-                               request_id)
+            return self._list_members(client, target, request_id)
         if not target:
             return self._error(client, ErrorCode.MISSING_TARGET, action, target, request_id)
         owner = self._owner(target)
         if owner is not None:
+            if action == "join-room" and target == LOBBY:
+                return self._claimed_lobby_join(owner, client, body, request_id)
             return self._forward(owner, client, action, target, body, is_target_client, request_id)
         if action == "join-room":
             return self._join_request(client, target, body, request_id)
@@ -288,7 +315,9 @@ class Mesh:
             return self._leave_request(client, target, request_id)
         room = self.rooms.get(target)
         if room is None:
-            return self._error(client, ErrorCode.UNKNOWN_ROOM, action, target, request_id)
+            # A private room's existence is not told to non-members (no name probing).
+            code = ErrorCode.NOT_MEMBER if target.startswith(PRIVATE_PREFIX) else ErrorCode.UNKNOWN_ROOM
+            return self._error(client, code, action, target, request_id)
         if target == LOBBY:
             return self._error(client, ErrorCode.LOBBY_READONLY, action, target, request_id)
         if client not in room.members:
@@ -318,16 +347,85 @@ class Mesh:
         owner = self._owner(name)
         if owner is not None:  # the lobby form naming a claimed room: its watcher decides
             return self._forward(owner, client, "join-room", name, body, False, request_id)
+        refused = self._admission(client, name, body)
+        if refused is not None:
+            return self._error(client, refused, "join-room", target, request_id)
         self._join(client, name, notify=True, mirror=True, request_id=request_id)
         return None
 
+    def _admission(self, client: str, name: str, body: bytes) -> ErrorCode | None:
+        """The policies on a client's own join of `name`, a room no watcher claims: a
+        private room needs a room pass for the client's user; the lobby is not counted
+        against --max-rooms-per-client. None: admitted."""
+        state = self.clients[client]
+        if name.startswith(PRIVATE_PREFIX):
+            token = protocol.decode_body(body).get("token")
+            if not state.user or self.room_pass is None or not self.room_pass(token, state.user, name):
+                return ErrorCode.FORBIDDEN
+        if self.max_rooms_per_client and len(state.rooms) > self.max_rooms_per_client:
+            return ErrorCode.TOO_MANY_ROOMS
+        return None
+
+    def _claimed_lobby_join(self, owner: WatcherEntry, client: str, body: bytes,
+                            request_id: bytes) -> None:
+        """The lobby form (`roomname`) while a watcher claims the lobby: its watcher decides,
+        but the join policies come first when the room named is one no watcher claims, so
+        going through the lobby's watcher never bypasses them. An unclaimed private room
+        is the core's alone: admitted, the client joins it here, as with the built-in form."""
+        name = protocol.decode_body(body).get("roomname")
+        if (isinstance(name, str) and name != LOBBY and valid_room_name(name)
+                and name not in self.clients[client].rooms and self._owner(name) is None):
+            refused = self._admission(client, name, body)
+            if refused is not None:
+                return self._error(client, refused, "join-room", LOBBY, request_id)
+            if name.startswith(PRIVATE_PREFIX):
+                return self._join(client, name, notify=True, mirror=True, request_id=request_id)
+        return self._forward(owner, client, "join-room", LOBBY, body, False, request_id)
+
+    def _list_rooms(self, client: str, body: bytes, request_id: bytes) -> None:
+        """One page of the rooms that are not private, by name (code point order): `limit`
+        (clamped to 1..100; default 100) rooms strictly after the cursor `after`; `next` is
+        the cursor of the next page, or None on the last. The lobby is listed like any room."""
+        args = protocol.decode_body(body) if body != protocol.EMPTY_BODY else {}
+        limit, after = args.get("limit"), args.get("after")  # null: as if absent
+        if limit is None:
+            limit = MAX_LIST_ROOMS
+        if (not isinstance(limit, int) or isinstance(limit, bool)
+                or (after is not None and not isinstance(after, str))):
+            return self._error(client, ErrorCode.BAD_BODY, "list-rooms", "", request_id,
+                               detail=LIST_ROOMS_BODY)
+        limit = min(max(limit, 1), MAX_LIST_ROOMS)
+        after = after or ""
+        rooms = self.rooms
+        names = heapq.nsmallest(limit + 1, (n for n in rooms
+                                            if n > after and not n.startswith(PRIVATE_PREFIX)))
+        page = names[:limit]
+        listed = [{"name": n, "members": len(rooms[n].members)} for n in page]
+        cursor = page[-1] if len(names) > limit else None
+        return self._reply(client, "room-list", "", {"rooms": listed, "next": cursor}, request_id)
+
+    def _list_members(self, client: str, target: str, request_id: bytes) -> None:
+        """Members of one room, in join order. Not of the lobby (every client: enumeration),
+        and of a private room only for its members (others cannot tell if it exists)."""
+        if not target:
+            return self._error(client, ErrorCode.MISSING_TARGET, "list-members", target, request_id)
+        room = self.rooms.get(target)
+        if target == LOBBY or (target.startswith(PRIVATE_PREFIX)
+                               and (room is None or client not in room.members)):
+            return self._error(client, ErrorCode.FORBIDDEN, "list-members", target, request_id)
+        if room is None:
+            return self._error(client, ErrorCode.UNKNOWN_ROOM, "list-members", target, request_id)
+        return self._reply(client, "member-list", target, {"members": list(room.members)},
+                           request_id)
+
     def _forward(self, owner: WatcherEntry, client: str, action: str, target: str, body: bytes,
                  is_target_client: bool, request_id: bytes) -> None:
-        """Hand a frame to the room's watcher; kept until the watcher acknowledges it."""
+        """Hand a frame (with its sender's user) to the room's watcher; kept until the
+        watcher acknowledges it."""
         if owner.alive:
             seq = owner.sent + 1
             if self.out.to_watcher(owner.id, seq, client, action, target, body, is_target_client,
-                                   request_id):
+                                   request_id, self.clients[client].user):
                 owner.sent = seq
                 owner.unacked.append((seq, client, action, target, request_id))
                 return None
@@ -338,19 +436,32 @@ class Mesh:
         if target == LOBBY:
             return self._error(client, ErrorCode.CANNOT_LEAVE_LOBBY, "leave-room", target, request_id)
         if target not in self.rooms:
-            return self._error(client, ErrorCode.UNKNOWN_ROOM, "leave-room", target, request_id)
+            code = ErrorCode.NOT_MEMBER if target.startswith(PRIVATE_PREFIX) else ErrorCode.UNKNOWN_ROOM
+            return self._error(client, code, "leave-room", target, request_id)
         if target not in self.clients[client].rooms:
             return self._error(client, ErrorCode.NOT_MEMBER, "leave-room", target, request_id)
         self._leave(client, target, notify=True, mirror=True, request_id=request_id)
         return None
 
     def _direct(self, client: str, action: str, target: str, body: bytes, request_id: bytes) -> None:
+        """A direct message, as --direct-messages allows: `on` to any client; `shared-room`
+        to one sharing a room other than the lobby with the sender; `off` never. Refused:
+        `forbidden`, also for an unknown client when not `on` (no probing of IDs)."""
         recipient = self.clients.get(target)
+        mode = self.direct_messages
+        if mode != "on" and (mode == "off" or recipient is None
+                             or not self._share_a_room(self.clients[client], recipient)):
+            return self._error(client, ErrorCode.FORBIDDEN, action, target, request_id)
         if recipient is None:
             return self._error(client, ErrorCode.UNKNOWN_CLIENT, action, target, request_id)
         frame = protocol.encode(action, target, body, client, is_target_client=True)
         self.out.deliver(recipient.gateway, frame, clients=(target,))
         return None
+
+    @staticmethod
+    def _share_a_room(a: ClientEntry, b: ClientEntry) -> bool:
+        small, large = (a.rooms, b.rooms) if len(a.rooms) <= len(b.rooms) else (b.rooms, a.rooms)
+        return any(room != LOBBY and room in large for room in small)
 
     # ------------------------------------------------------------ membership
 
@@ -426,13 +537,19 @@ class Mesh:
         self.out.deliver(gateway_of(client), frame, clients=(client,))
 
     def _error(self, client: str, code: ErrorCode, action: str, target: str,
-               request_id: bytes) -> None:
-        frame = protocol.error(code, action=action, target=target, request_id=request_id)
+               request_id: bytes, detail: str = "") -> None:
+        frame = protocol.error(code, action=action, target=target, request_id=request_id,
+                               detail=detail)
         self.out.deliver(gateway_of(client), frame, clients=(client,))
 
-    def _event(self, kind: EventKind, client: str, room: str, watcher: str) -> None:
+    def _event(self, kind: EventKind, client: str, room: str, watcher: str,
+               user: str | None = None) -> None:
+        """`user`: the client's, looked up unless given (a disconnected client is gone)."""
         self.event_seq += 1
-        self.out.event(self.event_seq, kind, client, room, watcher)
+        if user is None:
+            state = self.clients.get(client) if client else None
+            user = state.user if state is not None else ""
+        self.out.event(self.event_seq, kind, client, room, watcher, user)
 
     # ------------------------------------------------------------ watchers
 

@@ -61,6 +61,7 @@ class Message:
     body: dict[str, Any]
     request_id: bytes = b""
     is_target_client: bool = False
+    user: str = ""  # the sender's user: its token's `sub` (the gateway verified it); "" anonymous
 
 
 @dataclass(slots=True)
@@ -69,6 +70,7 @@ class Event:
     client: str
     room: str
     seq: int
+    user: str = ""  # the client's user, for client events ("" for anonymous clients, room events)
 
 
 @dataclass(slots=True)
@@ -366,7 +368,8 @@ class Watcher:
                 body = json.loads(m.body) if m.body else {}
             except ValueError:
                 body = {}
-            msg = Message(m.client, m.action, m.target, body, m.request_id, m.is_target_client)
+            msg = Message(m.client, m.action, m.target, body, m.request_id, m.is_target_client,
+                          m.user)
             handler = self.handlers.get(m.action) or self.handlers.get("*")
             if handler is None:
                 self.error(msg, ErrorCode.UNKNOWN_ACTION)
@@ -375,7 +378,7 @@ class Watcher:
             self.handled = m.seq
         elif kind == "event":
             e = out.event
-            event = Event(EventKind(e.kind), e.client, e.room, e.seq)
+            event = Event(EventKind(e.kind), e.client, e.room, e.seq, e.user)
             for fn in self.event_handlers.get(event.kind, ()):
                 self._guard(fn, event)
         elif kind == "welcome":

@@ -24,8 +24,9 @@ import zmq
 from meshstream_zmq import links, new_epoch, protocol
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
+from meshstream_zmq.auth import Tokens
 from meshstream_zmq.config import Config
-from meshstream_zmq.core import EventKind, Mesh, RoomView
+from meshstream_zmq.core import EventKind, Mesh, RoomPass, RoomView
 from meshstream_zmq.errors import ErrorCode
 from meshstream_zmq.wire import (
     BadCommand,
@@ -92,8 +93,10 @@ class ZmqOutbox:
     def welcome_gateway(self, gateway: str) -> None:
         self._op(gateway, pb.GatewayOp(welcome=pb.Welcome(epoch=self.epoch)))
 
-    def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str) -> None:
-        ev = pb.Event(kind=int(kind), client=client, room=room, seq=seq)  # type: ignore[arg-type]
+    def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str,
+              user: str = "") -> None:
+        ev = pb.Event(kind=int(kind), client=client, room=room, seq=seq,  # type: ignore[arg-type]
+                      user=user)
         try:
             self.pub.send_multipart([EVENT_TOPICS[kind], ev.SerializeToString()], flags=zmq.NOBLOCK)
         except zmq.Again:
@@ -102,12 +105,12 @@ class ZmqOutbox:
             self._to_watcher(watcher, b"event", pb.WatcherOut(event=ev).SerializeToString())
 
     def to_watcher(self, watcher: str, seq: int, client: str, action: str, target: str,
-                   body: bytes, is_target_client: bool, request_id: bytes) -> bool:
+                   body: bytes, is_target_client: bool, request_id: bytes, user: str = "") -> bool:
         msg = pb.WatcherOut()
         f = msg.message
         f.seq = seq
         f.client, f.action, f.target, f.body = client, action, target, body
-        f.is_target_client, f.request_id = is_target_client, request_id
+        f.is_target_client, f.request_id, f.user = is_target_client, request_id, user
         return self._to_watcher(watcher, b"message", msg.SerializeToString())
 
     def reply(self, watcher: str, command: int, error: ErrorCode | None = None, detail: str = "",
@@ -165,7 +168,9 @@ class Processor:
         self.pull, self.pub, self.router = self.links.pull, self.links.pub, self.links.router
         self.out = ZmqOutbox(self.pub, self.router, self.epoch)
         self.mesh = Mesh(self.out, gateway_timeout=config.peer_timeout,
-                         watcher_timeout=config.peer_timeout)
+                         watcher_timeout=config.peer_timeout, room_pass=room_pass(config),
+                         max_rooms_per_client=config.max_rooms_per_client,
+                         direct_messages=config.direct_messages)
         self.acked: dict[str, int] = {}
         self.subscriptions: set[bytes] = set()
         self.awaiting_subscription: set[str] = set()
@@ -208,7 +213,7 @@ class Processor:
                 # them (processor-restarted) when it resyncs; its hello lists its clients.
                 continue
             if kind == "connected":
-                mesh.client_connected(item.connected.client, now)
+                mesh.client_connected(item.connected.client, now, item.connected.user)
             elif kind == "disconnected":
                 mesh.client_disconnected(item.disconnected)
             elif kind == "hello":
@@ -216,7 +221,8 @@ class Processor:
                 log.info("gateway hello", extra={"fields": {
                     "gateway": gateway, "clients": len(hello.clients)}})
                 mesh.gateway_hello(gateway, hello.index,
-                                   [(c.client, list(c.rooms)) for c in hello.clients], now)
+                                   [(c.client, list(c.rooms)) for c in hello.clients], now,
+                                   {c.client: c.user for c in hello.clients if c.user})
                 known = True
                 self.acked.pop(gateway, None)
                 if gateway.encode() + b"." in self.subscriptions:
@@ -350,6 +356,20 @@ class Processor:
 
     def close(self) -> None:
         self.links.close()  # the sockets, and the ZAP thread if any
+
+
+def room_pass(config: Config) -> RoomPass | None:
+    """The core's check of a private-room token: auth.Tokens.room on the wall clock (tokens'
+    exp and nbf are wall-clock times). None without a JWT key: no client joins a private
+    room no watcher claims."""
+    tokens = Tokens(config)
+    if not tokens.enabled:
+        return None
+
+    def check(token: object, user: str, room: str) -> bool:
+        return tokens.room(token, user, room, time.time())
+
+    return check
 
 
 def main(config: Config) -> None:

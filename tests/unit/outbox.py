@@ -35,6 +35,7 @@ class RecordingOutbox:
         self.mesh: Mesh | None = None
         self.inboxes: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
         self.seqs: list[int] = []
+        self.users: list[tuple[str, str, str]] = []  # ("event"|"to_watcher", client, user)
         self.watcher_accepts = True  # what to_watcher answers (False: the watcher queue is full)
 
     # ------------------------------------------------------------ the Outbox protocol
@@ -66,12 +67,16 @@ class RecordingOutbox:
     def close(self, gateway: str, client: str, code: int, reason: str) -> None:
         self.calls.append(("close", gateway, client, code, reason))
 
-    def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str) -> None:
+    def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str,
+              user: str = "") -> None:
+        self.users.append(("event", client, user))  # kept apart so call tuples stay readable
         self.calls.append(("event", seq, kind, client, room, watcher))
 
     def to_watcher(self, watcher: str, seq: int, client: str, action: str, target: str,
-                   body: bytes, is_target_client: bool, request_id: bytes) -> bool:
+                   body: bytes, is_target_client: bool, request_id: bytes,
+                   user: str = "") -> bool:
         self.seqs.append(seq)  # kept apart so call tuples stay readable
+        self.users.append(("to_watcher", client, user))
         self.calls.append(("to_watcher", watcher, client, action, target, body, is_target_client,
                            request_id))
         return self.watcher_accepts
@@ -111,6 +116,7 @@ class RecordingOutbox:
         self.calls.clear()
         self.inboxes.clear()
         self.seqs.clear()
+        self.users.clear()
 
 
 def new_mesh(**kwargs: Any) -> tuple[Mesh, RecordingOutbox]:

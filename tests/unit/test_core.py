@@ -28,7 +28,16 @@ from meshstream_zmq.commands import (
     SendRoom,
     Settings,
 )
-from meshstream_zmq.core import MAX_ROOM_NAME, EventKind, Mesh, RoomView
+from meshstream_zmq.core import (
+    LIST_ROOMS_BODY,
+    MAX_LIST_ROOMS,
+    MAX_ROOM_NAME,
+    EventKind,
+    Mesh,
+    Room,
+    RoomView,
+    valid_room_name,
+)
 from meshstream_zmq.errors import CloseCode, ErrorCode
 
 from .outbox import RecordingOutbox, decode, new_mesh
@@ -309,7 +318,7 @@ def test_list_rooms_counts_members_and_echoes_the_id(make: Make) -> None:
     assert only(out.inbox(C)) == {
         "action": "room-list", "target": "", "sender": SERVER_SENDER, "id": "q",
         "message_body": {"rooms": [{"name": LOBBY, "members": 3}, {"name": "r", "members": 2},
-                                   {"name": "s", "members": 1}]}}
+                                   {"name": "s", "members": 1}], "next": None}}
     assert out.inbox(A) == [] and out.inbox(B) == []
 
 
@@ -321,8 +330,13 @@ def test_list_members_in_join_order_for_anyone(make: Make) -> None:
     send(mesh, C, "list-members", "r", rid=99)  # presence: no membership needed
     assert only(out.inbox(C)) == {"action": "member-list", "target": "r", "sender": SERVER_SENDER,
                                   "id": 99, "message_body": {"members": [B, A]}}
-    send(mesh, C, "list-members", LOBBY)
-    assert out.inbox(C)[-1]["message_body"] == {"members": [A, B, C]}
+
+
+def test_list_members_of_the_lobby_is_forbidden(make: Make) -> None:
+    """Issue 9 changed this: the lobby holds every client, so listing it enumerated them all."""
+    mesh, out = make(A, B, C)
+    send(mesh, C, "list-members", LOBBY, rid=1)
+    assert_error(out, C, ErrorCode.FORBIDDEN, "list-members", LOBBY, rid=1)
 
 
 def test_list_members_of_an_unknown_room(make: Make) -> None:
@@ -441,7 +455,15 @@ def _already_member(mesh: Mesh) -> None:
     send(mesh, A, "join-room", "r", rid=1)
 
 
+def _too_many_rooms(mesh: Mesh) -> None:
+    mesh.max_rooms_per_client = 1
+    join(mesh, A, "r")
+    send(mesh, A, "join-room", "s", rid=1)
+
+
 ERROR_CASES: dict[ErrorCode, tuple[str, Callable[[Mesh], None]]] = {
+    ErrorCode.FORBIDDEN: (A, lambda m: send(m, A, "list-members", LOBBY, rid=1)),
+    ErrorCode.TOO_MANY_ROOMS: (A, _too_many_rooms),
     ErrorCode.MISSING_TARGET: (A, lambda m: send(m, A, "send-message", "", rid=1)),
     ErrorCode.BAD_ROOM_NAME: (A, lambda m: send(m, A, "join-room", "z" * 65, rid=1)),
     ErrorCode.UNKNOWN_ROOM: (A, lambda m: send(m, A, "send-message", "nope", rid=1)),
@@ -474,7 +496,8 @@ def test_the_error_table_covers_every_routing_code() -> None:
     routing = {ErrorCode.MISSING_TARGET, ErrorCode.BAD_ROOM_NAME, ErrorCode.UNKNOWN_ROOM,
                ErrorCode.NOT_MEMBER, ErrorCode.ALREADY_MEMBER, ErrorCode.UNKNOWN_CLIENT,
                ErrorCode.LOBBY_READONLY, ErrorCode.CANNOT_LEAVE_LOBBY, ErrorCode.UNKNOWN_SENDER,
-               ErrorCode.WATCHER_UNAVAILABLE, ErrorCode.WATCHER_RESTARTED}
+               ErrorCode.WATCHER_UNAVAILABLE, ErrorCode.WATCHER_RESTARTED, ErrorCode.FORBIDDEN,
+               ErrorCode.TOO_MANY_ROOMS}
     assert set(ERROR_CASES) == routing
 
 
@@ -1322,3 +1345,355 @@ def test_a_dead_watchers_assigned_rooms_do_not_become_chat_rooms(make: Make) -> 
     out.clear()
     send(mesh, A, "chat", "table", {"text": "hello?"})
     assert out.inbox(B) == []  # not relayed: the room's logic is a watcher's, dead or alive
+
+
+# ====================================================================== issue 9: users and room policies
+
+
+class FakePass:
+    """The processor's room-pass port: admits token 'pass:<user>:<room>' and records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, str, str]] = []
+
+    def __call__(self, token: object, user: str, room: str) -> bool:
+        self.calls.append((token, user, room))
+        return token == f"pass:{user}:{room}"
+
+
+def secure(make: Make, **kwargs: Any) -> tuple[Mesh, RecordingOutbox, FakePass]:
+    """A mesh with a room pass; A is alice, A2 is anonymous, B is bob, C is carol."""
+    room_pass = FakePass()
+    mesh, out = make(room_pass=room_pass, **kwargs)
+    for client, user in ((A, "alice"), (A2, ""), (B, "bob"), (C, "carol")):
+        mesh.client_connected(client, 0.0, user)
+    out.clear()
+    return mesh, out, room_pass
+
+
+def test_the_user_is_sent_with_every_client_event_and_forwarded_frame(make: Make) -> None:
+    mesh, out = make()
+    mesh.watcher_hello(W, "game", [], ["game-"], 0.0)
+    mesh.client_connected(A, 0.0, "alice")
+    mesh.client_connected(A2, 0.0)
+    send(mesh, A, "join-room", "game-1")
+    send(mesh, A2, "move", "game-1")
+    join(mesh, A, "chat")
+    mesh.client_disconnected(A)
+    assert out.users == [
+        ("event", A, "alice"), ("event", A2, ""),  # connected
+        ("to_watcher", A, "alice"), ("to_watcher", A2, ""),  # frames to the watcher's room
+        ("event", "", ""), ("event", A, "alice"),  # chat created, alice joined
+        ("event", A, "alice"), ("event", "", ""),  # alice left chat (disconnecting), chat deleted
+        ("event", A, "alice"),  # disconnected: the user outlives the client entry
+    ]
+    assert out.event_kinds() == [
+        EventKind.CLIENT_CONNECTED, EventKind.CLIENT_CONNECTED, EventKind.ROOM_CREATED,
+        EventKind.CLIENT_JOINED_ROOM, EventKind.CLIENT_LEFT_ROOM, EventKind.ROOM_DELETED,
+        EventKind.CLIENT_DISCONNECTED]
+
+
+def test_a_gateway_hello_restores_users(make: Make) -> None:
+    mesh, out = make()
+    mesh.gateway_hello("g1", 0, [(A, ["r"]), (A2, [])], 0.0, {A: "alice"})
+    assert mesh.clients[A].user == "alice" and mesh.clients[A2].user == ""
+    assert ("event", A, "alice") in out.users
+    mesh.gateway_hello("g1", 0, [(A, ["r"]), (A2, [])], 1.0, {A2: "anna"})  # resync: the gateway knows
+    assert mesh.clients[A].user == "alice" and mesh.clients[A2].user == "anna"
+
+
+# ---------------------------------------------------------------------- private rooms
+
+
+@pytest.mark.parametrize("form", ["target", "roomname"])
+def test_a_private_room_admits_a_client_with_its_room_pass(make: Make, form: str) -> None:
+    mesh, out, room_pass = secure(make)
+    body = {"token": "pass:alice:private-r"}
+    if form == "target":
+        send(mesh, A, "join-room", "private-r", body, rid=1)
+    else:
+        send(mesh, A, "join-room", LOBBY, {"roomname": "private-r", **body}, rid=1)
+    assert members(mesh, "private-r") == [A]
+    assert only(out.inbox(A))["action"] == "client-joined-room"
+    assert room_pass.calls == [("pass:alice:private-r", "alice", "private-r")]
+
+
+@pytest.mark.parametrize(("client", "body"), [
+    (A, None),
+    (A, {"token": "pass:bob:private-r"}),  # bob's pass: not alice's
+    (A, {"token": "pass:alice:private-other"}),  # another room's pass
+    (A, {"token": ["pass:alice:private-r"]}),
+    (A2, {"token": "pass::private-r"}),  # anonymous: no user, no private room
+], ids=["no-token", "other-user", "other-room", "not-a-string", "anonymous"])
+@pytest.mark.parametrize("form", ["target", "roomname"])
+def test_a_private_room_refuses_a_client_without_a_valid_pass(
+        make: Make, client: str, body: dict[str, Any] | None, form: str) -> None:
+    mesh, out, _ = secure(make)
+    mesh.watcher_hello(W, "host", [], ["h-"], 0.0)
+    mesh.command(W, 1, Join(B, "private-r"))  # the room exists: bob is in
+    out.clear()
+    if form == "target":
+        send(mesh, client, "join-room", "private-r", body, rid=2)
+        target = "private-r"
+    else:
+        send(mesh, client, "join-room", LOBBY, {"roomname": "private-r", **(body or {})}, rid=2)
+        target = LOBBY
+    assert_error(out, client, ErrorCode.FORBIDDEN, "join-room", target, rid=2)
+    assert client not in mesh.rooms["private-r"].members
+    assert out.events() == [] and out.of("membership") == []
+
+
+def test_without_a_jwt_key_no_client_joins_a_private_room(make: Make) -> None:
+    mesh, out = make()  # room_pass None: what the processor passes with JWT off
+    mesh.client_connected(A, 0.0, "alice")
+    out.clear()
+    send(mesh, A, "join-room", "private-r", {"token": "anything"}, rid=1)
+    assert_error(out, A, ErrorCode.FORBIDDEN, "join-room", "private-r", rid=1)
+    assert "private-r" not in mesh.rooms
+
+
+def test_the_room_pass_is_asked_only_for_private_joins(make: Make) -> None:
+    mesh, out, room_pass = secure(make)
+    join(mesh, A, "public")
+    send(mesh, A, "chat", "public", {"token": "pass:alice:public"})
+    send(mesh, A, "list-rooms")
+    send(mesh, A, "whisper", B, to_client=True)
+    assert room_pass.calls == []
+
+
+def test_a_claimed_private_room_is_its_watchers_decision(make: Make) -> None:
+    mesh, out, room_pass = secure(make)
+    mesh.watcher_hello(W, "vault", [], ["private-vault-"], 0.0)
+    out.clear()
+    send(mesh, A, "join-room", "private-vault-1", rid=3)  # no token: the watcher decides
+    assert [(c[1], c[2], c[3], c[4]) for c in out.of("to_watcher")] == [
+        (W, A, "join-room", "private-vault-1")]
+    assert out.users == [("to_watcher", A, "alice")]  # it sees who asks
+    assert room_pass.calls == [] and out.inbox(A) == []
+    mesh.command(W, 1, Join(A, "private-vault-1"))  # it lets alice in
+    assert members(mesh, "private-vault-1") == [A]
+
+
+def test_a_watcher_may_join_a_client_to_an_unclaimed_private_room(make: Make) -> None:
+    """Watchers are trusted room logic: their join commands are not bound by room passes."""
+    mesh, out, room_pass = secure(make)
+    mesh.watcher_hello(W, "host", [], ["h-"], 0.0)
+    mesh.command(W, 1, Join(B, "private-r"))
+    assert members(mesh, "private-r") == [B] and room_pass.calls == []
+
+
+def test_the_lobby_form_through_a_claimed_lobby_does_not_bypass_the_pass(make: Make) -> None:
+    """Under make run the lobby watcher claims mesh-global, and gomeshstream's form goes to it;
+    a private room no watcher claims is still only joined with a pass, and by the core."""
+    mesh, out, room_pass = secure(make)
+    mesh.watcher_hello(W, "lobby", [LOBBY], [], 0.0)
+    out.clear()
+    send(mesh, A, "join-room", LOBBY, {"roomname": "private-r"}, rid=1)
+    assert_error(out, A, ErrorCode.FORBIDDEN, "join-room", LOBBY, rid=1)
+    assert out.of("to_watcher") == []
+    out.clear()
+    send(mesh, A, "join-room", LOBBY, {"roomname": "private-r", "token": "pass:alice:private-r"},
+         rid=2)
+    assert out.of("to_watcher") == []
+    assert members(mesh, "private-r") == [A]
+    assert only(out.inbox(A))["action"] == "client-joined-room"
+    out.clear()
+    send(mesh, B, "join-room", LOBBY, {"roomname": "public", "playerlimit": 3}, rid=3)
+    assert [(c[2], c[3], c[4]) for c in out.of("to_watcher")] == [(B, "join-room", LOBBY)]
+
+
+# ---------------------------------------------------------------------- enumeration
+
+
+def test_list_members_of_a_private_room_is_for_its_members_only(make: Make) -> None:
+    mesh, out, _ = secure(make)
+    send(mesh, A, "join-room", "private-r", {"token": "pass:alice:private-r"})
+    out.clear()
+    send(mesh, A, "list-members", "private-r", rid=1)
+    assert only(out.inbox(A))["message_body"] == {"members": [A]}
+    send(mesh, B, "list-members", "private-r", rid=2)
+    assert_error(out, B, ErrorCode.FORBIDDEN, "list-members", "private-r", rid=2)
+    out.clear()
+    send(mesh, B, "list-members", "private-none", rid=3)  # existing or not: the same answer
+    assert_error(out, B, ErrorCode.FORBIDDEN, "list-members", "private-none", rid=3)
+
+
+@pytest.mark.parametrize("action", ["chat", "leave-room"])
+def test_a_private_rooms_existence_is_not_told_to_non_members(make: Make, action: str) -> None:
+    mesh, out, _ = secure(make)
+    send(mesh, A, "join-room", "private-r", {"token": "pass:alice:private-r"})
+    out.clear()
+    send(mesh, B, action, "private-r", rid=1)
+    send(mesh, B, action, "private-none", rid=2)
+    assert out.errors(B) == ["not-member", "not-member"]
+    assert out.inbox(A) == []
+
+
+def test_list_rooms_never_shows_private_rooms(make: Make) -> None:
+    mesh, out, _ = secure(make)
+    send(mesh, A, "join-room", "private-r", {"token": "pass:alice:private-r"})
+    join(mesh, B, "public")
+    out.clear()
+    send(mesh, A, "list-rooms", rid=1)
+    assert only(out.inbox(A))["message_body"] == {
+        "rooms": [{"name": LOBBY, "members": 4}, {"name": "public", "members": 1}], "next": None}
+
+
+def test_list_rooms_pages_by_name_with_a_cursor(make: Make) -> None:
+    mesh, out = make(A)
+    names = [f"room-{i:03}" for i in range(7)]
+    for name in reversed(names):
+        mesh.rooms[name] = Room(name, keep=True)
+    seen: list[str] = []
+    after: str | None = None
+    pages = 0
+    while True:
+        out.clear()
+        body: dict[str, Any] = {"limit": 3} if after is None else {"limit": 3, "after": after}
+        send(mesh, A, "list-rooms", body=body, rid=pages)
+        reply = only(out.inbox(A))
+        assert reply["id"] == pages and len(reply["message_body"]["rooms"]) <= 3
+        seen += [r["name"] for r in reply["message_body"]["rooms"]]
+        pages += 1
+        after = reply["message_body"]["next"]
+        if after is None:
+            break
+        assert after == seen[-1]
+    assert seen == sorted([LOBBY, *names]) and pages == 3
+    out.clear()
+    send(mesh, A, "list-rooms", body={"after": "room-005"})  # strictly after the cursor
+    assert [r["name"] for r in only(out.inbox(A))["message_body"]["rooms"]] == ["room-006"]
+
+
+def test_list_rooms_is_bounded_and_clamps_its_limit(make: Make) -> None:
+    mesh, out = make(A)
+    for i in range(MAX_LIST_ROOMS + 50):
+        name = f"r{i:04}"
+        mesh.rooms[name] = Room(name, keep=True)
+    for body, expected in (({}, MAX_LIST_ROOMS), ({"limit": None}, MAX_LIST_ROOMS),
+                           ({"limit": 10**9}, MAX_LIST_ROOMS), ({"limit": 0}, 1),
+                           ({"limit": -5}, 1), ({"limit": 7}, 7)):
+        out.clear()
+        send(mesh, A, "list-rooms", body=body)
+        page = only(out.inbox(A))["message_body"]
+        assert len(page["rooms"]) == expected, body
+        assert page["next"] == page["rooms"][-1]["name"]
+
+
+@pytest.mark.parametrize("body", [{"limit": "10"}, {"limit": 2.5}, {"limit": True}, {"after": 3},
+                                  {"after": ["a"]}])
+def test_list_rooms_with_a_bad_limit_or_cursor_is_bad_body(make: Make, body: dict[str, Any]) -> None:
+    mesh, out = make(A)
+    send(mesh, A, "list-rooms", body=body, rid=4)
+    error = only(out.inbox(A))
+    assert error["message_body"] == {"code": "bad-body", "action": "list-rooms",
+                                     "message": LIST_ROOMS_BODY}
+    assert error["id"] == 4
+
+
+# ---------------------------------------------------------------------- direct messages
+
+
+def test_direct_messages_shared_room(make: Make) -> None:
+    mesh, out = make(A, B, C, direct_messages="shared-room")
+    join(mesh, A, "r")
+    join(mesh, B, "r")
+    out.clear()
+    send(mesh, A, "whisper", B, {"x": 1}, to_client=True)
+    assert only(out.inbox(B))["sender"] == A
+    out.clear()
+    send(mesh, A, "whisper", C, to_client=True, rid=1)  # C shares only the lobby with A
+    assert_error(out, A, ErrorCode.FORBIDDEN, "whisper", C, rid=1)
+    out.clear()
+    send(mesh, A, "whisper", "g9.9", to_client=True, rid=2)  # unknown: the same answer
+    assert_error(out, A, ErrorCode.FORBIDDEN, "whisper", "g9.9", rid=2)
+    assert out.inbox(C) == []
+
+
+def test_direct_messages_off(make: Make) -> None:
+    mesh, out = make(A, B, direct_messages="off")
+    join(mesh, A, "r")
+    join(mesh, B, "r")
+    out.clear()
+    send(mesh, A, "whisper", B, to_client=True, rid=1)
+    assert_error(out, A, ErrorCode.FORBIDDEN, "whisper", B, rid=1)
+    assert out.inbox(B) == []
+
+
+def test_an_unknown_direct_message_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="direct_messages"):
+        new_mesh(direct_messages="friends")
+
+
+# ---------------------------------------------------------------------- rooms per client
+
+
+def test_rooms_per_client_is_bounded_without_counting_the_lobby(make: Make) -> None:
+    mesh, out = make(A, B, max_rooms_per_client=2)
+    join(mesh, A, "r1")
+    join(mesh, A, "r2")
+    out.clear()
+    send(mesh, A, "join-room", "r3", rid=1)
+    assert_error(out, A, ErrorCode.TOO_MANY_ROOMS, "join-room", "r3", rid=1)
+    out.clear()
+    send(mesh, A, "join-room", LOBBY, {"roomname": "r3"}, rid=2)
+    assert_error(out, A, ErrorCode.TOO_MANY_ROOMS, "join-room", LOBBY, rid=2)
+    assert "r3" not in mesh.rooms
+    send(mesh, A, "leave-room", "r1")
+    join(mesh, A, "r3")  # room for one more again
+    assert mesh.clients[A].rooms == {LOBBY, "r2", "r3"}
+
+
+def test_watcher_joins_are_not_bound_by_rooms_per_client(make: Make) -> None:
+    """Watchers are trusted room logic; the rooms they give a client do count against its own joins."""
+    mesh, out = make(A, max_rooms_per_client=1)
+    mesh.watcher_hello(W, "game", [], ["g-"], 0.0)
+    for room in ("g-1", "g-2", "free"):
+        mesh.command(W, 1, Join(A, room))
+    assert mesh.clients[A].rooms == {LOBBY, "g-1", "g-2", "free"}
+    out.clear()
+    send(mesh, A, "join-room", "r", rid=1)
+    assert_error(out, A, ErrorCode.TOO_MANY_ROOMS, "join-room", "r", rid=1)
+    out.clear()
+    send(mesh, A, "join-room", "g-3", rid=2)  # a claimed room: its watcher decides
+    assert len(out.of("to_watcher")) == 1
+
+
+def test_rooms_per_client_holds_through_a_claimed_lobby(make: Make) -> None:
+    mesh, out = make(A, max_rooms_per_client=1)
+    mesh.watcher_hello(W, "lobby", [LOBBY], [], 0.0)
+    join(mesh, A, "r1")
+    out.clear()
+    send(mesh, A, "join-room", LOBBY, {"roomname": "r2"}, rid=1)
+    assert_error(out, A, ErrorCode.TOO_MANY_ROOMS, "join-room", LOBBY, rid=1)
+    assert out.of("to_watcher") == []
+
+
+# ---------------------------------------------------------------------- room names
+
+
+FORBIDDEN_IN_NAMES = ["\x00", "\x1b", "\n", "\x7f", "\x85", "\u202a", "\u202e", "\u2066", "\u2069"]
+
+
+@pytest.mark.parametrize("char", FORBIDDEN_IN_NAMES, ids=[f"U+{ord(c):04X}" for c in FORBIDDEN_IN_NAMES])
+def test_room_names_with_control_or_bidi_characters_are_refused(make: Make, char: str) -> None:
+    mesh, out = make(A)
+    mesh.watcher_hello(W, "game", [], ["g-"], 0.0)
+    name = f"evil{char}room"
+    assert not valid_room_name(name)
+    out.clear()
+    send(mesh, A, "join-room", name, rid=1)
+    send(mesh, A, "join-room", LOBBY, {"roomname": name}, rid=2)
+    assert out.errors(A) == ["bad-room-name", "bad-room-name"]
+    mesh.command(W, 3, CreateRoom(name))
+    mesh.command(W, 4, Join(A, name))
+    assert [r[3] for r in out.replies()] == [ErrorCode.BAD_ROOM_NAME, ErrorCode.BAD_ROOM_NAME]
+    assert set(mesh.rooms) == {LOBBY}
+
+
+@pytest.mark.parametrize("name", ["café", "日本語", "👩\u200d💻 devs", "a b", "x" * MAX_ROOM_NAME])
+def test_printable_room_names_are_accepted(make: Make, name: str) -> None:
+    mesh, out = make(A)
+    join(mesh, A, name)
+    assert members(mesh, name) == [A]
+

@@ -6,6 +6,10 @@ frame earns); after every step the mesh must agree with the model, pass
 its state (so every join has one joined event, every leave one left event). The
 gateways' local membership mirrors, fed only by `membership` calls and resyncs,
 must agree too.
+
+The join policies are on (a room pass for `private-` rooms, at most MAX_ROOMS rooms
+per client besides the lobby), and every client event and forwarded frame must
+carry the client's user.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from meshstream_zmq import LOBBY, protocol
 from meshstream_zmq.commands import Command, CreateRoom, DeleteRoom, Join, Remove
@@ -25,10 +29,20 @@ from .outbox import decode, new_mesh
 
 GATEWAYS = ["g1", "g2", "g3"]
 CLIENTS = [f"{g}.{n}" for g in GATEWAYS for n in (1, 2, 3)]
-ROOMS = ["a", "b", "c", "w-1", "w-2", LOBBY, "", "x" * 65]  # 'w-' rooms are the watcher's
-VALID_ROOMS = [r for r in ROOMS if valid_room_name(r)]
+ROOMS = ["a", "b", "c", "w-1", "w-2", "private-p", LOBBY, "", "x" * 65, "bidi\u202e"]
+VALID_ROOMS = [r for r in ROOMS if valid_room_name(r)]  # 'w-' rooms are the watcher's
 WATCHER_NAME = "game"
 TIMEOUT = 3.0
+MAX_ROOMS = 1  # --max-rooms-per-client (low: the machine's clients rarely gather rooms)
+USER = {c: (f"user-{c}" if c.endswith((".1", ".2")) else "") for c in CLIENTS}  # .3: anonymous
+
+
+def room_pass(token: object, user: str, room: str) -> bool:
+    return token == f"pass:{user}:{room}"
+
+
+def private(room: str) -> bool:
+    return room.startswith("private-")
 
 clients = st.sampled_from(CLIENTS)
 rooms = st.sampled_from(ROOMS)
@@ -38,7 +52,8 @@ gateways = st.sampled_from(GATEWAYS)
 class MeshMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.mesh, self.out = new_mesh(gateway_timeout=TIMEOUT, watcher_timeout=TIMEOUT)
+        self.mesh, self.out = new_mesh(gateway_timeout=TIMEOUT, watcher_timeout=TIMEOUT,
+                                       room_pass=room_pass, max_rooms_per_client=MAX_ROOMS)
         self.now = 0.0
         self.rid = 0
         # The model.
@@ -152,7 +167,7 @@ class MeshMachine(RuleBasedStateMachine):
         self.connect_one(client)
 
     def connect_one(self, client: str) -> None:
-        self.mesh.client_connected(client, self.now)
+        self.mesh.client_connected(client, self.now, USER[client])
         gateway = gateway_of(client)
         if client not in self.rooms_of:
             self.model_add(client)
@@ -172,13 +187,16 @@ class MeshMachine(RuleBasedStateMachine):
         left = sorted(e[2] for e in self.out.events() if e[0] == EventKind.CLIENT_LEFT_ROOM)
         assert left == sorted(was)
 
-    @rule(client=clients, room=rooms, seed_form=st.booleans())
-    def join(self, client: str, room: str, seed_form: bool) -> None:
+    @rule(client=clients, room=rooms, seed_form=st.booleans(),
+          token=st.sampled_from(["valid", "forged", "none"]))
+    def join(self, client: str, room: str, seed_form: bool, token: str) -> None:
         before = {r: self.members_of(r) for r in self.existing_rooms()}
+        extra = {"valid": {"token": f"pass:{USER[client]}:{room}"}, "forged": {"token": "x"},
+                 "none": {}}[token]
         if seed_form:
-            rid = self.frame(client, "join-room", LOBBY, {"roomname": room})
+            rid = self.frame(client, "join-room", LOBBY, {"roomname": room, **extra})
         else:
-            rid = self.frame(client, "join-room", room)
+            rid = self.frame(client, "join-room", room, extra or None)
         if client not in self.rooms_of:
             return self.expect_error(client, rid, "unknown-sender")
         if not seed_form and room == "":
@@ -193,10 +211,23 @@ class MeshMachine(RuleBasedStateMachine):
             return self.expect_error(client, rid, "already-member")
         if self.claimed(room):  # the seed form naming a claimed room
             return self.expect_forwarded(client, rid, "join-room", room)
+        if private(room) and not (token == "valid" and USER[client]):
+            return self.expect_error(client, rid, "forbidden")
+        if len(self.rooms_of[client]) >= MAX_ROOMS:
+            return self.expect_error(client, rid, "too-many-rooms")
         self.rooms_of[client].add(room)
         self.expect_notice(client, rid, "client-joined-room", room, before.get(room, set()))
         if room not in before:
             assert self.mesh.rooms[room].maker == client
+
+    @precondition(lambda self: bool(self.rooms_of))
+    @rule(data=st.data(), room=rooms, seed_form=st.booleans(),
+          token=st.sampled_from(["valid", "forged", "none"]))
+    def connected_client_joins(self, data: st.DataObject, room: str, seed_form: bool,
+                               token: str) -> None:
+        """Most random senders are not connected: this one is, so clients gather rooms (up
+        to the limit and past it) often enough for the join policies to be exercised."""
+        self.join(data.draw(st.sampled_from(sorted(self.rooms_of))), room, seed_form, token)
 
     @rule(client=clients, room=rooms)
     def leave(self, client: str, room: str) -> None:
@@ -211,7 +242,7 @@ class MeshMachine(RuleBasedStateMachine):
         if room == LOBBY:
             return self.expect_error(client, rid, "cannot-leave-lobby")
         if room not in self.existing_rooms():
-            return self.expect_error(client, rid, "unknown-room")
+            return self.expect_error(client, rid, "not-member" if private(room) else "unknown-room")
         if room not in self.rooms_of[client]:
             return self.expect_error(client, rid, "not-member")
         self.rooms_of[client].discard(room)
@@ -228,7 +259,7 @@ class MeshMachine(RuleBasedStateMachine):
         if self.claimed(room):
             return self.expect_forwarded(client, rid, "chat", room)
         if room not in self.existing_rooms():
-            return self.expect_error(client, rid, "unknown-room")
+            return self.expect_error(client, rid, "not-member" if private(room) else "unknown-room")
         if room == LOBBY:
             return self.expect_error(client, rid, "lobby-readonly")
         if client not in members:
@@ -265,17 +296,23 @@ class MeshMachine(RuleBasedStateMachine):
             return self.expect_error(client, rid, "unknown-client")
         assert [(d[1], d[3]) for d in self.out.deliveries()] == [(gateway_of(recipient), (recipient,))]
 
-    @rule(client=clients, room=rooms)
-    def queries(self, client: str, room: str) -> None:
-        rid = self.frame(client, "list-rooms", "")
+    @rule(client=clients, room=rooms, limit=st.none() | st.integers(-1, 4),
+          after=st.none() | rooms)
+    def queries(self, client: str, room: str, limit: int | None, after: str | None) -> None:
+        rid = self.frame(client, "list-rooms", "", {"limit": limit, "after": after})
         if client not in self.rooms_of:
             return self.expect_error(client, rid, "unknown-sender")
         (reply,) = self.replies_to(client, rid)
-        counts = {r["name"]: r["members"] for r in reply["message_body"]["rooms"]}
-        assert counts == {r: len(self.members_of(r)) for r in self.existing_rooms()}
+        listed = sorted(r for r in self.existing_rooms() if not private(r) and r > (after or ""))
+        size = 100 if limit is None else min(max(limit, 1), 100)
+        assert reply["message_body"] == {
+            "rooms": [{"name": r, "members": len(self.members_of(r))} for r in listed[:size]],
+            "next": listed[size - 1] if len(listed) > size else None}
         rid = self.frame(client, "list-members", room)
         if room == "":
             return self.expect_error(client, rid, "missing-target")
+        if room == LOBBY or (private(room) and client not in self.members_of(room)):
+            return self.expect_error(client, rid, "forbidden")
         if room not in self.existing_rooms():
             return self.expect_error(client, rid, "unknown-room")
         (reply,) = self.replies_to(client, rid)
@@ -308,7 +345,8 @@ class MeshMachine(RuleBasedStateMachine):
         self.start()
         before = set(self.rooms_of)
         clients_listed = {f"{gateway}.{n}": rooms for n, rooms in listed.items()}
-        self.mesh.gateway_hello(gateway, index, list(clients_listed.items()), self.now)
+        self.mesh.gateway_hello(gateway, index, list(clients_listed.items()), self.now,
+                                {c: USER[c] for c in clients_listed if USER[c]})
         for other, other_index in list(self.gw_index.items()):
             if other_index == index and other != gateway:
                 self.model_drop_gateway(other)
@@ -485,6 +523,13 @@ class MeshMachine(RuleBasedStateMachine):
     @invariant()
     def core_invariants_hold(self) -> None:
         self.mesh.check()
+
+    @invariant()
+    def every_client_event_and_forwarded_frame_names_the_user(self) -> None:
+        for _, client, user in self.out.users:
+            assert user == (USER[client] if client else ""), (client, user)
+        for client, state in self.mesh.clients.items():
+            assert state.user == USER[client]
 
     @invariant()
     def mesh_matches_the_model(self) -> None:

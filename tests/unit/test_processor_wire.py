@@ -3,9 +3,13 @@ produce, and every watcher Command decodes to its typed form (or to bad-command)
 
 from __future__ import annotations
 
+import tempfile
+import time
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, get_args
 
+import jwt
 import pytest
 
 from meshstream_zmq import SERVER_SENDER, protocol
@@ -23,9 +27,11 @@ from meshstream_zmq.commands import (
     SendRoom,
     Settings,
 )
+from meshstream_zmq.config import Config
+from meshstream_zmq.core import EventKind
 from meshstream_zmq.errors import ErrorCode
 from meshstream_zmq.wire import BadCommand, decode_command, deliver_op, varint
-from services.processor import Processor, ZmqOutbox
+from services.processor import Processor, ZmqOutbox, room_pass
 
 from .outbox import new_mesh
 
@@ -171,3 +177,71 @@ def test_the_processor_hands_decoded_commands_to_the_core() -> None:
     Processor.on_command(processor, "w1", pb.Command(id=9, create_room=pb.CreateRoom(room="g-1")))  # type: ignore[arg-type]
     assert "g-1" in mesh.rooms and mesh.rooms["g-1"].keep
     assert out.replies() == [("reply", "w1", 9, None, "", ())]
+
+
+# ------------------------------------------------------------ the client's user, and the policies
+
+
+class FakeRouter:
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send_multipart(self, frames: list[bytes], flags: int = 0) -> None:
+        self.sent.append(frames)
+
+
+def test_the_processor_hands_each_clients_user_to_the_core() -> None:
+    mesh, out = new_mesh()
+    processor = SimpleNamespace(mesh=mesh, out=out, acked={}, subscriptions=set(),
+                                awaiting_subscription=set())
+    batch = pb.GatewayBatch(gateway="gw1-a")
+    batch.items.add().hello.CopyFrom(pb.GatewayHello(index=0, clients=[
+        pb.ClientRooms(client="gw1-a.1", rooms=["r"], user="alice"),
+        pb.ClientRooms(client="gw1-a.2", rooms=[])]))
+    batch.items.add().connected.CopyFrom(pb.ClientConnected(client="gw1-a.3", user="bob"))
+    Processor.on_gateway(processor, batch.SerializeToString(), 0.0)  # type: ignore[arg-type]
+    assert {c: s.user for c, s in mesh.clients.items()} == {
+        "gw1-a.1": "alice", "gw1-a.2": "", "gw1-a.3": "bob"}
+
+
+def test_events_and_forwarded_frames_carry_the_user_on_the_wire() -> None:
+    pub, router = FakePub(), FakeRouter()
+    out = ZmqOutbox(pub, router, "ep1")  # type: ignore[arg-type]
+    out.event(4, EventKind.CLIENT_JOINED_ROOM, "gw1-a.1", "r", "0a", "alice")
+    out.to_watcher("0a", 1, "gw1-a.1", "move", "r", b"{}", False, b"", "alice")
+    assert pb.Event.FromString(pub.sent[0][1]).user == "alice"
+    event = pb.WatcherOut.FromString(router.sent[0][2]).event
+    message = pb.WatcherOut.FromString(router.sent[1][2]).message
+    assert (event.user, event.client, message.user, message.client) == (
+        "alice", "gw1-a.1", "alice", "gw1-a.1")
+
+
+def test_the_room_pass_checks_real_tokens_on_the_wall_clock() -> None:
+    assert room_pass(Config()) is None  # no JWT key: no client joins an unclaimed private room
+    check = room_pass(Config(jwt_secret="k" * 32))
+    assert check is not None
+    now = time.time()
+
+    def token(**claims: Any) -> str:
+        return jwt.encode({"sub": "ann", "room": "private-r", "exp": now + 60, **claims}, "k" * 32,
+                          algorithm="HS256")
+
+    assert check(token(), "ann", "private-r")
+    assert not check(token(), "bob", "private-r")
+    assert not check(token(), "ann", "private-s")
+    assert not check(token(exp=now - 1), "ann", "private-r")  # expired by the wall clock
+    assert not check(jwt.encode({"sub": "ann", "room": "private-r", "exp": now + 60}, "x" * 32,
+                                algorithm="HS256"), "ann", "private-r")
+    assert not check(None, "ann", "private-r")
+
+
+def test_the_processor_wires_the_configured_policies() -> None:
+    config = Config(max_rooms_per_client=7, direct_messages="shared-room", jwt_secret="k" * 32)
+    with tempfile.TemporaryDirectory(prefix="ms-") as tmp:
+        processor = Processor(replace(config, run_dir=tmp))
+        try:
+            mesh = processor.mesh
+            assert (mesh.max_rooms_per_client, mesh.direct_messages) == (7, "shared-room")
+            assert mesh.room_pass is not None
+        finally:
+            processor.close()
