@@ -40,7 +40,8 @@ class ErrorCode(str, Enum):
     TOKEN_EXPIRED = ("token-expired", "the token has expired")
     # Routing: decided by the processor.
     MISSING_TARGET = ("missing-target", "this action needs a target")
-    BAD_ROOM_NAME = ("bad-room-name", "room names are 1 to 64 characters")
+    BAD_ROOM_NAME = ("bad-room-name", "room names are 1 to 64 characters, "
+                                      "with no control or bidi formatting characters")
     UNKNOWN_ROOM = ("unknown-room", "no such room")
     NOT_MEMBER = ("not-member", "you are not a member of this room")
     ALREADY_MEMBER = ("already-member", "you are already a member of this room")
