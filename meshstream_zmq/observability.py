@@ -14,9 +14,53 @@ from prometheus_client import Counter, Gauge, start_http_server
 
 _ROLE = "meshstream"
 
+# What a log line may copy of any one value: client-provided text (room names, actions,
+# bodies, names) reaches log lines, and a 64 KiB frame must not become a 64 KiB line.
+LOG_TEXT = 200  # characters of one string field (call sites with client text use `bounded`)
+LOG_ITEMS = 10  # items of one list field (or dict)
+LOG_MESSAGE = 500  # characters of the message itself
+LOG_TRACE_LINE = 1000  # characters of one line of a traceback
+LOG_TRACE = 20_000  # characters of a whole traceback
+
+
+def bounded(value: Any, limit: int = LOG_TEXT) -> Any:
+    """`value` made safe to copy into a log line: a string over `limit` characters is cut,
+    with a marker saying how much was left out (`abc…[+1234 chars]`); a list or tuple keeps
+    LOG_ITEMS items, each bounded; a dict's values are bounded. Anything else is returned
+    as it is (numbers, bools, None)."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return value
+        return f"{value[:limit]}…[+{len(value) - limit} chars]"
+    if isinstance(value, bytes | bytearray):
+        return bounded(bytes(value).decode("utf-8", "replace"), limit)
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [bounded(v, limit) for v in list(value)[:LOG_ITEMS]]
+        if len(value) > LOG_ITEMS:
+            items.append(f"…[+{len(value) - LOG_ITEMS} items]")
+        return items
+    if isinstance(value, dict):
+        shown = list(value.items())[:LOG_ITEMS]
+        out = {bounded(str(k), limit): bounded(v, limit) for k, v in shown}
+        if len(value) > LOG_ITEMS:
+            out["…"] = f"+{len(value) - LOG_ITEMS} items"
+        return out
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return bounded(str(value), limit)
+
+
+def _bounded_trace(text: str) -> str:
+    lines = [bounded(line, LOG_TRACE_LINE) for line in text.splitlines()]
+    return bounded("\n".join(lines), LOG_TRACE)
+
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: easy to grep, easy to ship."""
+    """One JSON object per line: easy to grep, easy to ship.
+
+    Every value is bounded (see `bounded`), whoever logged it: no line copies more than
+    a few hundred characters of any string a client could have chosen.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -24,13 +68,13 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "proc": _ROLE,
             "pid": os.getpid(),
-            "msg": record.getMessage(),
+            "msg": bounded(record.getMessage(), LOG_MESSAGE),
         }
         fields = getattr(record, "fields", None)
         if fields:
-            entry.update(fields)
+            entry.update({str(k)[:LOG_TEXT]: bounded(v) for k, v in fields.items()})
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = _bounded_trace(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
