@@ -20,8 +20,9 @@ from typing import Any
 
 from meshstream_zmq import LOBBY
 from meshstream_zmq.config import Config
-from meshstream_zmq.core import EventKind
+from meshstream_zmq.core import EventKind, valid_room_name
 from meshstream_zmq.errors import ErrorCode
+from meshstream_zmq.observability import bounded
 from meshstream_zmq.watcher import CommandFuture, Event, Message, RoomState, Timer, Watcher
 from services.words_battle.dictionary import word_set
 from services.words_battle.game import (
@@ -39,6 +40,8 @@ from services.words_battle.lobby import JoinDecision, Lobby, LobbyError
 from services.words_battle.room_settings import GameRoomSettings
 
 log = logging.getLogger("meshstream.words_battle")
+
+_CLIENT_CODES = {code.value: code for code in ErrorCode}
 
 LOBBY_WATCHER = "words-battle-lobby"
 GAMES_WATCHER = "words-battle-games"
@@ -73,19 +76,48 @@ class LobbyWatcher:
         self._serving = False
         self.bot.on("join-room")(self.join_room)
         self.bot.on("join-random-room")(self.join_random_room)
+        self.bot.on("leave-room")(self.leave_room)
+        self.bot.on("*")(self.readonly)
 
     # ------------------------------------------------------------ handlers
 
     def join_room(self, msg: Message) -> None:
         if "playerlimit" not in msg.body and "setplayername" not in msg.body:
-            # Not the Words Battle client: gomeshstream's plain lobby join, done the built-in way.
-            room = msg.body.get("roomname")
-            if not isinstance(room, str) or not room:
-                self.bot.error(msg, ErrorCode.BAD_ROOM_NAME)
-            else:
-                self.bot.join(msg.client, room)
+            self._plain_join(msg)  # not the Words Battle client: gomeshstream's lobby join
             return
         self._enqueue(msg)
+
+    def leave_room(self, msg: Message) -> None:
+        """As the unclaimed lobby (docs/protocol.md): nobody leaves it."""
+        self.bot.error(msg, ErrorCode.CANNOT_LEAVE_LOBBY)
+
+    def readonly(self, msg: Message) -> None:
+        """Any other action to the lobby: as the unclaimed lobby, `lobby-readonly`."""
+        self.bot.error(msg, ErrorCode.LOBBY_READONLY)
+
+    def _plain_join(self, msg: Message) -> None:
+        """`{"action":"join-room","target":"mesh-global","message_body":{"roomname":R}}`
+        answered as the unclaimed lobby answers it (docs/protocol.md): `already-member` for
+        no room or the lobby itself, `bad-room-name` for a name that is not one, else the
+        client joins R with the built-in notices (the processor has already applied the join
+        policies: private rooms, rooms per client). A refused join is an `error` with the
+        frame's id, never silence."""
+        room = msg.body.get("roomname")
+        if room is None or room == LOBBY:
+            self.bot.error(msg, ErrorCode.ALREADY_MEMBER)
+        elif not valid_room_name(room):
+            self.bot.error(msg, ErrorCode.BAD_ROOM_NAME)
+        else:
+            self.bot.join(msg.client, room).add_done_callback(
+                lambda joined: self._plain_joined(joined, msg))
+
+    def _plain_joined(self, joined: CommandFuture[None], msg: Message) -> None:
+        error = joined.error
+        if error is None:
+            return
+        # The processor's own code (already-member, watcher-unavailable, …), or watcher-error
+        # for one that is not a client code (e.g. `timeout`: the processor did not answer).
+        self.bot.error(msg, _CLIENT_CODES.get(error.code, ErrorCode.WATCHER_ERROR))
 
     def join_random_room(self, msg: Message) -> None:
         self._enqueue(msg)
@@ -118,8 +150,8 @@ class LobbyWatcher:
         try:
             fn(*args)
         except Exception:
-            log.exception("lobby request failed", extra={"fields": {"action": msg.action,
-                                                                   "client": msg.client}})
+            log.exception("lobby request failed", extra={"fields": {
+                "action": bounded(msg.action), "client": bounded(msg.client)}})
             if self.current is msg:
                 self.bot.error(msg, ErrorCode.WATCHER_ERROR)
                 self._done(msg)

@@ -127,3 +127,67 @@ def test_a_room_the_lobby_did_not_make_gets_no_game() -> None:
     (error,) = sock.take()
     assert json.loads(error.send_clients.message.body)["code"] == ErrorCode.UNKNOWN_ROOM.value
     assert games.games == {}
+
+
+# ------------------------------------------------------------------ the lobby, as the unclaimed one
+
+
+def request(bot: Watcher, action: str, body: dict[str, object], rid: bytes = b'"r1"') -> None:
+    """A client frame to the lobby, with a request id (JSON text, as the processor sends it)."""
+    deliver(bot, pb.WatcherOut(message=pb.ClientFrame(
+        client="c1", action=action, target="mesh-global", body=json.dumps(body).encode(),
+        request_id=rid, seq=1)))
+
+
+def error_of(cmd: pb.Command) -> tuple[list[str], str, str, bytes, str]:
+    """(clients, action, target, request_id, code) of an error frame sent to clients."""
+    m = cmd.send_clients.message
+    return list(cmd.send_clients.clients), m.action, m.target, m.request_id, json.loads(m.body)["code"]
+
+
+def test_a_plain_lobby_join_with_a_long_room_name_gets_bad_room_name_with_its_id() -> None:
+    lobby = LobbyWatcher(Config(run_dir="/nonexistent"))
+    sock = wire(lobby.bot)
+    request(lobby.bot, "join-room", {"roomname": "x" * 65})
+    (error,) = sock.take()  # no join command: the answer itself
+    assert error_of(error) == (["c1"], "error", "mesh-global", b'"r1"', ErrorCode.BAD_ROOM_NAME.value)
+    for bad in ("", 7, ["a"], "a\u202eb"):  # empty, not a string, a bidi override
+        request(lobby.bot, "join-room", {"roomname": bad})
+        (error,) = sock.take()
+        assert error_of(error)[4] == ErrorCode.BAD_ROOM_NAME.value, bad
+    assert lobby.current is None and not lobby.queue  # nothing held up the Words Battle joins
+
+
+def test_the_lobby_answers_join_and_leave_of_itself_as_the_unclaimed_lobby() -> None:
+    lobby = LobbyWatcher(Config(run_dir="/nonexistent"))
+    sock = wire(lobby.bot)
+    expected = [("join-room", {}, ErrorCode.ALREADY_MEMBER),
+                ("join-room", {"roomname": "mesh-global"}, ErrorCode.ALREADY_MEMBER),
+                ("leave-room", {}, ErrorCode.CANNOT_LEAVE_LOBBY),
+                ("send-message", {"message": "hi"}, ErrorCode.LOBBY_READONLY)]
+    for action, body, code in expected:
+        request(lobby.bot, action, body, rid=b"5")
+        (error,) = sock.take()
+        assert error_of(error) == (["c1"], "error", "mesh-global", b"5", code.value), action
+        assert json.loads(error.send_clients.message.body)["action"] == action
+        assert error.send_clients.message.sender == ""  # the processor stamps "meshstream"
+
+
+def test_a_plain_lobby_join_is_a_join_whose_refusal_reaches_the_client() -> None:
+    lobby = LobbyWatcher(Config(run_dir="/nonexistent"))
+    sock = wire(lobby.bot)
+    request(lobby.bot, "join-room", {"roomname": "plain1"})
+    (join,) = sock.take()
+    assert (op(join), join.join.client, join.join.room) == ("join", "c1", "plain1")
+    reply(lobby.bot, join, error=ErrorCode.ALREADY_MEMBER.value)
+    (error,) = sock.take()
+    assert error_of(error) == (["c1"], "error", "mesh-global", b'"r1"', ErrorCode.ALREADY_MEMBER.value)
+    request(lobby.bot, "join-room", {"roomname": "plain2"})
+    (join,) = sock.take()
+    reply(lobby.bot, join, error="timeout")  # no answer from the processor
+    (error,) = sock.take()
+    assert error_of(error)[4] == ErrorCode.WATCHER_ERROR.value
+    request(lobby.bot, "join-room", {"roomname": "plain3"})
+    (join,) = sock.take()
+    reply(lobby.bot, join)  # joined: the processor's client-joined-room is the answer
+    assert sock.take() == []
