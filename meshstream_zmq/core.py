@@ -13,7 +13,7 @@ import heapq
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import Enum, IntEnum
 from typing import Protocol, assert_never
 
 from . import LOBBY, protocol
@@ -44,6 +44,20 @@ RoomPass = Callable[[object, str, str], bool]
 
 
 LIST_ROOMS_BODY = "list-rooms: limit must be an integer and after a string (a room name)"
+
+
+class Delivery(Enum):
+    """What became of a client frame handed to a watcher (`Outbox.to_watcher`).
+
+    Only SENT is true, so an outbox may also answer True (sent) or False (full).
+    """
+
+    SENT = "sent"
+    FULL = "full"  # not sent: the watcher's queue is full (it is alive, but not reading)
+    GONE = "gone"  # not sent: the watcher is disconnected (it exited or was SIGKILLed)
+
+    def __bool__(self) -> bool:
+        return self is Delivery.SENT
 
 
 class EventKind(IntEnum):
@@ -97,9 +111,9 @@ class Outbox(Protocol):
         client's user (its token's `sub`; empty for anonymous clients and room events)."""
 
     def to_watcher(self, watcher: str, seq: int, client: str, action: str, target: str,
-                   body: bytes, is_target_client: bool, request_id: bytes, user: str = "") -> bool:
+                   body: bytes, is_target_client: bool, request_id: bytes, user: str = "") -> Delivery:
         """Forward a client frame (from `client`, whose user is `user`) to the watcher that
-        owns its room. False: not delivered."""
+        owns its room; what became of it (True and False stand for SENT and FULL)."""
 
     def reply(self, watcher: str, command: int, error: ErrorCode | None = None,
               detail: str = "", rooms: Sequence[RoomView] = ()) -> None:
@@ -421,14 +435,20 @@ class Mesh:
     def _forward(self, owner: WatcherEntry, client: str, action: str, target: str, body: bytes,
                  is_target_client: bool, request_id: bytes) -> None:
         """Hand a frame (with its sender's user) to the room's watcher; kept until the
-        watcher acknowledges it."""
+        watcher acknowledges it.
+
+        A watcher found disconnected is gone at once: the frames it never confirmed are
+        answered `watcher-restarted` before this one gets `watcher-unavailable`, so each
+        client hears of its frames in the order it sent them."""
         if owner.alive:
             seq = owner.sent + 1
-            if self.out.to_watcher(owner.id, seq, client, action, target, body, is_target_client,
+            if sent := self.out.to_watcher(owner.id, seq, client, action, target, body, is_target_client,
                                    request_id, self.clients[client].user):
                 owner.sent = seq
                 owner.unacked.append((seq, client, action, target, request_id))
                 return None
+            if sent is Delivery.GONE:
+                self.watcher_gone(owner.id)
         self._error(client, ErrorCode.WATCHER_UNAVAILABLE, action, target, request_id)
         return None
 
@@ -633,6 +653,24 @@ class Mesh:
                 w.unacked.popleft()
         return True
 
+    def watcher_goodbye(self, watcher: str, acked: int) -> None:
+        """A clean stop: the frames up to `acked` (its goodbye's, as in heartbeats) were
+        handled; only later ones get `watcher-restarted`. Then as `watcher_gone`."""
+        w = self.watchers.get(watcher)
+        if w is not None and w.alive:
+            while w.unacked and w.unacked[0][0] <= acked:
+                w.unacked.popleft()
+        self.watcher_gone(watcher)
+
+    def watcher_name(self, watcher: str) -> str:
+        """The name a watcher gave in its hello ("" if unknown): for log lines."""
+        w = self.watchers.get(watcher)
+        return w.name if w is not None else ""
+
+    def live_watchers(self) -> list[str]:
+        """The IDs of the watchers not known to be gone (the processor probes them)."""
+        return [w.id for w in self.watchers.values() if w.alive]
+
     def _unconfirmed(self, w: WatcherEntry) -> None:
         """Frames the watcher never confirmed may be lost with it: tell their senders."""
         for _, client, action, target, request_id in w.unacked:
@@ -641,7 +679,9 @@ class Mesh:
         w.unacked.clear()
 
     def watcher_gone(self, watcher: str) -> None:
-        """The watcher stopped answering: it keeps its claims, marked dead, until replaced.
+        """The watcher stopped answering (silent for `watcher_timeout`), was found
+        disconnected, or said goodbye: it keeps its claims, marked dead, until replaced.
+        The frames it never confirmed get `watcher-restarted`, once.
 
         Frames to its rooms get `watcher-unavailable` meanwhile rather than falling
         through to the built-in relay (a game room must not turn into a chat room).

@@ -26,7 +26,7 @@ from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
 from meshstream_zmq.auth import Tokens
 from meshstream_zmq.config import Config
-from meshstream_zmq.core import EventKind, Mesh, RoomPass, RoomView
+from meshstream_zmq.core import Delivery, EventKind, Mesh, RoomPass, RoomView
 from meshstream_zmq.errors import ErrorCode
 from meshstream_zmq.wire import (
     BadCommand,
@@ -43,6 +43,7 @@ log = logging.getLogger("meshstream.processor")
 # while the processor reads on, and each GatewayOut stays a few hundred KB.
 FLUSH_BROADCASTS = 1024
 DRAIN = 2000  # messages read from one socket before looking at the others
+PROBE = pb.WatcherOut(reply=pb.Reply(id=0)).SerializeToString()
 EVENT_TOPICS = {k: f"event.{k.name.lower().replace('_', '-')}".encode() for k in EventKind}
 
 
@@ -105,7 +106,7 @@ class ZmqOutbox:
             self._to_watcher(watcher, b"event", pb.WatcherOut(event=ev).SerializeToString())
 
     def to_watcher(self, watcher: str, seq: int, client: str, action: str, target: str,
-                   body: bytes, is_target_client: bool, request_id: bytes, user: str = "") -> bool:
+                   body: bytes, is_target_client: bool, request_id: bytes, user: str = "") -> Delivery:
         msg = pb.WatcherOut()
         f = msg.message
         f.seq = seq
@@ -129,13 +130,23 @@ class ZmqOutbox:
         fill_rooms(msg.welcome.rooms, rooms)
         self._to_watcher(watcher, b"welcome", msg.SerializeToString())
 
-    def _to_watcher(self, watcher: str, topic: bytes, payload: bytes) -> bool:
+    def probe(self, watcher: str) -> Delivery:
+        """Whether the watcher is still connected: a `Reply{id: 0}` (what heartbeats get,
+        which watchers ignore) that fails with EHOSTUNREACH when its peer is gone."""
+        return self._to_watcher(watcher, b"reply", PROBE)
+
+    def _to_watcher(self, watcher: str, topic: bytes, payload: bytes) -> Delivery:
         try:
             self.router.send_multipart([bytes.fromhex(watcher), topic, payload], flags=zmq.NOBLOCK)
-            return True
-        except zmq.ZMQError:  # EHOSTUNREACH (gone: ROUTER_MANDATORY) or EAGAIN (full)
-            obs.DROPS.labels("watcher-unreachable").inc()
-            return False
+            return Delivery.SENT
+        except zmq.ZMQError as exc:
+            # ROUTER_MANDATORY: EHOSTUNREACH once the peer disconnected (it exited or was
+            # SIGKILLed: noticed at once), EAGAIN while its queue is full (alive, not reading).
+            if exc.errno == zmq.EHOSTUNREACH:
+                obs.DROPS.labels("watcher-unreachable").inc()
+                return Delivery.GONE
+            obs.DROPS.labels("watcher-hwm").inc()
+            return Delivery.FULL
 
     def flush(self) -> None:
         """One message per gateway touched since the last flush."""
@@ -274,15 +285,27 @@ class Processor:
                     self.out.reply(identity, 0, ErrorCode.FORBIDDEN, refused)
                     return
             self.mesh.watcher_hello(identity, h.name, list(h.rooms), list(h.prefixes), now)
-        elif kind == "goodbye":
-            log.info("watcher goodbye", extra={"fields": {"watcher": identity}})
-            self.mesh.watcher_gone(identity)
+        elif kind == "goodbye":  # frames up to `acked` were handled; later ones may not be
+            log.info("watcher goodbye", extra={"fields": {
+                "watcher": identity, "name": self.mesh.watcher_name(identity),
+                "acked": msg.goodbye.acked}})
+            self.mesh.watcher_goodbye(identity, msg.goodbye.acked)
         elif kind == "heartbeat":  # answered, so the watcher knows the processor is alive
             known = self.mesh.watcher_seen(identity, now, msg.heartbeat.acked)
             self.out.reply(identity, 0, None if known else ErrorCode.UNKNOWN_WATCHER)
         else:
             self.mesh.watcher_seen(identity, now)
             self.on_command(identity, msg.command)
+
+    def probe_watchers(self) -> None:
+        """A watcher that exited or was SIGKILLed is gone within a heartbeat, not after the
+        peer timeout: its pending frames are answered `watcher-restarted` at once. (A frame
+        sent to it meanwhile finds it gone the same way: see Mesh._forward.)"""
+        for watcher in self.mesh.live_watchers():
+            if self.out.probe(watcher) is Delivery.GONE:
+                log.warning("watcher disconnected", extra={"fields": {
+                    "watcher": watcher, "name": self.mesh.watcher_name(watcher)}})
+                self.mesh.watcher_gone(watcher)
 
     def on_command(self, watcher: str, cmd: pb.Command) -> None:
         try:
@@ -298,6 +321,7 @@ class Processor:
         for gateway in self.mesh.expire(now):
             log.warning("gateway lost", extra={"fields": {"gateway": gateway}})
             self.acked.pop(gateway, None)
+        self.probe_watchers()
         # Every known gateway is listed: one missing from the map must say hello again.
         acked = {g: self.acked.get(g, 0) for g in self.mesh.gateways}
         beat = pb.ProcessorBeat(epoch=self.epoch, acked=acked)

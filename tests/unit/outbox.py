@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from meshstream_zmq.core import EventKind, Mesh, RoomView, gateway_of
+from meshstream_zmq.core import Delivery, EventKind, Mesh, RoomView, gateway_of
 from meshstream_zmq.errors import ErrorCode
 
 
@@ -36,7 +36,9 @@ class RecordingOutbox:
         self.inboxes: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
         self.seqs: list[int] = []
         self.users: list[tuple[str, str, str]] = []  # ("event"|"to_watcher", client, user)
-        self.watcher_accepts = True  # what to_watcher answers (False: the watcher queue is full)
+        # What to_watcher answers: True (sent), False or Delivery.FULL (the watcher's queue is
+        # full), Delivery.GONE (the watcher is disconnected)
+        self.watcher_accepts: bool | Delivery = True
 
     # ------------------------------------------------------------ the Outbox protocol
 
@@ -74,7 +76,7 @@ class RecordingOutbox:
 
     def to_watcher(self, watcher: str, seq: int, client: str, action: str, target: str,
                    body: bytes, is_target_client: bool, request_id: bytes,
-                   user: str = "") -> bool:
+                   user: str = "") -> bool | Delivery:
         self.seqs.append(seq)  # kept apart so call tuples stay readable
         self.users.append(("to_watcher", client, user))
         self.calls.append(("to_watcher", watcher, client, action, target, body, is_target_client,

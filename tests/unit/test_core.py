@@ -32,6 +32,7 @@ from meshstream_zmq.core import (
     LIST_ROOMS_BODY,
     MAX_LIST_ROOMS,
     MAX_ROOM_NAME,
+    Delivery,
     EventKind,
     Mesh,
     Room,
@@ -1697,3 +1698,64 @@ def test_printable_room_names_are_accepted(make: Make, name: str) -> None:
     join(mesh, A, name)
     assert members(mesh, name) == [A]
 
+
+# ---------------------------------------------------------------------- watcher goodbye and death
+
+
+def test_a_goodbye_reports_only_the_frames_after_its_acked(make: Make) -> None:
+    """A clean stop says which frames it handled: only later ones may not have been."""
+    mesh, out = make(A, B)
+    watcher(mesh, rooms=("game",))
+    send(mesh, A, "move", "game", rid="a1")  # seq 1
+    send(mesh, B, "move", "game", rid="b1")  # seq 2
+    send(mesh, A, "move", "game", rid="a2")  # seq 3
+    out.clear()
+    mesh.watcher_goodbye(W, 2)
+    assert not mesh.watchers[W].alive
+    assert [(m["message_body"]["code"], m["id"]) for m in out.inbox(A)] == [("watcher-restarted", "a2")]
+    assert out.inbox(B) == []
+    out.clear()
+    send(mesh, B, "move", "game", rid="b2")  # its claims stay reserved: not a chat room
+    assert out.errors(B) == ["watcher-unavailable"]
+
+
+def test_a_goodbye_with_everything_acked_reports_nothing(make: Make) -> None:
+    mesh, out = make(A)
+    watcher(mesh, rooms=("game",))
+    send(mesh, A, "move", "game", rid=1)
+    out.clear()
+    mesh.watcher_goodbye(W, 1)
+    mesh.watcher_goodbye(W, 0)  # a second goodbye (or one from a dead watcher) changes nothing
+    mesh.watcher_goodbye("nobody", 5)
+    assert out.inbox(A) == []
+
+
+def test_a_disconnected_watcher_answers_pending_frames_before_the_new_one(make: Make) -> None:
+    """Found gone when a frame cannot reach it (SIGKILLed): each sender hears of its frames
+    in the order it sent them, the older `watcher-restarted` first."""
+    mesh, out = make(A, B)
+    watcher(mesh, rooms=("game",))
+    send(mesh, A, "move", "game", rid=1)
+    send(mesh, B, "move", "game", rid=2)
+    out.clear()
+    out.watcher_accepts = Delivery.GONE
+    send(mesh, A, "move", "game", rid=3)
+    assert [(m["message_body"]["code"], m["id"]) for m in out.inbox(A)] == [
+        ("watcher-restarted", 1), ("watcher-unavailable", 3)]
+    assert [(m["message_body"]["code"], m["id"]) for m in out.inbox(B)] == [("watcher-restarted", 2)]
+    assert not mesh.watchers[W].alive and mesh.live_watchers() == []
+    out.clear()
+    send(mesh, B, "move", "game", rid=4)  # dead now: not even tried
+    assert out.of("to_watcher") == [] and out.errors(B) == ["watcher-unavailable"]
+
+
+def test_a_watcher_with_a_full_queue_is_not_gone(make: Make) -> None:
+    mesh, out = make(A)
+    watcher(mesh, rooms=("game",))
+    send(mesh, A, "move", "game", rid=1)
+    out.clear()
+    out.watcher_accepts = Delivery.FULL
+    send(mesh, A, "move", "game", rid=2)
+    assert [(m["message_body"]["code"], m["id"]) for m in out.inbox(A)] == [("watcher-unavailable", 2)]
+    assert mesh.watchers[W].alive and mesh.live_watchers() == [W]
+    assert mesh.watcher_name(W) == "game" and mesh.watcher_name("nobody") == ""
