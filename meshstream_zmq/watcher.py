@@ -47,6 +47,7 @@ from . import meshstream_pb2 as pb
 from .config import Config
 from .core import EventKind
 from .errors import CloseCode, ErrorCode
+from .observability import bounded
 
 log = logging.getLogger("meshstream.watcher")
 
@@ -204,6 +205,11 @@ class Watcher:
         self.welcomed = False
         self.epoch = ""
         self.handled = 0  # seq of the last client frame handled, acknowledged in heartbeats
+        self.last_heard = 0.0  # when the processor last sent anything (monotonic)
+        # The processor went silent (peer timeout) and has not welcomed us again: commands
+        # fail at once with processor-unavailable instead of queueing for a processor that
+        # would not apply them (see docs/watchers.md, "When the processor goes silent").
+        self.silent = False
 
     # ------------------------------------------------------------ registration
 
@@ -229,7 +235,7 @@ class Watcher:
         """Override to react to a failed command whose future has no callback; the default
         logs it."""
         log.warning("command failed", extra={"fields": {"id": command, "code": code,
-                                                         "message": message}})
+                                                         "message": bounded(message)}})
 
     # ------------------------------------------------------------ commands
 
@@ -246,11 +252,13 @@ class Watcher:
                  **op: Any) -> CommandFuture[T]:
         cmd_id = next(self.ids)
         future = CommandFuture(self, cmd_id, self.now() + self.reply_timeout, convert)
-        if self._send(pb.WatcherIn(command=pb.Command(id=cmd_id, **op))):
+        if not self.silent and self._send(pb.WatcherIn(command=pb.Command(id=cmd_id, **op))):
             self.pending[cmd_id] = future
         else:  # failed, but only from the loop: callbacks are not added yet
+            why = "the processor is silent" if self.silent else "the send queue is full"
             self.call_later(0, future._resolve, pb.Reply(
-                id=cmd_id, error=ErrorCode.PROCESSOR_UNAVAILABLE.value, message="command not sent"))
+                id=cmd_id, error=ErrorCode.PROCESSOR_UNAVAILABLE.value,
+                message=f"command not sent: {why}"))
         return future
 
     @staticmethod
@@ -383,6 +391,8 @@ class Watcher:
                 self._guard(fn, event)
         elif kind == "welcome":
             self.welcomed = True
+            self.silent = False
+            self.last_heard = self.now()
             self.epoch = out.welcome.epoch
             log.info("welcomed", extra={"fields": {"watcher": self.name, "epoch": self.epoch}})
             rooms = _rooms(out.welcome.rooms)
@@ -424,6 +434,8 @@ class Watcher:
             now = self.now()
             if now >= next_beat:
                 self._expire()
+                if self.welcomed and now - self.last_heard > self.config.peer_timeout:
+                    self._processor_silent(now)
                 # Heartbeats once welcomed; until then, hello again now and then (the
                 # processor may be starting, or a claim was refused).
                 if self.welcomed:
@@ -439,17 +451,30 @@ class Watcher:
                         frames = self.sock.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
+                    self.last_heard = self.now()
                     self.dispatch(frames)
             self._run_timers()
         self.close()
+
+    def _processor_silent(self, now: float) -> None:
+        """Nothing from the processor (not even the answers to our heartbeats) for the peer
+        timeout: it died or restarts. Say hello again every 2 s until welcomed (the DEALER
+        reconnects by itself); commands meanwhile fail at once (processor-unavailable);
+        those already sent get their reply, `unknown-watcher` from a new processor, or
+        `timeout`."""
+        log.warning("processor silent; saying hello again", extra={"fields": {
+            "watcher": self.name, "silent_s": round(now - self.last_heard, 1)}})
+        self.silent = True
+        self.welcomed = False
 
     def stop(self) -> None:
         self.running = False
 
     def close(self) -> None:
         if self.sock is not None:
-            if self.welcomed:  # release the claims now rather than after the peer timeout
-                self._send(pb.WatcherIn(goodbye=pb.Heartbeat()))
+            if self.welcomed:  # release the claims now rather than after the peer timeout;
+                # the frames handled so far are done (only later ones get watcher-restarted)
+                self._send(pb.WatcherIn(goodbye=pb.Heartbeat(acked=self.handled)))
             self.sock.close(linger=100)
             self.sock = None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -10,6 +12,7 @@ from meshstream_zmq.core import EventKind
 from meshstream_zmq.errors import ErrorCode
 from meshstream_zmq.watcher import CommandFuture, Event, Message, RoomState, Watcher
 from tests.conftest import Client, Cluster
+from tests.integration.support import wait_for
 
 
 def start(bot: Watcher) -> threading.Thread:
@@ -107,4 +110,77 @@ def test_claim_conflict_is_refused(cluster: Cluster) -> None:
     finally:
         second.close()
         first.stop()
+        thread.join(5)
+
+
+async def test_a_clean_goodbye_does_not_disown_the_frames_it_handled(cluster: Cluster, connect) -> None:
+    """The goodbye carries the last frame handled: frames handled just before a clean stop
+    (not yet acknowledged by a heartbeat) do not get watcher-restarted."""
+    config = Config(run_dir=cluster.run_dir, port=cluster.port)
+    bot = Watcher("sdk-bye", prefixes=["bye-"], config=config)
+
+    @bot.on("join-room")
+    def join(msg: Message) -> None:
+        bot.join(msg.client, msg.room)
+        bot.send_clients([msg.client], "in", {}, target=msg.room)
+
+    @bot.on("last")
+    def last(msg: Message) -> None:  # handled, answered, and the watcher stops at once
+        bot.send_clients([msg.client], "done", {}, target=msg.room)
+        bot.stop()
+
+    thread = start(bot)
+    a: Client = await connect()
+    await a.send({"action": "join-room", "target": "bye-1"})
+    await a.expect("in", target="bye-1")
+    await a.send({"action": "last", "target": "bye-1", "id": "last"})
+    await a.expect("done", target="bye-1")
+    thread.join(5)
+    assert not thread.is_alive()
+    # Its rooms now answer watcher-unavailable (claims reserved until it says hello again).
+    deadline = time.monotonic() + 10
+    while True:
+        await a.send({"action": "probe", "target": "bye-1", "id": "probe"})
+        got = await a.next(lambda m: m.get("id") == "probe")
+        if got["message_body"]["code"] == ErrorCode.WATCHER_UNAVAILABLE.value:
+            break
+        assert time.monotonic() < deadline, got
+    assert not [m for m in a.inbox if m["action"] == "error" and m.get("id") == "last"], a.inbox
+
+
+async def test_a_silent_processor_is_said_hello_to_again_and_commands_fail_meanwhile(
+        cluster: Cluster) -> None:
+    """The processor stops answering (SIGSTOP): after the peer timeout the SDK fails new
+    commands at once (processor-unavailable) and says hello again; once the processor is
+    back it is welcomed again and commands work."""
+    config = Config(run_dir=cluster.run_dir, port=cluster.port)
+    bot = Watcher("sdk-silence", prefixes=["quiet-"], config=config)
+    welcomes: list[int] = []
+    outcomes: list[str] = []
+    bot.on_welcome(lambda rooms: welcomes.append(len(rooms)))
+
+    def tick() -> None:  # on the watcher's own thread: one command while silent, one after
+        if bot.silent and not outcomes:
+            bot.query_rooms().add_done_callback(
+                lambda f: outcomes.append(f.error.code if f.error else "ok"))
+        elif outcomes == [ErrorCode.PROCESSOR_UNAVAILABLE.value] and bot.welcomed:
+            outcomes.append("again")
+            bot.query_rooms().add_done_callback(
+                lambda f: outcomes.append(f.error.code if f.error else "ok"))
+        bot.call_later(0.05, tick)
+
+    bot.call_later(0, tick)
+    thread = start(bot)
+    processor = cluster.kill("processor", signal.SIGSTOP)
+    try:
+        await wait_for(lambda: outcomes, what="a command while the processor is silent")
+        assert outcomes == [ErrorCode.PROCESSOR_UNAVAILABLE.value] and not bot.welcomed
+    finally:
+        os.kill(processor, signal.SIGCONT)
+    try:
+        await wait_for(lambda: len(outcomes) == 3, what="a command once welcomed again")
+        assert outcomes[1:] == ["again", "ok"] and len(welcomes) >= 2
+        assert not bot.silent
+    finally:
+        bot.stop()
         thread.join(5)
