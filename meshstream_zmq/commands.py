@@ -31,6 +31,7 @@ class DeleteRoom:
 class Join:
     client: str
     room: str
+    request_id: bytes = b""  # the client's request id (JSON text): its client-joined-room carries it
 
 
 @dataclass(frozen=True, slots=True)

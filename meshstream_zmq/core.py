@@ -784,7 +784,7 @@ class Mesh:
         owner = self._owner(room)
         if owner is not None and not owner.alive:  # it would never hear of its new member
             return ErrorCode.WATCHER_UNAVAILABLE, f"the watcher of {room} is not connected"
-        self._join(client, room, notify=owner is None, mirror=True)
+        self._join(client, room, notify=owner is None, mirror=True, request_id=c.request_id)
         return None
 
     def _cmd_remove(self, c: Remove) -> CommandResult:

@@ -152,12 +152,14 @@ class Deliver(_message.Message):
     def __init__(self, frame: _Optional[bytes] = ..., clients: _Optional[_Iterable[str]] = ..., room: _Optional[str] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Membership(_message.Message):
-    __slots__ = ("client", "room")
+    __slots__ = ("client", "room", "request_id")
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     ROOM_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     client: str
     room: str
-    def __init__(self, client: _Optional[str] = ..., room: _Optional[str] = ...) -> None: ...
+    request_id: bytes
+    def __init__(self, client: _Optional[str] = ..., room: _Optional[str] = ..., request_id: _Optional[bytes] = ...) -> None: ...
 
 class CloseClient(_message.Message):
     __slots__ = ("client", "code", "reason")

@@ -288,8 +288,10 @@ class Watcher:
                                  request_id=msg.request_id)
         return self._command(send_clients=pb.SendToClients(clients=[msg.client], message=frame))
 
-    def join(self, client: str, room: str) -> CommandFuture[None]:
-        return self._command(join=pb.Membership(client=client, room=room))
+    def join(self, client: str, room: str, request_id: bytes = b"") -> CommandFuture[None]:
+        """Put `client` in `room`; in an unclaimed room the joiner's `client-joined-room`
+        carries `request_id` (a client frame's `Message.request_id`)."""
+        return self._command(join=pb.Membership(client=client, room=room, request_id=request_id))
 
     def remove(self, client: str, room: str) -> CommandFuture[None]:
         return self._command(remove=pb.Membership(client=client, room=room))

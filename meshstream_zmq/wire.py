@@ -134,7 +134,7 @@ def decode_command(cmd: pb.Command) -> Command:
         case "delete_room":
             return DeleteRoom(cmd.delete_room.room)
         case "join":
-            return Join(cmd.join.client, cmd.join.room)
+            return Join(cmd.join.client, cmd.join.room, cmd.join.request_id)
         case "remove":
             return Remove(cmd.remove.client, cmd.remove.room)
         case "send_room":

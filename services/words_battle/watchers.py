@@ -108,7 +108,7 @@ class LobbyWatcher:
         elif not valid_room_name(room):
             self.bot.error(msg, ErrorCode.BAD_ROOM_NAME)
         else:
-            self.bot.join(msg.client, room).add_done_callback(
+            self.bot.join(msg.client, room, msg.request_id).add_done_callback(
                 lambda joined: self._plain_joined(joined, msg))
 
     def _plain_joined(self, joined: CommandFuture[None], msg: Message) -> None:

@@ -461,9 +461,11 @@ async def test_the_lobby_watcher_answers_plain_lobby_frames_as_the_unclaimed_lob
         err = await c.next(lambda m, n=n: m.get("id") == n)
         assert (err["action"], err["target"], err["message_body"]["code"]) == ("error", LOBBY, code)
         assert err["message_body"]["action"] == frame["action"] and err["sender"] == "meshstream"
-    # a plain join of a good name still joins the built-in way
-    await c.send({"action": "join-room", "target": LOBBY, "message_body": {"roomname": "plain3"}})
-    await c.next(is_("client-joined-room", "plain3", c.id))
+    # a plain join of a good name still joins the built-in way, its id in the answer
+    await c.send({"action": "join-room", "target": LOBBY, "message_body": {"roomname": "plain3"},
+                  "id": "first"})
+    joined = await c.next(is_("client-joined-room", "plain3", c.id))
+    assert joined["id"] == "first" and joined["message_body"] == {"client": c.id, "room": "plain3"}
     await c.send({"action": "join-room", "target": LOBBY, "message_body": {"roomname": "plain3"},
                   "id": "again"})
     err = await c.next(lambda m: m.get("id") == "again")

@@ -1759,3 +1759,38 @@ def test_a_watcher_with_a_full_queue_is_not_gone(make: Make) -> None:
     assert [(m["message_body"]["code"], m["id"]) for m in out.inbox(A)] == [("watcher-unavailable", 2)]
     assert mesh.watchers[W].alive and mesh.live_watchers() == [W]
     assert mesh.watcher_name(W) == "game" and mesh.watcher_name("nobody") == ""
+
+
+def test_a_room_a_watcher_creates_has_no_maker_and_one_made_by_a_join_has_its_first_member(
+        make: Make) -> None:
+    """docs/watchers.md (Room life cycle): what RoomState.maker says."""
+    mesh, out = make(A, B)
+    watcher(mesh, rooms=("table",))
+    mesh.command(W, 1, CreateRoom("table"))
+    for n, client in enumerate((A, B), start=2):
+        mesh.command(W, n, Join(client, "table"))
+    mesh.command(W, 4, Remove(A, "table"))
+    mesh.command(W, 5, Join(A, "solo"))  # a join command making an unclaimed room
+    mesh.command(W, 6, Join(B, "solo"))
+    assert [r[3] for r in out.replies()] == [None] * 6
+    assert mesh.rooms["table"].view().maker == ""  # never picked, whoever joins or leaves
+    assert mesh.rooms["solo"].view().maker == A
+    mesh.command(W, 7, Remove(A, "solo"))
+    assert mesh.rooms["solo"].view().maker == B  # the earliest joiner left takes over
+
+
+def test_a_join_command_can_carry_the_clients_request_id_to_its_notice(make: Make) -> None:
+    """The Words Battle lobby carries out a plain lobby join with a join command: the
+    joiner's client-joined-room carries the frame's id, as a built-in join's does."""
+    mesh, out = make(A, B)
+    join(mesh, B, "plain")
+    out.clear()
+    mesh.command(W, 1, Join(A, "plain", b'"j1"'))  # W unknown: refused, nothing joined
+    assert out.replies()[0][3] == ErrorCode.UNKNOWN_WATCHER
+    watcher(mesh, rooms=(LOBBY,))
+    out.clear()
+    mesh.command(W, 2, Join(A, "plain", b'"j1"'))
+    (mine,) = out.inbox(A)
+    assert (mine["action"], mine["target"], mine["id"]) == ("client-joined-room", "plain", "j1")
+    (theirs,) = out.inbox(B)
+    assert theirs["action"] == "client-joined-room" and "id" not in theirs

@@ -179,6 +179,7 @@ def test_a_plain_lobby_join_is_a_join_whose_refusal_reaches_the_client() -> None
     request(lobby.bot, "join-room", {"roomname": "plain1"})
     (join,) = sock.take()
     assert (op(join), join.join.client, join.join.room) == ("join", "c1", "plain1")
+    assert join.join.request_id == b'"r1"'  # the joiner's client-joined-room carries it
     reply(lobby.bot, join, error=ErrorCode.ALREADY_MEMBER.value)
     (error,) = sock.take()
     assert error_of(error) == (["c1"], "error", "mesh-global", b'"r1"', ErrorCode.ALREADY_MEMBER.value)
