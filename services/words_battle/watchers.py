@@ -322,7 +322,7 @@ class GamesWatcher:
         try:
             state = _room_or_none(answer)
         except Exception:
-            log.exception("cannot read a new room's settings", extra={"fields": {"room": room}})
+            log.exception("cannot read a new room's settings", extra={"fields": {"room": bounded(room)}})
             state = None
         settings = GameRoomSettings.from_settings(state.settings) if state is not None else None
         if settings is not None:
@@ -333,7 +333,7 @@ class GamesWatcher:
             try:
                 self._handle(room, item)
             except Exception:  # as the SDK does for a handler that raises
-                log.exception("handler failed", extra={"fields": {"room": room}})
+                log.exception("handler failed", extra={"fields": {"room": bounded(room)}})
                 if isinstance(item, Message):
                     self.bot.error(item, ErrorCode.WATCHER_ERROR)
 
