@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -112,3 +113,68 @@ async def test_every_process_exposes_metrics(cluster_factory) -> None:
     assert "meshstream_rooms" in processor and "meshstream_clients" in processor
     assert "meshstream_connections" in gateway and "meshstream_frames_in_total" in gateway
     await client.close()
+
+
+# ------------------------------------------------------------------ the IPC run directory
+
+
+def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+async def test_ipc_sockets_are_private(cluster: Cluster) -> None:
+    run = Path(cluster.run_dir)
+    assert run.stat().st_mode & 0o777 == 0o700
+    for name in ("inbound", "outbound", "watchers"):
+        assert (run / name).is_socket() and (run / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_a_run_dir_of_another_mode_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    run.chmod(0o755)  # as if another user (or a careless one) made it: others could reach the sockets
+    done = _cli("processor", "--run-dir", str(run), "--metrics-port", "0")
+    assert done.returncode != 0
+    assert f"run directory {run} is mode 0755, not 0700: refusing to use it" in done.stderr
+    assert not list(run.iterdir())  # no socket was made there
+    done = _cli("run", "--run-dir", str(run), "--port", str(free_port()), "--gateways", "1",
+                "--metrics-port", "0", "--no-watchers")
+    assert done.returncode == 2 and "mode 0755, not 0700" in done.stderr
+
+
+async def test_a_second_instance_refuses_and_the_first_keeps_working(cluster: Cluster) -> None:
+    a = await Client.connect(cluster.url)
+    done = _cli("run", "--port", str(cluster.port), "--run-dir", cluster.run_dir, "--gateways", "1",
+                "--metrics-port", "0", "--no-watchers", "--host", "127.0.0.1")
+    assert done.returncode == 2
+    assert "another meshstream processor is already running on" in done.stderr
+    assert f"(port {cluster.port})" in done.stderr
+    done = _cli("processor", "--run-dir", cluster.run_dir, "--metrics-port", "0")
+    assert done.returncode != 0 and "already running" in done.stderr
+    # the first instance's sockets are still there, and it still works
+    for name in ("inbound", "outbound", "watchers"):
+        assert (Path(cluster.run_dir) / name).is_socket()
+    b = await Client.connect(cluster.url)
+    await a.send({"action": "join-room", "target": "still"})
+    await b.send({"action": "join-room", "target": "still"})
+    await a.expect("client-joined-room", sender=b.id)
+    await b.send({"action": "say", "target": "still", "message_body": {"n": 2}})
+    assert (await a.expect("say"))["sender"] == b.id
+    for c in (a, b):
+        await c.close()
+
+
+def test_stale_sockets_of_a_killed_processor_are_cleaned_up(tmp_path: Path) -> None:
+    run = tmp_path / "c0" / "run"
+    run.mkdir(mode=0o700, parents=True)
+    for name in ("inbound", "outbound", "watchers"):  # bound, never listened: nothing answers
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(run / name))
+        s.close()
+    c = Cluster(tmp_path / "c0", gateways=1)  # its run dir is tmp/run: the one above
+    try:
+        assert c.healthy()
+    finally:
+        c.stop()
