@@ -2,7 +2,7 @@
 // A meshstream watcher in Node.js: a dice bot for every room whose name starts
 // with "dice-". Written from docs/watchers.md and proto/meshstream.proto only.
 //
-//   node dice.js [--endpoint URL] [--port N] [--name NAME]
+//   node dice.js [--endpoint URL] [--port N] [--name NAME] [--keys-dir DIR]
 //
 // Client frames to a dice room (JSON over the WebSocket):
 //   {"action":"join-room","target":"dice-1"}             -> joined, greeted by the bot
@@ -12,6 +12,7 @@
 //   anything else                                         -> error "unknown-action"
 
 import { randomInt } from "node:crypto";
+import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -42,16 +43,18 @@ function log(msg, fields = {}, level = "info") {
 
 function usage() {
   process.stderr.write(
-    "usage: node dice.js [--endpoint URL] [--port N] [--name NAME]\n" +
+    "usage: node dice.js [--endpoint URL] [--port N] [--name NAME] [--keys-dir DIR]\n" +
       "  --endpoint URL  watchers endpoint (else $MESHSTREAM_WATCHERS_ENDPOINT, else the\n" +
       "                  default of `make run`: ipc://$XDG_RUNTIME_DIR/meshstream-<uid>-<port>/watchers)\n" +
       "  --port N        server port used to build the default endpoint (default 8765)\n" +
-      "  --name NAME     watcher name (default dice)\n",
+      "  --name NAME     watcher name (default dice)\n" +
+      "  --keys-dir DIR  CURVE keys from `meshstream keys DIR` (else $MESHSTREAM_KEYS_DIR):\n" +
+      "                  DIR/processor.key and DIR/watchers/NAME.key_secret\n",
   );
 }
 
 function parseArgs(argv) {
-  const out = { endpoint: "", port: 8765, name: "dice", prefix: "dice-" };
+  const out = { endpoint: "", port: 8765, name: "dice", prefix: "dice-", keysDir: "" };
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
     let value;
@@ -76,6 +79,9 @@ function parseArgs(argv) {
       case "--name":
         out.name = take();
         break;
+      case "--keys-dir":
+        out.keysDir = take();
+        break;
       case "-h":
       case "--help":
         usage();
@@ -86,6 +92,7 @@ function parseArgs(argv) {
     }
   }
   if (!out.endpoint) out.endpoint = process.env.MESHSTREAM_WATCHERS_ENDPOINT || "";
+  if (!out.keysDir) out.keysDir = process.env.MESHSTREAM_KEYS_DIR || "";
   if (!out.endpoint) {
     const uid = typeof process.getuid === "function" ? process.getuid() : os.userInfo().uid;
     const base = process.env.XDG_RUNTIME_DIR || "/tmp";
@@ -112,7 +119,33 @@ const TO_OBJECT = { longs: Number, enums: String, defaults: true, arrays: true, 
 
 // ------------------------------------------------------------------ socket and sending
 
-const sock = new zmq.Dealer({ linger: 0 });
+// CURVE (docs/watchers.md, "Keys (CURVE)"): the keys are the z85 text of the
+// `public-key = "..."` / `secret-key = "..."` lines of the files `meshstream keys` writes.
+function readKey(file, field) {
+  const text = fs.readFileSync(file, "utf8");
+  const m = text.match(new RegExp(`^\\s*${field}\\s*=\\s*"([^"]{40})"`, "m"));
+  if (!m) throw new Error(`no ${field} in ${file}`);
+  return m[1];
+}
+
+function curveOptions(keysDir, name) {
+  if (!keysDir) return {};
+  const own = path.join(keysDir, "watchers", `${name}.key_secret`);
+  return {
+    curveServerKey: readKey(path.join(keysDir, "processor.key"), "public-key"),
+    curvePublicKey: readKey(own, "public-key"),
+    curveSecretKey: readKey(own, "secret-key"),
+  };
+}
+
+let curve;
+try {
+  curve = curveOptions(opts.keysDir, opts.name);
+} catch (err) {
+  process.stderr.write(`dice.js: cannot read CURVE keys: ${err.message}\n`);
+  process.exit(2);
+}
+const sock = new zmq.Dealer({ linger: 0, ...curve });
 sock.connect(opts.endpoint);
 
 // zeromq v6 allows one send in flight at a time: chain them.
@@ -427,7 +460,10 @@ function shutdown(signal) {
 process.on("SIGTERM", () => shutdown("SIGTERM"));
 process.on("SIGINT", () => shutdown("SIGINT"));
 
-log("starting", { name: opts.name, prefixes: [opts.prefix], endpoint: opts.endpoint, zeromq: zmq.version });
+log("starting", {
+  name: opts.name, prefixes: [opts.prefix], endpoint: opts.endpoint, zeromq: zmq.version,
+  curve: Boolean(opts.keysDir),
+});
 hello("start");
 heartbeatTimer = setInterval(heartbeat, HEARTBEAT_MS);
 

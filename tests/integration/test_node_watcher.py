@@ -165,3 +165,36 @@ async def test_dice_watcher_logs_json_and_stops_on_sigterm(cluster: Cluster, dic
     msgs = [line["msg"] for line in lines]
     assert "welcome" in msgs and msgs[-2:] == ["stopping", "stopped"]
     assert lines[-2]["signal"] == "SIGTERM"
+
+
+async def test_dice_watcher_over_tcp_with_curve_keys(tmp_path: Path) -> None:
+    """The example reads its CURVE keys (--keys-dir) and works against a keyed processor."""
+    from tests.integration.test_curve import cli, tcp_base
+
+    assert NODE is not None
+    keys_dir = tmp_path / "keys"
+    assert cli("keys", str(keys_dir), "--watcher", "dice=dice-*").returncode == 0
+    base = tcp_base()
+    (tmp_path / "c").mkdir()
+    cluster = Cluster(tmp_path / "c", gateways=1,
+                      args=["--tcp", f"127.0.0.1:{base}", "--keys-dir", str(keys_dir)])
+    log_path = tmp_path / "dice.log"
+    try:
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([NODE, str(DICE), "--endpoint", f"tcp://127.0.0.1:{base + 2}",
+                                     "--keys-dir", str(keys_dir)], cwd=NODE_DIR, stdout=log, stderr=log)
+        try:
+            [[a]] = await clients_on(cluster.url, 1)
+            joined = await join_claimed(a)
+            room = joined["target"]
+            await a.send({"action": "roll", "target": room, "message_body": {"sides": 4}})
+            body = (await a.next(rolled_by(room, a.id)))["message_body"]
+            assert body["sides"] == 4 and 1 <= body["value"] <= 4
+            await a.close()
+        finally:
+            stop(proc)
+            print("---- dice.js log ----\n" + log_path.read_text(errors="replace")[-6000:])
+        text = Path(cluster.log.name).read_text(errors="replace")
+        assert "refused a CURVE key" not in text and "watcher hello refused" not in text
+    finally:
+        cluster.stop()
