@@ -34,7 +34,7 @@ from .errors import CloseCode, ErrorCode
 
 MAX_ROOM_NAME = 64
 PRIVATE_PREFIX = "private-"  # Pusher's convention: joined with a room token (or by its watcher)
-MAX_LIST_ROOMS = 100  # rooms in one `room-list` page: the default and the most a client gets
+MAX_LIST_PAGE = 100  # names in one `room-list` or `member-list` page: the default and the most
 DIRECT_MODES = ("on", "shared-room", "off")  # --direct-messages
 
 # Decides a client's join of an unclaimed private room: (message_body.token, the client's
@@ -43,7 +43,7 @@ DIRECT_MODES = ("on", "shared-room", "off")  # --direct-messages
 RoomPass = Callable[[object, str, str], bool]
 
 
-LIST_ROOMS_BODY = "list-rooms: limit must be an integer and after a string (a room name)"
+PAGE_BODY = "limit must be an integer and after a string (the last name of the page before)"
 
 
 class Delivery(Enum):
@@ -315,7 +315,7 @@ class Mesh:
         if action == "list-rooms":
             return self._list_rooms(client, body, request_id)
         if action == "list-members":
-            return self._list_members(client, target, request_id)
+            return self._list_members(client, target, body, request_id)
         if not target:
             return self._error(client, ErrorCode.MISSING_TARGET, action, target, request_id)
         owner = self._owner(target)
@@ -396,31 +396,43 @@ class Mesh:
                 return self._join(client, name, notify=True, mirror=True, request_id=request_id)
         return self._forward(owner, client, "join-room", LOBBY, body, False, request_id)
 
-    def _list_rooms(self, client: str, body: bytes, request_id: bytes) -> None:
-        """One page of the rooms that are not private, by name (code point order): `limit`
-        (clamped to 1..100; default 100) rooms strictly after the cursor `after`; `next` is
-        the cursor of the next page, or None on the last. The lobby is listed like any room."""
+    def _page_args(self, client: str, action: str, target: str, body: bytes,
+                   request_id: bytes) -> tuple[int, str] | None:
+        """A list request's `limit` (clamped to 1..100; default 100) and `after` cursor
+        (null: as if absent), or None once the client is told `bad-body`."""
         args = protocol.decode_body(body) if body != protocol.EMPTY_BODY else {}
-        limit, after = args.get("limit"), args.get("after")  # null: as if absent
+        limit, after = args.get("limit"), args.get("after")
         if limit is None:
-            limit = MAX_LIST_ROOMS
+            limit = MAX_LIST_PAGE
         if (not isinstance(limit, int) or isinstance(limit, bool)
                 or (after is not None and not isinstance(after, str))):
-            return self._error(client, ErrorCode.BAD_BODY, "list-rooms", "", request_id,
-                               detail=LIST_ROOMS_BODY)
-        limit = min(max(limit, 1), MAX_LIST_ROOMS)
-        after = after or ""
+            self._error(client, ErrorCode.BAD_BODY, action, target, request_id,
+                        detail=f"{action}: {PAGE_BODY}")
+            return None
+        return min(max(limit, 1), MAX_LIST_PAGE), after or ""
+
+    @staticmethod
+    def _page(names: Iterable[str], limit: int, after: str) -> tuple[list[str], str | None]:
+        """The first `limit` names after the cursor, in code point order, and the next cursor
+        (None on the last page). Stable while names come and go: no offsets to shift."""
+        first = heapq.nsmallest(limit + 1, (n for n in names if n > after))
+        page = first[:limit]
+        return page, (page[-1] if len(first) > limit else None)
+
+    def _list_rooms(self, client: str, body: bytes, request_id: bytes) -> None:
+        """One page of the rooms that are not private, by name. The lobby is listed like any room."""
+        args = self._page_args(client, "list-rooms", "", body, request_id)
+        if args is None:
+            return None
         rooms = self.rooms
-        names = heapq.nsmallest(limit + 1, (n for n in rooms
-                                            if n > after and not n.startswith(PRIVATE_PREFIX)))
-        page = names[:limit]
+        page, cursor = self._page((n for n in rooms if not n.startswith(PRIVATE_PREFIX)), *args)
         listed = [{"name": n, "members": len(rooms[n].members)} for n in page]
-        cursor = page[-1] if len(names) > limit else None
         return self._reply(client, "room-list", "", {"rooms": listed, "next": cursor}, request_id)
 
-    def _list_members(self, client: str, target: str, request_id: bytes) -> None:
-        """Members of one room, in join order. Not of the lobby (every client: enumeration),
-        and of a private room only for its members (others cannot tell if it exists)."""
+    def _list_members(self, client: str, target: str, body: bytes, request_id: bytes) -> None:
+        """One page of a room's members, by client ID. Not of the lobby (every client:
+        enumeration), and of a private room only for its members (others cannot tell if it
+        exists)."""
         if not target:
             return self._error(client, ErrorCode.MISSING_TARGET, "list-members", target, request_id)
         room = self.rooms.get(target)
@@ -429,7 +441,11 @@ class Mesh:
             return self._error(client, ErrorCode.FORBIDDEN, "list-members", target, request_id)
         if room is None:
             return self._error(client, ErrorCode.UNKNOWN_ROOM, "list-members", target, request_id)
-        return self._reply(client, "member-list", target, {"members": list(room.members)},
+        args = self._page_args(client, "list-members", target, body, request_id)
+        if args is None:
+            return None
+        page, cursor = self._page(room.members, *args)
+        return self._reply(client, "member-list", target, {"members": page, "next": cursor},
                            request_id)
 
     def _forward(self, owner: WatcherEntry, client: str, action: str, target: str, body: bytes,

@@ -29,9 +29,9 @@ from meshstream_zmq.commands import (
     Settings,
 )
 from meshstream_zmq.core import (
-    LIST_ROOMS_BODY,
-    MAX_LIST_ROOMS,
+    MAX_LIST_PAGE,
     MAX_ROOM_NAME,
+    PAGE_BODY,
     Delivery,
     EventKind,
     Mesh,
@@ -323,14 +323,36 @@ def test_list_rooms_counts_members_and_echoes_the_id(make: Make) -> None:
     assert out.inbox(A) == [] and out.inbox(B) == []
 
 
-def test_list_members_in_join_order_for_anyone(make: Make) -> None:
+def test_list_members_by_client_id_for_anyone(make: Make) -> None:
     mesh, out = make(A, B, C)
     join(mesh, B, "r")
     join(mesh, A, "r")
     out.clear()
     send(mesh, C, "list-members", "r", rid=99)  # presence: no membership needed
     assert only(out.inbox(C)) == {"action": "member-list", "target": "r", "sender": SERVER_SENDER,
-                                  "id": 99, "message_body": {"members": [B, A]}}
+                                  "id": 99, "message_body": {"members": sorted([A, B]), "next": None}}
+
+
+def test_list_members_is_paged_and_stable_while_members_come_and_go(make: Make) -> None:
+    """No reply is unbounded: at most 100 members a page, a cursor for the next, and a
+    member leaving between pages neither hides nor repeats anyone still there."""
+    clients = [f"g2.{i:03d}" for i in range(MAX_LIST_PAGE + 30)]
+    mesh, out = make(A, *clients)
+    for c in clients:
+        join(mesh, c, "big")
+    out.clear()
+    send(mesh, A, "list-members", "big", rid=1)
+    first = only(out.inbox(A))["message_body"]
+    assert first["members"] == clients[:MAX_LIST_PAGE] and first["next"] == clients[MAX_LIST_PAGE - 1]
+    send(mesh, clients[0], "leave-room", "big")
+    out.clear()
+    send(mesh, A, "list-members", "big", body={"after": first["next"], "limit": 20}, rid=2)
+    second = only(out.inbox(A))["message_body"]
+    assert second["members"] == clients[MAX_LIST_PAGE:MAX_LIST_PAGE + 20]
+    out.clear()
+    send(mesh, A, "list-members", "big", body={"after": second["next"]}, rid=3)
+    last = only(out.inbox(A))["message_body"]
+    assert last == {"members": clients[MAX_LIST_PAGE + 20:], "next": None}
 
 
 def test_list_members_of_the_lobby_is_forbidden(make: Make) -> None:
@@ -1511,7 +1533,7 @@ def test_list_members_of_a_private_room_is_for_its_members_only(make: Make) -> N
     send(mesh, A, "join-room", "private-r", {"token": "pass:alice:private-r"})
     out.clear()
     send(mesh, A, "list-members", "private-r", rid=1)
-    assert only(out.inbox(A))["message_body"] == {"members": [A]}
+    assert only(out.inbox(A))["message_body"] == {"members": [A], "next": None}
     send(mesh, B, "list-members", "private-r", rid=2)
     assert_error(out, B, ErrorCode.FORBIDDEN, "list-members", "private-r", rid=2)
     out.clear()
@@ -1568,11 +1590,11 @@ def test_list_rooms_pages_by_name_with_a_cursor(make: Make) -> None:
 
 def test_list_rooms_is_bounded_and_clamps_its_limit(make: Make) -> None:
     mesh, out = make(A)
-    for i in range(MAX_LIST_ROOMS + 50):
+    for i in range(MAX_LIST_PAGE + 50):
         name = f"r{i:04}"
         mesh.rooms[name] = Room(name, keep=True)
-    for body, expected in (({}, MAX_LIST_ROOMS), ({"limit": None}, MAX_LIST_ROOMS),
-                           ({"limit": 10**9}, MAX_LIST_ROOMS), ({"limit": 0}, 1),
+    for body, expected in (({}, MAX_LIST_PAGE), ({"limit": None}, MAX_LIST_PAGE),
+                           ({"limit": 10**9}, MAX_LIST_PAGE), ({"limit": 0}, 1),
                            ({"limit": -5}, 1), ({"limit": 7}, 7)):
         out.clear()
         send(mesh, A, "list-rooms", body=body)
@@ -1588,7 +1610,7 @@ def test_list_rooms_with_a_bad_limit_or_cursor_is_bad_body(make: Make, body: dic
     send(mesh, A, "list-rooms", body=body, rid=4)
     error = only(out.inbox(A))
     assert error["message_body"] == {"code": "bad-body", "action": "list-rooms",
-                                     "message": LIST_ROOMS_BODY}
+                                     "message": f"list-rooms: {PAGE_BODY}"}
     assert error["id"] == 4
 
 
