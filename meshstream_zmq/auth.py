@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .config import Config
 
@@ -42,6 +44,26 @@ class Identity:
     expires: float | None
 
 
+class TokenKeyError(ValueError):
+    """The configured key cannot verify anything: said at start, not per token."""
+
+
+def _public_key(path: str) -> tuple[Any, list[str]]:
+    """The PEM public key of `--jwt-public-key` and the one algorithm its type allows
+    (RS256 for RSA, ES256 for P-256), so a token can never pick another."""
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except OSError as exc:
+        raise TokenKeyError(f"cannot read --jwt-public-key {path!r}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise TokenKeyError(f"--jwt-public-key {path!r} is not a PEM public key") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return key, ["RS256"]
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key, ["ES256"]
+    raise TokenKeyError(f"--jwt-public-key {path!r}: only RSA and P-256 keys verify tokens (RS256, ES256)")
+
+
 class Tokens:
     """Verifies JWTs against the configured key. `enabled` is False when no key is set."""
 
@@ -50,8 +72,7 @@ class Tokens:
         self.issuer = config.jwt_issuer or None
         self.key: Any
         if config.jwt_public_key:
-            self.key = Path(config.jwt_public_key).read_bytes()
-            self.algorithms = ["RS256", "ES256"]
+            self.key, self.algorithms = _public_key(config.jwt_public_key)
         elif config.jwt_secret:
             self.key = config.jwt_secret
             self.algorithms = ["HS256"]

@@ -130,11 +130,18 @@ Then start every process with --keys-dir DIR (or MESHSTREAM_KEYS_DIR=DIR).""")
 def preflight(config: Config, watchers: list[str]) -> None:
     """`meshstream run`'s checks before any child starts (each child would repeat them and
     be restarted forever): TCP beyond loopback without keys, the run directory, a live
-    instance on the same sockets, missing key files."""
+    instance on the same sockets, the TLS certificate and key, the JWT key, missing key
+    files."""
     from meshstream_zmq import keys, links
+    from services.gateway import StartupError, client_tokens, tls_context
 
     links.check_bind(config)
     links.prepare_ipc(config)
+    try:
+        tls_context(config)
+        client_tokens(config)
+    except StartupError as exc:
+        raise links.LinkError(str(exc)) from None
     if config.keys_dir:
         try:
             keys.processor_pair(config.keys_dir)

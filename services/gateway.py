@@ -42,7 +42,7 @@ from websockets.server import ServerProtocol
 from meshstream_zmq import links, new_epoch
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
-from meshstream_zmq.auth import Tokens
+from meshstream_zmq.auth import TokenKeyError, Tokens
 from meshstream_zmq.config import Config
 from meshstream_zmq.errors import CloseCode
 from meshstream_zmq.gateway import KEEPALIVE_TICK, Connection, Gateway
@@ -80,9 +80,8 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 def client_tokens(config: Config) -> Tokens:
     try:
         return Tokens(config)
-    except OSError as exc:
-        raise StartupError(f"cannot read --jwt-public-key {config.jwt_public_key!r}: "
-                           f"{exc.strerror or exc}") from None
+    except TokenKeyError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def request_token(request: Request) -> str | None:

@@ -24,7 +24,7 @@ import zmq
 from meshstream_zmq import links, new_epoch, protocol
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
-from meshstream_zmq.auth import Tokens
+from meshstream_zmq.auth import TokenKeyError, Tokens
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import Delivery, EventKind, Mesh, RoomPass, RoomView
 from meshstream_zmq.errors import ErrorCode
@@ -386,7 +386,10 @@ def room_pass(config: Config) -> RoomPass | None:
     """The core's check of a private-room token: auth.Tokens.room on the wall clock (tokens'
     exp and nbf are wall-clock times). None without a JWT key: no client joins a private
     room no watcher claims."""
-    tokens = Tokens(config)
+    try:
+        tokens = Tokens(config)
+    except TokenKeyError as exc:
+        raise SystemExit(f"processor cannot start: {exc}") from None
     if not tokens.enabled:
         return None
 

@@ -16,6 +16,7 @@ import ctypes
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 import urllib.request
@@ -138,9 +139,18 @@ def children(config: Config, watchers: list[str]) -> list[Child]:
     return out
 
 
-def healthy(port: int) -> bool:
+def healthy(port: int, tls: bool = False) -> bool:
+    """A gateway answers /healthz on this host (over TLS when it serves TLS: the certificate
+    names the public host, not 127.0.0.1, so it is not verified for this local probe)."""
+    context = None
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    scheme = "https" if tls else "http"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+        with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/healthz", timeout=1,
+                                    context=context) as resp:
             return bool(resp.status == 200)
     except OSError:
         return False
@@ -174,11 +184,12 @@ def run(config: Config, watchers: list[str] | None = None) -> int:
                         kid.start()
                 elif kid.proc.exitcode is not None:
                     kid.reap(now)
-            if not announced and healthy(config.port):
+            if not announced and healthy(config.port, bool(config.tls_cert)):
                 announced = True
                 host = "localhost" if config.host in ("0.0.0.0", "", "::") else config.host
-                print(f"meshstream is up: http://{host}:{config.port}/  "
-                      f"(WebSocket: ws://{host}:{config.port}/wsmesh, "
+                s = "s" if config.tls_cert else ""
+                print(f"meshstream is up: http{s}://{host}:{config.port}/  "
+                      f"(WebSocket: ws{s}://{host}:{config.port}/wsmesh, "
                       f"{config.gateways} gateways)", flush=True)
             due = [kid.restart_at - now for kid in kids if kid.proc is None]
             if not announced:

@@ -358,3 +358,31 @@ def test_a_gateway_with_unusable_tls_files_refuses_to_start(tmp_path: Path, file
     assert "gateway cannot start" in out and "cannot load the TLS certificate" in out, out
     assert str(cert) in out
     assert json.dumps("not a key")[1:-1] not in out  # never the files' content
+
+
+def test_run_says_it_is_up_over_https_and_wss(tls_cluster: Cluster) -> None:
+    """The supervisor's own health probe speaks TLS when the gateways do."""
+    deadline = time.monotonic() + 30
+    while "meshstream is up" not in tls_cluster.read_log():
+        assert time.monotonic() < deadline, tls_cluster.read_log()
+        time.sleep(0.1)
+    log = tls_cluster.read_log()
+    assert f"meshstream is up: https://127.0.0.1:{tls_cluster.port}/" in log
+    assert f"wss://127.0.0.1:{tls_cluster.port}/wsmesh" in log
+
+
+@pytest.mark.parametrize("setting", ["tls", "jwt-public-key"])
+def test_run_refuses_unusable_files_before_starting_any_child(tmp_path: Path, setting: str) -> None:
+    """A file no gateway could use stops `meshstream run` at once (exit 2, the reason),
+    instead of gateways crash-looping under the supervisor."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
+    extra = (["--tls-cert", str(junk), "--tls-key", str(junk)] if setting == "tls"
+             else ["--jwt-public-key", str(junk)])
+    cmd = [sys.executable, "-m", "services.cli", "run", "--port", "0", "--no-watchers",
+           "--run-dir", str(tmp_path / "run"), "--metrics-port", "0", *extra]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    expected = "cannot load the TLS certificate" if setting == "tls" else "is not a PEM public key"
+    assert expected in r.stderr and str(junk) in r.stderr, r.stderr
+    assert '"msg": "started"' not in r.stdout + r.stderr  # the supervisor started no child

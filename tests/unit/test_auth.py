@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from meshstream_zmq.auth import Identity, TokenError, Tokens
+from meshstream_zmq.auth import Identity, TokenError, TokenKeyError, Tokens
 from meshstream_zmq.config import Config
 
 NOW = 1_800_000_000.0
@@ -92,3 +92,16 @@ def test_room_tokens_name_the_user_and_the_room_and_expire() -> None:
     assert not tokens.room(hs({**ok, "exp": NOW - 1}), "ann", "private-r", NOW)
     assert not tokens.room(hs({"sub": "ann", "room": "private-r"}), "ann", "private-r", NOW)  # no exp
     assert not tokens.room(12, "ann", "private-r", NOW)
+
+
+@pytest.mark.parametrize("content", [None, b"not a key", "p384"])
+def test_an_unusable_public_key_is_refused_at_start(content: bytes | str | None, tmp_path: Path) -> None:
+    pem = tmp_path / "public.pem"
+    if content == "p384":  # a valid key of a type that verifies no algorithm we accept
+        key = ec.generate_private_key(ec.SECP384R1()).public_key()
+        pem.write_bytes(key.public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+    elif isinstance(content, bytes):
+        pem.write_bytes(content)
+    with pytest.raises(TokenKeyError, match=str(pem)):
+        Tokens(Config(jwt_public_key=str(pem)))
