@@ -71,6 +71,10 @@ class Config:
     jwt_issuer: str = ""  # required `iss` of tokens, when set
     tls_cert: str = ""  # PEM certificate chain: gateways serve wss:// and https://
     tls_key: str = ""  # its PEM private key
+    resume_window: float = 60.0  # seconds a client whose connection was lost keeps its session
+    history_size: int = 1000  # room messages kept per room for resume and `history` (0: none)
+    history_age: float = 300.0  # seconds a room message is kept for resume and `history`
+    direct_history: int = 100  # direct messages kept per client for resume
     keys_dir: str = ""  # CURVE keys from `meshstream keys DIR`: required for TCP beyond loopback
     heartbeat: float = 0.5  # seconds between heartbeats, every direction
     peer_timeout: float = 3.0  # silence after which a gateway, watcher or processor is dead

@@ -61,7 +61,7 @@ class Delivery(Enum):
 
 
 class EventKind(IntEnum):
-    """The six events (values match `Event.Kind` in proto/meshstream.proto)."""
+    """The events (values match `Event.Kind` in proto/meshstream.proto)."""
 
     CLIENT_CONNECTED = 1
     CLIENT_DISCONNECTED = 2
@@ -69,6 +69,8 @@ class EventKind(IntEnum):
     ROOM_DELETED = 4
     CLIENT_JOINED_ROOM = 5
     CLIENT_LEFT_ROOM = 6
+    CLIENT_AWAY = 7  # its connection ended uncleanly: it may resume within the window
+    CLIENT_BACK = 8  # it resumed, identity and rooms kept
 
 
 @dataclass(slots=True)

@@ -47,6 +47,7 @@ class ErrorCode(str, Enum):
     ALREADY_MEMBER = ("already-member", "you are already a member of this room")
     UNKNOWN_CLIENT = ("unknown-client", "no such client")
     FORBIDDEN = ("forbidden", "you may not do this")
+    HISTORY_LOST = ("history-lost", "those messages are no longer held (or the room's epoch changed)")
     TOO_MANY_ROOMS = ("too-many-rooms", "you are in as many rooms as a client may be")
     LOBBY_READONLY = ("lobby-readonly", "mesh-global is the lobby: it only takes join-room")
     CANNOT_LEAVE_LOBBY = ("cannot-leave-lobby", "every client stays in mesh-global until it disconnects")
@@ -72,6 +73,7 @@ class CloseCode:
     TOO_BIG = 1009  # frame over the size limit (sent by websockets itself)
     INTERNAL_ERROR = 1011  # keepalive pong too late; a bug handling the client's frame
     SLOW_CONSUMER = 4000  # send queue stayed over its bound
+    SERVICE_RESTART = 1012  # the gateway is restarting: resume on another
     TRY_AGAIN_LATER = 1013  # over the gateway's connection limits
     DISCONNECTED = 4001  # a watcher or the server disconnected the client
     TOKEN = 4003  # token-required, bad-token or token-expired (the reason says which)

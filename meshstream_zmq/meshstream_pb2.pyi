@@ -52,26 +52,48 @@ class GatewayBatch(_message.Message):
     def __init__(self, gateway: _Optional[str] = ..., items: _Optional[_Iterable[_Union[GatewayItem, _Mapping]]] = ...) -> None: ...
 
 class GatewayItem(_message.Message):
-    __slots__ = ("hello", "heartbeat", "connected", "disconnected", "frames")
+    __slots__ = ("hello", "heartbeat", "connected", "disconnected", "away", "resume", "frames")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     DISCONNECTED_FIELD_NUMBER: _ClassVar[int]
+    AWAY_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     hello: GatewayHello
     heartbeat: Heartbeat
     connected: ClientConnected
     disconnected: str
+    away: str
+    resume: ResumeRequest
     frames: ClientFrames
-    def __init__(self, hello: _Optional[_Union[GatewayHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., connected: _Optional[_Union[ClientConnected, _Mapping]] = ..., disconnected: _Optional[str] = ..., frames: _Optional[_Union[ClientFrames, _Mapping]] = ...) -> None: ...
+    def __init__(self, hello: _Optional[_Union[GatewayHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., connected: _Optional[_Union[ClientConnected, _Mapping]] = ..., disconnected: _Optional[str] = ..., away: _Optional[str] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ..., frames: _Optional[_Union[ClientFrames, _Mapping]] = ...) -> None: ...
 
 class ClientConnected(_message.Message):
-    __slots__ = ("client", "user")
+    __slots__ = ("client", "user", "session_hash")
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
+    SESSION_HASH_FIELD_NUMBER: _ClassVar[int]
     client: str
     user: str
-    def __init__(self, client: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+    session_hash: bytes
+    def __init__(self, client: _Optional[str] = ..., user: _Optional[str] = ..., session_hash: _Optional[bytes] = ...) -> None: ...
+
+class ResumeRequest(_message.Message):
+    __slots__ = ("link", "session_hash", "new_session_hash", "user", "epoch", "seq")
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    SESSION_HASH_FIELD_NUMBER: _ClassVar[int]
+    NEW_SESSION_HASH_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    link: str
+    session_hash: bytes
+    new_session_hash: bytes
+    user: str
+    epoch: str
+    seq: int
+    def __init__(self, link: _Optional[str] = ..., session_hash: _Optional[bytes] = ..., new_session_hash: _Optional[bytes] = ..., user: _Optional[str] = ..., epoch: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class ClientFrames(_message.Message):
     __slots__ = ("client", "action", "target", "body", "is_target_client", "request_id", "first_seq")
@@ -100,14 +122,16 @@ class GatewayHello(_message.Message):
     def __init__(self, index: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientRooms, _Mapping]]] = ...) -> None: ...
 
 class ClientRooms(_message.Message):
-    __slots__ = ("client", "rooms", "user")
+    __slots__ = ("client", "rooms", "user", "session_hash")
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     ROOMS_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
+    SESSION_HASH_FIELD_NUMBER: _ClassVar[int]
     client: str
     rooms: _containers.RepeatedScalarFieldContainer[str]
     user: str
-    def __init__(self, client: _Optional[str] = ..., rooms: _Optional[_Iterable[str]] = ..., user: _Optional[str] = ...) -> None: ...
+    session_hash: bytes
+    def __init__(self, client: _Optional[str] = ..., rooms: _Optional[_Iterable[str]] = ..., user: _Optional[str] = ..., session_hash: _Optional[bytes] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("acked",)
@@ -126,18 +150,36 @@ class GatewayOut(_message.Message):
     def __init__(self, ops: _Optional[_Iterable[_Union[GatewayOp, _Mapping]]] = ..., seq: _Optional[int] = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class GatewayOp(_message.Message):
-    __slots__ = ("deliver", "joined", "left", "close", "welcome")
+    __slots__ = ("deliver", "joined", "left", "close", "welcome", "resumed")
     DELIVER_FIELD_NUMBER: _ClassVar[int]
     JOINED_FIELD_NUMBER: _ClassVar[int]
     LEFT_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
     deliver: Deliver
     joined: Membership
     left: Membership
     close: CloseClient
     welcome: Welcome
-    def __init__(self, deliver: _Optional[_Union[Deliver, _Mapping]] = ..., joined: _Optional[_Union[Membership, _Mapping]] = ..., left: _Optional[_Union[Membership, _Mapping]] = ..., close: _Optional[_Union[CloseClient, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ...) -> None: ...
+    resumed: ResumeResult
+    def __init__(self, deliver: _Optional[_Union[Deliver, _Mapping]] = ..., joined: _Optional[_Union[Membership, _Mapping]] = ..., left: _Optional[_Union[Membership, _Mapping]] = ..., close: _Optional[_Union[CloseClient, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., resumed: _Optional[_Union[ResumeResult, _Mapping]] = ...) -> None: ...
+
+class ResumeResult(_message.Message):
+    __slots__ = ("link", "client", "reason", "rooms", "replay", "epoch")
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ROOMS_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    link: str
+    client: str
+    reason: str
+    rooms: _containers.RepeatedScalarFieldContainer[str]
+    replay: _containers.RepeatedScalarFieldContainer[bytes]
+    epoch: str
+    def __init__(self, link: _Optional[str] = ..., client: _Optional[str] = ..., reason: _Optional[str] = ..., rooms: _Optional[_Iterable[str]] = ..., replay: _Optional[_Iterable[bytes]] = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class Deliver(_message.Message):
     __slots__ = ("frame", "clients", "room", "exclude")
@@ -203,6 +245,8 @@ class Event(_message.Message):
         ROOM_DELETED: _ClassVar[Event.Kind]
         CLIENT_JOINED_ROOM: _ClassVar[Event.Kind]
         CLIENT_LEFT_ROOM: _ClassVar[Event.Kind]
+        CLIENT_AWAY: _ClassVar[Event.Kind]
+        CLIENT_BACK: _ClassVar[Event.Kind]
     UNSPECIFIED: Event.Kind
     CLIENT_CONNECTED: Event.Kind
     CLIENT_DISCONNECTED: Event.Kind
@@ -210,6 +254,8 @@ class Event(_message.Message):
     ROOM_DELETED: Event.Kind
     CLIENT_JOINED_ROOM: Event.Kind
     CLIENT_LEFT_ROOM: Event.Kind
+    CLIENT_AWAY: Event.Kind
+    CLIENT_BACK: Event.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     ROOM_FIELD_NUMBER: _ClassVar[int]

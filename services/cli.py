@@ -40,6 +40,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     sec.add_argument("--direct-messages", choices=["on", "shared-room", "off"],
                      help="who may message a client directly (default: on)")
     sec.add_argument("--max-rooms-per-client", type=int, help="rooms one client may be in (0: no limit)")
+    rec = p.add_argument_group("recovery (docs/protocol.md, \"Sessions and resume\")")
+    rec.add_argument("--resume-window", type=float, help="seconds a dropped client may resume (60)")
+    rec.add_argument("--history-size", type=int, help="room messages kept per room (1000)")
+    rec.add_argument("--history-age", type=float, help="seconds a room message is kept (300)")
+    rec.add_argument("--direct-history", type=int, help="direct messages kept per client (100)")
     sec.add_argument("--keys-dir", metavar="DIR", help="CURVE keys from `meshstream keys DIR`")
 
 
