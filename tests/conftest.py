@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import pytest
 import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
+PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -32,6 +34,13 @@ def free_port() -> int:
 def title(p: psutil.Process) -> str:
     """The process title: setproctitle pads argv with NULs, which psutil returns as ''."""
     return " ".join(a for a in p.cmdline() if a).strip()
+
+
+def _die_with_the_tests() -> None:
+    """In the cluster's supervisor, before exec: SIGTERM when the test run dies, so a run
+    killed from outside (a timeout, Ctrl-C twice) leaves no cluster behind; the supervisor
+    then stops its children as usual."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Cluster:
@@ -52,7 +61,8 @@ class Cluster:
         self.log = open(tmp / "cluster.log", "wb")  # noqa: SIM115
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with_the_tests)
         self.url = f"{'wss' if tls else 'ws'}://127.0.0.1:{self.port}/wsmesh"
         try:
             self.wait_healthy()
