@@ -252,6 +252,7 @@ class Game:
         self._timers: dict[int, _Timer] = {}
         self._next_token = 1
         self._ends_at = 0.0
+        self._phase_ends_at = 0.0  # when the chat phase or the current turn runs out
         self._listed: tuple[str, ...] = ()  # slugs of the last client-list-notify
 
     # ------------------------------------------------------------ state
@@ -476,6 +477,40 @@ class Game:
             effects += self._end_turn(player, f"<b>{player.name}</b> left the game.")
         return effects
 
+    def rejoin(self, client: str, now: float) -> list[Effect]:
+        """A player whose connection was lost is back (it resumed its session, seat and score
+        kept): tell it, and it alone, the current state with the frames a player already
+        understands, so that a page that missed anything, or holds stale countdowns, shows the
+        game as it is now. Nothing changes and nobody else hears of it.
+
+        - always `client-list-notify` (names, colours, scores);
+        - waiting, and it is a friend room's maker: `is-room-maker`;
+        - chat phase or a turn: `message-by-bot` with an empty `message` (no new bot line),
+          the time left of the phase or turn, `clientstats`, `letter` and, in a turn,
+          `whichclientturn`;
+        - over: `room-bot-end-game` (the final ranking and words).
+        Between turns and while greeting nothing more: the next announcement comes anyway.
+        """
+        if client not in self._players:
+            return []
+        to = (client,)
+        effects: list[Effect] = [Send("client-list-notify", {"clientsinroomessage": self._stats()},
+                                      to_room=False, clients=to)]
+        if self._phase is Phase.WAITING:
+            if self._maker == client and not self.random_room:
+                effects.append(self._maker_notice())
+        elif self._phase in (Phase.CHAT, Phase.TURN):
+            body: Body = {"message": "", "timer": self._shown(self._phase_ends_at - now, now),
+                          "clientstats": self._stats(), "letter": self._letter}
+            if self._phase is Phase.TURN and self._turn is not None:
+                body["whichclientturn"] = self._players[self._turn].public()
+            else:
+                body["letter"] = ""
+            effects.append(Send("message-by-bot", body, to_room=False, clients=to))
+        elif self._phase is Phase.OVER:
+            effects.append(Send("room-bot-end-game", self._end_body(), to_room=False, clients=to))
+        return effects
+
     # ------------------------------------------------------------ timers
 
     def on_timer(self, token: int, now: float) -> list[Effect]:
@@ -492,6 +527,7 @@ class Game:
             case _Timer.CHAT:
                 self._phase = Phase.CHAT
                 seconds = self.timing(self.timing.chat_phase)
+                self._phase_ends_at = now + seconds
                 body = {"message": "Chat phase: everyone may talk. The first turn comes next.",
                         "timer": self._shown(seconds, now), "clientstats": self._stats(), "letter": ""}
                 return [Send("message-by-bot", body),
@@ -533,6 +569,7 @@ class Game:
     def _begin_turn(self, player: _Player, text: str, seconds: float, now: float) -> list[Effect]:
         self._phase = Phase.TURN
         self._turn = player.slug
+        self._phase_ends_at = now + self.timing(seconds)
         body = {"message": text, "timer": self._shown(self.timing(seconds), now),
                 "clientstats": self._stats(), "letter": self._letter, "whichclientturn": player.public()}
         return [Send("message-by-bot", body), self._start_timer(_Timer.TURN, seconds)]
@@ -551,13 +588,15 @@ class Game:
         effects: list[Effect] = self._cancel_all()
         self._phase = Phase.OVER
         self._turn = None
-        ranking = sorted(self._players.values(), key=lambda p: (-p.score, p.slug))
         effects.append(Send("send-message", {"message": f"Game ended: {reason}"}))
-        body = {"message": self._verdict_text(ranking), "client_list": [p.public() for p in ranking],
-                "word_list": list(self._used)}
-        effects.append(Send("room-bot-end-game", body))
+        effects.append(Send("room-bot-end-game", self._end_body()))
         effects.append(GameOver())
         return effects
+
+    def _end_body(self) -> Body:
+        ranking = sorted(self._players.values(), key=lambda p: (-p.score, p.slug))
+        return {"message": self._verdict_text(ranking), "client_list": [p.public() for p in ranking],
+                "word_list": list(self._used)}
 
     @staticmethod
     def _verdict_text(ranking: list[_Player]) -> str:

@@ -280,6 +280,9 @@ class GamesWatcher:
         self.bot.on_event(EventKind.ROOM_CREATED)(self.created)
         self.bot.on_event(EventKind.CLIENT_JOINED_ROOM)(self.joined)
         self.bot.on_event(EventKind.CLIENT_LEFT_ROOM)(self.left)
+        # A player whose connection dropped keeps its seat (CLIENT_AWAY needs nothing: its
+        # turn times out as anyone's; it leaves with CLIENT_LEFT_ROOM if it never comes back).
+        self.bot.on_event(EventKind.CLIENT_BACK)(self.back)
         self.bot.on("*")(self.frame)
         self.bot.on_welcome(self.welcome)
 
@@ -297,6 +300,14 @@ class GamesWatcher:
 
     def left(self, ev: Event) -> None:
         self._handle(ev.room, ev)
+
+    def back(self, ev: Event) -> None:
+        """A player resumed its session: its page gets the game's current state (`Game.rejoin`),
+        after the frames it missed (the processor replays those first). The event names the
+        room, or none: then every game the client plays in."""
+        rooms = [ev.room] if ev.room else [r for r, g in self.games.items() if ev.client in g.players]
+        for room in rooms:
+            self._handle(room, ev)
 
     def frame(self, msg: Message) -> None:
         self._handle(msg.room, msg)
@@ -348,7 +359,9 @@ class GamesWatcher:
             return
         elif item.kind is EventKind.CLIENT_JOINED_ROOM:
             self.apply(room, game.join(item.client, self.bot.now()))
-        else:
+        elif item.kind is EventKind.CLIENT_BACK:
+            self.apply(room, game.rejoin(item.client, self.bot.now()))
+        elif item.kind is EventKind.CLIENT_LEFT_ROOM:
             self._left(item, game)
 
     def _frame(self, msg: Message, game: Game | None) -> None:

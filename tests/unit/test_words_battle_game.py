@@ -133,6 +133,50 @@ def player(slug: str, name: str, color: str, score: int = 0) -> dict[str, Any]:
     return {"color": color, "name": name, "score": score, "slug": slug}
 
 
+# ---------------------------------------------------------------- a player back after a drop
+
+
+def test_a_player_back_mid_turn_gets_the_list_and_the_turn_with_the_time_left() -> None:
+    t = friend_table(("c1", "Alice"), ("c2", "Bob"))
+    to_first_turn(t)
+    attempt_and_announce(t, "c1", "world")  # c1 scores; c2's turn on "d", 11 s
+    t.now += 4
+    effects = t.rejoin("c2")
+    lst, turn = sends(effects)
+    assert lst == Send("client-list-notify", {"clientsinroomessage": [
+        player("c1", "Alice", "yellow", 1), player("c2", "Bob", "red")]}, to_room=False, clients=("c2",))
+    assert turn.action == "message-by-bot" and not turn.to_room and turn.clients == ("c2",)
+    assert turn.body == {"message": "", "timer": 7, "letter": "d",
+                         "clientstats": [player("c1", "Alice", "yellow", 1), player("c2", "Bob", "red")],
+                         "whichclientturn": player("c2", "Bob", "red")}
+    assert not [e for e in effects if not isinstance(e, Send)], "no timer, no kick"
+    # its turn still times out as usual
+    ran_out = one(t.fire_until("message-by-bot"), "message-by-bot")
+    assert "ran out of time" in ran_out.body["message"]
+
+
+def test_a_player_back_in_the_chat_phase_gets_its_time_left_and_no_letter() -> None:
+    t = friend_table(("c1", "Alice"), ("c2", "Bob"))
+    t.fire_until("message-by-bot")  # the chat phase: 10 s
+    t.now += 2.5
+    (_, chat) = sends(t.rejoin("c1"))
+    assert chat.body["timer"] == 8 and chat.body["letter"] == "" and "whichclientturn" not in chat.body
+
+
+def test_a_player_back_before_the_start_and_after_the_end() -> None:
+    t = friend_table(("c1", "Alice"), ("c2", "Bob"), start=False)
+    maker = sends(t.rejoin("c1"))
+    assert [s.action for s in maker] == ["client-list-notify", "is-room-maker"]
+    assert [s.action for s in sends(t.rejoin("c2"))] == ["client-list-notify"]
+    t.start("c1")
+    assert [s.action for s in sends(t.rejoin("c1"))] == ["client-list-notify"]  # greeting: the rest comes
+    t.fire_until("room-bot-end-game")
+    (_, end) = sends(t.rejoin("c2"))
+    assert end.action == "room-bot-end-game" and end.clients == ("c2",)
+    assert end.body["client_list"] == [player("c1", "Alice", "yellow"), player("c2", "Bob", "red")]
+    assert t.rejoin("c9") == [], "not a player: nothing"
+
+
 # ---------------------------------------------------------------- judging
 
 
@@ -889,6 +933,7 @@ any_word = st.sampled_from(sorted(WORDS) + ["WOLF", "zzz", " Dog "])
 other_steps = st.one_of(
     st.tuples(st.just("join"), st.sampled_from(CLIENTS)),
     st.tuples(st.just("leave"), st.sampled_from(CLIENTS)),
+    st.tuples(st.just("rejoin"), st.sampled_from(CLIENTS)),  # back after its connection dropped
     st.tuples(st.just("handle"), st.sampled_from(CLIENTS), client_actions, bodies),
     st.tuples(st.just("word"), st.sampled_from(CLIENTS), any_word),
     st.tuples(st.just("start"), st.sampled_from(CLIENTS)),
@@ -941,6 +986,13 @@ def test_any_sequence_keeps_the_invariants(random_room: bool, limit: int, setup:
             effects = t.join(step[1])
         elif kind == "leave":
             effects = t.leave(step[1])
+        elif kind == "rejoin":
+            phase, timers = game.phase, dict(t.timers)
+            effects = t.rejoin(step[1])
+            assert all(isinstance(e, Send) and not e.to_room and e.clients == (step[1],)
+                       for e in effects), "a rejoin tells the returning player only"
+            assert (game.phase, t.timers, game.scores()) == (phase, timers, before), "and changes nothing"
+            assert bool(effects) == (step[1] in game.players)
         elif kind == "handle":
             effects = t.handle(step[1], step[2], step[3])
         elif kind == "word":

@@ -4,6 +4,7 @@ and what arrives meanwhile waits its turn (no socket: the replies are fed by han
 from __future__ import annotations
 
 import json
+from collections import deque
 
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq.config import Config
@@ -127,6 +128,61 @@ def test_a_room_the_lobby_did_not_make_gets_no_game() -> None:
     (error,) = sock.take()
     assert json.loads(error.send_clients.message.body)["code"] == ErrorCode.UNKNOWN_ROOM.value
     assert games.games == {}
+
+
+def games_with_two_players() -> tuple[GamesWatcher, FakeSocket]:
+    games = GamesWatcher(Config(run_dir="/nonexistent", time_scale=0.01))
+    sock = wire(games.bot)
+    event(games.bot, EventKind.ROOM_CREATED, "fr1")
+    (query,) = sock.take()
+    settings = GameRoomSettings(random_room=False, player_limit=3).to_settings()
+    reply(games.bot, query, rooms=(pb.RoomState(name="fr1", members=[], settings=settings),))
+    for c in ("c1", "c2"):
+        event(games.bot, EventKind.CLIENT_JOINED_ROOM, "fr1", c)
+        frame(games.bot, c, "set-client-name", "fr1", {"setname": c.upper() + "name"})
+    sock.take()
+    return games, sock
+
+
+def test_away_keeps_the_seat_and_back_gets_the_current_state_alone() -> None:
+    games, sock = games_with_two_players()
+    event(games.bot, EventKind.CLIENT_AWAY, "fr1", "c2")
+    event(games.bot, EventKind.CLIENT_AWAY, "", "c2")  # as the lobby's watcher would get it
+    assert sock.take() == [] and games.games["fr1"].players == ["c1", "c2"]
+    for room in ("fr1", ""):  # the event names the room, or none: every game the client is in
+        event(games.bot, EventKind.CLIENT_BACK, room, "c2")
+        (sent,) = sock.take()
+        assert op(sent) == "send_clients" and list(sent.send_clients.clients) == ["c2"]
+        m = sent.send_clients.message
+        assert (m.action, m.target, m.sender) == ("client-list-notify", "fr1", "bot-of-the-room")
+        assert [p["slug"] for p in json.loads(m.body)["clientsinroomessage"]] == ["c1", "c2"]
+    event(games.bot, EventKind.CLIENT_BACK, "", "c9")  # in no game
+    event(games.bot, EventKind.CLIENT_BACK, "other", "c1")  # not a game room
+    assert sock.take() == []
+
+
+def test_back_mid_game_gets_the_turn_and_the_lobby_ignores_away_and_back() -> None:
+    games, sock = games_with_two_players()
+    frame(games.bot, "c1", "start-the-game", "fr1", {})
+    sock.take()
+    game = games.games["fr1"]
+    for _ in range(10):  # fire the game's timers, the one due first each time, to the first turn
+        if game.current_player:
+            break
+        games.fire(*min(games.timers, key=lambda k: games.timers[k].when))
+    assert game.current_player == "c1"
+    sock.take()
+    event(games.bot, EventKind.CLIENT_BACK, "fr1", "c1")
+    lst, turn = sock.take()
+    body = json.loads(turn.send_clients.message.body)
+    assert turn.send_clients.message.action == "message-by-bot" and body["message"] == ""
+    assert body["whichclientturn"]["slug"] == "c1" and body["letter"] == "w"
+
+    lobby = LobbyWatcher(Config(run_dir="/nonexistent"))
+    lsock = wire(lobby.bot)
+    event(lobby.bot, EventKind.CLIENT_AWAY, "", "c1")
+    event(lobby.bot, EventKind.CLIENT_BACK, "", "c1")
+    assert lsock.take() == [] and lobby.queue == deque() and lobby.current is None
 
 
 # ------------------------------------------------------------------ the lobby, as the unclaimed one
