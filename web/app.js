@@ -9,6 +9,9 @@ import {
   escapeHtml,
   sanitizeBotHtml,
   BOT,
+  LOBBY,
+  Resume,
+  backoff,
 } from "./protocol.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -66,11 +69,21 @@ const RING_LEN = 2 * Math.PI * 54;
 
 // ------------------------------------------------------------------ socket
 
+// Connection recovery (docs/protocol.md, "Sessions and resume"): when the connection is
+// lost (not closed cleanly or for cause), the page reconnects with ?resume=<session>&seq=
+// <epoch>:<last seq> and, resumed, carries on: same client ID, same room, and the frames it
+// missed arrive first and are handled as usual. Refused (the window passed, the server
+// restarted), it starts over in the lobby. A server that sends no session: plain reconnects.
+
 let ws = null;
 let attempt = 0;
 let reconnectTimer = 0;
 let reconnectAt = 0;
-const outbox = []; // lobby commands typed while the socket was down
+let resuming = false; // the connection being made (or awaited) resumes the session
+let held = false; // the current socket is a resume awaiting its client-connected
+const MAX_OUTBOX = 64;
+const outbox = []; // commands typed while the socket was down (or a resume is pending)
+const resume = new Resume();
 
 function isOpen() {
   return ws && ws.readyState === WebSocket.OPEN;
@@ -85,10 +98,17 @@ function rawSend(obj) {
 }
 
 function send(obj) {
-  if (rawSend(obj)) return;
-  // Only lobby commands survive a reconnect: room frames would name a room
-  // this (new) client ID is not in.
-  if (obj.target === "mesh-global") outbox.push(obj);
+  if (!held && rawSend(obj)) return;
+  // While resuming, everything waits (the client ID and its rooms are kept); otherwise only
+  // lobby commands survive a reconnect: room frames would name a room the new client is not in.
+  if ((resuming || obj.target === LOBBY) && outbox.length < MAX_OUTBOX) outbox.push(obj);
+}
+
+function flush(keepRoomFrames) {
+  const queued = outbox.splice(0);
+  for (const obj of queued) {
+    if (keepRoomFrames || obj.target === LOBBY) rawSend(obj);
+  }
 }
 
 function setStatus(state, text) {
@@ -99,26 +119,31 @@ function setStatus(state, text) {
 function connect() {
   clearTimeout(reconnectTimer);
   reconnectAt = 0;
-  setStatus("connecting", attempt ? `Reconnecting… (try ${attempt + 1})` : "Connecting…");
+  const resumeNow = resuming && !!resume.session;
+  setStatus("connecting", resumeNow ? `Reconnecting to your game… (try ${attempt + 1})`
+    : attempt ? `Reconnecting… (try ${attempt + 1})` : "Connecting…");
   let sock;
   try {
-    sock = new WebSocket(WS_URL);
+    sock = new WebSocket(resumeNow ? resume.url(WS_URL) : WS_URL);
   } catch (err) {
     console.error("websocket", err);
     scheduleReconnect();
     return;
   }
   ws = sock;
+  held = resumeNow;
   sock.addEventListener("open", () => {
-    if (ws !== sock) return;
+    if (ws !== sock || held) return; // a resume waits for its client-connected
     attempt = 0;
     setStatus("connected", "Connected");
-    while (outbox.length && isOpen()) rawSend(outbox.shift());
+    flush(false);
   });
   sock.addEventListener("message", (ev) => {
     if (ws !== sock || typeof ev.data !== "string") return;
     for (const msg of parseFrame(ev.data)) {
+      if (!resume.accept(msg)) continue; // already handled (a seq not above the last)
       try {
+        if (msg.action === "client-connected") connected(msg);
         session.handle(msg);
       } catch (err) {
         console.error("handling", msg, err);
@@ -128,8 +153,21 @@ function connect() {
   sock.addEventListener("close", (ev) => {
     if (ws !== sock) return;
     ws = null;
+    held = false;
+    if (resume.shouldResume(ev.code)) {
+      // Lost (network, gateway restart or crash): keep the client ID, room and game on
+      // screen and resume them on the next connection.
+      resuming = true;
+      document.body.dataset.connection = "resuming";
+      scheduleReconnect();
+      return;
+    }
+    resuming = false;
+    resume.reset();
+    outbox.splice(0).forEach((obj) => { if (obj.target === LOBBY) outbox.push(obj); });
     session.disconnected();
     delete document.body.dataset.clientId;
+    document.body.dataset.connection = "closed";
     if (ev.code === 1008 || ev.code === 1009 || ev.code >= 4000) {
       toast(`Connection closed by server${ev.reason ? `: ${ev.reason}` : ""} (${ev.code})`, "error");
     }
@@ -140,8 +178,27 @@ function connect() {
   });
 }
 
+/** client-connected on the current socket: fresh, resumed, or a resume refused. */
+function connected(msg) {
+  const wasResume = held;
+  const body = msg.message_body || {};
+  const outcome = resume.connected(body);
+  held = false;
+  resuming = false;
+  attempt = 0;
+  document.body.dataset.connection = outcome;
+  if (wasResume && outcome === "resumed") {
+    setStatus("connected", "Connected · resumed");
+    flush(true);
+    return;
+  }
+  setStatus("connected", "Connected");
+  if (wasResume) session.resumeRefused(body.reason ? String(body.reason) : "");
+  flush(false);
+}
+
 function scheduleReconnect() {
-  const delay = Math.min(15000, 500 * 2 ** Math.min(attempt, 5)) * (0.8 + Math.random() * 0.4);
+  const delay = backoff(attempt);
   attempt++;
   reconnectAt = Date.now() + delay;
   reconnectTimer = setTimeout(connect, delay);
@@ -151,7 +208,8 @@ function scheduleReconnect() {
 function tickStatus() {
   if (!reconnectAt) return;
   const secs = Math.max(0, Math.ceil((reconnectAt - Date.now()) / 1000));
-  setStatus("closed", `Disconnected · retrying in ${secs}s`);
+  setStatus("closed", resuming ? `Connection lost · reconnecting in ${secs}s`
+    : `Disconnected · retrying in ${secs}s`);
 }
 
 el.status.addEventListener("click", () => {
@@ -196,7 +254,7 @@ const session = new Session({
     }
   },
 });
-window.meshstream = { session, get socket() { return ws; } };
+window.meshstream = { session, resume, get socket() { return ws; } };
 
 // ------------------------------------------------------------------ rendering
 
