@@ -67,6 +67,12 @@ class Message:
 
 @dataclass(slots=True)
 class Event:
+    """A processor event (docs/watchers.md). Client events name the client and its `user`;
+    `CLIENT_AWAY` (its connection was lost: it keeps its ID, rooms and seats for the resume
+    window, the other members are not told) and `CLIENT_BACK` (it resumed) come to the
+    watchers of its rooms and to the lobby's; if it never comes back, the usual
+    `CLIENT_LEFT_ROOM`s and `CLIENT_DISCONNECTED` follow when the window passes."""
+
     kind: EventKind
     client: str
     room: str
