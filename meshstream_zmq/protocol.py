@@ -140,8 +140,12 @@ def encode(
     *,
     is_target_client: bool = False,
     request_id: bytes = b"",
+    position: bytes = b"",
 ) -> bytes:
-    """One outbound JSON object (no trailing newline)."""
+    """One outbound JSON object (no trailing newline).
+
+    `position`: the frame's position fields, from `position()` (offset, epoch and seq of
+    a room message; seq of a direct one), built once for all the copies of a message."""
     # Hot path (every relayed message): the head and the sender part repeat, so they
     # are encoded once and looked up (bounded caches, emptied when full).
     head = _HEADS.get((action, target))
@@ -159,13 +163,32 @@ def encode(
     if is_target_client:
         tail += b',"IsTargetClient":true'
     if request_id:
-        return b"".join((head, body or EMPTY_BODY, tail, b',"id":', request_id, b"}"))
-    return b"".join((head, body or EMPTY_BODY, tail, b"}"))
+        return b"".join((head, body or EMPTY_BODY, tail, position, b',"id":', request_id, b"}"))
+    return b"".join((head, body or EMPTY_BODY, tail, position, b"}"))
 
 
 _CACHE_MAX = 4096
 _HEADS: dict[tuple[str, str], bytes] = {}
 _SENDERS: dict[str, bytes] = {}
+
+
+def position_format(epoch: str) -> bytes:
+    """`position_format(epoch) % (offset, seq)` is `position(offset, epoch, seq)`: a room
+    keeps its own, so numbering a room message costs one formatting."""
+    return b',"offset":%d,"epoch":' + _dumps(epoch).replace("%", "%%").encode() + b',"seq":%d'
+
+
+def position(offset: int, epoch: str, seq: int) -> bytes:
+    """The position fields of a frame: `,"offset":N,"epoch":E,"seq":S` for a room message
+    (`offset` not 0), `,"seq":S` for a direct one (docs/protocol.md, Sessions and resume)."""
+    if not offset:
+        return b',"seq":%d' % seq
+    return position_format(epoch) % (offset, seq)
+
+
+def stamp(frame: bytes, position: bytes) -> bytes:
+    """A frame built elsewhere (a watcher's), with its `position` fields added."""
+    return b"".join((frame[:-1], position, b"}"))
 
 
 def is_json_object(body: bytes) -> bool:
