@@ -85,6 +85,9 @@ class CountingOutbox:
     def welcome(self, *args: object) -> None:
         self.other += 1
 
+    def resumed(self, *args: object, **kwargs: object) -> None:
+        self.other += 1
+
 
 class CountingSocket:
     """Stands in for the processor's XPUB: counts messages and bytes."""

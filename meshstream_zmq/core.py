@@ -14,6 +14,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
+from itertools import islice
 from typing import Protocol, assert_never
 
 from . import LOBBY, protocol
@@ -36,6 +37,10 @@ MAX_ROOM_NAME = 64
 PRIVATE_PREFIX = "private-"  # Pusher's convention: joined with a room token (or by its watcher)
 MAX_LIST_PAGE = 100  # names in one `room-list` or `member-list` page: the default and the most
 DIRECT_MODES = ("on", "shared-room", "off")  # --direct-messages
+RESUMED_ELSEWHERE = 4002  # close code of a connection whose session another one resumed
+EXPIRED_KEPT = 65536  # hashes of sessions whose window passed, kept to answer `expired`
+HISTORY_BODY = ("since must be an integer offset, limit an integer, epoch a string "
+                "(the room's epoch)")
 
 # Decides a client's join of an unclaimed private room: (message_body.token, the client's
 # user, the room) -> admitted. The processor builds it from auth.Tokens.room and the wall
@@ -124,25 +129,47 @@ class Outbox(Protocol):
     def welcome(self, watcher: str, rooms: Sequence[RoomView]) -> None:
         """Accept a watcher's hello, with the state of the rooms it claims."""
 
+    def resumed(self, gateway: str, link: str, client: str = "", reason: str = "",
+                rooms: Sequence[str] = (), replay: Sequence[bytes] = (), epoch: str = "") -> None:
+        """Answer `gateway`'s ResumeRequest for `link` (in its ordered stream): `client`
+        resumed, in `rooms` (the lobby left out), missed `replay`; or refused for `reason`."""
+
+
+# One held room message: (seq, frame, the clients it was not for, when). Its offset is
+# implied: the ring holds consecutive offsets, the newest being the room's `offset`.
+Held = tuple[int, bytes, Sequence[str], float]
+
 
 @dataclass(slots=True, eq=False)
 class ClientEntry:
-    """What the mesh knows of one connected client."""
+    """What the mesh knows of one client: connected, or away (on no gateway) within its
+    resume window."""
 
     id: str
-    gateway: str
+    gateway: str  # "" while away
     rooms: set[str] = field(default_factory=set)  # the lobby included
     user: str = ""  # its token's `sub` (the gateway verified it); empty: anonymous
+    session: bytes = b""  # SHA-256 of its resume secret; empty: it cannot resume
+    away_seq: int = 0  # the mesh's seq when it went away (a resume without a position)
+    direct: deque[tuple[int, bytes]] = field(default_factory=deque)  # its last direct messages
+    direct_dropped: int = 0  # seq of the newest direct message no longer held
 
 
 @dataclass(slots=True, eq=False)
 class Room:
     name: str
-    members: dict[str, None] = field(default_factory=dict)  # ordered set of client IDs
-    gateways: Counter[str] = field(default_factory=Counter)  # members per gateway
+    # ordered set of client IDs, each with the mesh's seq when it joined: the room messages
+    # after that are its own (a resume replays no earlier one)
+    members: dict[str, int] = field(default_factory=dict)
+    gateways: Counter[str] = field(default_factory=Counter)  # present members per gateway
     maker: str = ""
     settings: dict[str, str] = field(default_factory=dict)
     keep: bool = False  # created by a watcher: lives on while empty
+    epoch: str = ""  # "<processor epoch>.<incarnation>": offsets restart with a new one
+    positions: bytes = b""  # protocol.position_format(epoch): % (offset, seq)
+    offset: int = 0  # of its last room message
+    history: deque[Held] = field(default_factory=deque)  # its last messages, oldest first
+    dropped: int = 0  # seq of the newest room message no longer held (0: none)
 
     def view(self) -> RoomView:
         return RoomView(self.name, list(self.members), self.maker, dict(self.settings))
@@ -196,9 +223,15 @@ class Mesh:
 
     def __init__(self, out: Outbox, *, gateway_timeout: float = 3.0,
                  watcher_timeout: float = 3.0, room_pass: RoomPass | None = None,
-                 max_rooms_per_client: int = 0, direct_messages: str = "on") -> None:
+                 max_rooms_per_client: int = 0, direct_messages: str = "on",
+                 epoch: str = "0", resume_window: float = 0.0, history_size: int = 1000,
+                 history_age: float = 300.0, direct_history: int = 100) -> None:
         """`room_pass` None: no client joins an unclaimed private room by itself;
-        `max_rooms_per_client` 0: no limit; `direct_messages`: one of DIRECT_MODES."""
+        `max_rooms_per_client` 0: no limit; `direct_messages`: one of DIRECT_MODES;
+        `epoch`: the processor's (room epochs and resume positions carry it);
+        `resume_window` 0: a lost connection leaves at once, as a clean close does;
+        `history_size` room messages (0: none) younger than `history_age` seconds are
+        kept per room, and the last `direct_history` direct messages per client."""
         if direct_messages not in DIRECT_MODES:
             raise ValueError(f"direct_messages must be one of {', '.join(DIRECT_MODES)}")
         self.out = out
@@ -207,26 +240,51 @@ class Mesh:
         self.room_pass = room_pass
         self.max_rooms_per_client = max(0, max_rooms_per_client)
         self.direct_messages = direct_messages
+        self.epoch = epoch
+        self.resume_window = max(0.0, resume_window)
+        self.history_size = max(0, history_size)
+        self.history_age = history_age
+        self.direct_history = max(0, direct_history)
+        self.seq = 0  # of the last room or direct message: one sequence per processor epoch
+        self.incarnations = 0  # rooms created so far: each room's epoch has its number
+        self.now = 0.0  # the latest time passed in (history entries are stamped with it)
         self.gateways: dict[str, GatewayEntry] = {}
         self.clients: dict[str, ClientEntry] = {}
-        self.rooms: dict[str, Room] = {LOBBY: Room(LOBBY, keep=True)}
+        self.sessions: dict[bytes, str] = {}  # session hash -> client
+        self.away: dict[str, float] = {}  # away client -> end of its window (in that order)
+        self.expired: dict[bytes, None] = {}  # hashes of sessions whose window passed
+        self.rooms: dict[str, Room] = {}
+        self._new_room(LOBBY, keep=True)
         self.watchers: dict[str, WatcherEntry] = {}
         self._owners: dict[str, WatcherEntry | None] = {}  # room -> owner, cleared on claim changes
         self.event_seq = 0
 
+    def _new_room(self, name: str, *, maker: str = "", keep: bool = False,
+                  settings: dict[str, str] | None = None) -> Room:
+        self.incarnations += 1
+        epoch = f"{self.epoch}.{self.incarnations}"
+        room = self.rooms[name] = Room(name, maker=maker, keep=keep, settings=settings or {},
+                                       epoch=epoch, positions=protocol.position_format(epoch))
+        return room
+
     # ------------------------------------------------------------ gateways
 
     def gateway_hello(self, gateway: str, index: int, clients: Iterable[tuple[str, Sequence[str]]],
-                      now: float, users: Mapping[str, str] | None = None) -> None:
+                      now: float, users: Mapping[str, str] | None = None,
+                      sessions: Mapping[str, bytes] | None = None) -> None:
         """A gateway (re)started, or resyncs after a processor restart.
 
-        An older gateway in the same slot is gone: its clients leave. The clients
+        An older gateway in the same slot is gone: its clients are away. The clients
         listed are made to match exactly, so a resync after a processor restart
-        restores memberships without telling the clients anything. `users` maps
-        clients to their users (anonymous ones are left out). Gateways are trusted:
-        the rooms they list are restored without the join policies.
+        restores memberships (and sessions: `sessions` maps clients to their session
+        hashes) without telling the clients anything; an away client listed is back.
+        `users` maps clients to their users (anonymous ones are left out). Gateways are
+        trusted: the rooms they list are restored without the join policies. A client
+        listed that resumed elsewhere since is stale here: that connection is closed.
         """
         users = users or {}
+        sessions = sessions or {}
+        self.now = now
         for other in [g for g in self.gateways.values() if g.index == index and g.id != gateway]:
             self.drop_gateway(other.id)
         gw = self._gateway(gateway, now)
@@ -235,11 +293,23 @@ class Mesh:
         for client in [c for c in gw.clients if c not in listed]:
             self.client_disconnected(client)
         for client, rooms in listed.items():
-            if client not in self.clients:
-                self._connect(gw, client, users.get(client, ""))
-            elif client in users:
-                self.clients[client].user = users[client]
-            have = self.clients[client].rooms
+            state = self.clients.get(client)
+            session = sessions.get(client, b"")
+            if state is None:
+                self._connect(gw, client, users.get(client, ""), session)
+                state = self.clients[client]
+            elif state.gateway != gateway:
+                if state.gateway or (session and state.session and session != state.session):
+                    self.out.close(gateway, client, RESUMED_ELSEWHERE, "resumed elsewhere")
+                    continue
+                self._back(state, gw)
+            if client in users:
+                state.user = users[client]
+            if session and session != state.session:
+                self.sessions.pop(state.session, None)
+                state.session = session
+                self.sessions[session] = client
+            have = state.rooms
             for room in [r for r in have if r not in rooms and r != LOBBY]:
                 self._leave(client, room, notify=True)  # the others must hear of it
             for room in rooms:
@@ -247,6 +317,7 @@ class Mesh:
                     self._join(client, room, notify=False, mirror=False)
 
     def gateway_seen(self, gateway: str, now: float) -> None:
+        self.now = now
         gw = self.gateways.get(gateway)
         if gw is not None:
             gw.last_seen = now
@@ -255,22 +326,44 @@ class Mesh:
         return gateway in self.gateways
 
     def drop_gateway(self, gateway: str) -> None:
-        """The gateway died: its clients disconnect, with every event and notice."""
+        """The gateway died (or a new one took its slot): its clients are away, as when
+        their connections were lost (with no resume window: they leave, with every event
+        and notice)."""
         gw = self.gateways.pop(gateway, None)
         if gw is None:
             return
         for client in list(gw.clients):
-            self.client_disconnected(client)
+            self.client_away(client, self.now)
 
     def expire(self, now: float) -> list[str]:
-        """Drop gateways and watchers that missed their heartbeats; returns gateway IDs dropped."""
+        """Drop gateways and watchers that missed their heartbeats, end the sessions whose
+        window passed, forget history older than `history_age`; returns gateway IDs dropped."""
+        self.now = now
         dead = [g.id for g in self.gateways.values() if now - g.last_seen > self.gateway_timeout]
         for gateway in dead:
             self.drop_gateway(gateway)
         for watcher in list(self.watchers.values()):
             if watcher.alive and now - watcher.last_seen > self.watcher_timeout:
                 self.watcher_gone(watcher.id)
+        while self.away:
+            client, deadline = next(iter(self.away.items()))
+            if deadline > now:
+                break
+            state = self.clients[client]
+            self._remember_expired(state.session)
+            self._end(state)
+        oldest = now - self.history_age
+        for room in self.rooms.values():
+            history = room.history
+            while history and history[0][3] < oldest:
+                room.dropped = history.popleft()[0]
         return dead
+
+    def _remember_expired(self, session: bytes) -> None:
+        if session:
+            if len(self.expired) >= EXPIRED_KEPT:
+                del self.expired[next(iter(self.expired))]
+            self.expired[session] = None
 
     def _gateway(self, gateway: str, now: float) -> GatewayEntry:
         gw = self.gateways.get(gateway)
@@ -281,31 +374,159 @@ class Mesh:
 
     # ------------------------------------------------------------ clients
 
-    def client_connected(self, client: str, now: float, user: str = "") -> None:
-        """A gateway accepted `client`; `user` is its token's `sub` (empty: anonymous)."""
+    def client_connected(self, client: str, now: float, user: str = "",
+                         session_hash: bytes = b"") -> None:
+        """A gateway accepted `client`; `user` is its token's `sub` (empty: anonymous);
+        `session_hash` the SHA-256 of the resume secret it was given (empty: none)."""
+        self.now = now
         gw = self._gateway(gateway_of(client), now)
         if client not in self.clients:
-            self._connect(gw, client, user)
+            self._connect(gw, client, user, session_hash)
 
-    def _connect(self, gw: GatewayEntry, client: str, user: str = "") -> None:
-        self.clients[client] = ClientEntry(client, gw.id, user=user)
+    def _connect(self, gw: GatewayEntry, client: str, user: str = "", session: bytes = b"") -> None:
+        self.clients[client] = ClientEntry(client, gw.id, user=user, session=session)
+        if session:
+            self.sessions[session] = client
         gw.clients.add(client)
         self._add_member(self.rooms[LOBBY], client, gw.id)
         self._event(EventKind.CLIENT_CONNECTED, client, "", self._owner_id(LOBBY))
 
-    def client_disconnected(self, client: str) -> None:
+    def client_disconnected(self, client: str, gateway: str | None = None) -> None:
+        """The client closed cleanly (or was closed for cause): it leaves now. A report
+        from a `gateway` the client is not on (it resumed elsewhere since) is stale: ignored."""
         state = self.clients.get(client)
-        if state is None:
+        if state is None or (gateway is not None and state.gateway != gateway):
             return
+        self._end(state)
+
+    def client_away(self, client: str, now: float, gateway: str | None = None) -> None:
+        """The client's connection ended otherwise (lost, its gateway restarted or died):
+        it keeps its ID, session and rooms, on no gateway, until it resumes or its window
+        passes; its rooms' watchers hear it is away, the other members nothing. Without a
+        session or a window it leaves now. Stale reports are ignored, as in
+        `client_disconnected`."""
+        state = self.clients.get(client)
+        if state is None or not state.gateway or (gateway is not None and state.gateway != gateway):
+            return
+        if not state.session or self.resume_window <= 0:
+            return self._end(state)
+        self._detach(state)
+        state.away_seq = self.seq
+        self.away[client] = now + self.resume_window
+        for room in sorted(state.rooms):
+            self._event(EventKind.CLIENT_AWAY, client, room, self._owner_id(room))
+        return None
+
+    def _end(self, state: ClientEntry) -> None:
+        """The client is gone for good: it leaves every room, with the notices and events."""
+        client = state.id
         for room in list(state.rooms):
             if room != LOBBY:
                 self._leave(client, room, notify=True, mirror=False)
         self._remove_member(self.rooms[LOBBY], client, state.gateway)
         del self.clients[client]
+        self.away.pop(client, None)
+        if self.sessions.get(state.session) == client:
+            del self.sessions[state.session]
         gw = self.gateways.get(state.gateway)
         if gw is not None:
             gw.clients.discard(client)
         self._event(EventKind.CLIENT_DISCONNECTED, client, "", self._owner_id(LOBBY), state.user)
+
+    def _detach(self, state: ClientEntry) -> None:
+        """Take a client off its gateway (its memberships stay)."""
+        gateway = state.gateway
+        for name in state.rooms:
+            counts = self.rooms[name].gateways
+            counts[gateway] -= 1
+            if counts[gateway] <= 0:
+                del counts[gateway]
+        gw = self.gateways.get(gateway)
+        if gw is not None:
+            gw.clients.discard(state.id)
+        state.gateway = ""
+
+    def _attach(self, state: ClientEntry, gw: GatewayEntry) -> None:
+        for name in state.rooms:
+            self.rooms[name].gateways[gw.id] += 1
+        gw.clients.add(state.id)
+        state.gateway = gw.id
+
+    def _back(self, state: ClientEntry, gw: GatewayEntry) -> None:
+        """An away client is on `gw` again (resumed, or listed by its gateway's hello)."""
+        self.away.pop(state.id, None)
+        self._attach(state, gw)
+        for room in sorted(state.rooms):
+            self._event(EventKind.CLIENT_BACK, state.id, room, self._owner_id(room))
+
+    # ------------------------------------------------------------ resume
+
+    def resume(self, gateway: str, link: str, session_hash: bytes, new_session_hash: bytes,
+               user: str, epoch: str, seq: int, now: float) -> None:
+        """A connection on `gateway` presents a session (`session_hash`), with the client's
+        last position (`epoch` and `seq`; `epoch` empty: unknown). Answered with
+        `Outbox.resumed`: the client, its rooms and every room and direct message after
+        that position (the frames it was not excluded from, in seq order); or a refusal:
+        `expired` or `unknown-session` (the hash is not, or no longer, a session),
+        `user-mismatch` (the session stays as it is), `history-lost` (the epoch changed or
+        a message it missed is no longer held: the session ends now). A session still
+        connected is taken over (its old connection is closed); the hash rotates to
+        `new_session_hash`, so a second resume of the same secret is `unknown-session`."""
+        self.now = now
+        gw = self._gateway(gateway, now)
+        client = self.sessions.get(session_hash)
+        state = self.clients.get(client) if client is not None else None
+        if state is None:
+            reason = "expired" if session_hash in self.expired else "unknown-session"
+            return self.out.resumed(gateway, link, reason=reason, epoch=self.epoch)
+        if state.user != user:
+            return self.out.resumed(gateway, link, reason="user-mismatch", epoch=self.epoch)
+        if epoch:
+            start = seq if epoch == self.epoch else -1
+        else:
+            start = state.away_seq if not state.gateway else self.seq
+        replay = self._missed(state, start) if start >= 0 else None
+        if replay is None:
+            self._end(state)
+            return self.out.resumed(gateway, link, reason="history-lost", epoch=self.epoch)
+        if state.gateway:  # its old connection was not noticed dead yet: it is taken over
+            if state.gateway != gateway:  # (on the same gateway, the gateway closes it itself)
+                self.out.close(state.gateway, client or "", RESUMED_ELSEWHERE, "resumed elsewhere")
+            self._detach(state)
+        del self.sessions[session_hash]
+        state.session = new_session_hash
+        self.sessions[new_session_hash] = state.id
+        self._back(state, gw)
+        self.out.resumed(gateway, link, state.id, rooms=sorted(r for r in state.rooms if r != LOBBY),
+                         replay=replay, epoch=self.epoch)
+        return None
+
+    def _missed(self, state: ClientEntry, start: int) -> list[bytes] | None:
+        """The frames for `state` after seq `start`, in seq order; None if one is not held."""
+        if start > self.seq:  # a position this epoch never reached: not ours to trust
+            return None
+        client = state.id
+        runs: list[list[tuple[int, bytes]]] = []
+        for name in state.rooms:
+            room = self.rooms[name]
+            since = max(start, room.members[client])
+            if room.dropped > since:
+                return None
+            run: list[tuple[int, bytes]] = []
+            for s, frame, exclude, _ in reversed(room.history):  # the newest are the missed
+                if s <= since:
+                    break
+                if client not in exclude:
+                    run.append((s, frame))
+            if run:
+                run.reverse()
+                runs.append(run)
+        if state.direct_dropped > start:
+            return None
+        direct = [(s, frame) for s, frame in state.direct if s > start]
+        if direct:
+            runs.append(direct)
+        return [frame for _, frame in heapq.merge(*runs)]
 
     def client_frame(self, client: str, action: str, target: str, body: bytes = protocol.EMPTY_BODY,
                      is_target_client: bool = False, request_id: bytes = b"") -> None:
@@ -318,6 +539,8 @@ class Mesh:
             return self._list_rooms(client, body, request_id)
         if action == "list-members":
             return self._list_members(client, target, body, request_id)
+        if action == "history":
+            return self._history(client, target, body, request_id)
         if not target:
             return self._error(client, ErrorCode.MISSING_TARGET, action, target, request_id)
         owner = self._owner(target)
@@ -338,16 +561,78 @@ class Mesh:
             return self._error(client, ErrorCode.LOBBY_READONLY, action, target, request_id)
         if client not in room.members:
             return self._error(client, ErrorCode.NOT_MEMBER, action, target, request_id)
-        frame = protocol.encode(action, target, body, client)
+        seq = self.seq = self.seq + 1
+        offset = room.offset = room.offset + 1
+        position = room.positions % (offset, seq)
+        frame = protocol.encode(action, target, body, client, position=position)
         if not request_id:
-            self._broadcast(room, frame)
-            return None
-        # The sender's own copy is its acknowledgement: it alone carries the request id.
-        self._broadcast(room, frame, exclude=(client,))
-        self.out.deliver(self.clients[client].gateway,
-                         protocol.encode(action, target, body, client, request_id=request_id),
-                         clients=(client,))
+            self.out.broadcast(room.gateways, target, frame)
+        else:
+            # The sender's own copy is its acknowledgement: it alone carries the request id.
+            self.out.broadcast(room.gateways, target, frame, (client,))
+            self.out.deliver(self.clients[client].gateway,
+                             protocol.encode(action, target, body, client, request_id=request_id,
+                                             position=position),
+                             clients=(client,))
+        # _keep, inlined (the hot path); a replay gives the sender the copy without the id
+        history = room.history
+        if len(history) >= self.history_size:
+            if not self.history_size:
+                room.dropped = seq
+                return None
+            room.dropped = history.popleft()[0]
+        history.append((seq, frame, (), self.now))
         return None
+
+    def _keep(self, room: Room, seq: int, frame: bytes, exclude: Sequence[str]) -> None:
+        """Hold a room message for resumes and `history`, within --history-size."""
+        history = room.history
+        if len(history) >= self.history_size:
+            if not self.history_size:
+                room.dropped = seq
+                return
+            room.dropped = history.popleft()[0]
+        history.append((seq, frame, exclude, self.now))
+
+    def _room_message(self, room: Room, action: str, body: bytes, sender: str,
+                      exclude: Sequence[str] = (), own: str = "", request_id: bytes = b"") -> None:
+        """A notice to a room, numbered and held: to its members but `exclude`; `own`: a
+        client (excluded from the broadcast) given its own copy, with `request_id`."""
+        seq = self.seq = self.seq + 1
+        offset = room.offset = room.offset + 1
+        position = room.positions % (offset, seq)
+        frame = protocol.encode(action, room.name, body, sender, position=position)
+        self.out.broadcast(room.gateways, room.name, frame, exclude)
+        if own:
+            gateway = self.clients[own].gateway
+            if gateway:
+                self.out.deliver(gateway, protocol.encode(
+                    action, room.name, body, sender, request_id=request_id, position=position)
+                    if request_id else frame, clients=(own,))
+            exclude = tuple(c for c in exclude if c != own)
+        self._keep(room, seq, frame, exclude)
+
+    def _direct_message(self, recipients: Sequence[str], frame_at: Callable[[int], bytes]) -> None:
+        """A direct message (`frame_at(seq)` builds it), numbered and held for each recipient;
+        delivered to those connected (an away one gets it when it resumes)."""
+        seq = self.seq = self.seq + 1
+        frame = frame_at(seq)
+        by_gateway: dict[str, list[str]] = {}
+        size = self.direct_history
+        for client in recipients:
+            state = self.clients[client]
+            direct = state.direct
+            if len(direct) >= size:
+                if not size:
+                    state.direct_dropped = seq
+                else:
+                    state.direct_dropped = direct.popleft()[0]
+            if size:
+                direct.append((seq, frame))
+            if state.gateway:
+                by_gateway.setdefault(state.gateway, []).append(client)
+        for gateway, group in by_gateway.items():
+            self.out.deliver(gateway, frame, clients=group)
 
     def _join_request(self, client: str, target: str, body: bytes, request_id: bytes) -> None:
         name: object = target
@@ -450,6 +735,52 @@ class Mesh:
         return self._reply(client, "member-list", target, {"members": page, "next": cursor},
                            request_id)
 
+    def _history(self, client: str, target: str, body: bytes, request_id: bytes) -> None:
+        """One page of a room's held messages after offset `since`, as the frames its
+        members received (those the client was excluded from left out). Of a room no
+        watcher claims, or one the client is a member of; of a private room only for its
+        members (others cannot tell if it exists). `history-lost` when messages after
+        `since` are no longer held, or `epoch` is not the room's."""
+        if not target:
+            return self._error(client, ErrorCode.MISSING_TARGET, "history", target, request_id)
+        room = self.rooms.get(target)
+        member = room is not None and client in room.members
+        if not member and (target.startswith(PRIVATE_PREFIX) or self._owner(target) is not None):
+            return self._error(client, ErrorCode.FORBIDDEN, "history", target, request_id)
+        if room is None:
+            return self._error(client, ErrorCode.UNKNOWN_ROOM, "history", target, request_id)
+        args = protocol.decode_body(body) if body != protocol.EMPTY_BODY else {}
+        since, limit, epoch = args.get("since", 0), args.get("limit", MAX_LIST_PAGE), args.get("epoch")
+        if since is None:
+            since = 0
+        if limit is None:
+            limit = MAX_LIST_PAGE
+        if (not isinstance(since, int) or isinstance(since, bool) or not isinstance(limit, int)
+                or isinstance(limit, bool) or (epoch is not None and not isinstance(epoch, str))):
+            return self._error(client, ErrorCode.BAD_BODY, "history", target, request_id,
+                               detail=f"history: {HISTORY_BODY}")
+        limit = min(max(limit, 1), MAX_LIST_PAGE)
+        since = max(since, 0)
+        history = room.history
+        oldest = room.offset - len(history) + 1  # offset of history[0]
+        if (epoch is not None and epoch != room.epoch) or (since < oldest - 1 and since < room.offset):
+            return self._error(client, ErrorCode.HISTORY_LOST, "history", target, request_id,
+                               detail=f"room epoch {room.epoch}, oldest offset held {oldest}")
+        frames: list[bytes] = []
+        last = since
+        start = max(since - oldest + 1, 0)
+        for offset, (_, frame, exclude, _) in enumerate(islice(history, start, None), oldest + start):
+            if len(frames) == limit:
+                break
+            last = offset
+            if client not in exclude:
+                frames.append(frame)
+        more = last < room.offset
+        page = b"".join((protocol.encode_body({"epoch": room.epoch})[:-1], b',"messages":[',
+                         b",".join(frames), b'],"next":', b"%d" % last if more else b"null", b"}"))
+        self._to_client(client, protocol.encode("history", target, page, request_id=request_id))
+        return None
+
     def _forward(self, owner: WatcherEntry, client: str, action: str, target: str, body: bytes,
                  is_target_client: bool, request_id: bytes) -> None:
         """Hand a frame (with its sender's user) to the room's watcher; kept until the
@@ -492,8 +823,8 @@ class Mesh:
             return self._error(client, ErrorCode.FORBIDDEN, action, target, request_id)
         if recipient is None:
             return self._error(client, ErrorCode.UNKNOWN_CLIENT, action, target, request_id)
-        frame = protocol.encode(action, target, body, client, is_target_client=True)
-        self.out.deliver(recipient.gateway, frame, clients=(target,))
+        self._direct_message((target,), lambda seq: protocol.encode(
+            action, target, body, client, is_target_client=True, position=protocol.position(0, "", seq)))
         return None
 
     @staticmethod
@@ -507,18 +838,16 @@ class Mesh:
               request_id: bytes = b"") -> None:
         room = self.rooms.get(name)
         if room is None:
-            room = self.rooms[name] = Room(name, maker=client)
+            room = self._new_room(name, maker=client)
             self._event(EventKind.ROOM_CREATED, "", name, self._owner_id(name))
         gateway = self.clients[client].gateway
         self._add_member(room, client, gateway)
-        if mirror:
+        if mirror and gateway:
             self.out.membership(gateway, client, name, True)
         if notify and self._owner(name) is None:
             body = protocol.encode_body({"client": client, "room": name})
-            frame = protocol.encode("client-joined-room", name, body, client)
-            self._broadcast(room, frame, exclude=(client,))
-            self.out.deliver(gateway, protocol.encode("client-joined-room", name, body, client,
-                                                      request_id=request_id), clients=(client,))
+            self._room_message(room, "client-joined-room", body, client, exclude=(client,),
+                               own=client, request_id=request_id)
         self._event(EventKind.CLIENT_JOINED_ROOM, client, name, self._owner_id(name))
 
     def _leave(self, client: str, name: str, *, notify: bool, mirror: bool = True,
@@ -527,13 +856,11 @@ class Mesh:
         gateway = self.clients[client].gateway
         if notify and self._owner(name) is None:
             body = protocol.encode_body({"client": client, "room": name})
-            self._broadcast(room, protocol.encode("client-left-room", name, body, client),
-                            exclude=(client,))
-            if mirror:  # still connected: it hears of its own leave
-                self.out.deliver(gateway, protocol.encode("client-left-room", name, body, client,
-                                                          request_id=request_id), clients=(client,))
+            # still connected (`mirror`): it hears of its own leave
+            self._room_message(room, "client-left-room", body, client, exclude=(client,),
+                               own=client if mirror else "", request_id=request_id)
         self._remove_member(room, client, gateway)
-        if mirror:
+        if mirror and gateway:
             self.out.membership(gateway, client, name, False)
         self._event(EventKind.CLIENT_LEFT_ROOM, client, name, self._owner_id(name))
         if room.maker == client:
@@ -552,33 +879,38 @@ class Mesh:
             self._claims_changed()
 
     def _add_member(self, room: Room, client: str, gateway: str) -> None:
-        room.members[client] = None
-        room.gateways[gateway] += 1
+        """`gateway` empty: the client is away (counted on no gateway)."""
+        room.members[client] = self.seq
+        if gateway:
+            room.gateways[gateway] += 1
         self.clients[client].rooms.add(room.name)
 
     def _remove_member(self, room: Room, client: str, gateway: str) -> None:
         del room.members[client]
-        room.gateways[gateway] -= 1
-        if room.gateways[gateway] <= 0:
-            del room.gateways[gateway]
+        if gateway:
+            room.gateways[gateway] -= 1
+            if room.gateways[gateway] <= 0:
+                del room.gateways[gateway]
         self.clients[client].rooms.discard(room.name)
 
     # ------------------------------------------------------------ output helpers
 
-    def _broadcast(self, room: Room, frame: bytes, exclude: Sequence[str] = ()) -> None:
-        """One delivery per gateway that holds members; the gateway resolves the room."""
-        self.out.broadcast(room.gateways, room.name, frame, exclude)
+    def _to_client(self, client: str, frame: bytes) -> None:
+        """An answer to the client (not numbered, not held): on its gateway, if connected."""
+        state = self.clients.get(client)
+        gateway = state.gateway if state is not None else gateway_of(client)
+        if gateway:
+            self.out.deliver(gateway, frame, clients=(client,))
 
     def _reply(self, client: str, action: str, target: str, body: dict[str, object],
                request_id: bytes) -> None:
-        frame = protocol.encode(action, target, protocol.encode_body(body), request_id=request_id)
-        self.out.deliver(gateway_of(client), frame, clients=(client,))
+        self._to_client(client, protocol.encode(action, target, protocol.encode_body(body),
+                                                request_id=request_id))
 
     def _error(self, client: str, code: ErrorCode, action: str, target: str,
                request_id: bytes, detail: str = "") -> None:
-        frame = protocol.error(code, action=action, target=target, request_id=request_id,
-                               detail=detail)
-        self.out.deliver(gateway_of(client), frame, clients=(client,))
+        self._to_client(client, protocol.error(code, action=action, target=target,
+                                               request_id=request_id, detail=detail))
 
     def _event(self, kind: EventKind, client: str, room: str, watcher: str,
                user: str | None = None) -> None:
@@ -775,7 +1107,7 @@ class Mesh:
         if not owner.claims(room):
             owner.assigned.add(room)
             self._claims_changed()
-        self.rooms[room] = Room(room, keep=True, settings=dict(c.settings))
+        self._new_room(room, keep=True, settings=dict(c.settings))
         self._event(EventKind.ROOM_CREATED, "", room, self._owner_id(room))
         return None
 
@@ -820,24 +1152,29 @@ class Mesh:
         bad = self._room_arg(c.room)
         if bad:
             return bad
-        self._broadcast(self.rooms[c.room], c.frame, exclude=c.exclude)
+        room = self.rooms[c.room]
+        seq = self.seq = self.seq + 1
+        offset = room.offset = room.offset + 1
+        frame = protocol.stamp(c.frame, room.positions % (offset, seq))
+        self.out.broadcast(room.gateways, room.name, frame, c.exclude)
+        self._keep(room, seq, frame, c.exclude)
         return None
 
     def _cmd_send_clients(self, c: SendClients) -> CommandResult:
         unknown = [client for client in c.clients if client not in self.clients]
         if unknown:
             return ErrorCode.UNKNOWN_CLIENT, ",".join(unknown)
-        by_gateway: dict[str, list[str]] = {}
-        for client in c.clients:
-            by_gateway.setdefault(self.clients[client].gateway, []).append(client)
-        for gateway, group in by_gateway.items():
-            self.out.deliver(gateway, c.frame, clients=group)
+        recipients = tuple(dict.fromkeys(c.clients))
+        self._direct_message(recipients, lambda seq: protocol.stamp(c.frame, protocol.position(0, "", seq)))
         return None
 
     def _cmd_disconnect(self, c: Disconnect) -> CommandResult:
         state = self.clients.get(c.client)
         if state is None:
             return ErrorCode.UNKNOWN_CLIENT, c.client
+        if not state.gateway:  # away: there is no connection to close; it leaves now
+            self._end(state)
+            return None
         self.out.close(state.gateway, c.client, c.code or CloseCode.DISCONNECTED,
                        c.reason or "disconnected by watcher")
         return None
@@ -872,10 +1209,29 @@ class Mesh:
             assert room.members or room.keep, f"empty room {name} was kept"
             for client in room.members:
                 assert name in self.clients[client].rooms
-            counted = Counter(self.clients[c].gateway for c in room.members)
+            # only present members are counted: a broadcast never targets an away one's
+            counted = Counter(g for g in (self.clients[c].gateway for c in room.members) if g)
             assert counted == room.gateways, (name, counted, room.gateways)
+            seqs = [h[0] for h in room.history]
+            assert len(seqs) <= self.history_size, name
+            assert all(a < b for a, b in zip(seqs, seqs[1:], strict=False)), (name, seqs)
+            assert not seqs or room.dropped < seqs[0] and seqs[-1] <= self.seq, name
+            assert len(seqs) <= room.offset and room.dropped <= self.seq, name
         for client, state in self.clients.items():
             assert LOBBY in state.rooms
             for name in state.rooms:
                 assert client in self.rooms[name].members
-            assert client in self.gateways[state.gateway].clients
+            if state.gateway:
+                assert client in self.gateways[state.gateway].clients
+                assert client not in self.away
+            else:  # away: on no gateway, still in its rooms, within its window
+                assert client in self.away and state.session
+                assert all(client not in g.clients for g in self.gateways.values())
+            if state.session:
+                assert self.sessions[state.session] == client
+            seqs = [d[0] for d in state.direct]
+            assert len(seqs) <= self.direct_history
+            assert all(a < b for a, b in zip(seqs, seqs[1:], strict=False)), (client, seqs)
+        for session, client in self.sessions.items():
+            assert self.clients[client].session == session
+        assert set(self.away) <= set(self.clients)

@@ -94,6 +94,12 @@ class ZmqOutbox:
     def welcome_gateway(self, gateway: str) -> None:
         self._op(gateway, pb.GatewayOp(welcome=pb.Welcome(epoch=self.epoch)))
 
+    def resumed(self, gateway: str, link: str, client: str = "", reason: str = "",
+                rooms: Sequence[str] = (), replay: Sequence[bytes] = (), epoch: str = "") -> None:
+        result = pb.ResumeResult(link=link, client=client, reason=reason, rooms=rooms,
+                                 replay=replay, epoch=epoch)
+        self._op(gateway, pb.GatewayOp(resumed=result))
+
     def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str,
               user: str = "") -> None:
         ev = pb.Event(kind=int(kind), client=client, room=room, seq=seq,  # type: ignore[arg-type]
@@ -181,7 +187,9 @@ class Processor:
         self.mesh = Mesh(self.out, gateway_timeout=config.peer_timeout,
                          watcher_timeout=config.peer_timeout, room_pass=room_pass(config),
                          max_rooms_per_client=config.max_rooms_per_client,
-                         direct_messages=config.direct_messages)
+                         direct_messages=config.direct_messages, epoch=self.epoch,
+                         resume_window=config.resume_window, history_size=config.history_size,
+                         history_age=config.history_age, direct_history=config.direct_history)
         self.acked: dict[str, int] = {}
         self.subscriptions: set[bytes] = set()
         self.awaiting_subscription: set[str] = set()
@@ -224,16 +232,24 @@ class Processor:
                 # them (processor-restarted) when it resyncs; its hello lists its clients.
                 continue
             if kind == "connected":
-                mesh.client_connected(item.connected.client, now, item.connected.user)
+                c = item.connected
+                mesh.client_connected(c.client, now, c.user, c.session_hash)
             elif kind == "disconnected":
-                mesh.client_disconnected(item.disconnected)
+                mesh.client_disconnected(item.disconnected, gateway)
+            elif kind == "away":
+                mesh.client_away(item.away, now, gateway)
+            elif kind == "resume":
+                r = item.resume
+                mesh.resume(gateway, r.link, r.session_hash, r.new_session_hash, r.user, r.epoch,
+                            r.seq, now)
             elif kind == "hello":
                 hello = item.hello
                 log.info("gateway hello", extra={"fields": {
                     "gateway": gateway, "clients": len(hello.clients)}})
                 mesh.gateway_hello(gateway, hello.index,
                                    [(c.client, list(c.rooms)) for c in hello.clients], now,
-                                   {c.client: c.user for c in hello.clients if c.user})
+                                   {c.client: c.user for c in hello.clients if c.user},
+                                   {c.client: c.session_hash for c in hello.clients if c.session_hash})
                 known = True
                 self.acked.pop(gateway, None)
                 if gateway.encode() + b"." in self.subscriptions:

@@ -2,7 +2,9 @@
 
 When given the `Mesh`, it also works out, at the moment of each delivery, which
 clients a gateway would hand the frame to (room members on that gateway, minus the
-excluded ones), so tests can read each client's inbox as decoded JSON.
+excluded ones), so tests can read each client's inbox as decoded JSON: `stream` as
+received, `inbox` without the position fields (offset, epoch, seq) that only the
+tests of sessions and history look at.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 from meshstream_zmq.core import Delivery, EventKind, Mesh, RoomView, gateway_of
 from meshstream_zmq.errors import ErrorCode
+
+POSITION = ("offset", "epoch", "seq")
 
 
 def _no_constants(name: str) -> Any:
@@ -49,8 +53,10 @@ class RecordingOutbox:
         if clients:
             assert not room, "a delivery names clients or a room, not both"
             for client in clients:
-                # A gateway subscribes to its own clients only: the ID must carry it.
-                assert gateway_of(client) == gateway, (gateway, client)
+                # A client is on the gateway its ID names, or the one it resumed on.
+                state = self.mesh.clients.get(client) if self.mesh is not None else None
+                assert gateway == (state.gateway if state is not None else gateway_of(client)), (
+                    gateway, client)
                 self.inboxes[client].append(message)
         elif self.mesh is not None:
             members = self.mesh.rooms[room].members
@@ -90,6 +96,13 @@ class RecordingOutbox:
     def welcome(self, watcher: str, rooms: Sequence[RoomView]) -> None:
         self.calls.append(("welcome", watcher, tuple(rooms)))
 
+    def resumed(self, gateway: str, link: str, client: str = "", reason: str = "",
+                rooms: Sequence[str] = (), replay: Sequence[bytes] = (), epoch: str = "") -> None:
+        self.calls.append(("resumed", gateway, link, client, reason, tuple(rooms), tuple(replay),
+                           epoch))
+        if client:  # what the gateway writes: the replay, before anything live
+            self.inboxes[client].extend(decode(frame) for frame in replay)
+
     # ------------------------------------------------------------ reading what happened
 
     def of(self, kind: str) -> list[tuple[Any, ...]]:
@@ -109,6 +122,11 @@ class RecordingOutbox:
         return self.of("reply")
 
     def inbox(self, client: str) -> list[dict[str, Any]]:
+        """The client's frames, without their position fields."""
+        return [{k: v for k, v in m.items() if k not in POSITION} for m in self.inboxes.get(client, [])]
+
+    def stream(self, client: str) -> list[dict[str, Any]]:
+        """The client's frames as received (position fields included)."""
         return list(self.inboxes.get(client, []))
 
     def errors(self, client: str) -> list[str]:

@@ -245,3 +245,45 @@ def test_the_processor_wires_the_configured_policies() -> None:
             assert mesh.room_pass is not None
         finally:
             processor.close()
+
+
+# ------------------------------------------------------------ sessions and resume on the wire
+
+
+def test_the_processor_hands_sessions_away_and_resumes_to_the_core() -> None:
+    mesh, out = new_mesh(epoch="ep1", resume_window=60.0)
+    processor = SimpleNamespace(mesh=mesh, out=out, acked={}, subscriptions=set(),
+                                awaiting_subscription=set())
+
+    def batch_of(gateway: str, *items: pb.GatewayItem) -> bytes:
+        return pb.GatewayBatch(gateway=gateway, items=list(items)).SerializeToString()
+
+    hello = pb.GatewayItem(hello=pb.GatewayHello(index=0, clients=[
+        pb.ClientRooms(client="gw1-a.1", rooms=["r"], user="alice", session_hash=b"h1")]))
+    connected = pb.GatewayItem(connected=pb.ClientConnected(client="gw1-a.2", session_hash=b"h2"))
+    Processor.on_gateway(processor, batch_of("gw1-a", hello, connected), 0.0)  # type: ignore[arg-type]
+    assert mesh.sessions == {b"h1": "gw1-a.1", b"h2": "gw1-a.2"}
+    away = pb.GatewayItem(away="gw1-a.1")
+    stale = pb.GatewayItem(disconnected="gw1-a.1")  # from a gateway it is not on: ignored
+    Processor.on_gateway(processor, batch_of("gw1-a", away), 1.0)  # type: ignore[arg-type]
+    Processor.on_gateway(processor, batch_of("gw2-b", pb.GatewayItem(hello=pb.GatewayHello(index=1)),
+                                             stale), 1.0)  # type: ignore[arg-type]
+    assert mesh.clients["gw1-a.1"].gateway == "" and "gw1-a.1" in mesh.away
+    request = pb.ResumeRequest(link="7", session_hash=b"h1", new_session_hash=b"h3", user="alice")
+    Processor.on_gateway(processor, batch_of("gw2-b", pb.GatewayItem(resume=request)), 2.0)  # type: ignore[arg-type]
+    (call,) = out.of("resumed")
+    assert call[:6] == ("resumed", "gw2-b", "7", "gw1-a.1", "", ("r",))
+    assert mesh.clients["gw1-a.1"].gateway == "gw2-b" and mesh.sessions[b"h3"] == "gw1-a.1"
+
+
+def test_a_resume_result_is_an_op_in_the_gateway_s_stream() -> None:
+    pub = FakePub()
+    out = ZmqOutbox(pub, None, "ep1")  # type: ignore[arg-type]
+    out.resumed("gw1-x", "3", "gw2-y.1", rooms=["r", "s"], replay=[b'{"a":1}', b'{"a":2}'], epoch="ep1")
+    out.resumed("gw1-x", "4", reason="unknown-session", epoch="ep1")
+    out.flush()
+    assert pb.GatewayOut.FromString(pub.sent[0][1]) == pb.GatewayOut(seq=1, epoch="ep1", ops=[
+        pb.GatewayOp(resumed=pb.ResumeResult(link="3", client="gw2-y.1", rooms=["r", "s"],
+                                             replay=[b'{"a":1}', b'{"a":2}'], epoch="ep1")),
+        pb.GatewayOp(resumed=pb.ResumeResult(link="4", reason="unknown-session", epoch="ep1")),
+    ])
