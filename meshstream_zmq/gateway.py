@@ -29,6 +29,7 @@ bytes object for members with the same queue, so the adapter can frame it once).
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import secrets
 from collections import Counter, deque
@@ -48,9 +49,49 @@ KEEPALIVE_TICK = 1.0  # the pings are spread: 1/20 of the connections each tick
 CLIENT_ID_BYTES = 8  # a client ID's random part: 64 bits from `secrets`, in hex
 REFRESH_TOKEN = "refresh-token"  # handled here when tokens are on, never forwarded
 TOO_MANY_CONNECTIONS = "too-many-connections"  # the reason of close code 1013
+SESSION_BYTES = 24  # a session secret: 24 random bytes from `secrets`, URL-safe base64 (32 chars)
+RESUME_TIMEOUT = 10.0  # a resume the processor has not answered by then: closed 1013, retry
+HELD_FRAMES = 100  # frames a client may send while its resume is answered; one more: 1008
+RESUMED_ELSEWHERE = 4002  # the processor's close of a connection whose session resumed elsewhere
+PROCESSOR_UNAVAILABLE = "processor-unavailable"  # the reason of a 1013 close of a held resume
 
 # The adapter's token check: a token (None: none given) -> who, or why not.
 Verifier = Callable[[str | None], Identity | TokenError]
+
+
+def new_session() -> tuple[str, bytes]:
+    """A resume secret for a client and the SHA-256 the processor keeps instead of it."""
+    secret = secrets.token_urlsafe(SESSION_BYTES)
+    return secret, hashlib.sha256(secret.encode()).digest()
+
+
+def session_hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+class Resume(NamedTuple):
+    """What a connection opened with `?resume=<secret>&seq=<epoch>:<n>` asks for."""
+
+    secret: str
+    epoch: str = ""  # the processor epoch of `seq` ("" : unknown, replay from when it went away)
+    seq: int = 0  # the last seq the client received
+
+
+def parse_resume(secret: str | None, position: str | None) -> Resume | None:
+    """`?resume=` and `?seq=` as given (None: absent) -> a Resume, or None for a fresh connect.
+
+    A malformed `seq` is ignored (the resume is then best effort from when the client went
+    away); an empty or over-long secret is not a session of ours: the resume is still asked
+    for, and the processor answers unknown-session.
+    """
+    if secret is None:
+        return None
+    epoch, seq = "", 0
+    if position:
+        e, _, n = position.rpartition(":")
+        if e and n.isdigit() and len(n) <= 20:
+            epoch, seq = e, int(n)
+    return Resume(secret[:256], epoch[:64], seq)
 
 
 class Link(Enum):
@@ -68,7 +109,7 @@ class Connection:
     """
 
     __slots__ = ("link", "id", "rooms", "pending", "tokens", "stamp", "closing", "ping_at",
-                 "awaiting_pong", "user", "expires", "peer")
+                 "awaiting_pong", "user", "expires", "peer", "session_hash", "held", "away_on_close")
 
     def __init__(self, link: Any, client_id: str, burst: float, now: float, user: str = "",
                  expires: float | None = None, peer: str = "") -> None:
@@ -84,6 +125,20 @@ class Connection:
         self.closing = False
         self.ping_at = now  # the first ping is due one interval after connecting
         self.awaiting_pong = False
+        self.session_hash = b""  # SHA-256 of its current resume secret
+        # While a resume is being answered: the client's frames, queued (None: live)
+        self.held: list[str | bytes] | None = None
+        # Closed by us without cause (keepalive timeout, gateway restart): reported away
+        self.away_on_close = False
+
+
+class Waiting(NamedTuple):
+    """A connection held while the processor answers its resume."""
+
+    conn: Connection
+    secret: str  # the new secret, in force if the resume succeeds
+    deadline: float
+    request: pb.ResumeRequest  # as sent: sent again after each hello until answered
 
 
 class Unacked(NamedTuple):
@@ -140,6 +195,9 @@ class Gateway:
         self.verify = verify  # None: tokens are off, every connection is anonymous
         self.expiries: list[tuple[float, str]] = []  # heap of (exp, client); stale ones skipped
         self.conns: dict[str, Connection] = {}
+        self.waiting: dict[str, Waiting] = {}  # resumes being answered, by link name
+        self.orphans: dict[str, bool] = {}  # link names of held connections that ended: clean?
+        self.resumes = 0  # link names for ResumeRequests
         self.rooms: dict[str, set[Connection]] = {}  # the membership mirror
         # the processor link
         self.link = Link.HELLO
@@ -181,14 +239,15 @@ class Gateway:
         return len(origins) == 1 and origins[0].strip().lower() in self.origins
 
     def connect(self, link: Any, now: float, token: str | None = None,
-                peer: str = "") -> Connection | None:
-        """A WebSocket handshake completed: a new client, greeted with its ID; or refused.
+                peer: str = "", resume: Resume | None = None) -> Connection | None:
+        """A WebSocket handshake completed: a new client, greeted with its ID; or refused;
+        or, with `resume`, a connection held until the processor answers (`resume_result`).
 
         A refused connection is closed before any other frame: 1013
         `too-many-connections` over a connection limit, else 4003 with the token's
         TokenError (token-required, bad-token, token-expired) when tokens are on.
         """
-        if (self.max_connections and len(self.conns) >= self.max_connections) or (
+        if (self.max_connections and len(self.conns) + len(self.waiting) >= self.max_connections) or (
                 self.max_per_peer and self.per_peer[peer] >= self.max_per_peer):
             self._refuse(link, CloseCode.TRY_AGAIN_LATER, TOO_MANY_CONNECTIONS)
             return None
@@ -199,38 +258,140 @@ class Gateway:
                 self._refuse(link, CloseCode.TOKEN, identity.value)
                 return None
             user, expires = identity.user, identity.expires
+        conn = Connection(link, "", self.burst, now, user, expires, peer)
+        if self.max_per_peer:
+            self.per_peer[peer] += 1
+        if resume is not None:
+            self._hold(conn, now, resume)
+        else:
+            self._greet(conn, {})
+        return conn
+
+    def _greet(self, conn: Connection, extra: dict[str, Any]) -> None:
+        """`conn` becomes a new client: an ID, a session, announced and greeted."""
         client_id = f"{self.id}.{secrets.token_hex(CLIENT_ID_BYTES)}"
         while client_id in self.conns:  # pragma: no cover - 1 in 2**64
             client_id = f"{self.id}.{secrets.token_hex(CLIENT_ID_BYTES)}"
-        conn = self.conns[client_id] = Connection(link, client_id, self.burst, now, user, expires, peer)
-        if self.max_per_peer:
-            self.per_peer[peer] += 1
-        if expires is not None:
-            self._expire_at(conn, expires)
+        conn.id = client_id
+        self.conns[client_id] = conn
+        if conn.expires is not None:
+            self._expire_at(conn, conn.expires)
+        secret, conn.session_hash = new_session()
         connected = self._item().connected
         connected.client = client_id
-        connected.user = user
-        body = {"client": client_id, "user": user} if user else {"client": client_id}
-        self._queue(conn, protocol.encode("client-connected", client_id, protocol.encode_body(body)))
-        return conn
+        connected.user = conn.user
+        connected.session_hash = conn.session_hash
+        self._greeting(conn, secret, self.processor_epoch, extra)
+
+    def _greeting(self, conn: Connection, secret: str, epoch: str, extra: dict[str, Any]) -> None:
+        body: dict[str, Any] = {"client": conn.id, "user": conn.user} if conn.user else {"client": conn.id}
+        body["session"] = secret
+        body["epoch"] = epoch
+        body.update(extra)
+        self._queue(conn, protocol.encode("client-connected", conn.id, protocol.encode_body(body)))
+
+    def _hold(self, conn: Connection, now: float, resume: Resume) -> None:
+        """Ask the processor for the session; nothing goes to the client until it answers."""
+        self.resumes += 1
+        name = str(self.resumes)
+        conn.id = "~" + name  # not a client ID: a held connection is in no room and not in conns
+        conn.held = []
+        secret, new_hash = new_session()
+        request = pb.ResumeRequest(link=name, session_hash=session_hash(resume.secret),
+                                   new_session_hash=new_hash, user=conn.user, epoch=resume.epoch,
+                                   seq=resume.seq)
+        self.waiting[name] = Waiting(conn, secret, now + RESUME_TIMEOUT, request)
+        self._item().resume.CopyFrom(request)
+
+    def resume_result(self, result: pb.ResumeResult) -> None:
+        """The processor's answer to a held connection: resumed, or a new client."""
+        waiting = self.waiting.pop(result.link, None)
+        if waiting is None:  # the connection ended before the answer: report the client
+            clean = self.orphans.pop(result.link, None)
+            if result.client and clean is not None:
+                if clean:
+                    self._item().disconnected = result.client
+                else:
+                    self._item().away = result.client
+            return
+        conn = waiting.conn
+        held, conn.held = conn.held or [], None
+        if not result.client:
+            self._greet(conn, {"resumed": False, "reason": result.reason or "unknown-session"})
+        else:
+            old = self.conns.get(result.client)
+            if old is not None:  # its previous connection, here and not noticed dead yet
+                self._release(old)
+                self.close(old, RESUMED_ELSEWHERE, "resumed elsewhere")
+            conn.id = result.client
+            self.conns[conn.id] = conn
+            if conn.expires is not None:
+                self._expire_at(conn, conn.expires)
+            conn.session_hash = session_hash(waiting.secret)
+            for room in result.rooms:
+                if room != LOBBY:
+                    conn.rooms.add(room)
+                    self.rooms.setdefault(room, set()).add(conn)
+            self._greeting(conn, waiting.secret, result.epoch or self.processor_epoch,
+                           {"resumed": True})
+            for frame in result.replay:
+                conn.pending.append(frame)
+        for message in held:
+            if conn.closing:
+                break
+            self.client_frame(conn, message, conn.stamp)
+
+    def resume_deadlines(self, now: float) -> None:
+        """Held connections whose resume is unanswered after RESUME_TIMEOUT: closed 1013, so
+        that the client tries again (its session is still the old one unless the answer
+        was merely late: then it gets unknown-session and starts afresh)."""
+        for waiting in list(self.waiting.values()):
+            if now >= waiting.deadline:
+                self.close(waiting.conn, CloseCode.TRY_AGAIN_LATER, PROCESSOR_UNAVAILABLE, away=True)
 
     def _refuse(self, link: Any, code: int, reason: str) -> None:
         self.closes[code] += 1
         self.out.close(link, code, reason)
 
-    def disconnect(self, conn: Connection) -> None:
-        """The connection is gone (closed either way, or lost)."""
+    def disconnect(self, conn: Connection, clean: bool = True) -> None:
+        """The connection is gone. It leaves at once (`disconnected`) when it ended `clean`
+        (the client started the closing handshake, or the WebSocket layer closed it for a
+        fault of the client's: 1007, 1009) or we closed it for cause (`close` without
+        `away`); otherwise (lost, keepalive timeout, gateway restart) it is `away`: the
+        processor keeps it, rooms and all, for the resume window."""
+        away = not clean and (not conn.closing or conn.away_on_close)
+        if conn.held is not None:
+            name = conn.id[1:]
+            if self.waiting.pop(name, None) is not None:
+                self._release_peer(conn)
+                self.orphans[name] = not away  # the answer may still come: then reported
+                if len(self.orphans) > 4096:
+                    del self.orphans[next(iter(self.orphans))]
+            return
+        if self._release(conn):
+            if away:
+                self._item().away = conn.id
+            else:
+                self._item().disconnected = conn.id
+            self._wake()
+
+    def _release(self, conn: Connection) -> bool:
+        """Forget a live connection (its rooms, its slot); False if it was not ours any more."""
+        if self.conns.get(conn.id) is not conn:
+            return False
         for room in list(conn.rooms):
             self._forget_room(conn, room)
-        if self.conns.pop(conn.id, None) is not None:
-            if self.max_per_peer:
-                left = self.per_peer[conn.peer] - 1
-                if left > 0:
-                    self.per_peer[conn.peer] = left
-                else:
-                    del self.per_peer[conn.peer]
-            self._item().disconnected = conn.id
-            self._wake()
+        del self.conns[conn.id]
+        self._release_peer(conn)
+        return True
+
+    def _release_peer(self, conn: Connection) -> None:
+        if self.max_per_peer:
+            left = self.per_peer[conn.peer] - 1
+            if left > 0:
+                self.per_peer[conn.peer] = left
+            else:
+                del self.per_peer[conn.peer]
 
     # ------------------------------------------------------------ tokens
 
@@ -270,6 +431,12 @@ class Gateway:
 
     def client_frame(self, conn: Connection, message: str | bytes, now: float) -> None:
         """A complete message from a client: refused with an error, or forwarded."""
+        if conn.held is not None:  # its resume is being answered: queued, bounded
+            if len(conn.held) >= HELD_FRAMES:
+                self.close(conn, CloseCode.POLICY, "flood: too many frames before the resume")
+            elif not conn.closing:
+                conn.held.append(message)
+            return None
         self.frames_in += 1
         # Every frame counts against the rate limit (binary ones too), and a refused
         # frame's error still carries its id (parsed first for that).
@@ -308,17 +475,21 @@ class Gateway:
     def pong(self, conn: Connection) -> None:
         conn.awaiting_pong = False
 
-    def close(self, conn: Connection, code: int, reason: str) -> None:
-        """Close a client (once); it leaves when the adapter reports `disconnect`."""
+    def close(self, conn: Connection, code: int, reason: str, away: bool = False) -> None:
+        """Close a client (once); it leaves when the adapter reports `disconnect` — at once
+        when closed for cause, or, with `away` (no fault of the client's), after the
+        resume window unless it resumes."""
         if conn.closing:
             return
         conn.closing = True
+        conn.away_on_close = away
         self.closes[code] += 1
         self.out.close(conn.link, code, reason)
 
     def close_all(self, code: int, reason: str) -> None:
-        for conn in list(self.conns.values()):
-            self.close(conn, code, reason)
+        """The gateway stops: every connection closed, reported away (they may resume)."""
+        for conn in [*self.conns.values(), *(w.conn for w in self.waiting.values())]:
+            self.close(conn, code, reason, away=True)
 
     def _rate_ok(self, conn: Connection, now: float) -> bool:
         """Token bucket; past twice the burst in debt the connection is closed (flood)."""
@@ -438,6 +609,8 @@ class Gateway:
                     self.close(member, op.close.code, op.close.reason)
             elif kind == "welcome":
                 self._welcomed(op.welcome.epoch)
+            elif kind == "resumed":
+                self.resume_result(op.resumed)
         if dirty:
             self._wake()
 
@@ -466,6 +639,11 @@ class Gateway:
             c.client = conn.id
             c.user = conn.user
             c.rooms.extend(conn.rooms)
+            c.session_hash = conn.session_hash
+        # A processor that did not know us ignored our resume requests: ask again, after
+        # the hello (a duplicate answer finds its link answered already and is dropped).
+        for waiting in self.waiting.values():
+            self._item().resume.CopyFrom(waiting.request)
         self._wake()
 
     def _item(self) -> pb.GatewayItem:
@@ -545,6 +723,8 @@ class Gateway:
         One timer for the whole gateway instead of a task per connection; the pings
         are spread over the interval.
         """
+        if self.waiting:
+            self.resume_deadlines(now)
         conns = self.conns
         share = -(-len(conns) * KEEPALIVE_TICK // PING_INTERVAL)  # ceil
         if self.keepalive_offset >= len(conns):
@@ -559,7 +739,8 @@ class Gateway:
             return
         if conn.awaiting_pong:
             if now - conn.ping_at >= PING_TIMEOUT:
-                self.close(conn, CloseCode.INTERNAL_ERROR, "keepalive ping timeout")  # as websockets'
+                self.close(conn, CloseCode.INTERNAL_ERROR, "keepalive ping timeout",  # as websockets'
+                           away=True)  # no fault of the client's: its network, maybe
             return
         if now - conn.ping_at < PING_INTERVAL * 0.9:  # slices shift as connections come and go
             return
@@ -580,8 +761,15 @@ class Gateway:
             for room in conn.rooms:
                 assert conn in self.rooms.get(room, ()), f"{conn.id} thinks it is in {room}"
             assert bool(conn.pending) == (conn in self.dirty), f"{conn.id} pending but not dirty"
+        for conn in self.conns.values():
+            assert conn.held is None, f"{conn.id} live and held"
+        for name, waiting in self.waiting.items():
+            assert waiting.conn.held is not None and waiting.conn.id == "~" + name, "held connection"
+            assert len(waiting.conn.held) <= HELD_FRAMES and not waiting.conn.rooms
         if self.max_per_peer:
-            assert self.per_peer == Counter(c.peer for c in self.conns.values()), "per-peer counts"
+            assert self.per_peer == Counter(
+                [c.peer for c in self.conns.values()] + [w.conn.peer for w in self.waiting.values()]
+            ), "per-peer counts"
         for conn in self.conns.values():
             if conn.expires is not None and not conn.closing:
                 assert (conn.expires, conn.id) in self.expiries, f"{conn.id}'s expiry not scheduled"

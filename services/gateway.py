@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
+import os
 import signal
 import ssl
 import sys
@@ -45,7 +46,7 @@ from meshstream_zmq import observability as obs
 from meshstream_zmq.auth import TokenKeyError, Tokens
 from meshstream_zmq.config import Config
 from meshstream_zmq.errors import CloseCode
-from meshstream_zmq.gateway import KEEPALIVE_TICK, Connection, Gateway
+from meshstream_zmq.gateway import KEEPALIVE_TICK, Connection, Gateway, Resume, parse_resume
 
 log = logging.getLogger("meshstream.gateway")
 WS_LOG = logging.getLogger("websockets.server")  # one logger for every ServerProtocol
@@ -97,6 +98,17 @@ def request_token(request: Request) -> str | None:
             if key == "token":
                 return value
     return None
+
+
+def request_resume(request: Request) -> Resume | None:
+    """`/wsmesh?resume=<secret>&seq=<epoch>:<n>`: the session to resume, or None (a new client)."""
+    query = request.path.partition("?")[2]
+    if "resume=" not in query:
+        return None
+    params: dict[str, str] = {}
+    for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        params.setdefault(key, value)  # the first of each wins, as for the token
+    return parse_resume(params.get("resume"), params.get("seq"))
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -154,7 +166,12 @@ class ClientProtocol(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         if self.conn is not None:
-            self.server.disconnected(self.conn)
+            ws = self.ws
+            # Clean: the client started the closing handshake, or websockets closed it for a
+            # fault of the client's (1007, 1009, a protocol error) - the core did not close it.
+            clean = bool(ws.close_rcvd_then_sent) or (
+                ws.close_sent is not None and not ws.close_rcvd_then_sent and not self.conn.closing)
+            self.server.disconnected(self.conn, clean)
             self.conn = None
 
     # ------------------------------------------------------------ from the client
@@ -171,9 +188,11 @@ class ClientProtocol(asyncio.Protocol):
                 self.timer = None
             assert self.transport is not None
             peer = self.transport.get_extra_info("peername")
-            # None: refused, and already being closed (1013 or 4003) before any other frame
+            # None: refused, and already being closed (1013 or 4003) before any other frame;
+            # the token is checked before a resume is asked for
             self.conn = self.server.core.connect(self, time.monotonic(), request_token(request),
-                                                 str(peer[0]) if peer else "")
+                                                 str(peer[0]) if peer else "",
+                                                 resume=request_resume(request))
 
     def frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -278,6 +297,7 @@ class GatewayServer:
         self.ready = asyncio.Event()  # welcomed: accept WebSockets
         self.drained = asyncio.Event()  # stopping, and every client has gone
         self.stopping = False
+        self.close_code = CloseCode.SERVICE_RESTART  # for every client when stopping (run)
         self.web_dir = Path(config.resolved_web_dir).resolve()
         self.last_payload = b""
         self.last_wire = b""
@@ -319,9 +339,9 @@ class GatewayServer:
 
     # ------------------------------------------------------------ from the adapters
 
-    def disconnected(self, conn: Connection) -> None:
-        self.core.disconnect(conn)
-        if self.stopping and not self.core.conns:
+    def disconnected(self, conn: Connection, clean: bool = True) -> None:
+        self.core.disconnect(conn, clean)
+        if self.stopping and not self.core.conns and not self.core.waiting:
             self.drained.set()
 
     def on_sub_readable(self) -> None:
@@ -372,6 +392,19 @@ class GatewayServer:
 
     # ------------------------------------------------------------ run
 
+    def mark_ready(self) -> None:
+        """Write this process's PID to the ready file, if the run directory exists."""
+        target = ready_file(self.config.resolved_run_dir, self.index)
+        if not target.parent.is_dir():
+            return
+        tmp = target.with_name(f".{target.name}.{os.getpid()}")
+        try:
+            tmp.write_text(f"{os.getpid()}\n")
+            os.replace(tmp, target)
+        except OSError as exc:
+            log.warning("cannot write the ready file", extra={"fields": {"path": str(target),
+                                                                          "error": str(exc)}})
+
     async def heartbeat(self) -> None:
         core = self.core
         reported = (0, 0)
@@ -401,6 +434,9 @@ class GatewayServer:
                 core.expire_tokens(time.time())  # tokens expire in wall-clock time
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop`; then close every client with `close_code` (SIGTERM: 1012, a
+        restart: resume on another gateway; SIGINT: 1001, stopped for good) and report them
+        away to the processor, which keeps their sessions for the resume window."""
         loop = self.loop
         fd = self.sub.getsockopt(zmq.FD)
         loop.add_reader(fd, self.on_sub_readable)
@@ -422,21 +458,33 @@ class GatewayServer:
             pinger = loop.create_task(self.keepalive())
             log.info("gateway ready", extra={"fields": {"gateway": self.id, "port": self.config.port,
                                                         "tls": self.tls is not None}})
+            self.mark_ready()
             await stop.wait()
             server.close()
             self.stopping = True
-            if self.core.conns:
-                self.core.close_all(CloseCode.GOING_AWAY, "gateway shutting down")
+            if self.core.conns or self.core.waiting:
+                code = self.close_code
+                reason = ("gateway restarting" if code == CloseCode.SERVICE_RESTART
+                          else "gateway shutting down")
+                self.core.close_all(code, reason)
                 try:
                     await asyncio.wait_for(self.drained.wait(), 3)
                 except TimeoutError:
                     pass
+            self.core.flush()  # the last `away` reports
             pinger.cancel()
         finally:
             beats.cancel()
             loop.remove_reader(fd)
-            self.push.close(linger=0)
+            self.push.close(linger=500)  # long enough for the last batch, never a hang
             self.sub.close(linger=0)
+
+
+def ready_file(run_dir: str, index: int) -> Path:
+    """Where gateway `index` writes its PID once welcomed and listening: the supervisor's
+    rolling restart waits for the replacement's PID there (a shared port's /healthz cannot
+    tell one gateway from another)."""
+    return Path(run_dir) / f"gateway-{index}.ready"
 
 
 def _response(status: int, body: bytes, ctype: str) -> Response:
@@ -449,9 +497,17 @@ def _response(status: int, body: bytes, ctype: str) -> Response:
 async def amain(config: Config, index: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await GatewayServer(config, index).run(stop)
+    server = GatewayServer(config, index)
+    codes = {signal.SIGTERM: CloseCode.SERVICE_RESTART, signal.SIGINT: CloseCode.GOING_AWAY}
+
+    def stopped(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            server.close_code = codes[sig]  # the first signal chooses
+            stop.set()
+
+    for sig in codes:
+        loop.add_signal_handler(sig, stopped, sig)
+    await server.run(stop)
 
 
 def main(config: Config, index: int) -> None:

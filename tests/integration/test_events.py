@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import zmq
 import zmq.asyncio
 
 from meshstream_zmq import meshstream_pb2 as pb
-from tests.conftest import Client, Cluster
+from tests.conftest import Client, Cluster, clients_on
 from tests.integration import support
 from tests.integration.support import DEADLINE, gateway_index, join, kill, uid
 
@@ -28,6 +28,8 @@ TOPICS = {
     K.ROOM_DELETED: b"event.room-deleted",
     K.CLIENT_JOINED_ROOM: b"event.client-joined-room",
     K.CLIENT_LEFT_ROOM: b"event.client-left-room",
+    K.CLIENT_AWAY: b"event.client-away",
+    K.CLIENT_BACK: b"event.client-back",
 }
 
 
@@ -126,18 +128,27 @@ async def test_lifecycle_events(cluster: Cluster, observer: Observer, spread) ->
         assert e.room != "mesh-global", e
 
 
-async def test_gateway_kill_emits_left_and_disconnected(cluster: Cluster, observer: Observer,
-                                                        spread) -> None:
-    """A SIGKILLed gateway's clients leave with every event (reliability promise)."""
-    (a,), (b,) = await spread(2, 1)
-    room = uid("evk")
-    await join(a, room)
-    await join(b, room)
-    await observer.wait(K.CLIENT_JOINED_ROOM, client=b.id, room=room)
-    kill(cluster, f"gateway {gateway_index(a)}")
-    await observer.wait(K.CLIENT_LEFT_ROOM, client=a.id, room=room)
-    await observer.wait(K.CLIENT_DISCONNECTED, client=a.id)
-    await b.expect("client-left-room", sender=a.id)
-    await b.request({"action": "leave-room", "target": room}, "client-left-room")
-    await observer.wait(K.CLIENT_LEFT_ROOM, client=b.id, room=room)
-    await observer.wait(K.ROOM_DELETED, room=room)
+async def test_gateway_kill_emits_away_then_left_and_disconnected(
+        cluster_factory: Callable[..., Cluster]) -> None:
+    """A SIGKILLed gateway's clients are away, then, when the resume window (1 s here)
+    passes, leave with every event (reliability promise)."""
+    cluster = cluster_factory(args=["--resume-window", "1"])
+    observer = Observer(f"ipc://{cluster.run_dir}/outbound")
+    await observer.handshake(cluster.url)
+    (a,), (b,) = await clients_on(cluster.url, 2, 1)
+    try:
+        room = uid("evk")
+        await join(a, room)
+        await join(b, room)
+        await observer.wait(K.CLIENT_JOINED_ROOM, client=b.id, room=room)
+        kill(cluster, f"gateway {gateway_index(a)}")
+        await observer.wait(K.CLIENT_AWAY, client=a.id, room=room)
+        await observer.wait(K.CLIENT_LEFT_ROOM, client=a.id, room=room)
+        await observer.wait(K.CLIENT_DISCONNECTED, client=a.id)
+        await b.expect("client-left-room", sender=a.id)
+        await b.request({"action": "leave-room", "target": room}, "client-left-room")
+        await observer.wait(K.CLIENT_LEFT_ROOM, client=b.id, room=room)
+        await observer.wait(K.ROOM_DELETED, room=room)
+    finally:
+        await b.close()
+        observer.close()

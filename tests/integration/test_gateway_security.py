@@ -92,7 +92,8 @@ async def test_a_token_in_the_query_names_the_user(jwt_cluster: Cluster) -> None
     c = await connect(f"{jwt_cluster.url}?token={token('ann')}")
     try:
         hello = await c.expect("client-connected")
-        assert hello["message_body"] == {"client": c.id, "user": "ann"}
+        body = hello["message_body"]
+        assert (body["client"], body["user"], bool(body["session"])) == (c.id, "ann", True)
         await sync(c)  # and the processor knows the connection
     finally:
         await c.close()
@@ -172,7 +173,8 @@ async def test_a_refused_refresh_keeps_the_connection(jwt_cluster: Cluster, new:
 async def test_without_tokens_refresh_token_is_routed_like_any_action(open_cluster: Cluster) -> None:
     c = await connect(open_cluster.url)
     try:
-        assert (await c.expect("client-connected"))["message_body"] == {"client": c.id}  # no user
+        body = (await c.expect("client-connected"))["message_body"]
+        assert body["client"] == c.id and "user" not in body  # no user
         await c.send({"action": "refresh-token", "id": 1, "message_body": {"token": "x"}})
         err = await c.next(lambda m: m.get("id") == 1)
         assert err["action"] == "error" and err["message_body"]["code"] == "missing-target"

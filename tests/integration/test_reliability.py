@@ -12,7 +12,7 @@ from typing import Any
 import psutil
 from websockets.protocol import State
 
-from tests.conftest import Client, Cluster
+from tests.conftest import Client, Cluster, clients_on
 from tests.integration import support
 from tests.integration.support import (
     DEADLINE,
@@ -39,8 +39,11 @@ async def members_of(c: Client, room: str) -> list[str]:
     return sorted(reply["message_body"]["members"])
 
 
-async def test_gateway_sigkill_other_gateway_unaffected(cluster: Cluster, spread) -> None:
-    (a1, a2), (b1, b2) = await spread(2, 2)
+async def test_gateway_sigkill_other_gateway_unaffected(cluster_factory) -> None:
+    # The killed gateway's clients are away (they could resume) until the resume window
+    # passes: 1 s here, so the survivors are told they left within a few seconds.
+    cluster = cluster_factory(args=["--resume-window", "1"])
+    (a1, a2), (b1, b2) = await clients_on(cluster.url, 2, 2)
     room = uid("gwkill")
     for c in (a1, a2, b1, b2):
         await join(c, room)
@@ -67,6 +70,8 @@ async def test_gateway_sigkill_other_gateway_unaffected(cluster: Cluster, spread
         err = await b1.request({"action": "hi", "target": dead.id, "IsTargetClient": True,
                                 "id": uid("dm")}, "error")
         assert err["message_body"]["code"] == "unknown-client"
+    for c in (b1, b2):
+        await c.close()
 
 
 async def test_killed_gateway_is_restarted(cluster: Cluster, spread) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -13,7 +14,18 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from meshstream_zmq import LOBBY
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq.auth import Identity, TokenError
-from meshstream_zmq.gateway import PING_INTERVAL, PING_TIMEOUT, Connection, Gateway, Link
+from meshstream_zmq.errors import CloseCode
+from meshstream_zmq.gateway import (
+    HELD_FRAMES,
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    RESUME_TIMEOUT,
+    Connection,
+    Gateway,
+    Link,
+    Resume,
+    parse_resume,
+)
 
 
 class Outbox:
@@ -103,9 +115,14 @@ def test_a_client_is_greeted_with_its_id_and_announced_to_the_processor() -> Non
     conn = gw.connect("L1", 0.0)
     assert out.wakes == 1
     gw.flush()
-    assert out.frames_for("L1") == [{"action": "client-connected", "target": conn.id,
-                                     "message_body": {"client": conn.id}, "sender": "meshstream"}]
+    [greeting] = out.frames_for("L1")
+    session = greeting["message_body"]["session"]
+    assert greeting == {"action": "client-connected", "target": conn.id, "sender": "meshstream",
+                        "message_body": {"client": conn.id, "session": session, "epoch": ""}}
     assert [i.connected.client for i in out.batches[0].items] == [conn.id]
+    # the processor gets the secret's SHA-256, never the secret
+    assert out.batches[0].items[0].connected.session_hash == hashlib.sha256(session.encode()).digest()
+    assert len(session) >= 32 and session not in conn.id
     gw.check()
 
 
@@ -424,15 +441,16 @@ def test_the_user_is_greeted_announced_and_resent_in_the_hello() -> None:
     conn = gw.connect("L1", 0.0, "ann-60")
     assert conn is not None and (conn.user, conn.expires) == ("ann", 60.0)
     gw.flush()
-    assert out.frames_for("L1") == [{"action": "client-connected", "target": conn.id,
-                                     "message_body": {"client": conn.id, "user": "ann"},
-                                     "sender": "meshstream"}]
+    [greeting] = out.frames_for("L1")
+    assert greeting["message_body"] == {"client": conn.id, "user": "ann", "epoch": "",
+                                        "session": greeting["message_body"]["session"]}
     item = out.batches[0].items[-1]
     assert (item.connected.client, item.connected.user) == (conn.id, "ann")
     gw.heartbeat(1.0)  # the link is down: hello, with every client and its user
     gw.flush()
     hello = out.batches[-1].items[-1].hello
     assert [(c.client, c.user) for c in hello.clients] == [(conn.id, "ann")]
+    assert hello.clients[0].session_hash == item.connected.session_hash == conn.session_hash
     gw.check()
 
 
@@ -441,7 +459,7 @@ def test_anonymous_clients_have_no_user_key_and_an_empty_user() -> None:
     conn = gw.connect("L1", 0.0, "whatever")  # tokens off: a token is ignored
     assert conn is not None and conn.user == ""
     gw.flush()
-    assert out.frames_for("L1")[0]["message_body"] == {"client": conn.id}
+    assert "user" not in out.frames_for("L1")[0]["message_body"]
     assert out.batches[0].items[-1].connected.user == ""
 
 
@@ -544,15 +562,244 @@ def test_a_refresh_counts_against_the_rate_limit() -> None:
     assert out.frames_for("L1")[-1]["message_body"]["code"] == "rate-limited"
 
 
+# ------------------------------------------------------------------ sessions and resume
+
+def items_of(out: Outbox, kind: str) -> list[Any]:
+    return [getattr(i, kind) for b in out.batches for i in b.items if i.WhichOneof("kind") == kind]
+
+
+def resumed(gw: Gateway, link: str, client: str = "", reason: str = "", rooms: tuple[str, ...] = (),
+            replay: tuple[bytes, ...] = (), epoch: str = "e1") -> pb.GatewayOp:
+    return pb.GatewayOp(resumed=pb.ResumeResult(link=link, client=client, reason=reason,
+                                                rooms=list(rooms), replay=list(replay), epoch=epoch))
+
+
+def held(gw: Gateway, link: str = "L2", secret: str = "old-secret", epoch: str = "e1",
+         seq: int = 7) -> tuple[Connection, pb.ResumeRequest]:
+    conn = gw.connect(link, 0.0, resume=Resume(secret, epoch, seq))
+    assert conn is not None
+    return conn, gw.batch.items[-1].resume
+
+
+@pytest.mark.parametrize(("secret", "position", "expected"), [
+    (None, "e1:5", None),
+    ("s", None, Resume("s", "", 0)),
+    ("s", "e1:5", Resume("s", "e1", 5)),
+    ("s", "a:b:12", Resume("s", "a:b", 12)),
+    ("s", "e1:x", Resume("s", "", 0)),  # a malformed position: best effort, not an error
+    ("s", ":5", Resume("s", "", 0)),
+    ("s", "e1:-5", Resume("s", "", 0)),
+    ("s" * 1000, "e1:1", Resume("s" * 256, "e1", 1)),
+])
+def test_the_resume_query_is_parsed(secret: str | None, position: str | None,
+                                    expected: Resume | None) -> None:
+    assert parse_resume(secret, position) == expected
+
+
+def test_a_held_connection_gets_nothing_until_the_answer_and_its_frames_wait() -> None:
+    gw, out = make()
+    welcome(gw)
+    conn, request = held(gw, secret="old-secret")
+    assert request.session_hash == hashlib.sha256(b"old-secret").digest()
+    assert (request.epoch, request.seq, request.link) == ("e1", 7, conn.id[1:])
+    assert request.new_session_hash and request.new_session_hash != request.session_hash
+    gw.client_frame(conn, '{"action":"send-room","target":"r1","message_body":{"n":1}}', 0.0)
+    gw.flush()
+    assert out.frames_for("L2") == [] and frames_of(out.batches) == []
+    assert not gw.conns and conn.held is not None
+    gw.check()
+
+
+def test_a_successful_resume_greets_with_the_old_id_then_the_replay_then_live_traffic() -> None:
+    gw, out = make()
+    welcome(gw)
+    conn, request = held(gw)
+    gw.client_frame(conn, '{"action":"send-room","target":"r1","message_body":{"n":1}}', 0.0)
+    client = "gw9-old.0123456789abcdef"
+    out_msg(gw, resumed(gw, request.link, client, rooms=("r1", LOBBY), replay=(b'{"m":1}', b'{"m":2}')),
+            deliver(b'{"m":3}', room="r1"), deliver(b'{"m":4}', room=LOBBY))
+    gw.flush()
+    frames = out.frames_for("L2")
+    greeting = frames[0]["message_body"]
+    assert frames[0]["target"] == client and greeting["client"] == client
+    assert greeting["resumed"] is True and greeting["epoch"] == "e1"
+    assert hashlib.sha256(greeting["session"].encode()).digest() == request.new_session_hash
+    assert frames[1:] == [{"m": 1}, {"m": 2}, {"m": 3}, {"m": 4}]
+    assert gw.conns[client] is conn and conn.rooms == {"r1"} and conn.session_hash == request.new_session_hash
+    # the frame it sent while held goes to the processor now, as its own
+    assert frames_of(out.batches) == [(1, client, "send-room", "r1")]
+    gw.heartbeat(0.0)
+    gw.link = Link.HELLO
+    gw.heartbeat(0.0)
+    gw.flush()
+    assert items_of(out, "hello")[-1].clients[0].session_hash == request.new_session_hash
+    gw.check()
+
+
+@pytest.mark.parametrize("reason", ["unknown-session", "expired", "history-lost", "user-mismatch"])
+def test_a_refused_resume_is_a_new_client_told_why(reason: str) -> None:
+    gw, out = make()
+    welcome(gw)
+    conn, request = held(gw)
+    gw.client_frame(conn, '{"action":"a","target":"t"}', 0.0)
+    out_msg(gw, resumed(gw, request.link, reason=reason))
+    gw.flush()
+    [greeting, *_] = out.frames_for("L2")
+    body = greeting["message_body"]
+    assert body["resumed"] is False and body["reason"] == reason
+    assert body["client"] == conn.id and conn.id.startswith(GW + ".")
+    [connected] = items_of(out, "connected")
+    assert connected.client == conn.id
+    assert connected.session_hash == hashlib.sha256(body["session"].encode()).digest()
+    assert frames_of(out.batches) == [(1, conn.id, "a", "t")]
+    gw.check()
+
+
+def test_a_resume_is_asked_again_after_a_hello_and_a_duplicate_answer_is_dropped() -> None:
+    gw, out = make()
+    welcome(gw)
+    conn, request = held(gw)
+    gw.flush()
+    gw.processor_beat(pb.ProcessorBeat(epoch="e2"), 0.0)  # a new processor: it never saw it
+    gw.flush()
+    kinds = [i.WhichOneof("kind") for i in out.batches[-1].items]
+    assert kinds == ["hello", "resume"] and out.batches[-1].items[1].resume == request
+    welcome(gw, "e2")
+    out_msg(gw, resumed(gw, request.link, "gw9-old.1", epoch="e2"),
+            resumed(gw, request.link, reason="unknown-session", epoch="e2"))
+    gw.flush()
+    assert gw.conns["gw9-old.1"] is conn and len(out.frames_for("L2")) == 1
+    gw.check()
+
+
+def test_more_than_the_held_bound_closes_1008() -> None:
+    gw, out = make()
+    welcome(gw)
+    conn, _ = held(gw)
+    for _ in range(HELD_FRAMES):
+        gw.client_frame(conn, '{"action":"a"}', 0.0)
+    assert out.closes == []
+    gw.client_frame(conn, '{"action":"a"}', 0.0)
+    assert out.closes == [("L2", 1008, "flood: too many frames before the resume")]
+    gw.check()
+
+
+def test_an_unanswered_resume_is_closed_1013_after_the_deadline() -> None:
+    gw, out = make()
+    welcome(gw)
+    conn, request = held(gw)
+    gw.keepalive(RESUME_TIMEOUT - 1)
+    assert out.closes == []
+    gw.keepalive(RESUME_TIMEOUT)
+    assert out.closes == [("L2", 1013, "processor-unavailable")]
+    gw.disconnect(conn, clean=False)
+    # a late success for a connection that is gone: reported, so the processor keeps no ghost
+    out_msg(gw, resumed(gw, request.link, "gw9-old.0123456789abcdef"))
+    gw.flush()
+    assert items_of(out, "away") == ["gw9-old.0123456789abcdef"]
+    gw.check()
+
+
+def test_a_late_answer_for_a_cleanly_closed_link_is_a_disconnect_and_a_refusal_nothing() -> None:
+    gw, out = make()
+    welcome(gw)
+    a, ra = held(gw, "La")
+    b, rb = held(gw, "Lb")
+    gw.disconnect(a, clean=True)
+    gw.disconnect(b, clean=False)
+    out_msg(gw, resumed(gw, ra.link, "gw9-old.1"), resumed(gw, rb.link, reason="unknown-session"))
+    gw.flush()
+    assert items_of(out, "disconnected") == ["gw9-old.1"] and items_of(out, "away") == []
+    assert not gw.orphans and not gw.waiting
+    gw.check()
+
+
+def test_a_resume_takes_over_a_connection_of_the_same_client_here() -> None:
+    gw, out = make()
+    welcome(gw)
+    old = gw.connect("L1", 0.0)
+    assert old is not None
+    out_msg(gw, joined(old.id, "r1"))
+    conn, request = held(gw)
+    out_msg(gw, resumed(gw, request.link, old.id, rooms=("r1",)))
+    assert out.closes == [("L1", 4002, "resumed elsewhere")]
+    assert gw.conns[old.id] is conn and gw.rooms["r1"] == {conn}
+    gw.disconnect(old, clean=False)  # the old link ends: nothing to report
+    gw.flush()
+    assert items_of(out, "away") == [] and items_of(out, "disconnected") == []
+    gw.check()
+
+
+@pytest.mark.parametrize(("how", "kind"), [
+    ("client-close", "disconnected"),
+    ("lost", "away"),
+    ("flood", "disconnected"),
+    ("slow", "disconnected"),
+    ("processor-close", "disconnected"),
+    ("keepalive", "away"),
+    ("restart", "away"),
+])
+def test_clean_ends_leave_and_the_others_are_away(how: str, kind: str) -> None:
+    gw, out = make(rate_limit=1.0, rate_burst=1)
+    welcome(gw)
+    conn = gw.connect("L1", 0.0)
+    assert conn is not None
+    clean = how == "client-close"
+    if how == "flood":
+        for _ in range(5):
+            gw.client_frame(conn, '{"action":"a"}', 0.0)
+    elif how == "slow":
+        gw.send_queue = 0
+        out.buffered = 1
+        gw.flush()
+    elif how == "processor-close":
+        out_msg(gw, pb.GatewayOp(close=pb.CloseClient(client=conn.id, code=4001, reason="bye")))
+    elif how == "keepalive":
+        gw.keepalive_one(conn, PING_INTERVAL)
+        gw.keepalive_one(conn, PING_INTERVAL + PING_TIMEOUT)
+    elif how == "restart":
+        gw.close_all(CloseCode.SERVICE_RESTART, "gateway restarting")
+        assert out.closes == [("L1", 1012, "gateway restarting")]
+    assert conn.closing == (how not in ("client-close", "lost"))
+    gw.disconnect(conn, clean=clean)
+    gw.flush()
+    reported = {k: items_of(out, k) for k in ("disconnected", "away")}
+    assert reported == {"disconnected": [], "away": [], kind: [conn.id]}
+    gw.check()
+
+
+def test_a_gateway_restart_closes_held_connections_too() -> None:
+    gw, out = make()
+    welcome(gw)
+    live = gw.connect("L1", 0.0)
+    held(gw, "L2")
+    gw.close_all(CloseCode.SERVICE_RESTART, "gateway restarting")
+    assert sorted(out.closes) == [("L1", 1012, "gateway restarting"), ("L2", 1012, "gateway restarting")]
+    assert live is not None and live.away_on_close
+
+
+def test_held_connections_count_against_the_limits() -> None:
+    gw, out = make(max_connections=1, max_connections_per_ip=1)
+    welcome(gw)
+    conn = gw.connect("L1", 0.0, peer="p", resume=Resume("s"))
+    assert conn is not None
+    assert gw.connect("L2", 0.0, peer="q") is None
+    gw.disconnect(conn, clean=False)
+    assert gw.connect("L3", 0.0, peer="p") is not None
+    gw.check()
+
+
 # ------------------------------------------------------------------ properties
 
 ROOMS = ["r1", "r2", "r3"]
 
 
 class GatewayMachine(RuleBasedStateMachine):
-    """Random connects, memberships, deliveries, frames and link changes against a model:
-    every room message reaches exactly the room's local members at that moment (minus the
-    excluded), in order; frames are numbered without gaps; the core's invariants hold."""
+    """Random connects, memberships, deliveries, frames, link changes, lost connections and
+    resumes against a model: every room message reaches exactly the room's local members at
+    that moment (minus the excluded), in order, and a resumed client gets what it missed
+    (the processor's replay) before anything newer; frames are numbered without gaps; the
+    core's invariants hold."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -562,6 +809,7 @@ class GatewayMachine(RuleBasedStateMachine):
         self.expected: dict[str, list[bytes]] = {}
         self.n = 0
         self.epoch = 1
+        self.away: dict[str, tuple[set[str], list[bytes]]] = {}  # client -> its rooms, missed
         welcome(self.gw, "e1")
 
     @rule()
@@ -571,7 +819,7 @@ class GatewayMachine(RuleBasedStateMachine):
         self.expected[conn.id] = []
 
     def live(self) -> list[Connection]:
-        return [c for c in self.conns if c.id in self.gw.conns]
+        return [c for c in self.conns if self.gw.conns.get(c.id) is c]
 
     @precondition(lambda self: self.live())
     @rule(data=st.data())
@@ -581,6 +829,33 @@ class GatewayMachine(RuleBasedStateMachine):
         for m in self.members.values():
             m.discard(conn.id)
         del self.expected[conn.id]
+
+    @precondition(lambda self: self.live())
+    @rule(data=st.data())
+    def lose(self, data: st.DataObject) -> None:
+        """The connection ends uncleanly: the client is away (kept by the processor)."""
+        conn = data.draw(st.sampled_from(self.live()))
+        self.gw.disconnect(conn, clean=False)
+        rooms = {r for r, m in self.members.items() if conn.id in m}
+        for m in self.members.values():
+            m.discard(conn.id)
+        self.away[conn.id] = (rooms, [])
+
+    @precondition(lambda self: self.away)
+    @rule(data=st.data())
+    def resume(self, data: st.DataObject) -> None:
+        """It comes back on a new connection; the processor replays what it missed."""
+        client = data.draw(st.sampled_from(sorted(self.away)))
+        rooms, missed = self.away.pop(client)
+        conn = self.gw.connect(f"L{len(self.conns)}", 0.0, resume=Resume("s"))
+        assert conn is not None
+        self.conns.append(conn)
+        out_msg(self.gw, pb.GatewayOp(resumed=pb.ResumeResult(
+            link=conn.id[1:], client=client, rooms=sorted(rooms), replay=missed, epoch="e")))
+        assert conn.id == client
+        self.expected[client] += missed
+        for room in rooms:
+            self.members[room].add(client)
 
     @precondition(lambda self: self.live())
     @rule(data=st.data(), room=st.sampled_from(ROOMS), join=st.booleans())
@@ -597,6 +872,9 @@ class GatewayMachine(RuleBasedStateMachine):
         out_msg(self.gw, deliver(frame, room=room, exclude=tuple(e for e in exclude if e)))
         for client in self.members[room] - set(exclude):
             self.expected[client].append(frame)
+        for client, (rooms, missed) in self.away.items():
+            if room in rooms and client not in exclude:
+                missed.append(frame)  # expected once it resumes
 
     @precondition(lambda self: self.live())
     @rule(data=st.data())

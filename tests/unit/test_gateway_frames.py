@@ -5,6 +5,7 @@ with an in-memory transport in place of the socket."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -89,6 +90,11 @@ class Peer:
         data, self.transport.written = bytes(self.transport.written), bytearray()
         self.ws.receive_data(data)
         return [e for e in self.ws.events_received() if isinstance(e, Frame)]
+
+    @property
+    def client(self) -> str:
+        assert self.proto.conn is not None
+        return self.proto.conn.id
 
     def texts(self) -> list[str]:
         return [line for f in self.receive() if f.opcode is Opcode.TEXT
@@ -229,6 +235,68 @@ async def test_the_idle_open_deadline_is_cancelled_by_the_handshake(server: Gate
     assert isinstance(lonely.timer, asyncio.TimerHandle)
     lonely.connection_lost(None)
     assert lonely.timer is None
+
+
+# ------------------------------------------------------------------ sessions: resume, clean and unclean ends
+
+def reported(server: GatewayServer) -> list[tuple[str, str]]:
+    """What the core will tell the processor at the next flush: (kind, client) for leaves."""
+    out = []
+    for item in server.core.batch.items:
+        kind = item.WhichOneof("kind")
+        if kind in ("disconnected", "away"):
+            out.append((kind, getattr(item, kind)))
+    return out
+
+
+async def test_a_resume_is_held_silent_then_answered(server: GatewayServer) -> None:
+    peer = Peer(server, "/wsmesh?resume=old%2Bsecret&seq=e1:41")
+    [item] = [i for i in server.core.batch.items if i.WhichOneof("kind") == "resume"]
+    assert item.resume.session_hash == hashlib.sha256(b"old+secret").digest()
+    assert (item.resume.epoch, item.resume.seq) == ("e1", 41)
+    peer.send(peer.ws.send_text(b'{"action":"send-room","target":"r"}'))
+    assert peer.receive() == [] and not server.core.conns
+    result = pb.ResumeResult(link=item.resume.link, client="gw2-x.00", rooms=["r"], epoch="e1",
+                             replay=[b'{"missed":1}'])
+    server.core.processor_out(pb.GatewayOut(seq=2, epoch="e1", ops=[pb.GatewayOp(resumed=result)]))
+    greeting, missed, answer = (json.loads(t) for t in peer.texts())
+    assert greeting["message_body"]["resumed"] is True and greeting["target"] == "gw2-x.00"
+    assert missed == {"missed": 1}
+    # the frame held meanwhile went on after the replay (here: no processor to take it)
+    assert (answer["action"], answer["message_body"]["code"]) == ("error", "processor-unavailable")
+
+
+async def test_a_resume_with_a_refused_token_is_never_asked_for(secure: GatewayServer) -> None:
+    peer = Peer(secure, "/wsmesh?resume=s&token=nope")
+    assert closed_with(peer) == (4003, "bad-token")
+    assert not [i for i in secure.core.batch.items if i.WhichOneof("kind") == "resume"]
+
+
+async def test_a_lost_connection_is_away_a_client_close_is_a_leave(server: GatewayServer) -> None:
+    lost, closer = Peer(server), Peer(server)
+    ids = lost.client, closer.client
+    lost.texts(), closer.texts()
+    closer.send(closer.ws.send_close(1000, "bye"))
+    closer.receive()
+    closer.proto.connection_lost(None)
+    lost.proto.connection_lost(ConnectionResetError())  # no close frame: the network went
+    assert reported(server) == [("disconnected", ids[1]), ("away", ids[0])]
+
+
+async def test_a_restart_close_is_away_and_a_1009_is_a_leave(server: GatewayServer) -> None:
+    restarted = Peer(server)
+    restarted.texts()
+    rid = restarted.client
+    server.core.close_all(1012, "gateway restarting")
+    restarted.receive()
+    assert restarted.ws.close_rcvd is not None and restarted.ws.close_rcvd.code == 1012
+    restarted.send()  # the client's echo
+    restarted.proto.connection_lost(None)
+    big = Peer(server)
+    bid = big.client
+    big.send(big.ws.send_text(b"x" * (server.config.max_frame + 1)))
+    big.proto.connection_lost(None)
+    assert reported(server) == [("away", rid), ("disconnected", bid)]
 
 
 # ------------------------------------------------------------------ the edge: tokens, origins, limits
