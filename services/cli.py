@@ -5,6 +5,7 @@
     meshstream gateway --index N [--port 8765] [endpoint flags]
     meshstream watcher NAME [endpoint flags]    (NAME: words-battle-lobby, words-battle-games, echo)
     meshstream keys DIR [--watcher NAME=CLAIMS ...] [--force]   (CURVE keys for --keys-dir)
+    meshstream restart-gateways [--port P | --run-dir D] [--timeout S]   (rolling restart)
 
 Every flag also reads MESHSTREAM_<FLAG> from the environment (flags win).
 """
@@ -79,6 +80,17 @@ def parser() -> argparse.ArgumentParser:
                       help="a watcher key and its claims: exact rooms and prefix* comma-separated, "
                            "e.g. dice=dice-* or monitor= (nothing); repeatable")
     keys.add_argument("--force", action="store_true", help="replace existing key pairs")
+    rg = sub.add_parser(
+        "restart-gateways", help="restart a running `meshstream run`'s gateways one at a time",
+        description="Signal the supervisor of `meshstream run` (SIGUSR1, its PID from "
+                    "<run dir>/supervisor.pid) to restart its gateways one at a time: each is "
+                    "closed with 1012 (its clients resume on the others) and the next waits "
+                    "until its replacement is welcomed. Waits for the end: exit 0 when every "
+                    "gateway was restarted, 1 if one failed, 2 if there is no supervisor or "
+                    "the timeout passed. See docs/operations.md, Rolling restart.")
+    rg.add_argument("--port", type=int, help="the cluster's WebSocket port (names its run directory)")
+    rg.add_argument("--run-dir", help="the cluster's run directory (instead of --port)")
+    rg.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (300)")
     return p
 
 
@@ -159,10 +171,49 @@ def preflight(config: Config, watchers: list[str]) -> None:
             raise links.LinkError(str(exc)) from None
 
 
+def restart_gateways_command(args: argparse.Namespace) -> int:
+    import os
+    import signal
+    import time
+
+    from services import supervisor
+
+    overrides = {k: v for k, v in (("port", args.port), ("run_dir", args.run_dir)) if v is not None}
+    run_dir = Config.from_env().with_overrides(**overrides).resolved_run_dir
+    try:
+        with open(os.path.join(run_dir, supervisor.PID_FILE)) as f:
+            pid = int(f.read().strip())
+        before = supervisor.read_status(run_dir)[0]
+        os.kill(pid, signal.SIGUSR1)
+    except (OSError, ValueError) as exc:
+        print(f"meshstream restart-gateways: no running supervisor for {run_dir}: {exc}",
+              file=sys.stderr)
+        return 2
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        generation, outcome = supervisor.read_status(run_dir)
+        if generation > before:
+            if outcome == "ok":
+                print("meshstream restart-gateways: every gateway restarted")
+                return 0
+            print(f"meshstream restart-gateways: {outcome}", file=sys.stderr)
+            return 1
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            print("meshstream restart-gateways: the supervisor exited", file=sys.stderr)
+            return 2
+        time.sleep(0.1)
+    print(f"meshstream restart-gateways: not done after {args.timeout:g} s", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.role == "keys":
         return keys_command(args)
+    if args.role == "restart-gateways":
+        return restart_gateways_command(args)
     config = config_from(args)
     if args.role == "run":
         from meshstream_zmq.links import LinkError

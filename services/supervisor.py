@@ -34,6 +34,10 @@ log = logging.getLogger("meshstream.supervisor")
 
 STOP_GRACE = 4.0
 PR_SET_PDEATHSIG = 1
+PID_FILE = "supervisor.pid"  # in the run directory: `meshstream restart-gateways` signals it
+RESTART_STATUS = "restart-gateways"  # in the run directory: "<n> ok|failed <why>" after each
+READY_TIMEOUT = 30.0  # a restarted gateway not welcomed by then stops the rolling restart
+POLL = 0.05  # how often a rolling restart looks for the replacement's ready file
 
 
 # A fresh interpreter per child, its arguments pickled with dill. Spawning also starts
@@ -156,14 +160,120 @@ def healthy(port: int, tls: bool = False) -> bool:
         return False
 
 
+class RollingRestart:
+    """Restart the gateways one at a time: SIGTERM one (its clients are closed 1012 and
+    resume on the others), start its replacement at once, wait until the replacement
+    writes its PID to its ready file (welcomed by the processor and listening), then the
+    next. Driven by `step(now)` from the supervisor's loop; `poll` says when to call again."""
+
+    def __init__(self, run_dir: str, kids: list[Child], generation: int) -> None:
+        self.run_dir = run_dir
+        self.todo = [k for k in kids if k.role == "gateway"]
+        self.generation = generation
+        self.current: Child | None = None
+        self.phase = ""  # "stopping" | "starting"
+        self.deadline = 0.0
+        self.done = False
+        log.info("rolling restart of the gateways", extra={"fields": {"gateways": len(self.todo)}})
+
+    def step(self, now: float) -> None:
+        kid = self.current
+        if kid is None:
+            if not self.todo:
+                return self.finish("ok")
+            kid = self.current = self.todo.pop(0)
+            self.phase = "stopping"
+            self.deadline = now + STOP_GRACE + 3.0
+            if kid.proc is not None and kid.proc.exitcode is None:
+                log.info("restarting", extra={"fields": {"child": kid.name}})
+                kid.proc.terminate()
+        if self.phase == "stopping":
+            if kid.proc is not None and kid.proc.exitcode is None:
+                if now >= self.deadline:
+                    kid.proc.kill()
+                return None
+            if kid.proc is not None:  # exited as asked: no crash, restarted at once
+                kid.proc.close()
+                kid.proc = None
+            if kid.restart_at <= now:
+                kid.restart_at = now
+                kid.start()
+                self.phase = "starting"
+                self.deadline = now + READY_TIMEOUT
+            return None
+        # starting: a replacement that crashes is restarted by the loop as usual
+        if kid.proc is not None and self.ready_pid(kid) == kid.proc.pid:
+            log.info("restarted and welcomed", extra={"fields": {"child": kid.name}})
+            self.current = None
+            return self.step(now)
+        if now >= self.deadline:
+            return self.finish(f"failed {kid.name} was not welcomed in {READY_TIMEOUT:g} s")
+        return None
+
+    def ready_pid(self, kid: Child) -> int:
+        from services.gateway import ready_file
+
+        try:
+            return int(ready_file(self.run_dir, int(kid.arg)).read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def finish(self, outcome: str) -> None:
+        self.done = True
+        level = logging.INFO if outcome == "ok" else logging.ERROR
+        log.log(level, "rolling restart done", extra={"fields": {"outcome": outcome}})
+        write_status(self.run_dir, self.generation, outcome)
+
+
+def write_status(run_dir: str, generation: int, outcome: str) -> None:
+    path = os.path.join(run_dir, RESTART_STATUS)
+    try:
+        with open(path + ".tmp", "w") as f:
+            f.write(f"{generation} {outcome}\n")
+        os.replace(path + ".tmp", path)
+    except OSError as exc:
+        log.error("cannot write the restart status", extra={"fields": {"error": str(exc)}})
+
+
+def read_status(run_dir: str) -> tuple[int, str]:
+    """(generation, outcome) of the last rolling restart; (0, "") if none."""
+    try:
+        with open(os.path.join(run_dir, RESTART_STATUS)) as f:
+            n, _, outcome = f.read().strip().partition(" ")
+        return int(n), outcome
+    except (OSError, ValueError):
+        return 0, ""
+
+
+def write_pid(run_dir: str) -> str | None:
+    """<run dir>/supervisor.pid (the directory made 0700 if missing); its path, or None."""
+    path = os.path.join(run_dir, PID_FILE)
+    try:
+        os.makedirs(run_dir, mode=0o700, exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(path + ".tmp", path)
+    except OSError as exc:
+        log.warning("cannot write the supervisor's pid file", extra={"fields": {"error": str(exc)}})
+        return None
+    return path
+
+
 def run(config: Config, watchers: list[str] | None = None) -> int:
     obs.setup("supervisor", config.log_level)
     kids = children(config, watchers or [])
+    run_dir = kids[0].config.run_dir
     stopping = False
+    restart_asked = False
+    rolling: RollingRestart | None = None
 
     def stop(*_: object) -> None:
         nonlocal stopping
         stopping = True
+
+    def restart_gateways(*_: object) -> None:
+        nonlocal restart_asked
+        restart_asked = True
 
     # A signal writes to this pipe, so waiting on children's sentinels wakes at once.
     wake_r, wake_w = os.pipe()
@@ -171,14 +281,26 @@ def run(config: Config, watchers: list[str] | None = None) -> int:
     os.set_blocking(wake_w, False)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGUSR1, restart_gateways)
     old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    pid_file = write_pid(run_dir)
     try:
         for kid in kids:
             kid.start()
         announced = False
         while not stopping:
             now = time.monotonic()
+            if restart_asked and rolling is None:
+                restart_asked = False
+                rolling = RollingRestart(run_dir, kids, read_status(run_dir)[0] + 1)
+            if rolling is not None:
+                rolling.step(now)
+                if rolling.done:
+                    rolling = None
+            busy = rolling.current if rolling is not None else None
             for kid in kids:
+                if kid is busy and rolling is not None and rolling.phase == "stopping":
+                    continue  # the rolling restart reaps and starts it
                 if kid.proc is None:
                     if now >= kid.restart_at:
                         kid.start()
@@ -194,6 +316,8 @@ def run(config: Config, watchers: list[str] | None = None) -> int:
             due = [kid.restart_at - now for kid in kids if kid.proc is None]
             if not announced:
                 due.append(0.1)  # poll /healthz until it answers
+            if rolling is not None or restart_asked:
+                due.append(POLL)  # watch the replacement's ready file
             timeout = min(due, default=None)
             # wakes when a child exits (its sentinel), a signal arrives, or a restart is due
             wait([wake_r, *(kid.proc.sentinel for kid in kids if kid.proc is not None)],
@@ -206,15 +330,26 @@ def run(config: Config, watchers: list[str] | None = None) -> int:
         signal.set_wakeup_fd(old_wakeup)
         os.close(wake_r)
         os.close(wake_w)
+        if rolling is not None:
+            rolling.finish("failed stopped")
         shutdown(kids)
+        if pid_file is not None:
+            try:
+                os.unlink(pid_file)
+            except OSError:
+                pass
     return 0
 
 
 def shutdown(kids: list[Child]) -> int:
     """SIGTERM everyone, wait, then SIGKILL what is left: never leave a process behind."""
     live = [k.proc for k in kids if k.proc is not None and k.proc.exitcode is None]
+    gateways = {k.proc for k in kids if k.role == "gateway"}
     for proc in reversed(live):  # watchers and gateways first, the processor last
-        proc.terminate()
+        if proc in gateways:  # SIGINT: stopped for good, its clients are closed 1001, not 1012
+            os.kill(proc.pid, signal.SIGINT)
+        else:
+            proc.terminate()
     deadline = time.monotonic() + STOP_GRACE
     for proc in live:
         proc.join(max(0.0, deadline - time.monotonic()))
