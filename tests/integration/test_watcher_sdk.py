@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+
+import websockets
 
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind
@@ -182,5 +186,60 @@ async def test_a_silent_processor_is_said_hello_to_again_and_commands_fail_meanw
         assert outcomes[1:] == ["again", "ok"] and len(welcomes) >= 2
         assert not bot.silent
     finally:
+        bot.stop()
+        thread.join(5)
+
+
+async def test_away_and_back_reach_the_handlers_and_the_leave_waits_for_the_window(
+        cluster_factory: Callable[..., Cluster]) -> None:
+    """A client that loses its connection: CLIENT_AWAY (with its user) and no leave; it
+    resumes: CLIENT_BACK; it loses it again and stays away: CLIENT_LEFT_ROOM once the
+    resume window (2 s here) has passed, not before."""
+    cluster = cluster_factory(args=["--resume-window", "2"])
+    config = Config(run_dir=cluster.run_dir, port=cluster.port)
+    bot = Watcher("sdk-away", prefixes=["away-"], config=config)
+    seen: list[Event] = []  # appended from the watcher's thread
+    for kind in (EventKind.CLIENT_JOINED_ROOM, EventKind.CLIENT_AWAY, EventKind.CLIENT_BACK,
+                 EventKind.CLIENT_LEFT_ROOM):
+        bot.on_event(kind)(seen.append)
+
+    @bot.on("join-room")
+    def join(msg: Message) -> None:
+        bot.join(msg.client, msg.room)
+
+    def events(kind: EventKind, client: str) -> list[Event]:
+        return [e for e in list(seen) if e.kind is kind and e.client == client]
+
+    thread = start(bot)
+    opened: list[Client] = []
+    try:
+        c = Client(await websockets.connect(cluster.url))
+        opened.append(c)
+        hello = (await c.expect("client-connected"))["message_body"]
+        c.id, session = hello["client"], hello["session"]
+        assert isinstance(session, str) and session and c.id not in session
+        await c.send({"action": "join-room", "target": "away-1"})
+        await wait_for(lambda: events(EventKind.CLIENT_JOINED_ROOM, c.id), what="joined")
+
+        c.ws.transport.abort()  # the connection is lost: no closing handshake
+        away = await wait_for(lambda: events(EventKind.CLIENT_AWAY, c.id), what="away")
+        assert away[0].room in ("away-1", "") and away[0].user == ""  # anonymous
+
+        back = Client(await websockets.connect(f"{cluster.url}?resume={session}"))
+        opened.append(back)
+        hello = (await back.expect("client-connected"))["message_body"]
+        assert hello["resumed"] is True and hello["client"] == c.id
+        await wait_for(lambda: events(EventKind.CLIENT_BACK, c.id), what="back")
+        assert not events(EventKind.CLIENT_LEFT_ROOM, c.id), "away is not a leave"
+
+        lost_at = time.monotonic()
+        back.ws.transport.abort()
+        await wait_for(lambda: len(events(EventKind.CLIENT_AWAY, c.id)) >= 2, what="away again")
+        await wait_for(lambda: events(EventKind.CLIENT_LEFT_ROOM, c.id), what="left")
+        assert time.monotonic() - lost_at >= 1.5, "the leave waits for the window"
+    finally:
+        for client in opened:
+            with contextlib.suppress(Exception):
+                await client.close()
         bot.stop()
         thread.join(5)

@@ -8,6 +8,7 @@ Every step waits on messages; nothing sleeps to synchronise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
 
 from services.words_battle.dictionary import english_words
 from tests.conftest import Client, Cluster
@@ -573,3 +575,47 @@ async def test_a_game_survives_a_processor_restart(wb: Cluster, player) -> None:
     # the game's own chat echo (avatar and colour): the games watcher still runs this room
     assert reply["message_body"]["useravatar"] == "al"
     await b.next(is_("send-message", room, a.id, message=text))
+
+
+# ------------------------------------------------------------------ 5. a player's connection drops
+
+
+async def test_a_dropped_player_keeps_its_seat_and_gets_the_game_back_on_resume(
+        wb: Cluster, player) -> None:
+    """alice's connection is lost mid-game (no closing handshake): bobby is told nothing,
+    alice's turn runs out as usual; she resumes with her session: same client ID, the
+    frames she missed replayed, then the game's current state for her alone (the list with
+    the scores), and the game goes on with both."""
+    b = await player()
+    a = Client(await websockets.connect(wb.url))
+    resumed: Client | None = None
+    try:
+        hello = (await a.expect("client-connected"))["message_body"]
+        a.id, session = hello["client"], hello["session"]
+        room = "Drop01"
+        await start_long_game(wb, a, b, room)
+
+        a.ws.transport.abort()
+        ran_out = await b.next(lambda m: turn_msg(room)(m)
+                               and "<b>alice</b> ran out of time" in m["message_body"]["message"],
+                               timeout=15)
+        assert {p["slug"] for p in ran_out["message_body"]["clientstats"]} == {a.id, b.id}
+
+        resumed = Client(await websockets.connect(f"{wb.url}?resume={session}"))
+        hello = (await resumed.expect("client-connected"))["message_body"]
+        assert hello["resumed"] is True and hello["client"] == a.id
+        resumed.id = a.id
+        # what she missed (her turn running out), then her state: the list, to her only
+        await resumed.next(lambda m: turn_msg(room)(m)
+                           and "<b>alice</b> ran out of time" in m["message_body"]["message"])
+        state = await resumed.next(is_("client-list-notify", room, BOT))
+        assert [p["slug"] for p in state["message_body"]["clientsinroomessage"]] == sorted([a.id, b.id])
+        assert not [m for m in b.inbox if m["action"] == "client-list-notify"], "bobby was told nothing"
+        # and the game goes on with both: the next turns reach her live
+        for c in (resumed, b):
+            await c.next(lambda m: turn_msg(room)(m) and m["seq"] > state["seq"])
+    finally:
+        for c in (a, resumed):
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    await c.close()
