@@ -5,6 +5,9 @@
     python -m bench.run --peers raw_ws,nodesio,pysio     # python-socketio too (slow)
     python -m bench.run --quick                          # smaller loads, 1 round (a smoke test)
     python -m bench.run --peers none                     # meshstream alone
+    python -m bench.run --scenarios resume               # recovery: a gateway SIGKILLed under chat
+                                                         # load, 10,000 clients (only when asked;
+                                                         # bench.resume_bench, --set resume.clients=1000)
 
 When the shared harness (../shared/bench: loadgen.js and the peer servers) is there,
 it is copied to bench-results/harness (git-ignored), `npm ci`-ed and given a venv
@@ -59,11 +62,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {  # the issue's loads
     "fanout": {"rooms": 1, "clients": 1000, "messages": 600},
     "chat": {"rooms": 250, "clients": 4, "rate": 2, "duration": 10},
     "idle": {"conns": 10000, "rooms": 100, "hold": 5},
+    # meshstream alone, only when named in --scenarios (bench.resume_bench: its own cluster and
+    # load generator; the defaults are the issue's 10,000 clients in 2,500 rooms)
+    "resume": {},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "fanout": {"clients": 200, "messages": 300},
     "chat": {"rooms": 100, "duration": 4},
     "idle": {"conns": 2000, "hold": 3},
+    "resume": {"clients": 1000, "rooms": 250, "fill": 10},
 }
 
 
@@ -175,12 +182,22 @@ def pipeline_floor(quick: bool, repeat: int, chat: dict[str, Any]) -> dict[str, 
     return floor
 
 
+def resume_scenario(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """bench.resume_bench with `opts` (--set resume.OPTION=VALUE) as its flags."""
+    from bench import resume_bench
+
+    argv = [a for k, v in opts.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    log(f"\n== resume (python -m bench.resume_bench {' '.join(argv)})")
+    return resume_bench.run_scenario(resume_bench.parser().parse_args(argv))
+
+
 # ------------------------------------------------------------------ main
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenarios", default="fanout,chat,idle")
+    ap.add_argument("--scenarios", default="fanout,chat,idle",
+                    help="comma list of fanout,chat,idle,resume (resume: only when named)")
     ap.add_argument("--baseline", metavar="DIR",
                     help="another meshstream checkout (e.g. `git worktree add /tmp/base HEAD~3`), "
                          "run as target 'baseline' beside this one: an A/B in one run")
@@ -249,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     floor: dict[str, Any] | None = None
     started = time.monotonic()
     for scenario in [s for s in args.scenarios.split(",") if s]:
+        if scenario == "resume":  # one run of its own, meshstream alone (no peers, no rounds)
+            results["scenarios"]["resume"], text = resume_scenario(loads["resume"])
+            reports.append(text)
+            log(text)
+            continue
         runs = []
         for rnd in range(1, args.rounds + 1):
             for target in targets:
