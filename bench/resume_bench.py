@@ -332,17 +332,22 @@ def kill_gateway(o: argparse.Namespace, cluster: Cluster, workers: list[Worker],
     time.sleep(o.after)
     ask_all(workers, "stopped", until, cmd="stop")
     got = ask_all(workers, "stats", until, cmd="settle", timeout=60, quiet=5)
-    times = [r - t_kill for s in got for d, r in s["resume_times"] if d >= t_kill]
-    detect = [d - t_kill for s in got for d, r in s["resume_times"] if d >= t_kill]
+    rows = [(d, u, r) for s in got for d, u, r in s["resume_times"] if d >= t_kill]
+    times = [r - t_kill for d, u, r in rows]
+    detect = [d - t_kill for d, u, r in rows]
+    upgraded = [u - t_kill for d, u, r in rows]  # the WebSocket upgrade done
+    answered = [r - u for d, u, r in rows]  # from the upgrade to client-connected resumed:true
     keys = ("drops", "resumed", "refused", "received", "gaps", "tail_missing", "lost", "dups",
             "seq_disorder", "silent_gaps", "sent", "unrelayed", "connect_failures")
     out["kill"] = {k: total(got, k) for k in keys}
     out["kill"]["reasons"] = merged(got, "reasons")
     # all resumed: the last client's own resume time (the progress poll above is coarser)
     out["kill"]["all_resumed_s"] = quantile(times, 1.0) if t_all and times else None
-    out["kill"]["resume_s"] = {"n": len(times), "p50": quantile(times, 0.5),
+    out["kill"]["resume_s"] = {"n": len(times), "min": quantile(times, 0.0), "p50": quantile(times, 0.5),
                                "p99": quantile(times, 0.99), "max": quantile(times, 1.0)}
     out["kill"]["noticed_s"] = {"p50": quantile(detect, 0.5), "max": quantile(detect, 1.0)}
+    out["kill"]["upgraded_s"] = {q: quantile(upgraded, p) for q, p in (("min", 0), ("p50", .5), ("max", 1))}
+    out["kill"]["answer_s"] = {q: quantile(answered, p) for q, p in (("min", 0), ("p50", .5), ("max", 1))}
     log(f"[resume] kill: {json.dumps(out['kill'])}")
     return out
 
@@ -396,6 +401,8 @@ def table(o: argparse.Namespace, base: dict[str, Any], full: dict[str, Any], s: 
         f"  time from the kill to resumed: p50 {s['resume_p50_s']} s, p99 {s['resume_p99_s']} s, "
         f"max {s['resume_max_s']} s; all resumed after {k.get('all_resumed_s')} s "
         f"(drop noticed: p50 {k.get('noticed_s', {}).get('p50')} s)",
+        f"  of which: WebSocket upgrade done {k.get('upgraded_s')} s after the kill; then the "
+        f"resume's answer {k.get('answer_s')} s after the upgrade",
         f"  lost {k.get('lost', '-')} (gaps {k.get('gaps', '-')}, tail {k.get('tail_missing', '-')}), "
         f"duplicates {k.get('dups', '-')}, seq out of order {k.get('seq_disorder', '-')}; "
         f"{k.get('received', '-')} room messages received; sent {k.get('sent', '-')}, "

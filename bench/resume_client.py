@@ -68,7 +68,9 @@ class Client:
         self.up = asyncio.Event()  # connected (and resumed) now
         self.n = 0
         self.dropped_at: float | None = None
-        self.resume_times: list[tuple[float, float]] = []  # (dropped at, resumed at), monotonic
+        # (dropped at, upgraded at, resumed at), monotonic: the upgrade apart from the answer
+        self.resume_times: list[tuple[float, float, float]] = []
+        self.opened_at = 0.0
         self.outcome = ""  # after a processor restart: history-lost | refused:<reason> | ...
         self.restarting = False  # the processor-restart check is on
         self.task: asyncio.Task[None] | None = None
@@ -82,6 +84,7 @@ class Client:
             url += f"?resume={self.session}&seq={self.proc_epoch}:{self.last_seq}"
         ws = await websockets.connect(url, max_size=None, compression=None, ping_interval=None,
                                       open_timeout=30, close_timeout=2)
+        self.opened_at = time.monotonic()
         frame = await asyncio.wait_for(ws.recv(), 60)
         lines = str(frame).splitlines()
         first = json.loads(lines[0])
@@ -133,7 +136,7 @@ class Client:
             if body.get("resumed"):
                 self.b.c["resumed"] += 1
                 assert self.dropped_at is not None
-                self.resume_times.append((self.dropped_at, time.monotonic()))
+                self.resume_times.append((self.dropped_at, self.opened_at, time.monotonic()))
                 if self.restarting and not self.outcome:
                     self.outcome = "resumed-true"
             else:
