@@ -34,6 +34,7 @@ import json
 import os
 import queue
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -142,16 +143,7 @@ class Cluster:
         except subprocess.TimeoutExpired:
             pass
         self.logf.close()
-        for name in ("inbound", "outbound", "watchers", "supervisor.pid"):
-            try:
-                os.unlink(os.path.join(self.run_dir, name))
-            except OSError:
-                pass
-        for d in (self.run_dir, self.tmp):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)  # its private run directory, whatever is left
 
 
 # ------------------------------------------------------------------ the worker processes
