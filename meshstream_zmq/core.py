@@ -151,7 +151,8 @@ class ClientEntry:
     user: str = ""  # its token's `sub` (the gateway verified it); empty: anonymous
     session: bytes = b""  # SHA-256 of its resume secret; empty: it cannot resume
     away_seq: int = 0  # the mesh's seq when it went away (a resume without a position)
-    direct: deque[tuple[int, bytes]] = field(default_factory=deque)  # its last direct messages
+    # its last direct messages; None until the first (most clients get none: 600 B saved each)
+    direct: deque[tuple[int, bytes]] | None = None
     direct_dropped: int = 0  # seq of the newest direct message no longer held
 
 
@@ -523,7 +524,7 @@ class Mesh:
                 runs.append(run)
         if state.direct_dropped > start:
             return None
-        direct = [(s, frame) for s, frame in state.direct if s > start]
+        direct = [(s, frame) for s, frame in state.direct or () if s > start]
         if direct:
             runs.append(direct)
         return [frame for _, frame in heapq.merge(*runs)]
@@ -622,6 +623,8 @@ class Mesh:
         for client in recipients:
             state = self.clients[client]
             direct = state.direct
+            if direct is None:
+                direct = state.direct = deque()
             if len(direct) >= size:
                 if not size:
                     state.direct_dropped = seq
@@ -1229,7 +1232,7 @@ class Mesh:
                 assert all(client not in g.clients for g in self.gateways.values())
             if state.session:
                 assert self.sessions[state.session] == client
-            seqs = [d[0] for d in state.direct]
+            seqs = [d[0] for d in state.direct or ()]
             assert len(seqs) <= self.direct_history
             assert all(a < b for a, b in zip(seqs, seqs[1:], strict=False)), (client, seqs)
         for session, client in self.sessions.items():
