@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from meshstream_zmq import protocol
 from meshstream_zmq.core import Delivery, EventKind, Mesh, RoomView, gateway_of
 from meshstream_zmq.errors import ErrorCode
 
@@ -144,3 +145,11 @@ def new_mesh(**kwargs: Any) -> tuple[Mesh, RecordingOutbox]:
     mesh = Mesh(out, **kwargs)
     out.mesh = mesh
     return mesh, out
+
+
+def send(mesh: Mesh, client: str, action: str, target: str = "", body: dict[str, Any] | None = None,
+         *, to_client: bool = False, rid: Any = None) -> None:
+    """A client frame as the gateway hands it over: body and id already JSON text."""
+    mesh.client_frame(client, action, target,
+                      protocol.encode_body(body) if body else protocol.EMPTY_BODY,
+                      to_client, b"" if rid is None else json.dumps(rid).encode())

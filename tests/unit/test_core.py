@@ -7,7 +7,6 @@ tests read like what each client sees.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -41,7 +40,7 @@ from meshstream_zmq.core import (
 )
 from meshstream_zmq.errors import CloseCode, ErrorCode
 
-from .outbox import RecordingOutbox, decode, new_mesh
+from .outbox import RecordingOutbox, decode, new_mesh, send
 
 A, A2, A3 = "g1.1", "g1.2", "g1.3"  # gateway g1
 B, B2 = "g2.1", "g2.2"  # gateway g2
@@ -69,12 +68,6 @@ def make() -> Iterator[Make]:
         mesh.check()
 
 
-def send(mesh: Mesh, client: str, action: str, target: str = "", body: dict[str, Any] | None = None,
-         *, to_client: bool = False, rid: Any = None) -> None:
-    """A client frame as the gateway hands it over: body and id already JSON text."""
-    mesh.client_frame(client, action, target,
-                      protocol.encode_body(body) if body else protocol.EMPTY_BODY,
-                      to_client, b"" if rid is None else json.dumps(rid).encode())
 
 
 def join(mesh: Mesh, client: str, room: str) -> None:

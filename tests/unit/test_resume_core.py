@@ -20,7 +20,7 @@ from meshstream_zmq.commands import CreateRoom, Join, Remove, SendClients, SendR
 from meshstream_zmq.core import RESUMED_ELSEWHERE, EventKind, Mesh
 from meshstream_zmq.errors import ErrorCode
 
-from .outbox import RecordingOutbox, new_mesh
+from .outbox import RecordingOutbox, new_mesh, send
 
 A, A2 = "g1.1", "g1.2"
 B = "g2.1"
@@ -57,11 +57,6 @@ def make() -> Iterator[Make]:
         mesh.check()
 
 
-def send(mesh: Mesh, client: str, action: str, target: str = "", body: dict[str, Any] | None = None,
-         *, to_client: bool = False, rid: Any = None) -> None:
-    mesh.client_frame(client, action, target,
-                      protocol.encode_body(body) if body else protocol.EMPTY_BODY,
-                      to_client, b"" if rid is None else json.dumps(rid).encode())
 
 
 def say(mesh: Mesh, client: str, room: str, n: int, rid: Any = None) -> None:
