@@ -74,6 +74,7 @@ class Config:
     resume_window: float = 60.0  # seconds a client whose connection was lost keeps its session
     history_size: int = 1000  # room messages kept per room for resume and `history` (0: none)
     history_age: float = 300.0  # seconds a room message is kept for resume and `history`
+    history_bytes: int = 128 << 20  # every room's history together, at most (oldest dropped first)
     direct_history: int = 100  # direct messages kept per client for resume
     keys_dir: str = ""  # CURVE keys from `meshstream keys DIR`: required for TCP beyond loopback
     heartbeat: float = 0.5  # seconds between heartbeats, every direction

@@ -138,6 +138,7 @@ class Outbox(Protocol):
 # One held room message: (seq, frame, the clients it was not for, when). Its offset is
 # implied: the ring holds consecutive offsets, the newest being the room's `offset`.
 Held = tuple[int, bytes, Sequence[str], float]
+HELD_OVERHEAD = 150  # bytes a held message costs beyond its frame (tracemalloc: 407 B for a 258 B frame)
 
 
 @dataclass(slots=True, eq=False)
@@ -226,7 +227,8 @@ class Mesh:
                  watcher_timeout: float = 3.0, room_pass: RoomPass | None = None,
                  max_rooms_per_client: int = 0, direct_messages: str = "on",
                  epoch: str = "0", resume_window: float = 0.0, history_size: int = 1000,
-                 history_age: float = 300.0, direct_history: int = 100) -> None:
+                 history_age: float = 300.0, direct_history: int = 100,
+                 history_bytes: int = 128 << 20) -> None:
         """`room_pass` None: no client joins an unclaimed private room by itself;
         `max_rooms_per_client` 0: no limit; `direct_messages`: one of DIRECT_MODES;
         `epoch`: the processor's (room epochs and resume positions carry it);
@@ -245,6 +247,11 @@ class Mesh:
         self.resume_window = max(0.0, resume_window)
         self.history_size = max(0, history_size)
         self.history_age = history_age
+        # Every room's history together is brought back within `history_bytes` (frames plus
+        # an estimate of each entry's own cost) at each expire(): the oldest message held
+        # anywhere goes first. Counting is all the hot path does.
+        self.history_budget = history_bytes
+        self.history_held = 0  # bytes, by that estimate
         self.direct_history = max(0, direct_history)
         self.seq = 0  # of the last room or direct message: one sequence per processor epoch
         self.incarnations = 0  # rooms created so far: each room's epoch has its number
@@ -357,7 +364,9 @@ class Mesh:
         for room in self.rooms.values():
             history = room.history
             while history and history[0][3] < oldest:
-                room.dropped = history.popleft()[0]
+                self._drop_oldest(room)
+        if self.history_held > self.history_budget:
+            self._over_budget()
         return dead
 
     def _remember_expired(self, session: bytes) -> None:
@@ -581,8 +590,11 @@ class Mesh:
             if not self.history_size:
                 room.dropped = seq
                 return None
-            room.dropped = history.popleft()[0]
+            old = history.popleft()  # _drop_oldest, inlined
+            room.dropped = old[0]
+            self.history_held -= len(old[1])
         history.append((seq, frame, (), self.now))
+        self.history_held += len(frame)
         return None
 
     def _keep(self, room: Room, seq: int, frame: bytes, exclude: Sequence[str]) -> None:
@@ -592,8 +604,35 @@ class Mesh:
             if not self.history_size:
                 room.dropped = seq
                 return
-            room.dropped = history.popleft()[0]
+            self._drop_oldest(room)
         history.append((seq, frame, exclude, self.now))
+        self.history_held += len(frame)
+
+    def _drop_oldest(self, room: Room) -> None:
+        """Forget a room's oldest held message (by size, age or the budget)."""
+        seq, frame, _, _ = room.history.popleft()
+        room.dropped = seq
+        self.history_held -= len(frame)
+
+    def held_bytes(self) -> int:
+        """What every room's history holds, by the budget's estimate (frames plus each
+        entry's own cost)."""
+        return self.history_held + HELD_OVERHEAD * sum(len(r.history) for r in self.rooms.values())
+
+    def _over_budget(self) -> None:
+        """Drop the oldest messages held anywhere until the histories fit `history_bytes`."""
+        rooms = self.rooms
+        heads = [(room.history[0][0], name) for name, room in rooms.items() if room.history]
+        heapq.heapify(heads)
+        held = self.held_bytes()
+        while held > self.history_budget and heads:
+            _, name = heapq.heappop(heads)
+            room = rooms[name]
+            before = self.history_held
+            self._drop_oldest(room)
+            held -= before - self.history_held + HELD_OVERHEAD
+            if room.history:
+                heapq.heappush(heads, (room.history[0][0], name))
 
     def _room_message(self, room: Room, action: str, body: bytes, sender: str,
                       exclude: Sequence[str] = (), own: str = "", request_id: bytes = b"") -> None:
@@ -876,6 +915,8 @@ class Mesh:
         for client in list(room.members):
             self._leave(client, room.name, notify=notify)
         if self.rooms.pop(room.name, None) is not None:
+            self.history_held -= sum(len(frame) for _, frame, _, _ in room.history)
+            room.history.clear()
             self._event(EventKind.ROOM_DELETED, "", room.name, self._owner_id(room.name))
             for w in self.watchers.values():
                 w.assigned.discard(room.name)
@@ -1208,6 +1249,7 @@ class Mesh:
 
     def check(self) -> None:
         """Assert the invariants the property tests rely on."""
+        held = 0
         for name, room in self.rooms.items():
             assert room.members or room.keep, f"empty room {name} was kept"
             for client in room.members:
@@ -1215,11 +1257,13 @@ class Mesh:
             # only present members are counted: a broadcast never targets an away one's
             counted = Counter(g for g in (self.clients[c].gateway for c in room.members) if g)
             assert counted == room.gateways, (name, counted, room.gateways)
+            held += sum(len(h[1]) for h in room.history)
             seqs = [h[0] for h in room.history]
             assert len(seqs) <= self.history_size, name
             assert all(a < b for a, b in zip(seqs, seqs[1:], strict=False)), (name, seqs)
             assert not seqs or room.dropped < seqs[0] and seqs[-1] <= self.seq, name
             assert len(seqs) <= room.offset and room.dropped <= self.seq, name
+        assert held == self.history_held, (held, self.history_held)  # frame bytes held
         for client, state in self.clients.items():
             assert LOBBY in state.rooms
             for name in state.rooms:

@@ -45,6 +45,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     rec.add_argument("--resume-window", type=float, help="seconds a dropped client may resume (60)")
     rec.add_argument("--history-size", type=int, help="room messages kept per room (1000)")
     rec.add_argument("--history-age", type=float, help="seconds a room message is kept (300)")
+    rec.add_argument("--history-bytes", type=int,
+                     help="bytes every room's history may hold together (134217728)")
     rec.add_argument("--direct-history", type=int, help="direct messages kept per client (100)")
     sec.add_argument("--keys-dir", metavar="DIR", help="CURVE keys from `meshstream keys DIR`")
 

@@ -189,6 +189,7 @@ class Processor:
                          max_rooms_per_client=config.max_rooms_per_client,
                          direct_messages=config.direct_messages, epoch=self.epoch,
                          resume_window=config.resume_window, history_size=config.history_size,
+                         history_bytes=config.history_bytes,
                          history_age=config.history_age, direct_history=config.direct_history)
         self.acked: dict[str, int] = {}
         self.subscriptions: set[bytes] = set()

@@ -253,8 +253,11 @@ CHECKS: dict[str, Callable[[Cluster, Cluster], Awaitable[str]]] = {
     "room name: 1–64 characters, the same characters refused": room_chars,
     "request line or header longer than 8 KiB (a token too)": token_length,
 }
-# Checked by unit tests with the time passed in (waiting 20 s or 10 s here would only be slow):
+# Checked by unit tests with the time passed in (waiting 20 s or 10 s, or filling 128 MiB,
+# here would only be slow):
 TIMED = {
+    "room history held by the processor (all rooms)":
+        "tests/unit/test_resume_core.py byte budget",
     "keepalive: no pong within 20 s of a ping": "tests/unit/test_gateway_core.py keepalive",
     "handshake not completed": "tests/unit/test_gateway_frames.py open deadline",
 }

@@ -475,3 +475,42 @@ def test_history_leaves_out_what_the_client_was_excluded_from(make: Make) -> Non
     actions = [m["action"] for m in history(mesh, out, B, "r")["message_body"]["messages"]]
     assert actions == ["client-joined-room", "client-joined-room"]
     assert "secret" in [m["action"] for m in history(mesh, out, A, "r")["message_body"]["messages"]]
+
+
+def test_all_histories_together_stay_within_the_byte_budget(make: Make) -> None:
+    """--history-bytes bounds the memory of every room's history together: at each expire
+    (every heartbeat) the oldest messages held anywhere go first, whatever room they are
+    in, and a resume that needed one is history-lost, never a silent gap."""
+    from meshstream_zmq.core import HELD_OVERHEAD
+
+    mesh, out = make(A, B)
+    mesh.history_budget = 3 * (HELD_OVERHEAD + 200)  # about three messages
+    for room in ("r", "s"):
+        send(mesh, A, "join-room", room)
+        send(mesh, B, "join-room", room)
+    seen = last_seq(out, A)
+    mesh.client_away(A, 1.0, "g1")
+    for n in range(6):
+        say(mesh, B, "rs"[n % 2], n)
+    assert mesh.held_bytes() > mesh.history_budget  # counted as they come ...
+    mesh.expire(2.0)
+    assert 0 < mesh.held_bytes() <= mesh.history_budget  # ... trimmed at the beat
+    held = [(name, [h[0] for h in room.history]) for name, room in mesh.rooms.items() if room.history]
+    newest = sorted(seq for _, seqs in held for seq in seqs)
+    assert newest == list(range(mesh.seq - len(newest) + 1, mesh.seq + 1))  # the newest, in any room
+    assert {name for name, _ in held} == {"r", "s"}
+    out.clear()
+    resume(mesh, "g2", A, seq=seen)
+    assert result(out)["reason"] == "history-lost"
+    mesh.check()
+
+
+def test_a_deleted_room_gives_its_history_bytes_back(make: Make) -> None:
+    mesh, out = make(A)
+    send(mesh, A, "join-room", "r")
+    say(mesh, A, "r", 1)
+    assert mesh.history_held > 0
+    send(mesh, A, "leave-room", "r")  # the room empties and is deleted
+    assert "r" not in mesh.rooms
+    assert mesh.held_bytes() == 0
+    mesh.check()  # the count equals what the remaining rooms hold
