@@ -48,7 +48,7 @@ lint: $(STAMP)
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=meshstream_zmq --pyi_out=meshstream_zmq proto/meshstream.proto
 
-# Benchmarks (docs/performance.md): make bench [BENCH_ARGS='--quick' | '--scenarios chat --rounds 3' ...]
+# Benchmarks (docs/performance.md): make bench [BENCH_ARGS='--quick' | '--scenarios chat --rounds 3' | '--scenarios resume' | '--baseline DIR' ...]
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
