@@ -1,6 +1,7 @@
 """The `meshstream` command: `run` (everything) or one service alone.
 
     meshstream run [--port 8765] [--gateways N] [--time-scale 1.0] [--no-watchers]
+                   [--no-processor --first-index K]   (a gateway host: docs/deploy.md)
     meshstream processor [--tcp HOST:PORT | --inbound/--outbound/--watchers-endpoint URL]
     meshstream gateway --index N [--port 8765] [endpoint flags]
     meshstream watcher NAME [endpoint flags]    (NAME: words-battle-lobby, words-battle-games, echo)
@@ -13,9 +14,12 @@ Every flag also reads MESHSTREAM_<FLAG> from the environment (flags win).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from meshstream_zmq.config import Config
+
+OFF = ("0", "false", "no", "off")  # as Config.from_env reads booleans
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -60,6 +64,16 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--gateways", type=int, help="gateway processes (default: CPU cores)")
     run.add_argument("--host", help="listen address (default 0.0.0.0)")
     run.add_argument("--no-watchers", dest="watchers", action="store_false", default=None)
+    # not Config fields (only `run` has them), so their MESHSTREAM_* variables are read here
+    env = os.environ
+    run.add_argument("--no-processor", dest="processor", action="store_false",
+                     default=env.get("MESHSTREAM_PROCESSOR", "").lower() not in OFF,
+                     help="no processor here: the gateways (and watchers) connect to the "
+                          "processor named by --tcp or --inbound/--outbound (a gateway host; "
+                          "MESHSTREAM_PROCESSOR=off)")
+    run.add_argument("--first-index", type=int, metavar="K",
+                     default=int(env.get("MESHSTREAM_FIRST_INDEX") or 1),
+                     help="gateway slots K..K+N-1 (distinct on every gateway host; default 1)")
     proc = sub.add_parser("processor", help="run the processor alone")
     _common(proc)
     gw = sub.add_parser("gateway", help="run one gateway alone")
@@ -112,7 +126,8 @@ def _gateway_options(gw: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    values = {k: v for k, v in vars(args).items() if k not in ("role", "index", "name")}
+    values = {k: v for k, v in vars(args).items()
+              if k not in ("role", "index", "name", "processor", "first_index")}
     return Config.from_env().with_overrides(**values)
 
 
@@ -146,16 +161,17 @@ Then start every process with --keys-dir DIR (or MESHSTREAM_KEYS_DIR=DIR).""")
     return 0
 
 
-def preflight(config: Config, watchers: list[str]) -> None:
+def preflight(config: Config, watchers: list[str], processor: bool = True) -> None:
     """`meshstream run`'s checks before any child starts (each child would repeat them and
     be restarted forever): TCP beyond loopback without keys, the run directory, a live
     instance on the same sockets, the TLS certificate and key, the JWT key, missing key
-    files."""
+    files. Without a processor (a gateway host) only what this host's children need."""
     from meshstream_zmq import keys, links
     from services.gateway import StartupError, client_tokens, tls_context
 
-    links.check_bind(config)
-    links.prepare_ipc(config)
+    if processor:
+        links.check_bind(config)
+        links.prepare_ipc(config)
     try:
         tls_context(config)
         client_tokens(config)
@@ -163,10 +179,12 @@ def preflight(config: Config, watchers: list[str]) -> None:
         raise links.LinkError(str(exc)) from None
     if config.keys_dir:
         try:
-            keys.processor_pair(config.keys_dir)
-            keys.KeyRing.load(config.keys_dir)
+            if processor:
+                keys.processor_pair(config.keys_dir)
+                keys.KeyRing.load(config.keys_dir)
             keys.processor_public(config.keys_dir)
-            keys.gateway_pair(config.keys_dir)
+            if config.gateways:
+                keys.gateway_pair(config.keys_dir)
             for name in watchers:
                 keys.watcher_pair(config.keys_dir, name)
         except keys.KeyFileError as exc:
@@ -174,7 +192,6 @@ def preflight(config: Config, watchers: list[str]) -> None:
 
 
 def restart_gateways_command(args: argparse.Namespace) -> int:
-    import os
     import signal
     import time
 
@@ -226,12 +243,20 @@ def main(argv: list[str] | None = None) -> int:
         from services.watchers import bundled
 
         watchers = bundled(config) if config.watchers else []
+        if args.first_index < 1:
+            print("meshstream run: --first-index must be 1 or more", file=sys.stderr)
+            return 2
+        if not args.processor and config.endpoints.inbound.startswith("ipc://"):
+            print("meshstream run: --no-processor needs the processor's address: --tcp HOST:PORT "
+                  "or --inbound/--outbound/--watchers-endpoint (docs/deploy.md)", file=sys.stderr)
+            return 2
         try:
-            preflight(config, watchers)
+            preflight(config, watchers, args.processor)
         except LinkError as exc:
             print(f"meshstream run: {exc}", file=sys.stderr)
             return 2
-        return supervisor.run(config, watchers)
+        return supervisor.run(config, watchers, processor=args.processor,
+                              first_index=args.first_index)
     if args.role == "processor":
         from services import processor
 

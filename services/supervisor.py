@@ -126,17 +126,19 @@ class Child:
         return min(5.0, 0.25 * 2 ** (len(self.crashes) - 1)) if len(self.crashes) > 1 else 0.0
 
 
-def children(config: Config, watchers: list[str]) -> list[Child]:
-    """The processor, gateways 1..N and the named watchers, each with its own metrics port
-    (processor: the base, gateway i: base+i, watcher j: base+N+j; 0 keeps metrics off)."""
+def children(config: Config, watchers: list[str], processor: bool = True,
+             first_index: int = 1) -> list[Child]:
+    """The processor (unless a gateway host's `--no-processor`), gateways K..K+N-1
+    (K: `--first-index`) and the named watchers, each with its own metrics port
+    (processor: the base, the i-th gateway base+i, watcher j: base+N+j; 0 keeps metrics off)."""
     config = replace(config, run_dir=config.resolved_run_dir)  # resolved once, for all
     base = config.metrics_port
 
     def port(offset: int) -> int:
         return base + offset if base else 0
 
-    out = [Child("processor", "", config)]
-    out += [Child("gateway", i, replace(config, metrics_port=port(i)))
+    out = [Child("processor", "", config)] if processor else []
+    out += [Child("gateway", first_index + i - 1, replace(config, metrics_port=port(i)))
             for i in range(1, config.gateways + 1)]
     out += [Child("watcher", name, replace(config, metrics_port=port(config.gateways + j)))
             for j, name in enumerate(watchers, start=1)]
@@ -259,10 +261,11 @@ def write_pid(run_dir: str) -> str | None:
     return path
 
 
-def run(config: Config, watchers: list[str] | None = None) -> int:
+def run(config: Config, watchers: list[str] | None = None, processor: bool = True,
+        first_index: int = 1) -> int:
     obs.setup("supervisor", config.log_level)
-    kids = children(config, watchers or [])
-    run_dir = kids[0].config.run_dir
+    kids = children(config, watchers or [], processor, first_index)
+    run_dir = config.resolved_run_dir
     stopping = False
     restart_asked = False
     rolling: RollingRestart | None = None
@@ -306,7 +309,7 @@ def run(config: Config, watchers: list[str] | None = None) -> int:
                         kid.start()
                 elif kid.proc.exitcode is not None:
                     kid.reap(now)
-            if not announced and healthy(config.port, bool(config.tls_cert)):
+            if not announced and config.gateways and healthy(config.port, bool(config.tls_cert)):
                 announced = True
                 host = "localhost" if config.host in ("0.0.0.0", "", "::") else config.host
                 s = "s" if config.tls_cert else ""
@@ -314,7 +317,7 @@ def run(config: Config, watchers: list[str] | None = None) -> int:
                       f"(WebSocket: ws{s}://{host}:{config.port}/wsmesh, "
                       f"{config.gateways} gateways)", flush=True)
             due = [kid.restart_at - now for kid in kids if kid.proc is None]
-            if not announced:
+            if not announced and config.gateways:
                 due.append(0.1)  # poll /healthz until it answers
             if rolling is not None or restart_asked:
                 due.append(POLL)  # watch the replacement's ready file
