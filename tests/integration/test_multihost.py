@@ -1,0 +1,344 @@
+"""Across hosts: one network namespace per host, joined by veth links, CURVE on every TCP socket.
+
+The layout of docs/deploy.md, with the same commands as deploy/'s unit files:
+
+    processor host   meshstream processor --tcp 0.0.0.0:7000 --keys-dir K
+    gateway host 1   meshstream run --no-processor --no-watchers --gateways 1 --first-index 1
+    gateway host 2   meshstream run --no-processor --no-watchers --gateways 1 --first-index 2
+    watcher host     meshstream watcher words-battle-lobby | words-battle-games
+
+each in its own namespace, its veth plugged into a bridge in a hub namespace. The root
+namespace (the tests, as the players' machine) has one more veth into the bridge and
+reaches each gateway host at the address this test assigned it. Each host gets only the
+key files `meshstream keys` says to copy there. One player per gateway host plays a Words
+Battle game; a gateway with a key the processor does not know is refused.
+
+Needs root (`ip netns`); skipped with the reason otherwise. Every namespace, link and
+process made here is removed afterwards, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, Client, _die_with_the_tests
+from tests.integration.support import gateway_index
+from tests.integration.test_words_battle import (
+    BOT,
+    chat_phase_msg,
+    check_ranking,
+    each,
+    enter_friend_room,
+    first_word,
+    is_,
+    roster,
+    to_room,
+    wait_for_watchers,
+)
+
+PROC_PORT = 7000  # inside the processor host's own namespace: nothing else there
+WS_PORT = 8765  # inside each gateway host's own namespace
+WRONG_PORT = 8766  # the wrong-key gateway, on gateway host 1
+TIME_SCALE = ["--time-scale", "0.1"]  # turns of 1 s, a game of 6 s
+HOSTS = ("proc", "gw1", "gw2", "wat")
+WATCHERS = ("words-battle-lobby", "words-battle-games")
+UP = 45.0  # deadline for the hosts to come up (2 cores, 7 interpreters)
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
+
+
+def cannot_make_namespaces() -> str:
+    """Why this machine cannot run the test ('' if it can): root, `ip`, and a probe namespace."""
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces (ip netns add)"
+    if shutil.which("ip") is None:
+        return "needs iproute2's `ip`"
+    probe = f"msprobe{os.getpid()}"
+    made = ip("netns", "add", probe, check=False)
+    if made.returncode != 0:
+        return f"cannot create a network namespace: {made.stderr.strip()}"
+    ip("netns", "del", probe, check=False)
+    return ""
+
+
+def subnet() -> str:
+    """A private /24 no route of this machine covers (10.200-249.x.0), as 'a.b.c.'."""
+    routes = ip("-4", "route", "show", "table", "all").stdout
+    pid = os.getpid()
+    for n in range(250):
+        prefix = f"10.{200 + (pid + n) % 50}.{(pid // 50 + n) % 250}."
+        if prefix not in routes and not prefix.startswith("10.200.0."):
+            return prefix
+    raise AssertionError("no free private /24 for the test network")
+
+
+@dataclass
+class Net:
+    """The namespaces and links of one test run, named after its PID."""
+
+    tag: str
+    prefix: str  # 'a.b.c.'
+    namespaces: list[str] = field(default_factory=list)
+    root_link: str = ""
+
+    def ns(self, host: str) -> str:
+        return f"{self.tag}{host}"
+
+    def addr(self, host: str) -> str:
+        return self.prefix + str({"proc": 1, "gw1": 2, "gw2": 3, "wat": 4, "root": 254}[host])
+
+    def build(self) -> None:
+        hub = f"{self.tag}hub"
+        self.namespaces.append(hub)
+        ip("netns", "add", hub)
+        ip("-n", hub, "link", "add", "br0", "type", "bridge")
+        ip("-n", hub, "link", "set", "br0", "up")
+        for n, host in enumerate((*HOSTS, "root")):
+            here, there = f"{self.tag}{n}a", f"{self.tag}{n}b"  # <= 15 characters
+            if host == "root":
+                self.root_link = here
+            ip("link", "add", here, "type", "veth", "peer", "name", there)
+            ip("link", "set", there, "netns", hub)
+            ip("-n", hub, "link", "set", there, "master", "br0", "up")
+            if host == "root":
+                ip("addr", "add", f"{self.addr('root')}/24", "dev", here)
+                ip("link", "set", here, "up")
+                continue
+            ns = self.ns(host)
+            self.namespaces.append(ns)
+            ip("netns", "add", ns)
+            ip("link", "set", here, "netns", ns)
+            ip("-n", ns, "link", "set", "lo", "up")  # the supervisor probes 127.0.0.1/healthz
+            ip("-n", ns, "link", "set", here, "name", "eth0")
+            ip("-n", ns, "addr", "add", f"{self.addr(host)}/24", "dev", "eth0")
+            ip("-n", ns, "link", "set", "eth0", "up")
+
+    def remove(self) -> list[str]:
+        """Delete every link and namespace made (deleting a namespace deletes the veths in
+        it, and with them their peers); returns what could not be deleted."""
+        failed = []
+        if self.root_link and ip("link", "show", self.root_link, check=False).returncode == 0:
+            if ip("link", "del", self.root_link, check=False).returncode != 0:
+                failed.append(self.root_link)
+        for ns in reversed(self.namespaces):
+            if ip("netns", "del", ns, check=False).returncode != 0:
+                failed.append(ns)
+        return failed
+
+    def leftovers(self) -> list[str]:
+        names = ip("netns", "list").stdout + ip("link", "show").stdout
+        return [line for line in names.splitlines() if self.tag in line]
+
+
+@dataclass
+class Host:
+    """A process started in a namespace (its own process group), logging to a file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        try:  # the supervisor's children share its process group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class Deployment:
+    def __init__(self, net: Net, tmp: Path) -> None:
+        self.net = net
+        self.tmp = tmp
+        self.hosts: list[Host] = []
+
+    def start(self, host: str, name: str, args: list[str]) -> Host:
+        log = self.tmp / f"{name}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.net.ns(host), sys.executable, "-m", "services.cli",
+                 *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_the_tests)
+        h = Host(name, proc, log)
+        self.hosts.append(h)
+        return h
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {h.name}\n{h.text()[-3000:]}" for h in self.hosts)
+
+    def stop(self) -> None:
+        for h in reversed(self.hosts):
+            h.stop()
+
+
+def host_keys(keys: Path, dest: Path, files: list[str]) -> str:
+    """A host's keys directory holding only `files` of `keys` (modes as `meshstream keys`)."""
+    for f in files:
+        target = dest / f
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.copy2(keys / f, target)
+    for d in (dest, *(p for p in dest.rglob("*") if p.is_dir())):
+        d.chmod(0o700)
+    return str(dest)
+
+
+def healthz(addr: str, port: int) -> int:
+    """/healthz's status (0: nothing answers)."""
+    try:
+        with urllib.request.urlopen(f"http://{addr}:{port}/healthz", timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except OSError:
+        return 0
+
+
+async def until(cond, what: str, deployment: Deployment, timeout: float = UP) -> None:
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        for h in deployment.hosts:
+            assert h.proc.poll() is None, f"{h.name} exited\n{deployment.logs()}"
+        assert time.monotonic() < deadline, f"timed out: {what}\n{deployment.logs()}"
+        await asyncio.sleep(0.1)  # polling /healthz or a log file, with a deadline
+
+
+@pytest.fixture
+def net() -> Iterator[Net]:
+    reason = cannot_make_namespaces()
+    if reason:
+        pytest.skip(reason)
+    made = Net(tag=f"ms{os.getpid()}", prefix=subnet())
+    try:
+        made.build()
+        yield made
+    finally:
+        failed = made.remove()
+        assert not failed, f"could not delete {failed}"
+        assert not made.leftovers(), made.leftovers()
+
+
+@pytest.fixture
+def deployment(net: Net, tmp_path: Path) -> Iterator[Deployment]:
+    d = Deployment(net, tmp_path)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+async def test_three_hosts_play_words_battle_over_curve(net: Net, deployment: Deployment,
+                                                        tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    made = subprocess.run([sys.executable, "-m", "services.cli", "keys", str(keys)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert made.returncode == 0, made.stderr
+    proc_addr = net.addr("proc")
+    tcp = ["--tcp", f"{proc_addr}:{PROC_PORT}"]
+    common = [*TIME_SCALE, "--metrics-port", "0"]
+
+    # the processor host: the whole keys directory, bound on every address of its host
+    processor = deployment.start("proc", "processor", [
+        "processor", "--tcp", f"0.0.0.0:{PROC_PORT}", "--keys-dir", str(keys), *common])
+    # the watcher host: the processor's public key and each watcher's pair, nothing else
+    wkeys = host_keys(keys, tmp_path / "wat-keys",
+                      ["processor.key", *(f"watchers/{w}.key_secret" for w in WATCHERS)])
+    for w in WATCHERS:
+        deployment.start("wat", w, ["watcher", w, *tcp, "--keys-dir", wkeys, *common])
+    # two gateway hosts: the processor's public key and the gateway pair, distinct slots
+    urls = {}
+    for n, host in enumerate(("gw1", "gw2"), start=1):
+        gkeys = host_keys(keys, tmp_path / f"{host}-keys",
+                          ["processor.key", "gateways/gateway.key_secret"])
+        deployment.start(host, host, [
+            "run", "--no-processor", "--no-watchers", "--gateways", "1", "--first-index", str(n),
+            "--port", str(WS_PORT), "--run-dir", str(tmp_path / f"{host}-run"), *tcp,
+            "--keys-dir", gkeys, *common])
+        urls[host] = f"ws://{net.addr(host)}:{WS_PORT}/wsmesh"
+    for host in ("gw1", "gw2"):
+        addr = net.addr(host)
+        await until(lambda addr=addr: healthz(addr, WS_PORT) == 200, f"{host} healthy", deployment)
+
+    # one player on each gateway host, from the players' side of the network
+    a = await Client.connect(urls["gw1"])
+    b = await Client.connect(urls["gw2"])
+    try:
+        assert (gateway_index(a), gateway_index(b)) == (1, 2)
+        await wait_for_watchers(urls["gw1"])
+        room = f"hosts{os.getpid()}"
+        await enter_friend_room(a, room, "alice", [], maker=True)
+        await enter_friend_room(b, room, "bobby", [a])
+        listed = await roster([a, b], room, 2)
+        await a.send(to_room("start-the-game", room, {"message": room}))
+        await each([a, b], chat_phase_msg(room))
+        first, _ = await first_word(a, b, room, listed)  # "water", played across hosts
+        ends = await each([a, b], is_("room-bot-end-game", room, BOT), timeout=30)
+        assert ends[0]["message_body"] == ends[1]["message_body"]
+        ranking = check_ranking(ends[0])
+        assert (ranking[0]["slug"], ranking[0]["score"]) == (first.id, 1)
+        assert "water" in ends[0]["message_body"]["word_list"]
+    finally:
+        await a.close()
+        await b.close()
+
+    # a gateway whose key the processor does not know: refused at the handshake, never healthy
+    wrong = tmp_path / "wrong-keys"
+    made = subprocess.run([sys.executable, "-m", "services.cli", "keys", str(wrong)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert made.returncode == 0, made.stderr
+    shutil.copy2(keys / "processor.key", wrong / "processor.key")  # it trusts the real processor
+    impostor = deployment.start("gw1", "impostor", [
+        "gateway", "--index", "9", "--port", str(WRONG_PORT), "--run-dir",
+        str(tmp_path / "impostor-run"), *tcp, "--keys-dir", str(wrong), *common])
+
+    def refused() -> bool:
+        return any(line for line in processor.text().splitlines()
+                   if "refused a CURVE key" in line and "inbound" in line)
+
+    await until(refused, "the processor refusing the impostor's key", deployment)
+    assert impostor.proc.poll() is None, impostor.text()
+    assert healthz(net.addr("gw1"), WRONG_PORT) != 200
+    # and the real gateways are untouched
+    assert healthz(net.addr("gw1"), WS_PORT) == 200 and healthz(net.addr("gw2"), WS_PORT) == 200
+    assert not [line for line in processor.text().splitlines() if _refused_gateway(line, keys)]
+
+
+def _refused_gateway(line: str, keys: Path) -> bool:
+    """A refusal of the real gateway key (its fingerprint in the processor's log)."""
+    from meshstream_zmq import keys as keyfiles
+
+    fp = keyfiles.fingerprint(keyfiles.load_public(keys / "gateways" / "gateway.key"))
+    if "refused a CURVE key" not in line:
+        return False
+    try:
+        return fp in json.dumps(json.loads(line))
+    except ValueError:
+        return fp in line
