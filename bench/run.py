@@ -8,6 +8,8 @@
     python -m bench.run --scenarios resume               # recovery: a gateway SIGKILLed under chat
                                                          # load, 10,000 clients (only when asked;
                                                          # bench.resume_bench, --set resume.clients=1000)
+    python -m bench.run --scenarios capacity             # per gateway process and processor figures and
+                                                         # the capacity plan (bench.capacity; only when asked)
 
 When the shared harness (../shared/bench: loadgen.js and the peer servers) is there,
 it is copied to bench-results/harness (git-ignored), `npm ci`-ed and given a venv
@@ -65,12 +67,14 @@ SCENARIOS: dict[str, dict[str, Any]] = {  # the issue's loads
     # meshstream alone, only when named in --scenarios (bench.resume_bench: its own cluster and
     # load generator; the defaults are the issue's 10,000 clients in 2,500 rooms)
     "resume": {},
+    "capacity": {},  # bench.capacity, only when named: one gateway, the processor over 1..16 gateways
 }
 QUICK: dict[str, dict[str, Any]] = {
     "fanout": {"clients": 200, "messages": 300},
     "chat": {"rooms": 100, "duration": 4},
     "idle": {"conns": 2000, "hold": 3},
     "resume": {"clients": 1000, "rooms": 250, "fill": 10},
+    "capacity": {"quick": True},
 }
 
 
@@ -182,6 +186,18 @@ def pipeline_floor(quick: bool, repeat: int, chat: dict[str, Any]) -> dict[str, 
     return floor
 
 
+def capacity_scenario(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """bench.capacity with `opts` (--set capacity.OPTION=VALUE) as its flags."""
+    from bench import capacity
+
+    argv: list[str] = []
+    for k, v in opts.items():
+        flag = f"--{k.replace('_', '-')}"
+        argv += [flag] if v is True else [flag, str(v)]
+    log(f"\n== capacity (python -m bench.capacity {' '.join(argv)})")
+    return capacity.run_scenario(capacity.parser().parse_args(argv))
+
+
 def resume_scenario(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """bench.resume_bench with `opts` (--set resume.OPTION=VALUE) as its flags."""
     from bench import resume_bench
@@ -197,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default="fanout,chat,idle",
-                    help="comma list of fanout,chat,idle,resume (resume: only when named)")
+                    help="comma list of fanout,chat,idle,resume,capacity (the last two: only when named)")
     ap.add_argument("--baseline", metavar="DIR",
                     help="another meshstream checkout (e.g. `git worktree add /tmp/base HEAD~3`), "
                          "run as target 'baseline' beside this one: an A/B in one run")
@@ -268,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     for scenario in [s for s in args.scenarios.split(",") if s]:
         if scenario == "resume":  # one run of its own, meshstream alone (no peers, no rounds)
             results["scenarios"]["resume"], text = resume_scenario(loads["resume"])
+            reports.append(text)
+            log(text)
+            continue
+        if scenario == "capacity":  # bench.capacity: its own runs, meshstream alone
+            results["scenarios"]["capacity"], text = capacity_scenario(loads["capacity"])
             reports.append(text)
             log(text)
             continue
