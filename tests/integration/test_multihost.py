@@ -11,7 +11,9 @@ each in its own namespace, its veth plugged into a bridge in a hub namespace. Th
 namespace (the tests, as the players' machine) has one more veth into the bridge and
 reaches each gateway host at the address this test assigned it. Each host gets only the
 key files `meshstream keys` says to copy there. One player per gateway host plays a Words
-Battle game; a gateway with a key the processor does not know is refused.
+Battle game; a gateway with a key the processor does not know is refused; then the
+processor host is replaced (its address moved to another namespace, a new processor
+started there) and the gateway hosts and watchers find it by themselves.
 
 Needs root (`ip netns`); skipped with the reason otherwise. Every namespace, link and
 process made here is removed afterwards, also when the test fails.
@@ -152,11 +154,13 @@ class Host:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    stopped: bool = False  # stopped on purpose: no longer expected to run
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
+        self.stopped = True
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -224,7 +228,7 @@ async def until(cond, what: str, deployment: Deployment, timeout: float = UP) ->
     deadline = time.monotonic() + timeout
     while not cond():
         for h in deployment.hosts:
-            assert h.proc.poll() is None, f"{h.name} exited\n{deployment.logs()}"
+            assert h.stopped or h.proc.poll() is None, f"{h.name} exited\n{deployment.logs()}"
         assert time.monotonic() < deadline, f"timed out: {what}\n{deployment.logs()}"
         await asyncio.sleep(0.1)  # polling /healthz or a log file, with a deadline
 
@@ -329,6 +333,41 @@ async def test_three_hosts_play_words_battle_over_curve(net: Net, deployment: De
     # and the real gateways are untouched
     assert healthz(net.addr("gw1"), WS_PORT) == 200 and healthz(net.addr("gw2"), WS_PORT) == 200
     assert not [line for line in processor.text().splitlines() if _refused_gateway(line, keys)]
+    impostor.stop()
+
+    # replacing the processor host (docs/deploy.md): its address moves to the watcher
+    # host, a new processor starts there with the same keys; nobody else is touched
+    processor.stop()
+    ip("-n", net.ns("proc"), "addr", "del", f"{proc_addr}/24", "dev", "eth0")
+    ip("-n", net.ns("wat"), "addr", "add", f"{proc_addr}/24", "dev", "eth0")
+    # the gateway hosts must learn the address's new MAC (what the gratuitous ARP of
+    # keepalived or a cloud's floating IP does), else they keep sending to the old host
+    # until their ARP entries expire
+    for host in ("gw1", "gw2"):
+        ip("-n", net.ns(host), "neigh", "flush", "all")
+    second = deployment.start("wat", "processor-2", [
+        "processor", "--tcp", f"0.0.0.0:{PROC_PORT}", "--keys-dir", str(keys), *common])
+
+    def hellos() -> int:
+        return sum('"gateway hello"' in line for line in second.text().splitlines())
+
+    await until(lambda: hellos() >= 2, "both gateway hosts welcomed by the new processor",
+                deployment)
+    for host in ("gw1", "gw2"):
+        addr = net.addr(host)
+        await until(lambda addr=addr: healthz(addr, WS_PORT) == 200, f"{host} healthy again",
+                    deployment)
+    a = await Client.connect(urls["gw1"])
+    b = await Client.connect(urls["gw2"])
+    try:
+        await wait_for_watchers(urls["gw2"])  # the watchers found the new processor too
+        room = f"again{os.getpid()}"
+        await enter_friend_room(a, room, "alice", [], maker=True)
+        await enter_friend_room(b, room, "bobby", [a])
+        await roster([a, b], room, 2)
+    finally:
+        await a.close()
+        await b.close()
 
 
 def _refused_gateway(line: str, keys: Path) -> bool:
