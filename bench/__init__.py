@@ -7,6 +7,9 @@
     pipeline_floor.py  the bare PUSH -> PULL -> PUB -> SUB round trip's CPU per message
     processor_bench.py the processor alone, envelopes per second
     loadgen.py         a small Python load generator, when the harness or Node is missing
+    resume_bench.py    recovery: a gateway SIGKILLed under chat load (`--scenarios resume`)
+    resume_client.py   its worker processes, which hold the clients and check every offset
+    capacity.py        per-core rates of a gateway and the processor (`--scenarios capacity`)
 """
 
 from __future__ import annotations
