@@ -158,7 +158,8 @@ async def test_a_second_instance_refuses_and_the_first_keeps_working(cluster: Cl
         assert (Path(cluster.run_dir) / name).is_socket()
     b = await Client.connect(cluster.url)
     await a.send({"action": "join-room", "target": "still"})
-    await b.send({"action": "join-room", "target": "still"})
+    await a.expect("client-joined-room", sender=a.id)  # a is in before b joins (they may sit
+    await b.send({"action": "join-room", "target": "still"})  # on different gateways)
     await a.expect("client-joined-room", sender=b.id)
     await b.send({"action": "say", "target": "still", "message_body": {"n": 2}})
     assert (await a.expect("say"))["sender"] == b.id
