@@ -9,10 +9,11 @@ time to type its word.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,60 +130,70 @@ async def score_a_word(pages: dict[str, Page], names: dict[str, str], used: set[
         return slug
 
 
+@contextlib.asynccontextmanager
+async def two_pages() -> AsyncIterator[tuple[Page, Page, list[str]]]:
+    """Two pages of Debian's Chromium in separate contexts (each its own localStorage and
+    socket), their uncaught errors collected; the browser is closed after."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            a = await (await browser.new_context()).new_page()
+            b = await (await browser.new_context()).new_page()
+            errors: list[str] = []
+            for p in (a, b):
+                p.on("pageerror", lambda exc: errors.append(str(exc)))
+            yield a, b, errors
+        finally:
+            await browser.close()
+
+
 async def test_friend_game_in_two_browsers(cluster_factory: Callable[..., Cluster], tmp_path: Path) -> None:
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     cluster = cluster_factory(watchers=True, args=["--time-scale", "0.1"])
     await wait_for_watchers(cluster.url)
     url = f"http://127.0.0.1:{cluster.port}/"
     room = "browser1"
 
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            # separate contexts: each page has its own localStorage and socket
-            a = await (await browser.new_context()).new_page()
-            b = await (await browser.new_context()).new_page()
-            errors: list[str] = []
-            for p in (a, b):
-                p.on("pageerror", lambda exc: errors.append(str(exc)))
-                await p.goto(url)
-                await expect(p.locator("#status")).to_have_attribute("data-state", "connected")
-                await expect(p.locator("#lobby-screen")).to_be_visible()
+    async with two_pages() as (a, b, errors):
+        for p in (a, b):
+            await p.goto(url)
+            await expect(p.locator("#status")).to_have_attribute("data-state", "connected")
+            await expect(p.locator("#lobby-screen")).to_be_visible()
 
-            slug_a = await enter(a, "alice", room)
-            await expect(a.locator("#maker-controls")).to_be_visible()  # is-room-maker
-            slug_b = await enter(b, "bobby", room)
-            await expect(b.locator("#maker-controls")).to_be_hidden()
-            for p in (a, b):
-                await expect(p.locator("#players [data-slug]")).to_have_count(2)
-            pages = {slug_a: a, slug_b: b}
-            names = {slug_a: "alice", slug_b: "bobby"}
+        slug_a = await enter(a, "alice", room)
+        await expect(a.locator("#maker-controls")).to_be_visible()  # is-room-maker
+        slug_b = await enter(b, "bobby", room)
+        await expect(b.locator("#maker-controls")).to_be_hidden()
+        for p in (a, b):
+            await expect(p.locator("#players [data-slug]")).to_have_count(2)
+        pages = {slug_a: a, slug_b: b}
+        names = {slug_a: "alice", slug_b: "bobby"}
 
-            await a.click("#start-game")
-            for p in (a, b):
-                await expect(p.locator("#maker-controls")).to_be_hidden()
-                await expect(p.locator("body")).to_have_attribute("data-turn", "chat")
+        await a.click("#start-game")
+        for p in (a, b):
+            await expect(p.locator("#maker-controls")).to_be_hidden()
+            await expect(p.locator("body")).to_have_attribute("data-turn", "chat")
 
-            # the player whose turn it is types a word starting with the shown letter
-            used: set[str] = set()
-            scorer = await score_a_word(pages, names, used, {})
+        # the player whose turn it is types a word starting with the shown letter
+        used: set[str] = set()
+        scorer = await score_a_word(pages, names, used, {})
 
-            # the 6 s game ends by itself: both pages show the ranking
-            for p in (a, b):
-                await expect(p.locator("#end-screen")).to_be_visible(timeout=20_000)
-                rows = p.locator("#ranking li")
-                await expect(rows).to_have_count(2)
-                await expect(rows.first).to_have_attribute("data-slug", scorer)
-                await expect(rows.first.locator(".score")).to_have_text("1")
-                await expect(rows.nth(1).locator(".score")).to_have_text("0")
-                await expect(p.locator("#word-list")).to_contain_text(next(iter(used)))
-            await expect(pages[scorer].locator("#end-title")).to_have_text("You win!")
-            for name, p in (("a", a), ("b", b)):
-                await p.screenshot(path=str(tmp_path / f"end-{name}.png"), full_page=True)
-            assert not errors, errors
-        finally:
-            await browser.close()
+        # the 6 s game ends by itself: both pages show the ranking
+        for p in (a, b):
+            await expect(p.locator("#end-screen")).to_be_visible(timeout=20_000)
+            rows = p.locator("#ranking li")
+            await expect(rows).to_have_count(2)
+            await expect(rows.first).to_have_attribute("data-slug", scorer)
+            await expect(rows.first.locator(".score")).to_have_text("1")
+            await expect(rows.nth(1).locator(".score")).to_have_text("0")
+            await expect(p.locator("#word-list")).to_contain_text(next(iter(used)))
+        await expect(pages[scorer].locator("#end-title")).to_have_text("You win!")
+        for name, p in (("a", a), ("b", b)):
+            await p.screenshot(path=str(tmp_path / f"end-{name}.png"), full_page=True)
+        assert not errors, errors
 
 
 def gateway_of(client_id: str) -> int:
@@ -198,7 +209,7 @@ async def test_a_page_resumes_the_game_when_its_gateway_is_killed(
     page reconnects by itself (to the other gateway, or the restarted one), resumes its
     session (same client ID, same seat and score) and the game goes on on both pages: a
     word scored after the kill shows on both. Neither page reloads."""
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     # 0.3: turns of 3 s, and the 120 s game (set below) lasts 36 s
     cluster = cluster_factory(watchers=True, args=["--time-scale", "0.3"])
@@ -206,65 +217,57 @@ async def test_a_page_resumes_the_game_when_its_gateway_is_killed(
     url = f"http://127.0.0.1:{cluster.port}/"
     room = "resume1"
 
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            a = await (await browser.new_context()).new_page()
-            b = await (await browser.new_context()).new_page()
-            errors: list[str] = []
-            gateway: dict[Page, int] = {}
-            for p in (a, b):
-                p.on("pageerror", lambda exc: errors.append(str(exc)))
-                # the kernel spreads connections over the two gateways: load b again (still
-                # in the lobby) until it is on the other gateway than a
-                for _ in range(40):
-                    await p.goto(url)
-                    await expect(p.locator("#status")).to_have_attribute("data-state", "connected")
-                    await p.wait_for_function("!!document.body.dataset.clientId")
-                    gateway[p] = gateway_of(await p.evaluate("document.body.dataset.clientId"))
-                    if p is a or gateway[b] != gateway[a]:
-                        break
-                assert await p.evaluate("typeof window.meshstream.resume.session") == "string"
-                assert await p.evaluate("window.meshstream.resume.session") != "", \
-                    "client-connected carries a session"
-            assert gateway[a] != gateway[b]
+    async with two_pages() as (a, b, errors):
+        gateway: dict[Page, int] = {}
+        for p in (a, b):
+            # the kernel spreads connections over the two gateways: load b again (still
+            # in the lobby) until it is on the other gateway than a
+            for _ in range(40):
+                await p.goto(url)
+                await expect(p.locator("#status")).to_have_attribute("data-state", "connected")
+                await p.wait_for_function("!!document.body.dataset.clientId")
+                gateway[p] = gateway_of(await p.evaluate("document.body.dataset.clientId"))
+                if p is a or gateway[b] != gateway[a]:
+                    break
+            assert await p.evaluate("typeof window.meshstream.resume.session") == "string"
+            assert await p.evaluate("window.meshstream.resume.session") != "", \
+                "client-connected carries a session"
+        assert gateway[a] != gateway[b]
 
-            slug_a = await enter(a, "alice", room)
-            slug_b = await enter(b, "bobby", room)
-            pages = {slug_a: a, slug_b: b}
-            names = {slug_a: "alice", slug_b: "bobby"}
-            await a.fill("#setting-duration", "120")
-            await a.click("#apply-settings")
-            await expect(b.locator("#chat-log")).to_contain_text("120 seconds")
-            await a.click("#start-game")
+        slug_a = await enter(a, "alice", room)
+        slug_b = await enter(b, "bobby", room)
+        pages = {slug_a: a, slug_b: b}
+        names = {slug_a: "alice", slug_b: "bobby"}
+        await a.fill("#setting-duration", "120")
+        await a.click("#apply-settings")
+        await expect(b.locator("#chat-log")).to_contain_text("120 seconds")
+        await a.click("#start-game")
 
-            used: set[str] = set()
-            scores: dict[str, int] = {}
-            await score_a_word(pages, names, used, scores, timeout=30)
-            for p in (a, b):
-                await p.evaluate("window.__sameDocument = true")  # gone if the page reloads
+        used: set[str] = set()
+        scores: dict[str, int] = {}
+        await score_a_word(pages, names, used, scores, timeout=30)
+        for p in (a, b):
+            await p.evaluate("window.__sameDocument = true")  # gone if the page reloads
 
-            old_pid = cluster.kill(f"gateway {gateway[a]}")
-            # a notices, reconnects and resumes by itself, with the same client ID
-            await a.wait_for_function("document.body.dataset.connection === 'resumed'",
-                                      timeout=20_000)
-            await expect(a.locator("#status")).to_have_attribute("data-state", "connected")
-            assert await a.evaluate("document.body.dataset.clientId") == slug_a
-            assert await a.evaluate("document.body.dataset.screen") == "room"
-            for p in (a, b):  # seats and scores kept
-                for slug in pages:
-                    await expect(p.locator(f'#players [data-slug="{slug}"] .score')).to_have_text(
-                        str(scores.get(slug, 0)))
-            assert not await b.evaluate("document.body.dataset.connection === 'resuming'")
+        old_pid = cluster.kill(f"gateway {gateway[a]}")
+        # a notices, reconnects and resumes by itself, with the same client ID
+        await a.wait_for_function("document.body.dataset.connection === 'resumed'",
+                                  timeout=20_000)
+        await expect(a.locator("#status")).to_have_attribute("data-state", "connected")
+        assert await a.evaluate("document.body.dataset.clientId") == slug_a
+        assert await a.evaluate("document.body.dataset.screen") == "room"
+        for p in (a, b):  # seats and scores kept
+            for slug in pages:
+                await expect(p.locator(f'#players [data-slug="{slug}"] .score')).to_have_text(
+                    str(scores.get(slug, 0)))
+        assert not await b.evaluate("document.body.dataset.connection === 'resuming'")
 
-            # the game goes on: a word scored after the kill shows on both pages
-            await score_a_word(pages, names, used, scores, timeout=30)
-            for p in (a, b):
-                assert await p.evaluate("window.__sameDocument === true"), "the page reloaded"
-                assert await p.evaluate("document.body.dataset.screen") == "room"
-            assert cluster.roles("gateway").get(f"gateway {gateway[a]}") != old_pid
-            for name, p in (("a", a), ("b", b)):
-                await p.screenshot(path=str(tmp_path / f"resumed-{name}.png"), full_page=True)
-            assert not errors, errors
-        finally:
-            await browser.close()
+        # the game goes on: a word scored after the kill shows on both pages
+        await score_a_word(pages, names, used, scores, timeout=30)
+        for p in (a, b):
+            assert await p.evaluate("window.__sameDocument === true"), "the page reloaded"
+            assert await p.evaluate("document.body.dataset.screen") == "room"
+        assert cluster.roles("gateway").get(f"gateway {gateway[a]}") != old_pid
+        for name, p in (("a", a), ("b", b)):
+            await p.screenshot(path=str(tmp_path / f"resumed-{name}.png"), full_page=True)
+        assert not errors, errors
