@@ -77,6 +77,14 @@ class Config:
     history_bytes: int = 128 << 20  # every room's history together, at most (oldest dropped first)
     direct_history: int = 100  # direct messages kept per client for resume
     keys_dir: str = ""  # CURVE keys from `meshstream keys DIR`: required for TCP beyond loopback
+    # A primary/backup processor pair (docs/deploy.md, "A standby processor"): the other
+    # processor's --tcp HOST:PORT. Processors exchange their state with it (on PORT+3);
+    # gateways and watchers fail over between --tcp and it.
+    peer: str = ""
+    backup: bool = False  # this processor starts as the standby of the pair
+    failover_timeout: float = 2.0  # seconds from the active processor's death to the standby serving
+    admin_token: str = ""  # /admin needs it (Bearer); unset: /admin answers loopback clients only
+    restarts: int = 0  # set by the supervisor: how often this child was restarted (shown in /admin)
     heartbeat: float = 0.5  # seconds between heartbeats, every direction
     peer_timeout: float = 3.0  # silence after which a gateway, watcher or processor is dead
     time_scale: float = 1.0  # Words Battle durations × this
@@ -93,6 +101,25 @@ class Config:
             base = Endpoints.ipc(self.resolved_run_dir)
         return Endpoints(self.inbound or base.inbound, self.outbound or base.outbound,
                          self.watchers_endpoint or base.watchers)
+
+    @property
+    def peer_endpoints(self) -> Endpoints | None:
+        """The other processor of a pair (its three sockets), or None without --peer."""
+        if not self.peer:
+            return None
+        host, _, port = self.peer.rpartition(":")
+        return Endpoints.tcp(host or "127.0.0.1", int(port))
+
+    @property
+    def pair_endpoints(self) -> tuple[str, str]:
+        """The processors' pair link: (ours to bind, the peer's to connect), on --tcp and --peer
+        PORT+3; ("", "") without --peer."""
+        if not self.peer or not self.tcp:
+            return "", ""
+        host, _, port = self.tcp.rpartition(":")
+        peer_host, _, peer_port = self.peer.rpartition(":")
+        return (f"tcp://{host or '127.0.0.1'}:{int(port) + 3}",
+                f"tcp://{peer_host or '127.0.0.1'}:{int(peer_port) + 3}")
 
     @property
     def resolved_run_dir(self) -> str:

@@ -30,6 +30,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--inbound", help="processor PULL endpoint, e.g. tcp://10.0.0.5:7000")
     g.add_argument("--outbound", help="processor XPUB endpoint")
     g.add_argument("--watchers-endpoint", help="processor ROUTER endpoint for watchers")
+    g.add_argument("--peer", metavar="HOST:PORT",
+                   help="the other processor of a primary/backup pair (its --tcp): gateways and "
+                        "watchers fail over to it; processors watch each other on PORT+3")
+    g.add_argument("--backup", action="store_true", default=None,
+                   help="(processor) start as the pair's standby")
+    g.add_argument("--failover-timeout", type=float,
+                   help="seconds from the active processor's death to the standby serving (2)")
     p.add_argument("--port", type=int, help="WebSocket port (also names the run directory)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port for this process (0: off)")
     p.add_argument("--heartbeat", type=float, help="seconds between heartbeats")
@@ -123,6 +130,7 @@ def _gateway_options(gw: argparse.ArgumentParser) -> None:
                     help="comma-separated Origin values; any other gets HTTP 403")
     gw.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain: serve wss:// and https://")
     gw.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    gw.add_argument("--admin-token", help="token /admin requires (unset: loopback clients only)")
 
 
 def config_from(args: argparse.Namespace) -> Config:
