@@ -53,6 +53,7 @@ WS_LOG = logging.getLogger("websockets.server")  # one logger for every ServerPr
 
 DRAIN = 1000  # SUB messages read before letting the clients' callbacks run
 PATH = "/wsmesh"
+CLIENT_DIR = (Path(__file__).resolve().parent.parent / "clients" / "js").resolve()
 OPEN_TIMEOUT = 10.0  # a connection that has not completed its handshake by then is dropped
 CLOSE_TIMEOUT = 2.0  # a closing handshake the client does not finish by then: the TCP link is cut
 PING_DATA = b"meshstream"
@@ -298,7 +299,9 @@ class GatewayServer:
         self.drained = asyncio.Event()  # stopping, and every client has gone
         self.stopping = False
         self.close_code = CloseCode.SERVICE_RESTART  # for every client when stopping (run)
-        self.web_dir = Path(config.resolved_web_dir).resolve()
+        # What plain GETs may read: the page (--web-dir) at /, the JavaScript client
+        # library (clients/js) at /client/. Only files directly in these directories.
+        self.static = {"/client/": CLIENT_DIR, "/": Path(config.resolved_web_dir).resolve()}
         self.last_payload = b""
         self.last_wire = b""
 
@@ -381,9 +384,13 @@ class GatewayServer:
             ok = self.core.up
             return _response(200 if ok else 503, b"ok\n" if ok else b"processor unavailable\n",
                              "text/plain")
-        name = "index.html" if path == "/" else path.lstrip("/")
-        file = (self.web_dir / name).resolve()
-        if file.parent == self.web_dir and file.is_file():
+        return self.static_file(path)
+
+    def static_file(self, path: str) -> Response:
+        prefix = next(p for p in self.static if path.startswith(p))
+        root = self.static[prefix]
+        file = (root / (path[len(prefix):] or "index.html")).resolve()
+        if file.parent == root and file.is_file():
             ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
             if ctype.startswith("text/") or ctype.endswith("javascript"):
                 ctype += "; charset=utf-8"
