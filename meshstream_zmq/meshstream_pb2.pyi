@@ -234,6 +234,18 @@ class ProcessorBeat(_message.Message):
     acked: _containers.ScalarMap[str, int]
     def __init__(self, epoch: _Optional[str] = ..., acked: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
+class PairBeat(_message.Message):
+    __slots__ = ("state", "term", "backup", "epoch")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    term: int
+    backup: bool
+    epoch: str
+    def __init__(self, state: _Optional[str] = ..., term: _Optional[int] = ..., backup: _Optional[bool] = ..., epoch: _Optional[str] = ...) -> None: ...
+
 class Event(_message.Message):
     __slots__ = ("kind", "client", "room", "seq", "user")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
