@@ -1,0 +1,92 @@
+"""/admin on a real cluster: the door (401 without the token, 403 from beyond loopback
+without one) and the live snapshot over /admin/ws."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import websockets
+
+from tests.conftest import Cluster
+
+TOKEN = "admin-s3cret"
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def snapshot(url: str, want: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The first snapshot pushed over /admin/ws that satisfies `want` (pushed every second)."""
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"search": "", "after": ""}))
+        while True:
+            snap = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if want(snap):
+                return snap
+
+
+def test_admin_token_is_required_and_opens_page_and_feed(cluster_factory: Callable[..., Cluster]) -> None:
+    c = cluster_factory(watchers=True, env={"MESHSTREAM_ADMIN_TOKEN": TOKEN})
+    base = f"http://127.0.0.1:{c.port}"
+    status, body = get(f"{base}/admin")
+    assert status == 401 and "Admin token" in body  # the page asks for it
+    assert get(f"{base}/admin", {"Authorization": "Bearer wrong"})[0] == 401
+    status, body = get(f"{base}/admin", {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200 and 'id="chart-messages"' in body and "<script>" in body
+    assert get(f"{base}/admin?token={TOKEN}")[0] == 200
+
+    ws = f"ws://127.0.0.1:{c.port}/admin/ws"
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        asyncio.run(snapshot(ws, lambda s: True))
+    assert refused.value.response.status_code == 401
+
+    def complete(s: dict[str, Any]) -> bool:
+        roles = [p["role"] for p in s["processes"]]
+        return (roles.count("gateway") == 2 and "processor" in roles and "watcher" in roles
+                and len(s["gateways"]) == 2 and bool(s["watchers"]))
+
+    snap = asyncio.run(snapshot(f"{ws}?token={TOKEN}", complete))
+    assert all(p["pid"] > 0 and p["rss"] > 0 for p in snap["processes"])
+    assert any(r["name"] == "mesh-global" for r in snap["rooms"]["items"])
+
+
+def outside_address() -> str | None:
+    """This host's address on its default route (no packet is sent), or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            address = str(s.getsockname()[0])
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_without_a_token_admin_answers_loopback_only(cluster_factory: Callable[..., Cluster]) -> None:
+    address = outside_address()
+    if address is None:
+        pytest.skip("no non-loopback address on this host")
+    c = cluster_factory(args=["--host", "0.0.0.0"])
+    assert get(f"http://127.0.0.1:{c.port}/admin")[0] == 200
+    status, body = get(f"http://{address}:{c.port}/admin")
+    assert status == 403 and "loopback" in body
+    # A page on another site cannot read the feed through the operator's browser.
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        asyncio.run(from_elsewhere(f"ws://127.0.0.1:{c.port}/admin/ws"))
+    assert refused.value.response.status_code == 403
+
+
+async def from_elsewhere(url: str) -> None:
+    async with websockets.connect(url, origin=websockets.Origin("http://evil.example")):
+        pass
