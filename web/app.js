@@ -1,17 +1,15 @@
-// Words Battle browser client: socket, reconnects and DOM rendering.
-// Protocol and game state live in protocol.js.
+// Words Battle browser client: the connection (through the client library) and DOM rendering.
+// The game's protocol and state live in protocol.js.
 
+import { MeshClient } from "/client/meshstream.js";
 import {
   Session,
-  parseFrame,
   checkPlayerName,
   checkRoomName,
   escapeHtml,
   sanitizeBotHtml,
   BOT,
   LOBBY,
-  Resume,
-  backoff,
 } from "./protocol.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -67,47 +65,24 @@ const WS_URL = params.get("ws") || `${location.protocol === "https:" ? "wss" : "
 const MAX_CHAT = 400;
 const RING_LEN = 2 * Math.PI * 54;
 
-// ------------------------------------------------------------------ socket
+// ------------------------------------------------------------------ connection
 
-// Connection recovery (docs/protocol.md, "Sessions and resume"): when the connection is
-// lost (not closed cleanly or for cause), the page reconnects with ?resume=<session>&seq=
-// <epoch>:<last seq> and, resumed, carries on: same client ID, same room, and the frames it
-// missed arrive first and are handled as usual. Refused (the window passed, the server
-// restarted), it starts over in the lobby. A server that sends no session: plain reconnects.
+// The client library (clients/js/meshstream.js, served at /client/) owns the wire: framing,
+// reconnects with backoff, and session resume (docs/protocol.md, "Sessions and resume").
+// Resumed, the page carries on: same client ID, same room, the missed frames arrive first
+// and are handled as usual. Refused (the window passed, the server restarted), it starts
+// over in the lobby. Only lobby commands typed while disconnected survive a fresh
+// connection: room frames would name a room the new client is not in.
 
-let ws = null;
-let attempt = 0;
-let reconnectTimer = 0;
-let reconnectAt = 0;
-let resuming = false; // the connection being made (or awaited) resumes the session
-let held = false; // the current socket is a resume awaiting its client-connected
-const MAX_OUTBOX = 64;
-const outbox = []; // commands typed while the socket was down (or a resume is pending)
-const resume = new Resume();
-
-function isOpen() {
-  return ws && ws.readyState === WebSocket.OPEN;
-}
-
-function rawSend(obj) {
-  if (isOpen()) {
-    ws.send(JSON.stringify(obj));
-    return true;
-  }
-  return false;
-}
+let client = null;
+let reconnectAt = 0; // when the library tries again (0: not waiting)
+let reconnectResume = false; // that try resumes the session
 
 function send(obj) {
-  if (!held && rawSend(obj)) return;
-  // While resuming, everything waits (the client ID and its rooms are kept); otherwise only
-  // lobby commands survive a reconnect: room frames would name a room the new client is not in.
-  if ((resuming || obj.target === LOBBY) && outbox.length < MAX_OUTBOX) outbox.push(obj);
-}
-
-function flush(keepRoomFrames) {
-  const queued = outbox.splice(0);
-  for (const obj of queued) {
-    if (keepRoomFrames || obj.target === LOBBY) rawSend(obj);
+  try {
+    client.send(obj);
+  } catch (err) {
+    console.error("send", err); // closed for good: the status says so
   }
 }
 
@@ -116,107 +91,63 @@ function setStatus(state, text) {
   el.statusText.textContent = text;
 }
 
-function connect() {
-  clearTimeout(reconnectTimer);
-  reconnectAt = 0;
-  const resumeNow = resuming && !!resume.session;
-  setStatus("connecting", resumeNow ? `Reconnecting to your game… (try ${attempt + 1})`
-    : attempt ? `Reconnecting… (try ${attempt + 1})` : "Connecting…");
-  let sock;
-  try {
-    sock = new WebSocket(resumeNow ? resume.url(WS_URL) : WS_URL);
-  } catch (err) {
-    console.error("websocket", err);
-    scheduleReconnect();
-    return;
-  }
-  ws = sock;
-  held = resumeNow;
-  sock.addEventListener("open", () => {
-    if (ws !== sock || held) return; // a resume waits for its client-connected
-    attempt = 0;
-    setStatus("connected", "Connected");
-    flush(false);
+function start() {
+  client = new MeshClient(WS_URL, {
+    keepQueued: (frame, outcome) => outcome === "resumed" || frame.target === LOBBY,
   });
-  sock.addEventListener("message", (ev) => {
-    if (ws !== sock || typeof ev.data !== "string") return;
-    for (const msg of parseFrame(ev.data)) {
-      if (!resume.accept(msg)) continue; // already handled (a seq not above the last)
-      try {
-        if (msg.action === "client-connected") connected(msg);
-        session.handle(msg);
-      } catch (err) {
-        console.error("handling", msg, err);
-      }
+  setStatus("connecting", "Connecting…");
+  client.on("connected", (d) => {
+    reconnectAt = 0;
+    document.body.dataset.connection = d.outcome;
+    setStatus("connected", d.outcome === "resumed" ? "Connected · resumed" : "Connected");
+    if (d.outcome === "refused") session.resumeRefused(d.reason || "");
+  });
+  client.on("message", (msg) => {
+    try {
+      session.handle(msg);
+    } catch (err) {
+      console.error("handling", msg, err);
     }
   });
-  sock.addEventListener("close", (ev) => {
-    if (ws !== sock) return;
-    ws = null;
-    held = false;
-    if (resume.shouldResume(ev.code)) {
+  client.on("disconnected", (d) => {
+    if (d.willResume) {
       // Lost (network, gateway restart or crash): keep the client ID, room and game on
       // screen and resume them on the next connection.
-      resuming = true;
       document.body.dataset.connection = "resuming";
-      scheduleReconnect();
       return;
     }
-    resuming = false;
-    resume.reset();
-    outbox.splice(0).forEach((obj) => { if (obj.target === LOBBY) outbox.push(obj); });
     session.disconnected();
     delete document.body.dataset.clientId;
     document.body.dataset.connection = "closed";
-    if (ev.code === 1008 || ev.code === 1009 || ev.code >= 4000) {
-      toast(`Connection closed by server${ev.reason ? `: ${ev.reason}` : ""} (${ev.code})`, "error");
+    if (d.code === 1008 || d.code === 1009 || d.code >= 4000) {
+      toast(`Connection closed by server${d.reason ? `: ${d.reason}` : ""} (${d.code})`, "error");
     }
-    scheduleReconnect();
   });
-  sock.addEventListener("error", () => {
-    /* a close event follows */
+  client.on("reconnecting", (d) => {
+    reconnectAt = Date.now() + d.delay;
+    reconnectResume = d.resume;
+    tickStatus();
   });
+  client.on("closed", () => {
+    reconnectAt = 0;
+    setStatus("closed", "Disconnected · click to reconnect");
+  });
+  client.connect().catch((err) => console.error("connect", err));
 }
 
-/** client-connected on the current socket: fresh, resumed, or a resume refused. */
-function connected(msg) {
-  const wasResume = held;
-  const body = msg.message_body || {};
-  const outcome = resume.connected(body);
-  held = false;
-  resuming = false;
-  attempt = 0;
-  document.body.dataset.connection = outcome;
-  if (wasResume && outcome === "resumed") {
-    setStatus("connected", "Connected · resumed");
-    flush(true);
-    return;
-  }
-  setStatus("connected", "Connected");
-  if (wasResume) session.resumeRefused(body.reason ? String(body.reason) : "");
-  flush(false);
-}
-
-function scheduleReconnect() {
-  const delay = backoff(attempt);
-  attempt++;
-  reconnectAt = Date.now() + delay;
-  reconnectTimer = setTimeout(connect, delay);
-  tickStatus();
-}
-
+/** The countdown to the next try (the timers below call it every tick). */
 function tickStatus() {
   if (!reconnectAt) return;
   const secs = Math.max(0, Math.ceil((reconnectAt - Date.now()) / 1000));
-  setStatus("closed", resuming ? `Connection lost · reconnecting in ${secs}s`
+  if (!secs) setStatus("connecting", reconnectResume ? "Reconnecting to your game…" : "Reconnecting…");
+  else setStatus("closed", reconnectResume ? `Connection lost · reconnecting in ${secs}s`
     : `Disconnected · retrying in ${secs}s`);
 }
 
 el.status.addEventListener("click", () => {
-  if (el.status.dataset.state === "closed") {
-    attempt = Math.max(0, attempt - 1);
-    connect();
-  }
+  if (el.status.dataset.state !== "closed") return;
+  if (client.state === "closed") start();
+  else if (reconnectAt) client.reconnectNow();
 });
 
 // ------------------------------------------------------------------ session
@@ -254,7 +185,8 @@ const session = new Session({
     }
   },
 });
-window.meshstream = { session, resume, get socket() { return ws; } };
+// for tests and the console: the game state, the library client and its resume bookkeeping
+window.meshstream = { session, get client() { return client; }, get resume() { return client?.resume; } };
 
 // ------------------------------------------------------------------ rendering
 
@@ -679,5 +611,5 @@ window.addEventListener("pagehide", () => {
     }
   }
   render();
-  connect();
+  start();
 })();

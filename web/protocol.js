@@ -1,8 +1,6 @@
-// Words Battle client protocol and game state, free of any DOM or socket code.
-//
-// The wire format is described in docs/protocol.md and docs/words-battle.md: JSON envelopes
-// {action, target, message_body, sender, IsTargetClient}; the server may put
-// several objects in one text frame separated by "\n".
+// Words Battle's game protocol (docs/words-battle.md) and game state, free of any DOM or
+// socket code. The wire itself (framing, request ids, reconnects, resume) is the client
+// library's: clients/js/meshstream.js, used by app.js.
 
 export const LOBBY = "mesh-global";
 export const BOT = "bot-of-the-room";
@@ -13,25 +11,6 @@ export const ROOM_NAME_RE = /^[A-Za-z0-9]{1,10}$/;
 const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 // ------------------------------------------------------------------ helpers
-
-/** Split one text frame into envelopes; lines that are not JSON objects are skipped. */
-export function parseFrame(text) {
-  const out = [];
-  if (typeof text !== "string") return out;
-  for (const line of text.split(/\r?\n/)) {
-    if (!line.trim()) continue;
-    try {
-      const msg = JSON.parse(line);
-      if (msg && typeof msg === "object" && !Array.isArray(msg) && typeof msg.action === "string") {
-        if (!msg.message_body || typeof msg.message_body !== "object") msg.message_body = {};
-        out.push(msg);
-      }
-    } catch (_) {
-      /* ignore a malformed line */
-    }
-  }
-  return out;
-}
 
 /** Build one outgoing envelope (the server stamps `sender` itself). */
 export function envelope(action, target, body) {
@@ -460,81 +439,5 @@ export class Session {
       default:
         break; // unknown actions are ignored
     }
-  }
-}
-
-// ------------------------------------------------------------------ connection recovery
-
-// Close codes after which the page does not resume: a clean close, or the server closed
-// the connection for cause (docs/protocol.md, close codes): the session is gone with it.
-// 4002: the session was resumed by another connection (another tab): do not take it back.
-export const NO_RESUME_CODES = new Set([1000, 1007, 1008, 1009, 4000, 4001, 4002, 4003]);
-
-/** Reconnect delay: 0.5 s doubling to 10 s, ±50 % jitter (`rand` in [0, 1)). */
-export function backoff(attempt, rand = Math.random) {
-  const base = Math.min(10000, 500 * 2 ** Math.min(Math.max(0, attempt), 5));
-  return base * (0.5 + rand());
-}
-
-/**
- * What the page needs to resume its session after a lost connection (docs/protocol.md,
- * "Sessions and resume"): the resume secret and processor epoch from client-connected,
- * and the last `seq` it received. Pure: app.js feeds it frames and close codes.
- */
-export class Resume {
-  constructor() {
-    this.session = ""; // the resume secret; "" from a server without sessions: never resume
-    this.epoch = "";
-    this.lastSeq = 0;
-  }
-
-  /** Whether a connection that closed with `code` should be resumed. */
-  shouldResume(code) {
-    return !!this.session && !NO_RESUME_CODES.has(code);
-  }
-
-  /** The URL to reconnect to: `base` plus ?resume=<secret>&seq=<epoch>:<last seq>. */
-  url(base) {
-    if (!this.session) return base;
-    const u = new URL(base);
-    u.searchParams.set("resume", this.session);
-    if (this.epoch) u.searchParams.set("seq", `${this.epoch}:${this.lastSeq}`);
-    return u.toString();
-  }
-
-  /**
-   * An incoming envelope: false for one already received (a `seq` not above the last; the
-   * server sends each once, this is a safeguard), else true, remembering its `seq`.
-   */
-  accept(msg) {
-    const seq = msg.seq;
-    if (typeof seq !== "number" || !Number.isFinite(seq)) return true;
-    if (seq <= this.lastSeq) return false;
-    this.lastSeq = seq;
-    return true;
-  }
-
-  /**
-   * client-connected: "fresh" (a new connection), "resumed" (same client, rooms kept, the
-   * missed frames follow) or "refused" (a new identity: `reason` says why).
-   */
-  connected(body) {
-    const b = body && typeof body === "object" ? body : {};
-    this.session = typeof b.session === "string" ? b.session : "";
-    const epoch = typeof b.epoch === "string" || typeof b.epoch === "number" ? String(b.epoch) : "";
-    if (b.resumed === true) {
-      if (epoch) this.epoch = epoch;
-      return "resumed"; // lastSeq stands: the replay continues from it
-    }
-    this.epoch = epoch;
-    this.lastSeq = 0; // a new client: its seqs are new (and a new epoch starts over)
-    return b.resumed === false ? "refused" : "fresh";
-  }
-
-  /** Forget the session (a close after which the page starts over). */
-  reset() {
-    this.session = "";
-    this.epoch = "";
-    this.lastSeq = 0;
   }
 }

@@ -1,0 +1,83 @@
+// The pure core: frames split, backoff, resume bookkeeping, token expiry. No server needed.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { MeshClient, MeshError, NO_RECONNECT_CODES, NO_RESUME_CODES, Resume, backoff, parseFrame, tokenExpiry }
+  from "../meshstream.js";
+
+test("parseFrame splits \\n-joined frames and skips what is not a frame", () => {
+  const text = '{"action":"a","seq":1}\r\n{"action":"b","message_body":null}\n\nnot json\n[1]\n{"x":1}\n{"action":"c"}';
+  const frames = parseFrame(text);
+  assert.deepEqual(frames.map((f) => f.action), ["a", "b", "c"]);
+  assert.deepEqual(frames[1].message_body, {}, "a null body reads as {}");
+  assert.deepEqual(parseFrame(new Uint8Array(3)), [], "binary data is not a frame");
+});
+
+test("backoff doubles from min to max with ±50 % jitter", () => {
+  const mid = () => 0.5;
+  assert.equal(backoff(0, { rand: mid }), 500);
+  assert.equal(backoff(1, { rand: mid }), 1000);
+  assert.equal(backoff(9, { rand: mid }), 10000);
+  assert.equal(backoff(0, { rand: () => 0 }), 250);
+  assert.ok(backoff(9, { rand: () => 0.999999 }) < 15000);
+  assert.equal(backoff(2, { min: 100, max: 300, rand: mid }), 300);
+});
+
+test("Resume keeps the session and position, and says which closes to resume", () => {
+  const r = new Resume();
+  // a server without sessions: never resume, the URL is left alone
+  assert.equal(r.connected({ client: "gw1-a.1" }), "fresh");
+  assert.equal(r.shouldResume(1006), false);
+  assert.equal(r.url("ws://h:1/wsmesh"), "ws://h:1/wsmesh");
+
+  assert.equal(r.connected({ client: "gw1-a.2", session: "s3cr/t+", epoch: "E1" }), "fresh");
+  assert.equal(r.accept({ action: "chat" }), true, "no seq: accepted, nothing kept");
+  assert.equal(r.accept({ action: "chat", seq: 5 }), true);
+  assert.equal(r.accept({ action: "chat", seq: 7 }), true);
+  assert.equal(r.accept({ action: "chat", seq: 7 }), false, "a repeat is dropped");
+  assert.equal(r.accept({ action: "chat", seq: 6 }), false, "an older one too");
+  const u = new URL(r.url("ws://h:1/wsmesh?x=1"));
+  assert.equal(u.searchParams.get("resume"), "s3cr/t+");
+  assert.equal(u.searchParams.get("seq"), "E1:7");
+  assert.equal(u.searchParams.get("x"), "1");
+
+  for (const code of [1001, 1006, 1011, 1012, 1013]) assert.equal(r.shouldResume(code), true, code);
+  for (const code of [1000, 1007, 1008, 1009, 4000, 4001, 4002, 4003]) {
+    assert.equal(r.shouldResume(code), false, code);
+    assert.ok(NO_RESUME_CODES.has(code));
+  }
+  for (const code of [4001, 4002, 4003]) assert.ok(NO_RECONNECT_CODES.has(code));
+
+  // resumed: a new secret, the position kept
+  assert.equal(r.connected({ client: "gw1-a.2", session: "new", epoch: "E1", resumed: true }), "resumed");
+  assert.equal(r.session, "new");
+  assert.equal(r.lastSeq, 7);
+  // refused: a new identity, a new position
+  assert.equal(r.connected({ client: "gw2-b.1", session: "o", epoch: "E2", resumed: false, reason: "expired" }),
+    "refused");
+  assert.equal(r.lastSeq, 0);
+  assert.equal(r.epoch, "E2");
+  assert.equal(r.accept({ action: "chat", seq: 1 }), true, "seqs of a new epoch count");
+  r.reset();
+  assert.equal(r.shouldResume(1006), false);
+});
+
+test("tokenExpiry reads a JWT's exp without verifying it", () => {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  assert.equal(tokenExpiry(`${part({ alg: "HS256" })}.${part({ sub: "ann", exp: 1700000000 })}.sig`), 1700000000);
+  assert.equal(tokenExpiry(`${part({ alg: "HS256" })}.${part({ sub: "ann" })}.sig`), null);
+  assert.equal(tokenExpiry("not a jwt"), null);
+  assert.equal(tokenExpiry(undefined), null);
+});
+
+test("without a WebSocket the client says so", async () => {
+  const saved = globalThis.WebSocket;
+  globalThis.WebSocket = undefined; // Node 20 without --experimental-websocket
+  try {
+    const c = new MeshClient("ws://127.0.0.1:9/wsmesh");
+    await assert.rejects(c.connect(), (err) => err instanceof MeshError && err.code === "no-websocket");
+    assert.equal(c.state, "closed");
+  } finally {
+    globalThis.WebSocket = saved;
+  }
+});
