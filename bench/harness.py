@@ -1,10 +1,13 @@
-"""The shared harness and the servers under test.
+"""The harnesses and the servers under test.
 
-`prepare_harness` copies ../shared/bench (loadgen.js and the peer servers) to
-bench-results/harness, `npm ci`s it and gives it a venv for the Python peers, once;
-`Target` says how to start a server (meshstream by `make run`, or a peer from the
-harness), `Server` starts one on a free port, waits until it is ready, samples its
-process tree (bench.sampling) and stops it.
+Two harnesses drive the same scenarios. The repository's own (the default): bench/node
+(loadgen.js, several worker processes; `prepare_own` `npm ci`s it once) and bench/peers
+(raw_ws: one `websockets` process; nodesio: Node socket.io). The shared one, an outside
+cross-check: `prepare_harness` copies ../shared/bench (its loadgen.js and peer servers) to
+bench-results/harness, `npm ci`s it and gives it a venv for the Python peers, once.
+`Target` says how to start a server (meshstream by `make run`, or a peer), `Server` starts
+one on a free port, waits until it is ready, samples its process tree (bench.sampling) and
+stops it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,12 +31,39 @@ HARNESS = CACHE / "harness"
 DEFAULT_SOURCE = REPO.parent / "shared" / "bench"
 HOST = "127.0.0.1"
 PEERS = ("raw_ws", "nodesio", "pysio")
+OWN = REPO / "bench" / "node"  # the own harness's Node packages and loadgen.js
+OWN_PEERS = ("raw_ws", "nodesio")
+SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 
 
-# ------------------------------------------------------------------ the shared harness
+# ------------------------------------------------------------------ the harnesses
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+
+
+def npm_ci(where: Path) -> bool:
+    """`npm ci` in `where` unless its node_modules matches its package-lock.json already."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        log("bench: no node/npm on PATH")
+        return False
+    lock = _digest(where / "package-lock.json")
+    stamp = where / "node_modules" / ".meshstream-stamp"
+    if stamp.exists() and stamp.read_text() == lock:
+        return True
+    log(f"bench: npm ci in {where} (once)")
+    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                       cwd=where, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        log(f"bench: npm ci failed in {where} ({r.stderr.strip()[-300:]})")
+        return False
+    stamp.write_text(lock)
+    return True
+
+
+def prepare_own() -> bool:
+    """The own harness's Node packages (bench/node): True when the Node loadgen can run."""
+    return npm_ci(OWN)
 
 
 def prepare_harness(source: Path, python: str) -> tuple[bool, bool]:
@@ -47,19 +78,7 @@ def prepare_harness(source: Path, python: str) -> tuple[bool, bool]:
             dest.mkdir(parents=True, exist_ok=True)
         elif not dest.exists() or dest.read_bytes() != src.read_bytes():
             shutil.copy2(src, dest)
-    node_ok = shutil.which("node") is not None and shutil.which("npm") is not None
-    if node_ok:
-        lock = _digest(HARNESS / "package-lock.json")
-        stamp = HARNESS / "node_modules" / ".meshstream-stamp"
-        if not stamp.exists() or stamp.read_text() != lock:
-            log(f"bench: npm ci in {HARNESS} (once)")
-            r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                               cwd=HARNESS, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            if r.returncode != 0:
-                log(f"bench: npm ci failed ({r.stderr.strip()[-300:]}); no Node loadgen or nodesio")
-                node_ok = False
-            else:
-                stamp.write_text(lock)
+    node_ok = npm_ci(HARNESS)
     venv = HARNESS / ".venv"
     stamp = venv / ".meshstream-stamp"
     py_ok = stamp.exists()
@@ -89,10 +108,20 @@ class Target:
         self.env = env or {}
 
 
+def own_peer_targets() -> dict[str, Target]:
+    """The own harness's peers, by name (OWN_PEERS): the same roles as the shared harness's."""
+    return {
+        "raw_ws": Target("raw_ws", [sys.executable, "-m", "bench.peers.rooms", "--port", "{port}"], REPO,
+                         "meshstream", "/wsmesh"),
+        "nodesio": Target("nodesio", ["node", "bench/peers/sio_rooms.js", "--port", "{port}"], REPO,
+                          "socketio", SIO_PATH),
+    }
+
+
 def peer_targets() -> dict[str, Target]:
-    """The harness's servers, by name (PEERS)."""
+    """The shared harness's servers, by name (PEERS)."""
     hpy = str(HARNESS / ".venv" / "bin" / "python")
-    sio = "/socket.io/?EIO=4&transport=websocket"
+    sio = SIO_PATH
     return {
         "raw_ws": Target("raw_ws", [hpy, "servers/raw_ws.py", "--port", "{port}"], HARNESS,
                          "meshstream", "/wsmesh"),

@@ -4,6 +4,7 @@
     python -m bench.run --scenarios chat --rounds 3
     python -m bench.run --peers raw_ws,nodesio,pysio     # python-socketio too (slow)
     python -m bench.run --quick                          # smaller loads, 1 round (a smoke test)
+    python -m bench.run --harness shared                 # ../shared/bench's loadgen and peers instead
     python -m bench.run --peers none                     # meshstream alone
     python -m bench.run --scenarios resume               # recovery: a gateway SIGKILLed under chat
                                                          # load, 10,000 clients (only when asked;
@@ -11,24 +12,28 @@
     python -m bench.run --scenarios capacity             # per gateway process and processor figures and
                                                          # the capacity plan (bench.capacity; only when asked)
 
-When the shared harness (../shared/bench: loadgen.js and the peer servers) is there,
-it is copied to bench-results/harness (git-ignored), `npm ci`-ed and given a venv
-for the Python peers, once; every target is then driven by the same loadgen.js and
-targets alternate (A B C A B C) because the machine is noisy. Without it (or without
-Node), meshstream alone is driven by bench/loadgen.py, a small Python load generator
-speaking the same protocol (slower: read its numbers as a smoke test, not a figure).
+The default harness is the repository's own (`--harness own`, bench.harness): bench/node's
+loadgen.js, whose clients live in several worker processes (`--lg-workers`), drives
+meshstream and the peers of bench/peers (raw_ws: one `websockets` process; nodesio: Node
+socket.io); bench/node is `npm ci`-ed once. `--harness shared` uses ../shared/bench
+(`--shared-dir`) instead, as an outside cross-check: copied to bench-results/harness
+(git-ignored), `npm ci`-ed and given a venv for its Python peers, once. Either way every
+target is driven by the same loadgen.js and targets alternate (A B C A B C) because the
+machine is noisy. Without Node, meshstream alone is driven by bench/loadgen.py, a small
+Python load generator speaking the same protocol (slow: a smoke test, not a figure).
 
 For every run the driver samples each server process from /proc (summed and per
 process): CPU (utime+stime) between the loadgen's measure-start/measure-end markers,
 peak RSS, and for `idle` the RSS while the connections are held. It prints per-target
 medians, meshstream's ratios to the peers and to the issue's targets, and a per-process
-table; every raw run is kept in bench-results/bench-<time>.json. Beside the chat figures
+table; every raw run is kept in bench-results/bench-<time>.json and each scenario is plotted
+to bench-results/<scenario>-<time>.png (bench.plot; `--out` moves both). Beside the chat figures
 it prints the pipeline floor (bench.pipeline_floor): the CPU per message of a bare
 PUSH -> PULL -> PUB -> SUB round trip between two Python processes, the least a chat
 message can cost meshstream's two hops. See docs/performance.md.
 
-Modules: bench.harness (the shared harness, starting and stopping servers),
-bench.sampling (/proc), bench.report (medians, tables, JSON); this one wires them.
+Modules: bench.harness (the harnesses, starting and stopping servers), bench.sampling
+(/proc), bench.report (medians, tables, JSON), bench.plot (the PNGs); this one wires them.
 """
 
 from __future__ import annotations
@@ -50,12 +55,16 @@ from bench.harness import (
     DEFAULT_SOURCE,
     HARNESS,
     HOST,
+    OWN,
+    OWN_PEERS,
     PEERS,
     Server,
     Target,
     meshstream_target,
+    own_peer_targets,
     peer_targets,
     prepare_harness,
+    prepare_own,
 )
 from bench.report import median_of, report, run_summary, write_results
 from bench.sampling import Marks, measure
@@ -82,7 +91,11 @@ QUICK: dict[str, dict[str, Any]] = {
 
 def loadgen_cmd(args: argparse.Namespace, scenario: str, target: Target, port: int,
                 opts: dict[str, Any]) -> list[str]:
-    if args.loadgen == "node":
+    if args.loadgen == "node" and args.harness == "own":
+        cmd = ["node", str(OWN / "loadgen.js")]
+        if args.lg_workers:
+            cmd += ["--workers", str(args.lg_workers)]
+    elif args.loadgen == "node":
         cmd = ["node", str(HARNESS / "loadgen.js")]
     else:
         cmd = [sys.executable, "-m", "bench.loadgen"]
@@ -109,7 +122,8 @@ def run_one(args: argparse.Namespace, scenario: str, target: Target, rnd: int, l
         cmd = loadgen_cmd(args, scenario, target, srv.port, opts)
         log(f"{tag} ready ({len(smp.pids)} processes); loadgen {' '.join(cmd[2:])}")
         marks: Marks = {"start": (time.monotonic(), smp.cpu())}
-        lg = subprocess.Popen(cmd, cwd=HARNESS if args.loadgen == "node" else REPO,
+        shared_lg = args.loadgen == "node" and args.harness == "shared"
+        lg = subprocess.Popen(cmd, cwd=HARNESS if shared_lg else REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         lg_log = open(logdir / f"{scenario}-{target.name}-r{rnd}.loadgen.log", "w")  # noqa: SIM115
 
@@ -153,6 +167,17 @@ def run_one(args: argparse.Namespace, scenario: str, target: Target, rnd: int, l
         log(f"{tag} WARNING: {restarts} child restart(s) during the run, see {srv.logf.name}")
     log(f"{tag} -> {run_summary(scenario, res)}")
     return res
+
+
+def plot(scenario: str, summary: dict[str, Any], runs: list[dict[str, Any]], load: dict[str, Any],
+         path: Path) -> Path | None:
+    """bench.plot's PNG for one scenario; None (and a note) without matplotlib."""
+    try:
+        from bench.plot import plot_scenario
+        return plot_scenario(scenario, summary, runs, load, path)
+    except ImportError:
+        log("bench: no matplotlib (pip install -e '.[dev]'): no plot")
+        return None
 
 
 def pipeline_floor(quick: bool, repeat: int, chat: dict[str, Any]) -> dict[str, Any] | None:
@@ -222,9 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--gateways", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="smaller loads and 1 round")
-    ap.add_argument("--harness", default=os.environ.get("MESHSTREAM_BENCH_HARNESS", str(DEFAULT_SOURCE)),
-                    help="the shared harness to copy (default ../shared/bench)")
+    ap.add_argument("--harness", choices=["own", "shared"],
+                    default=os.environ.get("MESHSTREAM_BENCH_HARNESS", "own"),
+                    help="own: bench/node's loadgen and bench/peers (default); shared: ../shared/bench's")
+    ap.add_argument("--shared-dir", default=str(DEFAULT_SOURCE),
+                    help="the shared harness to copy for --harness shared (default ../shared/bench)")
     ap.add_argument("--loadgen", choices=["auto", "node", "python"], default="auto")
+    ap.add_argument("--lg-workers", type=int, default=0,
+                    help="the own loadgen's worker processes (default: one per core, at least 2)")
+    ap.add_argument("--out", default=str(CACHE), help="where results, plots and logs go (bench-results)")
+    ap.add_argument("--no-plots", dest="plots", action="store_false", help="no PNG per scenario")
     ap.add_argument("--set", action="append", default=[], metavar="SCENARIO.OPTION=VALUE",
                     help="override a load option, e.g. --set fanout.clients=500")
     ap.add_argument("--lg-timeout", type=int, default=180)
@@ -243,24 +275,28 @@ def main(argv: list[str] | None = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by servers and loadgen
 
-    source = Path(args.harness)
     node_ok = py_ok = False
-    if source.is_dir() and (source / "loadgen.js").exists():
-        node_ok, py_ok = prepare_harness(source, sys.executable)
+    peers = [] if args.peers in ("", "none") else args.peers.split(",")
+    for p in peers:
+        if p not in (OWN_PEERS if args.harness == "own" else PEERS):
+            ap.error(f"unknown peer {p} for the {args.harness} harness")
+    if args.harness == "own":
+        node_ok = py_ok = prepare_own()
+        if not node_ok:
+            log("bench: the own harness needs Node and `npm ci` in bench/node; meshstream alone, "
+                "driven by bench/loadgen.py")
+    elif (Path(args.shared_dir) / "loadgen.js").exists():
+        node_ok, py_ok = prepare_harness(Path(args.shared_dir), sys.executable)
     else:
-        log(f"bench: no shared harness at {source}: meshstream alone, driven by bench/loadgen.py")
+        log(f"bench: no shared harness at {args.shared_dir}: meshstream alone, driven by bench/loadgen.py")
     if args.loadgen == "auto":
         args.loadgen = "node" if node_ok else "python"
-    peers = [] if args.peers in ("", "none") else args.peers.split(",")
     if args.loadgen != "node" and peers:
-        log("bench: peers need the shared harness and Node; measuring meshstream alone")
+        log("bench: peers need the Node loadgen; measuring meshstream alone")
         peers = []
-    for p in peers:
-        if p not in PEERS:
-            ap.error(f"unknown peer {p}")
     if not py_ok:
         peers = [p for p in peers if p not in ("raw_ws", "pysio")]
-    known = peer_targets()
+    known = own_peer_targets() if args.harness == "own" else peer_targets()
     targets = [meshstream_target(args.gateways)] + [known[p] for p in peers]
     if args.baseline:
         targets.insert(1, meshstream_target(args.gateways, Path(args.baseline).resolve(), "baseline"))
@@ -271,13 +307,14 @@ def main(argv: list[str] | None = None) -> int:
         scen, _, opt = key.partition(".")
         loads[scen][opt] = value
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    logdir = CACHE / "logs" / stamp
+    out_dir = Path(args.out)
+    logdir = out_dir / "logs" / stamp
     logdir.mkdir(parents=True, exist_ok=True)
-    log(f"bench: targets {', '.join(t.name for t in targets)}; loadgen {args.loadgen}; "
-        f"{args.rounds} round(s); logs in {logdir}")
+    log(f"bench: targets {', '.join(t.name for t in targets)}; {args.harness} harness, "
+        f"loadgen {args.loadgen}; {args.rounds} round(s); logs in {logdir}")
 
     results: dict[str, Any] = {"time": stamp, "argv": sys.argv[1:], "nproc": os.cpu_count(),
-                               "loadgen": args.loadgen, "scenarios": {}}
+                               "harness": args.harness, "loadgen": args.loadgen, "scenarios": {}}
     reports = []
     floor: dict[str, Any] | None = None
     started = time.monotonic()
@@ -303,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         results["scenarios"][scenario] = {"load": loads[scenario], "summary": summary, "runs": runs}
         reports.append(report(scenario, summary, loads[scenario], floor))
         log(reports[-1])
+        if args.plots:
+            png = plot(scenario, summary, runs, loads[scenario], out_dir / f"{scenario}-{stamp}.png")
+            if png:
+                reports.append(f"plot: {png}")
     if args.floor and "pipeline_floor" not in results:
         floor = results["pipeline_floor"] = pipeline_floor(args.quick, args.rounds, loads["chat"])
         if floor:
@@ -317,12 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         results["processor"] = processor_bench.main(pargs)
         reports.append("\n== processor alone (bench.processor_bench)\n"
                        + processor_bench.table(results["processor"]))
-    path = CACHE / f"bench-{stamp}.json"
+    path = out_dir / f"bench-{stamp}.json"
     write_results(path, results)
     print(f"\nmeshstream benchmark ({args.gateways} gateways, loadgen {args.loadgen}, "
           f"{args.rounds} round(s), {time.monotonic() - started:.0f} s)")
     print("\n".join(reports))
-    print(f"\nraw runs: {path.relative_to(REPO)}")
+    print(f"\nraw runs: {path}")
     return 0
 
 
