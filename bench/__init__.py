@@ -1,12 +1,15 @@
 """meshstream's own benchmarks: `make bench` (bench.run) and the processor micro-benchmark.
 
-    harness.py         the shared harness and the servers under test: prepare, start, stop
+    harness.py         the harnesses (own, shared) and the servers under test: prepare, start, stop
+    node/loadgen.js    the own load generator: clients in several worker processes (`npm ci` there)
+    peers/             the own peers: rooms.py (raw_ws, one websockets process), sio_rooms.js (nodesio)
+    plot.py            a matplotlib PNG per scenario
     sampling.py        /proc: process trees, CPU ticks, RSS, listening ports
     report.py          medians, ratios, tables, the JSON results file
     run.py             `python -m bench.run` (`make bench`): wires the above
     pipeline_floor.py  the bare PUSH -> PULL -> PUB -> SUB round trip's CPU per message
     processor_bench.py the processor alone, envelopes per second
-    loadgen.py         a small Python load generator, when the harness or Node is missing
+    loadgen.py         a small Python load generator, when Node is missing
     resume_bench.py    recovery: a gateway SIGKILLed under chat load (`--scenarios resume`)
     resume_client.py   its worker processes, which hold the clients and check every offset
     capacity.py        per-core rates of a gateway and the processor (`--scenarios capacity`)
