@@ -43,15 +43,15 @@ export class MeshError extends Error {
 }
 
 export const LOBBY: "mesh-global";
-/** Close codes after which a session is not resumed. */
-export const NO_RESUME_CODES: ReadonlySet<number>;
-/** Close codes after which the client does not reconnect at all. */
-export const NO_RECONNECT_CODES: ReadonlySet<number>;
+/** Close codes after which the client reconnects (and resumes); any other ends it. */
+export const RECONNECT_CODES: ReadonlySet<number>;
 
 /** Split one WebSocket text message into frames ("\n"-joined); non-frames are skipped. */
 export function parseFrame(text: unknown): ServerFrame[];
 /** Reconnect delay in ms: `min` doubling per attempt up to `max`, ±50 % jitter. */
 export function backoff(attempt: number, options?: { min?: number; max?: number; rand?: () => number }): number;
+/** ms until a token expiring at `expires` (ms) is refreshed: a fifth of its life left, 1 s to `lead` ms ahead. */
+export function refreshDelay(expires: number, now: number, lead?: number): number;
 /** A JWT's `exp` (seconds since the epoch), or null. Not verified. */
 export function tokenExpiry(token: string | undefined): number | null;
 
@@ -112,10 +112,10 @@ export interface WebSocketLike {
 export interface MeshClientOptions {
   /** A JWT, sent as ?token= (browsers cannot set headers). */
   token?: string;
-  /** Supplies a token: before each reconnect, and `refreshMargin` ms before the current one expires. */
+  /** Supplies a token: before each reconnect, and before the current one expires (refreshDelay). */
   getToken?: () => string | Promise<string>;
-  /** ms before `exp` to refresh the token (default 30000). */
-  refreshMargin?: number;
+  /** At most this many ms before `exp` the token is refreshed (default 60000). */
+  refreshLead?: number;
   /** request() timeout in ms (default 10000). */
   requestTimeout?: number;
   /** Reconnect after a lost connection (default true). */

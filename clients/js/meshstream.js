@@ -9,18 +9,13 @@
 export const LOBBY = "mesh-global";
 
 /**
- * Close codes after which a session is not resumed (docs/protocol.md, "Closing codes"): a
- * clean close, or a close by the server for cause; the session ended with the connection.
- * 4002: another connection (another tab) resumed it: never take it back.
+ * Close codes after which the client comes back (docs/protocol.md, "Closing codes"), resuming
+ * its session: the gateway stopped (1001) or is restarting (1012), the connection was lost
+ * (1006: no close frame), a keepalive timeout (1011), try again later (1013, 1014). Any
+ * other close ends the client: a clean close (1000), a close for cause (1007, 1008, 1009,
+ * 4000, 4001), resumed elsewhere (4002: another tab took the session), a token (4003).
  */
-export const NO_RESUME_CODES = new Set([1000, 1007, 1008, 1009, 4000, 4001, 4002, 4003]);
-
-/**
- * Close codes after which the client does not reconnect at all: kicked by a watcher (4001),
- * resumed elsewhere (4002), a token the server refuses (4003: the same token would be
- * refused again; `token-expired` reconnects when a `getToken` callback can supply a new one).
- */
-export const NO_RECONNECT_CODES = new Set([4001, 4002, 4003]);
+export const RECONNECT_CODES = new Set([1001, 1006, 1011, 1012, 1013, 1014]);
 
 /** An error reply, a refused connection or a request that timed out: `code` is stable. */
 export class MeshError extends Error {
@@ -71,6 +66,15 @@ export function backoff(attempt, { min = 500, max = 10000, rand = Math.random } 
   return base * (0.5 + rand());
 }
 
+/**
+ * ms from `now` until a token expiring at `expires` (both ms) is refreshed: a fifth of its
+ * remaining life ahead of expiry, at least 1 s and at most `lead` ms ahead; never negative.
+ */
+export function refreshDelay(expires, now, lead = 60000) {
+  const left = expires - now;
+  return Math.max(0, left - Math.min(lead, Math.max(1000, left / 5)));
+}
+
 /** A JWT's `exp` in seconds since the epoch, or null (no exp, or not a JWT). Not verified. */
 export function tokenExpiry(token) {
   if (typeof token !== "string") return null;
@@ -99,7 +103,7 @@ export class Resume {
 
   /** Whether a connection that closed with `code` should be resumed. */
   shouldResume(code) {
-    return !!this.session && !NO_RESUME_CODES.has(code);
+    return !!this.session && RECONNECT_CODES.has(code);
   }
 
   /** The URL to resume with: `base` plus ?resume=<secret>&seq=<epoch>:<last seq>. */
@@ -170,7 +174,7 @@ export class MeshClient {
     this.options = {
       token: undefined,
       getToken: undefined,
-      refreshMargin: 30000,
+      refreshLead: 60000,
       requestTimeout: 10000,
       reconnect: true,
       backoffMin: 500,
@@ -335,12 +339,9 @@ export class MeshClient {
       if (p.sent) this._fail(id, new MeshError("connection-lost", `connection closed (${code})`, { closeCode: code }));
     }
     if (this.state === "closed") return;
-    const tokenRenewable = code === 4003 && reason === "token-expired" && !!this.options.getToken;
-    const stop = !this.options.reconnect || (NO_RECONNECT_CODES.has(code) && !tokenRenewable);
-    if (stop) {
-      const error = code === 4003 || code === 4001 || code === 4002
-        ? new MeshError(reason || String(code), `connection closed: ${reason || code}`, { closeCode: code })
-        : undefined;
+    if (!this.options.reconnect || !RECONNECT_CODES.has(code)) {
+      const error = code === 1000 ? undefined
+        : new MeshError(reason || "closed", `connection closed: ${code} ${reason}`.trim(), { closeCode: code });
       this._emit("disconnected", { code, reason, willReconnect: false, willResume: false });
       this._finish(code, reason, error);
       return;
@@ -350,12 +351,14 @@ export class MeshClient {
     if (wasOpen || this.state !== "reconnecting") {
       this._emit("disconnected", { code, reason, willReconnect: true, willResume });
     }
-    this._schedule();
+    this._schedule(code);
   }
 
-  _schedule() {
+  _schedule(code) {
     this.state = "reconnecting";
-    const delay = backoff(this._attempt, { min: this.options.backoffMin, max: this.options.backoffMax });
+    // a gateway restarting (1012) asks to come back at once, on another gateway
+    const delay = code === 1012 && this._attempt === 0 ? 0
+      : backoff(this._attempt, { min: this.options.backoffMin, max: this.options.backoffMax });
     this._attempt++;
     this._emit("reconnecting", { attempt: this._attempt, delay, resume: !!this.resume.session });
     this._reconnectTimer = setTimeout(() => this._open(), delay);
@@ -443,8 +446,7 @@ export class MeshClient {
   }
 
   _settle(msg) {
-    if (msg.id === undefined || msg.id === null) return;
-    const p = this._pending.get(msg.id);
+    const p = msg.id === undefined || msg.id === null ? undefined : this._pending.get(msg.id);
     if (!p) {
       if (msg.action === "error") this._emit("error", errorOf(msg));
       return;
@@ -503,7 +505,7 @@ export class MeshClient {
     clearTimeout(this._refreshTimer);
     const exp = tokenExpiry(this.token);
     if (exp === null || !this.options.getToken || this.state !== "open") return;
-    const delay = Math.max(0, exp * 1000 - Date.now() - this.options.refreshMargin);
+    const delay = refreshDelay(exp * 1000, Date.now(), this.options.refreshLead);
     this._refreshTimer = setTimeout(() => {
       this.refreshToken().catch((err) => this._emit("error", err));
     }, delay);

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { MeshClient, MeshError, NO_RECONNECT_CODES, NO_RESUME_CODES, Resume, backoff, parseFrame, tokenExpiry }
+import { MeshClient, MeshError, RECONNECT_CODES, Resume, backoff, parseFrame, refreshDelay, tokenExpiry }
   from "../meshstream.js";
 
 test("parseFrame splits \\n-joined frames and skips what is not a frame", () => {
@@ -41,12 +41,14 @@ test("Resume keeps the session and position, and says which closes to resume", (
   assert.equal(u.searchParams.get("seq"), "E1:7");
   assert.equal(u.searchParams.get("x"), "1");
 
-  for (const code of [1001, 1006, 1011, 1012, 1013]) assert.equal(r.shouldResume(code), true, code);
-  for (const code of [1000, 1007, 1008, 1009, 4000, 4001, 4002, 4003]) {
-    assert.equal(r.shouldResume(code), false, code);
-    assert.ok(NO_RESUME_CODES.has(code));
+  for (const code of [1001, 1006, 1011, 1012, 1013, 1014]) {
+    assert.equal(r.shouldResume(code), true, code);
+    assert.ok(RECONNECT_CODES.has(code));
   }
-  for (const code of [4001, 4002, 4003]) assert.ok(NO_RECONNECT_CODES.has(code));
+  for (const code of [1000, 1005, 1007, 1008, 1009, 4000, 4001, 4002, 4003]) {
+    assert.equal(r.shouldResume(code), false, code);
+    assert.ok(!RECONNECT_CODES.has(code));
+  }
 
   // resumed: a new secret, the position kept
   assert.equal(r.connected({ client: "gw1-a.2", session: "new", epoch: "E1", resumed: true }), "resumed");
@@ -60,6 +62,14 @@ test("Resume keeps the session and position, and says which closes to resume", (
   assert.equal(r.accept({ action: "chat", seq: 1 }), true, "seqs of a new epoch count");
   r.reset();
   assert.equal(r.shouldResume(1006), false);
+});
+
+test("refreshDelay: a fifth of the token's remaining life ahead, 1 s to `lead` ahead", () => {
+  assert.equal(refreshDelay(100000, 0), 80000);
+  assert.equal(refreshDelay(3600000, 0), 3540000, "at most a minute ahead");
+  assert.equal(refreshDelay(3000, 0), 2000, "at least a second ahead");
+  assert.equal(refreshDelay(500, 0), 0, "never negative");
+  assert.equal(refreshDelay(100000, 0, 5000), 95000);
 });
 
 test("tokenExpiry reads a JWT's exp without verifying it", () => {
