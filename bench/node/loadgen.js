@@ -216,7 +216,8 @@ function worker(O) {
     const finish = () => {
       if (done) return;
       done = true;
-      send({ op: 'done', sent, expected, received, t_last: tLast, hist: hist.dump(), ...loadStats(cpu0, elu0) });
+      send({ op: 'done', sent, expected, received, t_last: tLast, hist: hist.dump(), ...loadStats(cpu0, elu0),
+        disconnects: clients.filter((c) => !c.open).length });
     };
     const pump = (p) => { while (p.inflight < O.window && p.n < O.messages) { p.publish(p.n++); p.inflight++; sent++; } };
     for (const c of clients) {
@@ -255,7 +256,8 @@ function worker(O) {
     for (const t of timers) { clearTimeout(t); clearInterval(t); }
     const drainEnd = now() + O.drain * 1000;
     while (received < expected && now() < drainEnd && !stop) await sleep(20);
-    send({ op: 'done', sent, expected, received, t_last: tLast, hist: hist.dump(), ...loadStats(cpu0, elu0) });
+    send({ op: 'done', sent, expected, received, t_last: tLast, hist: hist.dump(), ...loadStats(cpu0, elu0),
+      disconnects: clients.filter((c) => !c.open).length });
   }
 
   const progress = setInterval(() => send({ op: 'progress', sent, received, expected }), 1000);
@@ -350,7 +352,7 @@ async function primary(O) {
     Object.assign(result, {
       rooms: O.rooms, clients_per_room: O.clients, sent: sum(done, 'sent'), expected, received,
       lost: expected - received, wall_s: +wall.toFixed(3), deliveries_per_s: Math.round(received / wall),
-      ...hist.summary(), lg_cpu_s: +sum(done, 'lg_cpu_s').toFixed(3),
+      ...hist.summary(), disconnects: sum(done, 'disconnects'), lg_cpu_s: +sum(done, 'lg_cpu_s').toFixed(3),
       lg_elu: +Math.max(...done.map((d) => d.lg_elu)).toFixed(3), // the busiest worker
     }, O.scenario === 'fanout' ? { messages: O.messages, window: O.window } : { rate: O.rate, duration: O.duration });
   }

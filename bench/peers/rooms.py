@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import logging
 import signal
 import sys
 from typing import Any
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)  # websockets' "skipped broadcast" warnings, in the server log
     uvloop.run(serve_rooms(args.host, args.port))
 
 
