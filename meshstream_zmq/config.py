@@ -111,6 +111,18 @@ class Config:
         return Endpoints.tcp(host or "127.0.0.1", int(port))
 
     @property
+    def processors(self) -> list[Endpoints]:
+        """The processors a gateway or watcher may talk to, the primary first."""
+        return [self.endpoints] + ([self.peer_endpoints] if self.peer_endpoints else [])
+
+    @property
+    def processor_silence(self) -> float:
+        """Silence after which a gateway or watcher gives up on its processor: with a pair,
+        half the failover timeout (then it tries the other; the standby takes over after
+        as long a silence of its peer); alone, the peer timeout."""
+        return self.failover_timeout / 2 if self.peer else self.peer_timeout
+
+    @property
     def pair_endpoints(self) -> tuple[str, str]:
         """The processors' pair link: (ours to bind, the peer's to connect), on --tcp and --peer
         PORT+3; ("", "") without --peer."""

@@ -169,8 +169,14 @@ class GatewayOutbox(Protocol):
     def ping(self, link: Any) -> None:
         """Send a keepalive ping; its pong is reported with `pong()`."""
 
+    def switch_processor(self) -> None:
+        """Talk to the other processor of the pair from now on (only called with a pair)."""
+
     def notice(self, level: str, message: str, fields: dict[str, object]) -> None:
         """Something an operator should see in the log ("info", "warning" or "error")."""
+
+    def admin_answer(self, query: int, answer: bytes) -> None:
+        """The processor's JSON answer to `admin_query(query, ...)` (the admin page)."""
 
 
 class Gateway:
@@ -179,7 +185,10 @@ class Gateway:
     def __init__(self, gateway_id: str, index: int, out: GatewayOutbox, *, send_queue: int,
                  rate_limit: float = 0.0, rate_burst: int = 0, peer_timeout: float = 3.0,
                  max_connections: int = 0, max_connections_per_ip: int = 0,
-                 allowed_origins: str = "", verify: Verifier | None = None) -> None:
+                 allowed_origins: str = "", verify: Verifier | None = None,
+                 pair: bool = False) -> None:
+        """`peer_timeout`: the processor's silence after which frames are refused (and, with
+        a `pair` of processors, the other one is tried)."""
         self.id = gateway_id
         self.index = index
         self.out = out
@@ -187,6 +196,7 @@ class Gateway:
         self.rate_limit = rate_limit
         self.burst = float(rate_burst or 2 * rate_limit)
         self.peer_timeout = peer_timeout
+        self.pair = pair
         self.max_connections = max_connections
         self.max_per_peer = max_connections_per_ip
         self.per_peer: Counter[str] = Counter()  # connections per source address (when limited)
@@ -526,18 +536,33 @@ class Gateway:
 
     # ------------------------------------------------------------ processor link
 
-    def heartbeat(self, now: float) -> None:
-        """Every heartbeat interval: a heartbeat when up, hello otherwise."""
+    def heartbeat(self, now: float, stats: pb.ProcessStats | None = None) -> None:
+        """Every heartbeat interval: a heartbeat when up (carrying `stats`, this process's
+        figures for the admin page), hello otherwise."""
         if self.last_beat is None:
             self.last_beat = now  # silence is counted from the first heartbeat on
-        if self.link is Link.UP and now - self.last_beat > self.peer_timeout:
-            self.out.notice("warning", "processor silent", {"gateway": self.id})
-            self.link = Link.HELLO
+        if now - self.last_beat > self.peer_timeout:
+            if self.link is Link.UP:
+                self.out.notice("warning", "processor silent", {"gateway": self.id})
+                self.link = Link.HELLO
+            if self.pair:  # try the other processor (and, silent too, this one again)
+                self.last_beat = now
+                self.out.switch_processor()
+                self.out.notice("warning", "trying the other processor", {"gateway": self.id})
         if self.link is Link.UP:
-            self._item().heartbeat.SetInParent()
+            beat = self._item().heartbeat
+            beat.SetInParent()
+            if stats is not None:
+                beat.stats.CopyFrom(stats)
             self._wake()
         else:
             self._hello()
+
+    def admin_query(self, query: int, search: str, after: str) -> None:
+        """Ask the processor for the admin snapshot (answered through `out.admin_answer`)."""
+        if self.link is Link.UP:
+            q = self._item().admin_query
+            q.id, q.search, q.after = query, search, after
 
     def processor_beat(self, beat: pb.ProcessorBeat, now: float) -> None:
         self.last_beat = now
@@ -611,6 +636,8 @@ class Gateway:
                 self._welcomed(op.welcome.epoch)
             elif kind == "resumed":
                 self.resume_result(op.resumed)
+            elif kind == "admin":
+                self.out.admin_answer(op.admin.id, op.admin.json)
         if dirty:
             self._wake()
 

@@ -263,7 +263,7 @@ def read_claims(keys_dir: str | os.PathLike[str]) -> dict[str, Claims]:
 
 @dataclass(frozen=True)
 class Peer:
-    role: str  # "gateway" | "watcher"
+    role: str  # "gateway" | "watcher" | "processor" (the other processor of a pair)
     name: str
     fingerprint: str
 
@@ -279,6 +279,7 @@ class KeyRing:
 
     gateways: dict[bytes, Peer] = field(default_factory=dict)  # z85 public key -> peer
     watchers: dict[bytes, Peer] = field(default_factory=dict)
+    processors: dict[bytes, Peer] = field(default_factory=dict)  # both of a pair share one key
     claims: dict[str, Claims] = field(default_factory=dict)  # watcher name -> its claims
 
     @classmethod
@@ -293,7 +294,7 @@ class KeyRing:
         return ring
 
     def peer(self, public: bytes) -> Peer | None:
-        return self.gateways.get(public) or self.watchers.get(public)
+        return self.gateways.get(public) or self.watchers.get(public) or self.processors.get(public)
 
     def watcher_claims(self, name: str) -> Claims:
         return self.claims.get(name, Claims())

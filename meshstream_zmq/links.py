@@ -45,6 +45,7 @@ log = logging.getLogger("meshstream.links")
 
 # ZAP domains: which role's keys each processor socket admits.
 INBOUND, OUTBOUND, WATCHERS = "meshstream-inbound", "meshstream-outbound", "meshstream-watchers"
+PAIR = "meshstream-pair"  # the PairBeat PUB of a processor pair: the other processor only
 REFUSAL_LOG_INTERVAL = 60.0  # one log line per refused key and socket per this many seconds
 
 # The sockets handed out. pyzmq types getsockopt() as `int | bytes`; callers read int
@@ -201,7 +202,7 @@ class Authenticator(ThreadAuthenticator):
         super().__init__(context, log=logging.getLogger("meshstream.zap"))
         self.ring = ring
         self.roles = {INBOUND: ("gateway",), OUTBOUND: ("gateway", "watcher"),
-                      WATCHERS: ("watcher",)}
+                      WATCHERS: ("watcher",), PAIR: ("processor",)}
         self.refusals: dict[tuple[str, str], float] = {}
         self.refused = 0  # count, for tests and metrics
         self.lock = threading.Lock()
@@ -240,6 +241,8 @@ class ProcessorLinks:
     router: Sock
     auth: Authenticator | None = None
     ring: keyfiles.KeyRing | None = None
+    pair_pub: Sock | None = None  # a processor pair: our PairBeats, and the peer's
+    pair_sub: Sock | None = None
 
     @property
     def curve(self) -> bool:
@@ -253,8 +256,9 @@ class ProcessorLinks:
         return [f.bytes for f in frames], str(frames[-1].get("User-Id") or "")
 
     def close(self) -> None:
-        for sock in (self.pull, self.pub, self.router):
-            sock.close(linger=0)
+        for sock in (self.pull, self.pub, self.router, self.pair_pub, self.pair_sub):
+            if sock is not None:
+                sock.close(linger=0)
         if self.auth is not None:
             self.auth.stop()
             self.auth = None
@@ -265,6 +269,9 @@ def bind_processor(ctx: zmq.Context, config: Config) -> ProcessorLinks:
     for warning in check_bind(config):
         log.warning(warning)
     ep = config.endpoints
+    pair_bind, pair_peer = config.pair_endpoints
+    if config.peer and not pair_bind:
+        raise LinkError("--peer (a processor pair) needs --tcp HOST:PORT: the pair talks over TCP")
     prepare_ipc(config)
     auth: Authenticator | None = None
     ring: keyfiles.KeyRing | None = None
@@ -275,6 +282,8 @@ def bind_processor(ctx: zmq.Context, config: Config) -> ProcessorLinks:
             ring = keyfiles.KeyRing.load(config.keys_dir)
         except keyfiles.KeyFileError as exc:
             raise LinkError(str(exc)) from None
+        ring.processors[pair.public] = keyfiles.Peer("processor", "processor",
+                                                     keyfiles.fingerprint(pair.public))
         auth = Authenticator(ctx, ring)
         auth.start()  # before any bind: a CURVE server with no ZAP handler admits every key
     pull = ctx.socket(zmq.PULL)
@@ -287,9 +296,12 @@ def bind_processor(ctx: zmq.Context, config: Config) -> ProcessorLinks:
     router.setsockopt(zmq.ROUTER_MANDATORY, 1)
     router.setsockopt(zmq.SNDHWM, 100_000)
     links = ProcessorLinks(pull, pub, router, auth, ring)
+    binds = [(pull, ep.inbound, INBOUND), (pub, ep.outbound, OUTBOUND), (router, ep.watchers, WATCHERS)]
+    if pair_bind:
+        links.pair_pub = ctx.socket(zmq.PUB)
+        binds.append((links.pair_pub, pair_bind, PAIR))
     try:
-        for sock, endpoint, domain in ((pull, ep.inbound, INBOUND), (pub, ep.outbound, OUTBOUND),
-                                       (router, ep.watchers, WATCHERS)):
+        for sock, endpoint, domain in binds:
             sock.setsockopt(zmq.LINGER, 0)
             if pair is not None:
                 sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
@@ -305,6 +317,13 @@ def bind_processor(ctx: zmq.Context, config: Config) -> ProcessorLinks:
             path = _ipc_path(endpoint)
             if path is not None:
                 os.chmod(path, 0o600)  # only our user may connect (the directory is 0700 too)
+        if pair_peer:
+            links.pair_sub = sub = ctx.socket(zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            if pair is not None:  # both processors of a pair hold the one processor key
+                _client_curve(sub, pair, pair.public)
+            sub.connect(pair_peer)
     except BaseException:
         links.close()
         raise
@@ -336,9 +355,10 @@ def _client_checks(config: Config, endpoints: tuple[str, ...]) -> None:
                         extra={"fields": {"endpoint": endpoint[:200]}})
 
 
-def gateway_sockets(ctx: zmq.Context, config: Config, gateway_id: str) -> tuple[Sock, Sock]:
-    """A gateway's PUSH (to the processor's PULL) and SUB (its own topic and the beats), connected."""
-    ep = config.endpoints
+def gateway_sockets(ctx: zmq.Context, config: Config, gateway_id: str,
+                    ep: Endpoints) -> tuple[Sock, Sock]:
+    """A gateway's PUSH (to the processor's PULL) and SUB (its own topic and the beats),
+    connected to the processor at `ep` (one of a pair's two, or the only one)."""
     _client_checks(config, (ep.inbound, ep.outbound))
     curve = None
     if config.keys_dir:

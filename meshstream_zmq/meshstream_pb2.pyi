@@ -52,7 +52,7 @@ class GatewayBatch(_message.Message):
     def __init__(self, gateway: _Optional[str] = ..., items: _Optional[_Iterable[_Union[GatewayItem, _Mapping]]] = ...) -> None: ...
 
 class GatewayItem(_message.Message):
-    __slots__ = ("hello", "heartbeat", "connected", "disconnected", "away", "resume", "frames")
+    __slots__ = ("hello", "heartbeat", "connected", "disconnected", "away", "resume", "frames", "admin_query")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,7 @@ class GatewayItem(_message.Message):
     AWAY_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_QUERY_FIELD_NUMBER: _ClassVar[int]
     hello: GatewayHello
     heartbeat: Heartbeat
     connected: ClientConnected
@@ -67,7 +68,18 @@ class GatewayItem(_message.Message):
     away: str
     resume: ResumeRequest
     frames: ClientFrames
-    def __init__(self, hello: _Optional[_Union[GatewayHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., connected: _Optional[_Union[ClientConnected, _Mapping]] = ..., disconnected: _Optional[str] = ..., away: _Optional[str] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ..., frames: _Optional[_Union[ClientFrames, _Mapping]] = ...) -> None: ...
+    admin_query: AdminQuery
+    def __init__(self, hello: _Optional[_Union[GatewayHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., connected: _Optional[_Union[ClientConnected, _Mapping]] = ..., disconnected: _Optional[str] = ..., away: _Optional[str] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ..., frames: _Optional[_Union[ClientFrames, _Mapping]] = ..., admin_query: _Optional[_Union[AdminQuery, _Mapping]] = ...) -> None: ...
+
+class AdminQuery(_message.Message):
+    __slots__ = ("id", "search", "after")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    search: str
+    after: str
+    def __init__(self, id: _Optional[int] = ..., search: _Optional[str] = ..., after: _Optional[str] = ...) -> None: ...
 
 class ClientConnected(_message.Message):
     __slots__ = ("client", "user", "session_hash")
@@ -134,10 +146,38 @@ class ClientRooms(_message.Message):
     def __init__(self, client: _Optional[str] = ..., rooms: _Optional[_Iterable[str]] = ..., user: _Optional[str] = ..., session_hash: _Optional[bytes] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("acked",)
+    __slots__ = ("acked", "stats")
     ACKED_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
     acked: int
-    def __init__(self, acked: _Optional[int] = ...) -> None: ...
+    stats: ProcessStats
+    def __init__(self, acked: _Optional[int] = ..., stats: _Optional[_Union[ProcessStats, _Mapping]] = ...) -> None: ...
+
+class ProcessStats(_message.Message):
+    __slots__ = ("role", "pid", "started_at", "restarts", "cpu_seconds", "rss_bytes", "connections", "frames_in", "frames_out", "errors", "drops")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_IN_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_OUT_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    DROPS_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    pid: int
+    started_at: float
+    restarts: int
+    cpu_seconds: float
+    rss_bytes: int
+    connections: int
+    frames_in: int
+    frames_out: int
+    errors: int
+    drops: int
+    def __init__(self, role: _Optional[str] = ..., pid: _Optional[int] = ..., started_at: _Optional[float] = ..., restarts: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., connections: _Optional[int] = ..., frames_in: _Optional[int] = ..., frames_out: _Optional[int] = ..., errors: _Optional[int] = ..., drops: _Optional[int] = ...) -> None: ...
 
 class GatewayOut(_message.Message):
     __slots__ = ("ops", "seq", "epoch")
@@ -150,20 +190,30 @@ class GatewayOut(_message.Message):
     def __init__(self, ops: _Optional[_Iterable[_Union[GatewayOp, _Mapping]]] = ..., seq: _Optional[int] = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class GatewayOp(_message.Message):
-    __slots__ = ("deliver", "joined", "left", "close", "welcome", "resumed")
+    __slots__ = ("deliver", "joined", "left", "close", "welcome", "resumed", "admin")
     DELIVER_FIELD_NUMBER: _ClassVar[int]
     JOINED_FIELD_NUMBER: _ClassVar[int]
     LEFT_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
     deliver: Deliver
     joined: Membership
     left: Membership
     close: CloseClient
     welcome: Welcome
     resumed: ResumeResult
-    def __init__(self, deliver: _Optional[_Union[Deliver, _Mapping]] = ..., joined: _Optional[_Union[Membership, _Mapping]] = ..., left: _Optional[_Union[Membership, _Mapping]] = ..., close: _Optional[_Union[CloseClient, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., resumed: _Optional[_Union[ResumeResult, _Mapping]] = ...) -> None: ...
+    admin: AdminAnswer
+    def __init__(self, deliver: _Optional[_Union[Deliver, _Mapping]] = ..., joined: _Optional[_Union[Membership, _Mapping]] = ..., left: _Optional[_Union[Membership, _Mapping]] = ..., close: _Optional[_Union[CloseClient, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., resumed: _Optional[_Union[ResumeResult, _Mapping]] = ..., admin: _Optional[_Union[AdminAnswer, _Mapping]] = ...) -> None: ...
+
+class AdminAnswer(_message.Message):
+    __slots__ = ("id", "json")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    json: bytes
+    def __init__(self, id: _Optional[int] = ..., json: _Optional[bytes] = ...) -> None: ...
 
 class ResumeResult(_message.Message):
     __slots__ = ("link", "client", "reason", "rooms", "replay", "epoch")

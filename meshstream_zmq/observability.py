@@ -133,4 +133,36 @@ ENVELOPES_OUT = Counter("meshstream_envelopes_out", "ZeroMQ messages sent")
 ERRORS = Counter("meshstream_errors", "error frames sent to clients", ["code"])
 DROPS = Counter("meshstream_drops", "messages that could not be sent", ["reason"])
 QUEUE_BYTES = Gauge("meshstream_send_queue_bytes", "bytes waiting in WebSocket write buffers")
+PROCESSOR = Gauge("meshstream_processor", "1 for the processor this gateway talks to "
+                  "(primary: --tcp, backup: --peer), 0 for the other (gateway)", ["processor"])
+PROCESSOR_ACTIVE = Gauge("meshstream_processor_active", "1 while this processor serves: alone, "
+                         "always; of a pair, the active one (processor)")
+PAIR_TERM = Gauge("meshstream_pair_term", "takeovers in this processor pair so far, as this "
+                  "processor knows (processor)")
 CLOSES = Counter("meshstream_closes", "connections closed by the server", ["code"])
+
+STARTED_AT = time.time()  # this process's start (each child imports this module afresh)
+
+
+def _total(metric: Counter | Gauge) -> float:
+    """The sum of a metric over its labels, as Prometheus would scrape it."""
+    return sum(s.value for m in metric.collect() for s in m.samples
+               if not s.name.endswith("_created"))
+
+
+def process_stats(role: str, restarts: int = 0) -> Any:
+    """This process's figures for the admin page (a `ProcessStats`), read from its own
+    metrics above and the OS: CPU time from os.times(), RSS from /proc (Linux; 0 elsewhere)."""
+    from meshstream_zmq import meshstream_pb2 as pb
+
+    times = os.times()
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        rss = 0
+    return pb.ProcessStats(role=role, pid=os.getpid(), started_at=STARTED_AT, restarts=restarts,
+                           cpu_seconds=times.user + times.system, rss_bytes=rss,
+                           connections=int(_total(CONNECTIONS)), frames_in=int(_total(FRAMES_IN)),
+                           frames_out=int(_total(FRAMES_OUT)), errors=int(_total(ERRORS)),
+                           drops=int(_total(DROPS)))

@@ -47,7 +47,7 @@ from . import meshstream_pb2 as pb
 from .config import Config
 from .core import EventKind
 from .errors import CloseCode, ErrorCode
-from .observability import bounded
+from .observability import bounded, process_stats
 
 log = logging.getLogger("meshstream.watcher")
 
@@ -196,7 +196,10 @@ class Watcher:
         self.rooms = list(rooms)
         self.prefixes = list(prefixes)
         self.config = config or Config.from_env()
-        self.endpoint = endpoint or self.config.endpoints.watchers
+        # The processors' ROUTER endpoints: with a pair (--peer) two, tried in turn when the
+        # one we talk to falls silent (docs/watchers.md, "A processor pair").
+        self.endpoints = [endpoint] if endpoint else [ep.watchers for ep in self.config.processors]
+        self.endpoint = self.endpoints[0]
         self.ctx = context or zmq.Context.instance()
         self.sock: zmq.Socket | None = None
         self.handlers: dict[str, Callable[[Message], Any]] = {}
@@ -356,6 +359,7 @@ class Watcher:
     def connect(self) -> None:
         # A DEALER; with keys_dir a CURVE client with this watcher's own key (links.py)
         self.sock = links.watcher_socket(self.ctx, self.config, self.name, self.endpoint)
+        self.last_heard = self.now()  # silence is counted from here
         self.hello()
 
     def hello(self) -> None:
@@ -442,16 +446,20 @@ class Watcher:
             now = self.now()
             if now >= next_beat:
                 self._expire()
-                if self.welcomed and now - self.last_heard > self.config.peer_timeout:
-                    self._processor_silent(now)
+                if now - self.last_heard > self.config.processor_silence:
+                    if self.welcomed:
+                        self._processor_silent(now)
+                    if len(self.endpoints) > 1:
+                        self._switch_processor()
                 # Heartbeats once welcomed; until then, hello again now and then (the
                 # processor may be starting, or a claim was refused).
                 if self.welcomed:
-                    self._send(pb.WatcherIn(heartbeat=pb.Heartbeat(acked=self.handled)))
+                    stats = process_stats("watcher", self.config.restarts)  # for /admin
+                    self._send(pb.WatcherIn(heartbeat=pb.Heartbeat(acked=self.handled, stats=stats)))
                     next_beat = now + interval
                 else:
                     self.hello()
-                    next_beat = now + max(2.0, interval)
+                    next_beat = now + (interval if len(self.endpoints) > 1 else max(2.0, interval))
             wake = min([next_beat] + [t[0] for t in self.timers[:1]])
             if self.sock.poll(int(max(0.0, wake - self.now()) * 1000)):
                 for _ in range(1000):
@@ -474,6 +482,17 @@ class Watcher:
             "watcher": self.name, "silent_s": round(now - self.last_heard, 1)}})
         self.silent = True
         self.welcomed = False
+
+    def _switch_processor(self) -> None:
+        """Talk to the other processor of the pair: a new DEALER to it (what was queued for
+        the silent one is dropped with the old socket), then hello."""
+        self.endpoint = self.endpoints[(self.endpoints.index(self.endpoint) + 1) % len(self.endpoints)]
+        log.warning("trying the other processor", extra={"fields": {
+            "watcher": self.name, "endpoint": self.endpoint}})
+        if self.sock is not None:
+            self.sock.close(linger=0)
+        self.sock = links.watcher_socket(self.ctx, self.config, self.name, self.endpoint)
+        self.last_heard = self.now()
 
     def stop(self) -> None:
         self.running = False

@@ -22,6 +22,7 @@ EAGAIN, and the SUB socket is read from the loop's reader callback.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import mimetypes
 import os
@@ -43,6 +44,7 @@ from websockets.server import ServerProtocol
 from meshstream_zmq import links, new_epoch
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
+from meshstream_zmq.admin import access as admin_access
 from meshstream_zmq.auth import TokenKeyError, Tokens
 from meshstream_zmq.config import Config
 from meshstream_zmq.errors import CloseCode
@@ -53,7 +55,12 @@ WS_LOG = logging.getLogger("websockets.server")  # one logger for every ServerPr
 
 DRAIN = 1000  # SUB messages read before letting the clients' callbacks run
 PATH = "/wsmesh"
+PAIR_ROLES = ("primary", "backup")  # config.processors' order: --tcp, then --peer
 CLIENT_DIR = (Path(__file__).resolve().parent.parent / "clients" / "js").resolve()
+ADMIN_DIR = (Path(__file__).resolve().parent.parent / "web").resolve()  # admin.html/.js/.css
+ADMIN_WS = "/admin/ws"
+ADMIN_PUSH = 1.0  # seconds between two snapshots pushed to the admin page's viewers
+ADMIN_VIEWERS = 16  # admin WebSockets per gateway; more are refused (503)
 OPEN_TIMEOUT = 10.0  # a connection that has not completed its handshake by then is dropped
 CLOSE_TIMEOUT = 2.0  # a closing handshake the client does not finish by then: the TCP link is cut
 PING_DATA = b"meshstream"
@@ -133,7 +140,7 @@ class ClientProtocol(asyncio.Protocol):
     complete text frames `ws.send_text` would have produced (see `text_frame`).
     """
 
-    __slots__ = ("server", "transport", "ws", "conn", "fragments", "timer")
+    __slots__ = ("server", "transport", "ws", "conn", "fragments", "timer", "viewing")
 
     def __init__(self, server: GatewayServer) -> None:
         self.server = server
@@ -142,6 +149,7 @@ class ClientProtocol(asyncio.Protocol):
         self.conn: Connection | None = None
         self.fragments: list[bytes] | None = None  # a fragmented message being assembled
         self.timer: asyncio.TimerHandle | None = None  # the open or the close deadline
+        self.viewing = False  # an admin page's WebSocket (/admin/ws), not a client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -174,12 +182,16 @@ class ClientProtocol(asyncio.Protocol):
                 ws.close_sent is not None and not ws.close_rcvd_then_sent and not self.conn.closing)
             self.server.disconnected(self.conn, clean)
             self.conn = None
+        if self.viewing:
+            self.server.viewers.pop(self, None)
 
     # ------------------------------------------------------------ from the client
 
     def request(self, request: Request) -> None:
         ws = self.ws
-        response = self.server.http_response(request)
+        assert self.transport is not None
+        peer = self.transport.get_extra_info("peername")
+        response = self.server.http_response(request, str(peer[0]) if peer else "")
         if response is None:
             response = ws.accept(request)
         ws.send_response(response)
@@ -187,8 +199,10 @@ class ClientProtocol(asyncio.Protocol):
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None
-            assert self.transport is not None
-            peer = self.transport.get_extra_info("peername")
+            if request.path.split("?", 1)[0] == ADMIN_WS:  # not a client: the core never sees it
+                self.viewing = True
+                self.server.viewers[self] = ("", "")
+                return
             # None: refused, and already being closed (1013 or 4003) before any other frame;
             # the token is checked before a resume is asked for
             self.conn = self.server.core.connect(self, time.monotonic(), request_token(request),
@@ -203,6 +217,10 @@ class ClientProtocol(asyncio.Protocol):
             return
         if opcode is not Opcode.TEXT and opcode is not Opcode.BINARY and opcode is not Opcode.CONT:
             return  # PING is answered and CLOSE echoed by `ws` itself
+        if self.viewing:
+            if opcode is Opcode.TEXT and frame.fin:
+                self.server.admin_view(self, frame.data)
+            return
         if self.conn is None or self.ws.state is not State.OPEN:
             return
         if opcode is not Opcode.CONT and frame.fin:  # a whole message in one frame: the usual case
@@ -267,6 +285,11 @@ class ClientProtocol(asyncio.Protocol):
             self.ws.send_ping(PING_DATA)
             self.send_data()
 
+    def send_admin(self, snapshot: bytes) -> None:
+        if self.ws.state is State.OPEN:
+            self.ws.send_text(snapshot)
+            self.send_data()
+
     def abort(self) -> None:
         """No handshake in time, or a close the client did not finish: cut the TCP link."""
         self.timer = None
@@ -288,7 +311,7 @@ class GatewayServer:
         tokens = client_tokens(config)
         self.core = Gateway(f"gw{index}-{new_epoch()}", index, self, send_queue=config.send_queue,
                             rate_limit=config.rate_limit, rate_burst=config.rate_burst,
-                            peer_timeout=config.peer_timeout,
+                            peer_timeout=config.processor_silence, pair=bool(config.peer),
                             max_connections=config.max_connections,
                             max_connections_per_ip=config.max_connections_per_ip,
                             allowed_origins=config.allowed_origins,
@@ -304,10 +327,21 @@ class GatewayServer:
         self.static = {"/client/": CLIENT_DIR, "/": Path(config.resolved_web_dir).resolve()}
         self.last_payload = b""
         self.last_wire = b""
+        # The admin page's viewers, each with the rooms view it asked for (search, cursor),
+        # and the questions asked of the processor: query ID -> that view.
+        self.viewers: dict[ClientProtocol, tuple[str, str]] = {}
+        self.admin_queries: dict[int, tuple[str, str]] = {}
+        self.admin_seq = 0
 
         ctx = context or zmq.Context.instance()
         # PUSH to the processor, SUB for its own topic and the beats (CURVE with keys_dir): links.py
-        self.push, self.sub = links.gateway_sockets(ctx, config, self.id)
+        # One pair of sockets per processor (two with a standby: both connected from the start,
+        # so a failover only changes which one is used).
+        self.processors = [links.gateway_sockets(ctx, config, self.id, ep)
+                           for ep in config.processors]
+        self.current = 0
+        self.push, self.sub = self.processors[0]
+        obs.PROCESSOR.labels("primary").set(1)
 
     # ------------------------------------------------------------ the core's outbox
 
@@ -340,12 +374,88 @@ class GatewayServer:
     def notice(self, level: str, message: str, fields: dict[str, object]) -> None:
         log.log(logging.getLevelName(level.upper()), message, extra={"fields": fields})
 
+    def admin_answer(self, query: int, answer: bytes) -> None:
+        view = self.admin_queries.pop(query, None)
+        for viewer, wanted in list(self.viewers.items()):
+            if wanted == view:
+                viewer.send_admin(answer)
+
+    # ------------------------------------------------------------ the admin page
+
+    def admin_view(self, viewer: ClientProtocol, data: bytes | bytearray | memoryview) -> None:
+        """A viewer's `{"search": S, "after": C}`: the rooms it wants to see. Anything else
+        is ignored (docs/operations.md); strings are cut to 64 characters by the processor."""
+        try:
+            asked = json.loads(bytes(data))
+        except ValueError:
+            return
+        if isinstance(asked, dict):
+            search, after = asked.get("search", ""), asked.get("after", "")
+            if isinstance(search, str) and isinstance(after, str):
+                self.viewers[viewer] = (search[:64], after[:64])
+                self.ask_admin({(search[:64], after[:64])})
+
+    def ask_admin(self, views: set[tuple[str, str]]) -> None:
+        """One processor query per distinct view, whatever the number of viewers."""
+        for view in views:
+            self.admin_seq += 1
+            self.admin_queries[self.admin_seq] = view
+            self.core.admin_query(self.admin_seq, *view)
+        for old in [q for q in self.admin_queries if q <= self.admin_seq - 4 * ADMIN_VIEWERS]:
+            del self.admin_queries[old]  # unanswered (the processor was away)
+        self.core.flush()
+
+    async def admin_push(self) -> None:
+        while True:
+            await asyncio.sleep(ADMIN_PUSH)
+            if self.viewers:
+                self.ask_admin(set(self.viewers.values()))
+
+    def admin_response(self, request: Request, path: str, peer: str) -> Response | None:
+        """/admin (the page) and /admin/ws (its live feed), behind `access` (admin.py)."""
+        status = admin_access(self.config.admin_token, request_token(request), peer)
+        if status == 401:
+            return _response(401, ADMIN_LOGIN, "text/html; charset=utf-8")
+        if status != 200:
+            return _response(403, b"the admin page answers loopback clients only "
+                                  b"(or set --admin-token)\n", "text/plain")
+        if path == ADMIN_WS:
+            # A page on another site must not read it with the operator's browser.
+            origins = request.headers.get_all("Origin")
+            host = request.headers.get("Host", "")
+            if any(urllib.parse.urlsplit(o).netloc != host for o in origins):
+                return _response(403, b"origin not allowed\n", "text/plain")
+            if len(self.viewers) >= ADMIN_VIEWERS:
+                return _response(503, b"too many admin viewers\n", "text/plain")
+            return None
+        if path == "/admin":
+            return _response(200, admin_page(), "text/html; charset=utf-8")
+        return _response(404, b"not found\n", "text/plain")
+
     # ------------------------------------------------------------ from the adapters
 
     def disconnected(self, conn: Connection, clean: bool = True) -> None:
         self.core.disconnect(conn, clean)
         if self.stopping and not self.core.conns and not self.core.waiting:
             self.drained.set()
+
+    def switch_processor(self) -> None:
+        obs.PROCESSOR.labels(PAIR_ROLES[self.current]).set(0)
+        self.current = (self.current + 1) % len(self.processors)
+        self.push, self.sub = self.processors[self.current]
+        obs.PROCESSOR.labels(PAIR_ROLES[self.current]).set(1)
+
+    def on_other_readable(self, sub: Any) -> None:
+        """The processor we are not talking to: what it sends (an active one that has not
+        yet found out about the other) is not for us. Read and dropped."""
+        if sub is self.sub:
+            return self.on_sub_readable()
+        for _ in range(DRAIN):
+            if not sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return None
+            sub.recv_multipart(zmq.NOBLOCK)
+        self.loop.call_soon(self.on_other_readable, sub)
+        return None
 
     def on_sub_readable(self) -> None:
         # EVENTS before each read instead of reading until EAGAIN: at low rates most
@@ -371,9 +481,11 @@ class GatewayServer:
 
     # ------------------------------------------------------------ HTTP
 
-    def http_response(self, request: Request) -> Response | None:
+    def http_response(self, request: Request, peer: str = "") -> Response | None:
         """The response to a plain HTTP request, or None to upgrade to a WebSocket."""
         path = request.path.split("?", 1)[0]
+        if path == "/admin" or path.startswith("/admin/"):
+            return self.admin_response(request, path, peer)
         if path == PATH:
             if not self.core.up:
                 return _response(503, b"processor unavailable\n", "text/plain")
@@ -381,10 +493,18 @@ class GatewayServer:
                 return _response(403, b"origin not allowed\n", "text/plain")
             return None
         if path == "/healthz":
-            ok = self.core.up
-            return _response(200 if ok else 503, b"ok\n" if ok else b"processor unavailable\n",
-                             "text/plain")
+            return self.health()
         return self.static_file(path)
+
+    def health(self) -> Response:
+        """200 "ok" while a processor serves this gateway, else 503; the second line names
+        the processor it talks to (with a pair: primary or backup) and its epoch."""
+        ok = self.core.up
+        ep = self.config.processors[self.current]
+        which = f"{PAIR_ROLES[self.current]} {ep.inbound}" if self.config.peer else ep.inbound
+        body = (f"{'ok' if ok else 'processor unavailable'}\n"
+                f"processor: {which} epoch {self.core.processor_epoch or '-'}\n")
+        return _response(200 if ok else 503, body.encode(), "text/plain")
 
     def static_file(self, path: str) -> Response:
         prefix = next(p for p in self.static if path.startswith(p))
@@ -416,7 +536,7 @@ class GatewayServer:
         core = self.core
         reported = (0, 0)
         while True:
-            core.heartbeat(time.monotonic())
+            core.heartbeat(time.monotonic(), obs.process_stats("gateway", self.config.restarts))
             obs.CONNECTIONS.set(len(core.conns))
             obs.FRAMES_IN.inc(core.frames_in - reported[0])
             obs.FRAMES_OUT.inc(core.frames_out - reported[1])
@@ -445,9 +565,11 @@ class GatewayServer:
         restart: resume on another gateway; SIGINT: 1001, stopped for good) and report them
         away to the processor, which keeps their sessions for the resume window."""
         loop = self.loop
-        fd = self.sub.getsockopt(zmq.FD)
-        loop.add_reader(fd, self.on_sub_readable)
+        fds = [sub.getsockopt(zmq.FD) for _, sub in self.processors]
+        for fd, (_, sub) in zip(fds, self.processors, strict=True):
+            loop.add_reader(fd, self.on_other_readable, sub)
         beats = loop.create_task(self.heartbeat())
+        admin = loop.create_task(self.admin_push())
         loop.call_soon(self.on_sub_readable)
         try:
             # Wait until the processor knows us and our subscription is live, unless told to
@@ -469,6 +591,8 @@ class GatewayServer:
             await stop.wait()
             server.close()
             self.stopping = True
+            for viewer in list(self.viewers):
+                viewer.close(1001, "gateway shutting down")
             if self.core.conns or self.core.waiting:
                 code = self.close_code
                 reason = ("gateway restarting" if code == CloseCode.SERVICE_RESTART
@@ -482,9 +606,12 @@ class GatewayServer:
             pinger.cancel()
         finally:
             beats.cancel()
-            loop.remove_reader(fd)
-            self.push.close(linger=500)  # long enough for the last batch, never a hang
-            self.sub.close(linger=0)
+            admin.cancel()
+            for fd in fds:
+                loop.remove_reader(fd)
+            for push, sub in self.processors:
+                push.close(linger=500 if push is self.push else 0)  # the last batch, never a hang
+                sub.close(linger=0)
 
 
 def ready_file(run_dir: str, index: int) -> Path:
@@ -495,10 +622,36 @@ def ready_file(run_dir: str, index: int) -> Path:
 
 
 def _response(status: int, body: bytes, ctype: str) -> Response:
-    reason = {200: "OK", 403: "Forbidden", 404: "Not Found", 503: "Service Unavailable"}.get(status, "")
+    reason = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+              503: "Service Unavailable"}.get(status, "")
     headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
                        ("Cache-Control", "no-cache")])
     return Response(status, reason, headers, body)
+
+
+# The answer to /admin without the right token: the page asks for it, keeps it for the
+# tab (sessionStorage), and comes back with ?token= (the page then drops it from the URL).
+ADMIN_LOGIN = b"""<!doctype html><meta charset="utf-8"><title>meshstream admin</title>
+<form id="f"><label>Admin token <input id="t" type="password" autofocus></label>
+<button>Open</button></form><script>
+const saved = sessionStorage.getItem("meshstream-admin-token");
+const go = (t) => { sessionStorage.setItem("meshstream-admin-token", t);
+  location.replace("/admin?token=" + encodeURIComponent(t)); };
+if (saved && !location.search.includes("token=")) go(saved);
+document.getElementById("f").onsubmit = (e) => {
+  e.preventDefault(); go(document.getElementById("t").value); };
+</script>
+"""
+
+
+def admin_page() -> bytes:
+    """web/admin.html with admin.css and admin.js inlined: one document behind one check."""
+    html = (ADMIN_DIR / "admin.html").read_text()
+    css = (ADMIN_DIR / "admin.css").read_text()
+    js = (ADMIN_DIR / "admin.js").read_text()
+    html = html.replace('<link rel="stylesheet" href="admin.css">', f"<style>\n{css}</style>")
+    html = html.replace('<script src="admin.js"></script>', f"<script>\n{js}</script>")
+    return html.encode()
 
 
 async def amain(config: Config, index: int) -> None:

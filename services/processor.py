@@ -24,10 +24,12 @@ import zmq
 from meshstream_zmq import links, new_epoch, protocol
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
+from meshstream_zmq.admin import PROCESSOR, AdminView
 from meshstream_zmq.auth import TokenKeyError, Tokens
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import Delivery, EventKind, Mesh, RoomPass, RoomView
 from meshstream_zmq.errors import ErrorCode
+from meshstream_zmq.pair import Pair, State
 from meshstream_zmq.wire import (
     BadCommand,
     columns_match,
@@ -99,6 +101,9 @@ class ZmqOutbox:
         result = pb.ResumeResult(link=link, client=client, reason=reason, rooms=rooms,
                                  replay=replay, epoch=epoch)
         self._op(gateway, pb.GatewayOp(resumed=result))
+
+    def admin_answer(self, gateway: str, query: int, answer: bytes) -> None:
+        self._op(gateway, pb.GatewayOp(admin=pb.AdminAnswer(id=query, json=answer)))
 
     def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str,
               user: str = "") -> None:
@@ -179,23 +184,72 @@ class Processor:
     def __init__(self, config: Config, context: zmq.Context | None = None) -> None:
         self.config = config
         self.ctx = context or zmq.Context.instance()
-        self.epoch = new_epoch()
+        self.room_pass = room_pass(config)
         # Sockets, CURVE/ZAP, the run directory and the refusals to start: meshstream_zmq/links.py
         self.links = links.bind_processor(self.ctx, config)
         self.pull, self.pub, self.router = self.links.pull, self.links.pub, self.links.router
-        self.out = ZmqOutbox(self.pub, self.router, self.epoch)
-        self.mesh = Mesh(self.out, gateway_timeout=config.peer_timeout,
-                         watcher_timeout=config.peer_timeout, room_pass=room_pass(config),
-                         max_rooms_per_client=config.max_rooms_per_client,
-                         direct_messages=config.direct_messages, epoch=self.epoch,
-                         resume_window=config.resume_window, history_size=config.history_size,
-                         history_bytes=config.history_bytes,
-                         history_age=config.history_age, direct_history=config.direct_history)
-        self.acked: dict[str, int] = {}
-        self.subscriptions: set[bytes] = set()
-        self.awaiting_subscription: set[str] = set()
+        self.subscriptions: set[bytes] = set()  # kept while passive: gateways subscribe early
+        # Of a primary/backup pair (meshstream_zmq/pair.py), this processor serves only while
+        # active; alone, always.
+        self.pair = Pair(config.backup, config.processor_silence, time.monotonic()) \
+            if config.peer else None
+        self.serving = self.pair is None
+        self.peer_alive = True  # as last logged
+        self.fresh_state()
         self.running = True
         self.envelopes_in = 0  # counted here, published to the metric at each beat
+        self.admin = AdminView(stale=config.peer_timeout)  # the figures /admin shows
+
+    def fresh_state(self) -> None:
+        """A new epoch and empty state: at start, and on becoming the active one of a pair
+        (the gateways' and watchers' hellos then rebuild it)."""
+        self.epoch = new_epoch()
+        self.out = ZmqOutbox(self.pub, self.router, self.epoch)
+        self.mesh = Mesh(self.out, gateway_timeout=self.config.peer_timeout,
+                         watcher_timeout=self.config.peer_timeout, room_pass=self.room_pass,
+                         max_rooms_per_client=self.config.max_rooms_per_client,
+                         direct_messages=self.config.direct_messages, epoch=self.epoch,
+                         resume_window=self.config.resume_window,
+                         history_size=self.config.history_size,
+                         history_bytes=self.config.history_bytes,
+                         history_age=self.config.history_age,
+                         direct_history=self.config.direct_history)
+        self.acked: dict[str, int] = {}
+        self.awaiting_subscription: set[str] = set()
+        obs.PROCESSOR_ACTIVE.set(1 if self.serving else 0)
+
+    # ------------------------------------------------------------ the pair
+
+    def pair_changed(self, state: State | None) -> None:
+        assert self.pair is not None
+        obs.PAIR_TERM.set(self.pair.term)
+        if state is None:
+            return
+        if (state is State.ACTIVE) != self.serving:
+            self.serving = state is State.ACTIVE
+            self.fresh_state()  # active: a new epoch; passive: nothing kept
+        log.warning("processor active" if self.serving else "processor passive: the other "
+                    "processor of the pair serves", extra={"fields": {
+                        "role": self.pair.role, "term": self.pair.term, "epoch": self.epoch}})
+
+    def on_pair_beat(self, payload: bytes, now: float) -> None:
+        assert self.pair is not None
+        try:
+            beat = pb.PairBeat.FromString(payload)
+        except Exception:  # noqa: BLE001 - only the other processor can send here (CURVE)
+            obs.DROPS.labels("bad-pair-beat").inc()
+            return
+        self.pair_changed(self.pair.peer_beat(beat.state, beat.term, now))
+
+    def passive(self, hello: bool, now: float) -> bool:
+        """Not serving: whether a gateway's or watcher's message is dropped. A hello may
+        make this processor active (its peer silent: meshstream_zmq/pair.py)."""
+        assert self.pair is not None
+        if hello and self.pair.hello(now):
+            self.pair_changed(State.ACTIVE)
+            return False
+        obs.DROPS.labels("passive").inc()
+        return True
 
     # ------------------------------------------------------------ inputs
 
@@ -206,6 +260,9 @@ class Processor:
             return self.bad_batch("undecodable GatewayBatch", len(payload))
         if not all(columns_match(item.frames) for item in batch.items):
             return self.bad_batch("ClientFrames columns of different lengths", len(payload))
+        if not self.serving and self.passive(
+                any(item.HasField("hello") for item in batch.items), now):
+            return None  # its frames stay unacknowledged: processor-restarted, once welcomed
         gateway = batch.gateway
         mesh = self.mesh
         mesh.gateway_seen(gateway, now)
@@ -239,6 +296,12 @@ class Processor:
                 mesh.client_disconnected(item.disconnected, gateway)
             elif kind == "away":
                 mesh.client_away(item.away, now, gateway)
+            elif kind == "heartbeat":
+                if item.heartbeat.HasField("stats"):
+                    self.admin.record(gateway, item.heartbeat.stats, now)
+            elif kind == "admin_query":
+                self.out.admin_answer(gateway, item.admin_query.id,
+                                      self.admin.answer(mesh, item.admin_query, now, time.time()))
             elif kind == "resume":
                 r = item.resume
                 mesh.resume(gateway, r.link, r.session_hash, r.new_session_hash, r.user, r.epoch,
@@ -290,6 +353,8 @@ class Processor:
         if len(frames) < 2 or kind is None:
             self.out.reply(identity, 0, ErrorCode.BAD_COMMAND, "undecodable WatcherIn")
             return
+        if not self.serving and self.passive(kind == "hello", now):
+            return  # silence, even to commands: the watcher then tries the other processor
         if kind == "hello":
             h = msg.hello
             log.info("watcher hello", extra={"fields": {"name": h.name, "rooms": list(h.rooms),
@@ -309,6 +374,8 @@ class Processor:
             self.mesh.watcher_goodbye(identity, msg.goodbye.acked)
         elif kind == "heartbeat":  # answered, so the watcher knows the processor is alive
             known = self.mesh.watcher_seen(identity, now, msg.heartbeat.acked)
+            if known and msg.heartbeat.HasField("stats"):
+                self.admin.record(identity, msg.heartbeat.stats, now)
             self.out.reply(identity, 0, None if known else ErrorCode.UNKNOWN_WATCHER)
         else:
             self.mesh.watcher_seen(identity, now)
@@ -335,6 +402,21 @@ class Processor:
     # ------------------------------------------------------------ loop
 
     def beat(self, now: float) -> None:
+        if self.pair is not None:
+            pair = pb.PairBeat(state=self.pair.state.value, term=self.pair.term,
+                               backup=self.pair.backup, epoch=self.epoch)
+            assert self.links.pair_pub is not None
+            try:
+                self.links.pair_pub.send(pair.SerializeToString(), flags=zmq.NOBLOCK)
+            except zmq.Again:
+                obs.DROPS.labels("beat-hwm").inc()
+            if self.pair.peer_alive(now) != self.peer_alive:
+                self.peer_alive = not self.peer_alive
+                log.warning("the other processor is back" if self.peer_alive else
+                            "the other processor is silent", extra={"fields": {
+                                "role": self.pair.role, "state": self.pair.state.value}})
+            if not self.serving:
+                return  # silent to gateways and watchers: they try the other processor
         for gateway in self.mesh.expire(now):
             log.warning("gateway lost", extra={"fields": {"gateway": gateway}})
             self.acked.pop(gateway, None)
@@ -350,17 +432,23 @@ class Processor:
         obs.ROOMS.set(len(self.mesh.rooms))
         obs.ENVELOPES_IN.inc(self.envelopes_in)
         self.envelopes_in = 0
+        self.admin.record(PROCESSOR, obs.process_stats(PROCESSOR, self.config.restarts), now)
+        self.admin.sample(now)
 
     def run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.pull, zmq.POLLIN)
         poller.register(self.pub, zmq.POLLIN)
         poller.register(self.router, zmq.POLLIN)
+        pair_sub = self.links.pair_sub
+        if pair_sub is not None:
+            poller.register(pair_sub, zmq.POLLIN)
         interval = self.config.heartbeat
         next_beat = time.monotonic()
-        log.info("processor ready", extra={"fields": {"epoch": self.epoch,
-                                                       **self.config.endpoints.__dict__}})
-        pull, pub, router, out = self.pull, self.pub, self.router, self.out
+        log.info("processor ready", extra={"fields": {
+            "epoch": self.epoch, **self.config.endpoints.__dict__,
+            **({} if self.pair is None else {"pair": self.pair.role, "peer": self.config.peer})}})
+        pull, pub, router = self.pull, self.pub, self.router
         while self.running:
             now = time.monotonic()
             if now >= next_beat:
@@ -368,6 +456,12 @@ class Processor:
                 next_beat = now + interval
             ready = dict(poller.poll(int(max(0.0, next_beat - now) * 1000)))
             now = time.monotonic()
+            if pair_sub is not None and pair_sub in ready:
+                for _ in range(DRAIN):
+                    try:
+                        self.on_pair_beat(pair_sub.recv(zmq.NOBLOCK), now)
+                    except zmq.Again:
+                        break
             if pub in ready:
                 for _ in range(DRAIN):
                     try:
@@ -382,8 +476,8 @@ class Processor:
                     frames = pull.recv_multipart(zmq.NOBLOCK)
                     self.on_gateway(frames[-1], now)
                     received += 1
-                    if out.broadcasts >= FLUSH_BROADCASTS:
-                        out.flush()
+                    if self.out.broadcasts >= FLUSH_BROADCASTS:
+                        self.out.flush()
                 self.envelopes_in += received
             if router in ready:
                 for _ in range(DRAIN):

@@ -107,7 +107,8 @@ class Child:
 
     def start(self) -> None:
         self.proc = SPAWN.Process(target=self.entry, name=f"meshstream: {self.name}", daemon=True,
-                                  args=(self.role, self.arg, self.config, os.getpid()))
+                                  args=(self.role, self.arg,
+                                        replace(self.config, restarts=self.restarts), os.getpid()))
         self.proc.start()
         log.info("started", extra={"fields": {"child": self.name, "pid": self.proc.pid}})
 

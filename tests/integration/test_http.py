@@ -18,7 +18,8 @@ shared_cluster, cluster = support.shared_cluster, support.cluster  # fixtures: o
 def test_healthz(cluster: Cluster) -> None:
     status, ctype, body = http_get(cluster, "/healthz")
     assert status == 200
-    assert body.strip() == b"ok"
+    ok, processor = body.decode().splitlines()
+    assert ok == "ok" and processor.startswith("processor: ipc://") and " epoch " in processor
     assert ctype.startswith("text/plain")
     # with a query string too (load balancers add cache busters)
     assert http_get(cluster, "/healthz?probe=1")[0] == 200

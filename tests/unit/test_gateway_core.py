@@ -39,6 +39,7 @@ class Outbox:
         self.closes: list[tuple[str, int, str]] = []
         self.pings: list[str] = []
         self.notices: list[str] = []
+        self.switches = 0
         self.accept = True
         self.buffered = 0
 
@@ -60,6 +61,9 @@ class Outbox:
 
     def ping(self, link: Any) -> None:
         self.pings.append(link)
+
+    def switch_processor(self) -> None:
+        self.switches += 1
 
     def notice(self, level: str, message: str, fields: dict[str, object]) -> None:
         self.notices.append(message)
@@ -190,6 +194,45 @@ def test_a_silent_processor_takes_the_link_down() -> None:
     assert gw.link is Link.UP
     gw.heartbeat(13.5)
     assert gw.link is Link.HELLO and "processor silent" in out.notices
+
+
+def test_with_a_pair_a_silent_processor_sends_the_gateway_to_the_other() -> None:
+    """Failover as the gateway sees it: after the silence it tries the other processor
+    (and back, every silence, until one welcomes it); frames meanwhile are refused, those
+    the old one never acknowledged are answered processor-restarted by the new welcome."""
+    gw, out = make(peer_timeout=1.0, pair=True)
+    c = gw.connect("L1", 0.0)
+    welcome(gw, "e1")
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", acked={GW: 0}), 0.0)
+    gw.client_frame(c, json.dumps({"action": "send-message", "target": "r", "id": "lost"}), 0.1)
+    gw.flush()
+    gw.heartbeat(0.5)
+    assert (gw.link, out.switches) == (Link.UP, 0), "within the silence nothing changes"
+    gw.heartbeat(1.5)
+    gw.flush()
+    assert (gw.link, out.switches) == (Link.HELLO, 1)
+    assert out.batches[-1].items[-1].WhichOneof("kind") == "hello"
+    gw.client_frame(c, json.dumps({"action": "send-message", "target": "r", "id": "during"}), 1.6)
+    gw.flush()
+    gw.heartbeat(2.0)
+    assert out.switches == 1, "the other one gets the silence's length to answer"
+    gw.heartbeat(2.6)
+    assert out.switches == 2, "silent too: back to the first"
+    welcome(gw, "e2")
+    assert gw.link is Link.UP
+    gw.flush()
+    codes = [(f["message_body"]["code"], f.get("id")) for f in out.frames_for("L1")
+             if f["action"] == "error"]
+    assert codes == [("processor-unavailable", "during"), ("processor-restarted", "lost")]
+    gw.check()
+
+
+def test_without_a_pair_the_gateway_never_switches() -> None:
+    gw, out = make(peer_timeout=1.0)
+    welcome(gw, "e1")
+    for t in range(1, 10):
+        gw.heartbeat(float(t))
+    assert (gw.link, out.switches) == (Link.HELLO, 0)
 
 
 def test_a_refused_batch_answers_every_frame_in_it() -> None:

@@ -192,7 +192,7 @@ class FakeRouter:
 
 def test_the_processor_hands_each_clients_user_to_the_core() -> None:
     mesh, out = new_mesh()
-    processor = SimpleNamespace(mesh=mesh, out=out, acked={}, subscriptions=set(),
+    processor = SimpleNamespace(mesh=mesh, out=out, acked={}, subscriptions=set(), serving=True,
                                 awaiting_subscription=set())
     batch = pb.GatewayBatch(gateway="gw1-a")
     batch.items.add().hello.CopyFrom(pb.GatewayHello(index=0, clients=[
@@ -252,7 +252,7 @@ def test_the_processor_wires_the_configured_policies() -> None:
 
 def test_the_processor_hands_sessions_away_and_resumes_to_the_core() -> None:
     mesh, out = new_mesh(epoch="ep1", resume_window=60.0)
-    processor = SimpleNamespace(mesh=mesh, out=out, acked={}, subscriptions=set(),
+    processor = SimpleNamespace(mesh=mesh, out=out, acked={}, subscriptions=set(), serving=True,
                                 awaiting_subscription=set())
 
     def batch_of(gateway: str, *items: pb.GatewayItem) -> bytes:
