@@ -24,6 +24,13 @@ COLORS = {"meshstream": "#1f6fb4", "baseline": "#7fa7d0", "raw_ws": "#e08a1e", "
           "pysio": "#a05ab8"}
 
 
+def label(value: float | None) -> str:
+    """A bar's figure, short: 339,628 -> 340k, 0.0712 -> 0.0712, None -> -."""
+    if value is None:
+        return "-"
+    return f"{value / 1000:,.0f}k" if abs(value) >= 10000 else f"{value:.4g}"
+
+
 def panel_values(key: str, summary: dict[str, dict[str, Any]],
                  runs: list[dict[str, Any]]) -> tuple[list[str], list[float | None], list[list[float]]]:
     """The targets in order, the median of `key` for each (None when missing) and each run's value."""
@@ -51,7 +58,7 @@ def plot_scenario(scenario: str, summary: dict[str, dict[str, Any]], runs: list[
         for x, pts in zip(xs, points, strict=True):
             ax.plot([x] * len(pts), pts, "o", color="black", markersize=3, alpha=0.7)
         for x, m in zip(xs, medians, strict=True):
-            ax.annotate("-" if m is None else f"{m:,.4g}", (x, m or 0), ha="center", va="bottom", fontsize=8)
+            ax.annotate(label(m), (x, m or 0), ha="center", va="bottom", fontsize=8)
         ax.set_xticks(list(xs), names, rotation=20, fontsize=8)
         ax.set_title(f"{title}\n({better} is better)", fontsize=9)
         ax.tick_params(axis="y", labelsize=8)

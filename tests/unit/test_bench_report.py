@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bench.peers.rooms import messages
-from bench.plot import PANELS, panel_values, plot_scenario
+from bench.plot import PANELS, label, panel_values, plot_scenario
 from bench.report import median_of, report
 
 pytest.importorskip("matplotlib")
@@ -55,6 +55,10 @@ def test_panel_values_are_medians_and_every_successful_run() -> None:
     assert names == ["meshstream", "raw_ws", "nodesio"]
     assert medians == [11.0, 4.4, None]
     assert points == [[10.0, 12.0], [4.0, 4.8], []]
+
+
+def test_bar_labels_are_short() -> None:
+    assert [label(v) for v in (339628, 9999.0, 0.07123, 2, None)] == ["340k", "9999", "0.07123", "2", "-"]
 
 
 @pytest.mark.parametrize("scenario", ["fanout", "chat", "idle"])
