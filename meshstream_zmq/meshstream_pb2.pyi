@@ -343,14 +343,16 @@ class WatcherIn(_message.Message):
     def __init__(self, hello: _Optional[_Union[WatcherHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., goodbye: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
 
 class WatcherHello(_message.Message):
-    __slots__ = ("name", "rooms", "prefixes")
+    __slots__ = ("name", "rooms", "prefixes", "assigned")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROOMS_FIELD_NUMBER: _ClassVar[int]
     PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNED_FIELD_NUMBER: _ClassVar[int]
     name: str
     rooms: _containers.RepeatedScalarFieldContainer[str]
     prefixes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., rooms: _Optional[_Iterable[str]] = ..., prefixes: _Optional[_Iterable[str]] = ...) -> None: ...
+    assigned: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., rooms: _Optional[_Iterable[str]] = ..., prefixes: _Optional[_Iterable[str]] = ..., assigned: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Command(_message.Message):
     __slots__ = ("id", "create_room", "delete_room", "join", "remove", "send_room", "send_clients", "disconnect", "query", "settings")

@@ -194,6 +194,9 @@ class Watcher:
                  context: zmq.Context | None = None, reply_timeout: float = 10.0) -> None:
         self.name = name
         self.rooms = list(rooms)
+        # rooms a create_room(watcher=this) gave us and that we still run: taken again by
+        # name in every hello (after a processor restart or failover)
+        self.assigned: list[str] = []
         self.prefixes = list(prefixes)
         self.config = config or Config.from_env()
         # The processors' ROUTER endpoints: with a pair (--peer) two, tried in turn when the
@@ -365,6 +368,7 @@ class Watcher:
     def hello(self) -> None:
         self.welcomed = False
         self._send(pb.WatcherIn(hello=pb.WatcherHello(name=self.name, rooms=self.rooms,
+                                                      assigned=self.assigned,
                                                       prefixes=self.prefixes)))
 
     def _guard(self, fn: Callable[..., Any], *args: Any) -> Any:

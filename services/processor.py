@@ -366,7 +366,9 @@ class Processor:
                         "key": user[:80], "reason": refused[:300]}})
                     self.out.reply(identity, 0, ErrorCode.FORBIDDEN, refused)
                     return
-            self.mesh.watcher_hello(identity, h.name, list(h.rooms), list(h.prefixes), now)
+            # `assigned` rooms are claimed by name like `rooms`, but a key's claims do not
+            # limit them (a create_room command gave them, and commands are not limited)
+            self.mesh.watcher_hello(identity, h.name, [*h.rooms, *h.assigned], list(h.prefixes), now)
         elif kind == "goodbye":  # frames up to `acked` were handled; later ones may not be
             log.info("watcher goodbye", extra={"fields": {
                 "watcher": identity, "name": self.mesh.watcher_name(identity),

@@ -339,7 +339,7 @@ class GamesWatcher:
         if settings is not None:
             self.games[room] = Game(room, random_room=settings.random_room, words=self.words,
                                     timing=self.timing, player_limit=settings.player_limit)
-            self.bot.rooms = sorted(self.games)  # claimed by name in any later hello
+            self.bot.assigned = sorted(self.games)  # taken again in any later hello
         for item in waiting:
             try:
                 self._handle(room, item)
@@ -419,7 +419,7 @@ class GamesWatcher:
     def close(self, room: str) -> None:
         """Forget the room's game (cancelling its timers) and delete the room."""
         self.games.pop(room, None)
-        self.bot.rooms = sorted(self.games)
+        self.bot.assigned = sorted(self.games)
         self.started.discard(room)
         for key in [k for k in self.timers if k[0] == room]:
             self.timers.pop(key).cancel()

@@ -156,6 +156,21 @@ async def test_a_watcher_key_claims_only_what_it_is_given(curve: Cluster, keys_d
     await wait_for_watchers(curve.url)
 
 
+async def test_a_watcher_key_takes_back_the_rooms_given_to_it(curve: Cluster, keys_dir: Path,
+                                                             ctx: zmq.Context) -> None:
+    """After a processor restart or failover a watcher lists the rooms a create_room gave
+    it (`assigned`): not limited by its key's claims (as the command was not), but never
+    one another live watcher claims."""
+    pair = keys.watcher_pair(str(keys_dir), "rogue")  # claims.json: rogue may claim dice-*
+    sock = curve_client(ctx.socket(zmq.DEALER), pair.public, pair.secret, keys_dir)
+    sock.connect(endpoint(curve, 2))
+    out = watcher_roundtrip(sock, pb.WatcherHello(name="rogue", assigned=["mesh-global"]))
+    assert (out.reply.id, out.reply.error) == (0, "claim-conflict"), out
+    out = watcher_roundtrip(sock, pb.WatcherHello(name="rogue", assigned=["game42"]))
+    assert out.WhichOneof("kind") == "welcome", out
+    sock.send_multipart([b"watcher", pb.WatcherIn(goodbye=pb.Heartbeat()).SerializeToString()])
+
+
 async def test_an_unknown_watcher_key_is_refused_and_logged(curve: Cluster,
                                                             keys_dir: Path, ctx: zmq.Context) -> None:
     public, secret = zmq.curve_keypair()

@@ -15,12 +15,18 @@ Battle game; a gateway with a key the processor does not know is refused; then t
 processor host is replaced (its address moved to another namespace, a new processor
 started there) and the gateway hosts and watchers find it by themselves.
 
+A second test runs a primary/backup processor pair on two hosts: a cut between the two
+processors alone leaves the primary serving and the backup passive while a game is played;
+then the primary host's link is cut, the backup takes over and the game goes on; when the
+link comes back the old primary finds a later takeover and becomes the standby.
+
 Needs root (`ip netns`); skipped with the reason otherwise. Every namespace, link and
 process made here is removed afterwards, also when the test fails.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -47,6 +53,7 @@ from tests.integration.test_words_battle import (
     first_word,
     is_,
     roster,
+    start_long_game,
     to_room,
     wait_for_watchers,
 )
@@ -55,8 +62,10 @@ PROC_PORT = 7000  # inside the processor host's own namespace: nothing else ther
 WS_PORT = 8765  # inside each gateway host's own namespace
 WRONG_PORT = 8766  # the wrong-key gateway, on gateway host 1
 TIME_SCALE = ["--time-scale", "0.1"]  # turns of 1 s, a game of 6 s
-HOSTS = ("proc", "gw1", "gw2", "wat")
+HOSTS = ("proc", "gw1", "gw2", "wat", "stby")
 WATCHERS = ("words-battle-lobby", "words-battle-games")
+OUTAGE = ("processor-unavailable", "processor-restarted", "watcher-unavailable",
+          "watcher-restarted", "unknown-room")  # what a frame sent during a failover may get
 UP = 45.0  # deadline for the hosts to come up (2 cores, 7 interpreters)
 
 
@@ -102,7 +111,8 @@ class Net:
         return f"{self.tag}{host}"
 
     def addr(self, host: str) -> str:
-        return self.prefix + str({"proc": 1, "gw1": 2, "gw2": 3, "wat": 4, "root": 254}[host])
+        return self.prefix + str({"proc": 1, "gw1": 2, "gw2": 3, "wat": 4, "stby": 5,
+                                    "root": 254}[host])
 
     def build(self) -> None:
         hub = f"{self.tag}hub"
@@ -381,3 +391,143 @@ def _refused_gateway(line: str, keys: Path) -> bool:
         return fp in json.dumps(json.loads(line))
     except ValueError:
         return fp in line
+
+
+# ------------------------------------------------------------------ a processor pair
+
+
+def make_keys(path: Path) -> Path:
+    made = subprocess.run([sys.executable, "-m", "services.cli", "keys", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert made.returncode == 0, made.stderr
+    return path
+
+
+def states(host: Host) -> list[str]:
+    """The pair states a processor logged, in order ("active" / "passive")."""
+    return [("active" if '"processor active"' in line else "passive")
+            for line in host.text().splitlines()
+            if '"processor active"' in line or '"processor passive' in line]
+
+
+def health_text(addr: str) -> str:
+    try:
+        with urllib.request.urlopen(f"http://{addr}:{WS_PORT}/healthz", timeout=2) as r:
+            return str(r.read().decode())
+    except OSError:
+        return ""
+
+
+async def test_a_standby_processor_takes_over_and_a_cut_between_the_two_splits_nothing(
+        net: Net, deployment: Deployment, tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "keys")
+    primary_addr, standby_addr = net.addr("proc"), net.addr("stby")
+    both = ["--tcp", f"{primary_addr}:{PROC_PORT}", "--peer", f"{standby_addr}:{PROC_PORT}"]
+    common = [*TIME_SCALE, "--metrics-port", "0"]
+    # both processor hosts hold the whole keys directory (one processor key for the pair)
+    primary = deployment.start("proc", "primary", [
+        "processor", "--tcp", f"0.0.0.0:{PROC_PORT}", "--peer", f"{standby_addr}:{PROC_PORT}",
+        "--keys-dir", str(keys), *common])
+    standby = deployment.start("stby", "standby", [
+        "processor", "--tcp", f"0.0.0.0:{PROC_PORT}", "--peer", f"{primary_addr}:{PROC_PORT}",
+        "--backup", "--keys-dir", str(keys), *common])
+    wkeys = host_keys(keys, tmp_path / "wat-keys",
+                      ["processor.key", *(f"watchers/{w}.key_secret" for w in WATCHERS)])
+    for w in WATCHERS:
+        deployment.start("wat", w, ["watcher", w, *both, "--keys-dir", wkeys, *common])
+    urls = {}
+    for n, host in enumerate(("gw1", "gw2"), start=1):
+        gkeys = host_keys(keys, tmp_path / f"{host}-keys",
+                          ["processor.key", "gateways/gateway.key_secret"])
+        deployment.start(host, host, [
+            "run", "--no-processor", "--no-watchers", "--gateways", "1", "--first-index", str(n),
+            "--port", str(WS_PORT), "--run-dir", str(tmp_path / f"{host}-run"), *both,
+            "--keys-dir", gkeys, *common])
+        urls[host] = f"ws://{net.addr(host)}:{WS_PORT}/wsmesh"
+    gateways = [net.addr("gw1"), net.addr("gw2")]
+    for addr in gateways:
+        await until(lambda addr=addr: healthz(addr, WS_PORT) == 200, f"{addr} healthy", deployment)
+        assert "processor: primary" in health_text(addr)
+    await wait_for_watchers(urls["gw1"])  # everyone settled on the primary
+    assert (states(primary), states(standby)) == (["active"], ["passive"])
+
+    # 1. only the link between the two processors is cut: each finds the other silent,
+    # but the gateways and watchers still reach the primary, so nobody says hello to the
+    # standby and it stays passive while a whole game is played
+    for host, other in (("proc", standby_addr), ("stby", primary_addr)):
+        ip("-n", net.ns(host), "route", "add", "blackhole", f"{other}/32")
+    for h in (primary, standby):
+        await until(lambda h=h: "the other processor is silent" in h.text(),
+                    f"{h.name} noticing the cut", deployment)
+    await wait_for_watchers(urls["gw1"])
+    a = await Client.connect(urls["gw1"])
+    b = await Client.connect(urls["gw2"])
+    try:
+        room = f"split{os.getpid() % 100000}"
+        await enter_friend_room(a, room, "alice", [], maker=True)
+        await enter_friend_room(b, room, "bobby", [a])
+        listed = await roster([a, b], room, 2)
+        await a.send(to_room("start-the-game", room, {"message": room}))
+        await each([a, b], chat_phase_msg(room))
+        await first_word(a, b, room, listed)
+        await each([a, b], is_("room-bot-end-game", room, BOT), timeout=30)
+    finally:
+        await a.close()
+        await b.close()
+    assert (states(primary), states(standby)) == (["active"], ["passive"]), deployment.logs()
+    assert all("processor: primary" in health_text(addr) for addr in gateways)
+    for host, other in (("proc", standby_addr), ("stby", primary_addr)):
+        ip("-n", net.ns(host), "route", "del", "blackhole", f"{other}/32")
+    await until(lambda: "the other processor is back" in standby.text(), "the cut healed",
+                deployment)
+
+    # 2. the primary host's link is cut (the host gone, as far as anyone can tell) in the
+    # middle of a game: the standby takes over, the players stay connected, the game goes on
+    a = await Client.connect(urls["gw1"])
+    b = await Client.connect(urls["gw2"])
+    try:
+        room = f"fo{os.getpid() % 100000}"  # room names: 1 to 10 letters or digits
+        start_long_game_at = type("At", (), {"url": urls["gw1"]})()
+        await start_long_game(start_long_game_at, a, b, room)  # type: ignore[arg-type]
+        ip("-n", net.ns("proc"), "link", "set", "eth0", "down")
+        cut = time.monotonic()
+        n = 0
+        while True:  # every attempt is answered; the game's own echo comes back
+            assert time.monotonic() - cut < UP, f"no takeover\n{deployment.logs()}"
+            n += 1
+            text = f"still here {n}"
+            await a.send({**to_room("send-message", room, {"message": text}), "id": f"m{n}"})
+            echoed = is_("send-message", room, a.id, message=text)
+            mine = f"m{n}"  # errors for earlier frames (sent before the switch) wait in the inbox
+            reply = await a.next(lambda m, echoed=echoed, mine=mine: echoed(m) or (
+                m["action"] == "error" and m.get("id") == mine))
+            if reply["action"] == "send-message":
+                if "useravatar" in reply["message_body"]:
+                    break
+                # relayed (the room not yet claimed again): the games watcher's hello is still on its way
+                await asyncio.sleep(0.05)
+                continue
+            assert reply["message_body"]["code"] in (
+                "processor-unavailable", "processor-restarted", "watcher-unavailable",
+                "watcher-restarted", "unknown-room") , reply
+            await asyncio.sleep(0.05)  # a client's pace, under the default rate limit
+        print(f"failover across hosts: the game answered {time.monotonic() - cut:.2f} s after the cut")
+        assert reply["message_body"]["useravatar"] == "al"
+        late = [m for m in a.inbox if m["action"] == "error"]  # frames sent before the cut
+        assert all(m["message_body"]["code"] in OUTAGE for m in late), late
+        await b.next(is_("send-message", room, a.id, message=text))
+        assert states(standby)[-1] == "active"
+        assert all("processor: backup" in health_text(addr) for addr in gateways)
+
+        # 3. the link comes back: two actives hear each other, the later takeover stays
+        ip("-n", net.ns("proc"), "link", "set", "eth0", "up")
+        await until(lambda: states(primary)[-1] == "passive", "the old primary stepping down",
+                    deployment)
+        assert states(standby)[-1] == "active"
+        await a.send(to_room("send-message", room, {"message": "after"}))
+        await b.next(is_("send-message", room, a.id, message="after"))
+        assert all("processor: backup" in health_text(addr) for addr in gateways)
+    finally:
+        await a.close()
+        await b.close()
