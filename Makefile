@@ -8,7 +8,7 @@ GATEWAYS ?= $(shell nproc 2>/dev/null || echo 2)
 TIME_SCALE ?= 1.0
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit lint proto bench clean deps node-deps browser-deps
+.PHONY: run test unit lint proto bench bench-deps clean deps node-deps browser-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ browser-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
 	  || sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium' >/dev/null; }
 
-test: $(STAMP) node-deps browser-deps
+test: $(STAMP) node-deps browser-deps bench-deps
 	$(PY) -m pytest
 
 unit: $(STAMP)
@@ -48,8 +48,14 @@ lint: $(STAMP)
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=meshstream_zmq --pyi_out=meshstream_zmq proto/meshstream.proto
 
-# Benchmarks (docs/performance.md): make bench [BENCH_ARGS='--quick' | '--scenarios chat --rounds 3' | '--scenarios resume' | '--baseline DIR' ...]
-bench: $(STAMP)
+# Benchmarks (docs/performance.md): make bench [BENCH_ARGS='--quick' | '--scenarios chat --rounds 3' | '--scenarios resume' | '--baseline DIR' | '--harness shared' ...]
+# The own harness: bench/node's load generator and socket.io peer (npm ci), matplotlib for the plots (dev extra).
+bench-deps: bench/node/node_modules/.meshstream-stamp
+bench/node/node_modules/.meshstream-stamp: bench/node/package-lock.json
+	cd bench/node && npm ci --no-audit --no-fund --loglevel=error
+	sha256sum bench/node/package-lock.json | cut -d' ' -f1 | tr -d '\n' > $@
+
+bench: $(STAMP) bench-deps
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:

@@ -21,6 +21,8 @@ import psutil
 import pytest
 import websockets
 
+from meshstream_zmq.client import split_frames
+
 ROOT = Path(__file__).resolve().parent.parent
 PR_SET_PDEATHSIG = 1
 
@@ -179,7 +181,7 @@ class Client:
     async def _fill(self, timeout: float) -> None:
         frame = await asyncio.wait_for(self.ws.recv(), timeout)
         assert isinstance(frame, str), "server frames are text"
-        self.inbox.extend(json.loads(line) for line in frame.splitlines() if line.strip())
+        self.inbox.extend(split_frames(frame))  # the client library's framing: split on \r?\n
 
     async def next(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
         """The first message (in order) matching pred; messages before it stay queued."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import signal
 import time
@@ -18,6 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from meshstream_zmq.client import split_frames
 from tests.conftest import Client, Cluster, clients_on, title  # noqa: F401 - re-exported
 
 DEADLINE = 15.0  # generous upper bound for anything the system promises "within seconds"
@@ -121,7 +121,7 @@ async def close_code(c: Client, timeout: float = DEADLINE) -> int | None:
         except TimeoutError:
             continue
         if isinstance(frame, str):
-            c.inbox.extend(json.loads(line) for line in frame.splitlines() if line.strip())
+            c.inbox.extend(split_frames(frame))
     return ws.close_code
 
 
