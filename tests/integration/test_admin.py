@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -90,3 +91,21 @@ def test_without_a_token_admin_answers_loopback_only(cluster_factory: Callable[.
 async def from_elsewhere(url: str) -> None:
     async with websockets.connect(url, origin=websockets.Origin("http://evil.example")):
         pass
+
+
+def test_a_respawned_gateway_is_listed_with_its_restart(cluster_factory: Callable[..., Cluster]) -> None:
+    c = cluster_factory()
+    killed = c.kill("gateway 1")
+    deadline = time.monotonic() + 30
+    while c.roles("gateway 1").get("gateway 1", killed) == killed:  # the supervisor respawns it
+        assert time.monotonic() < deadline, c.read_log()
+        time.sleep(0.05)
+    c.wait_healthy()
+    respawned, other = c.roles("gateway 1")["gateway 1"], c.roles("gateway 2")["gateway 2"]
+
+    def listed(s: dict[str, Any]) -> bool:
+        return respawned in {p["pid"] for p in s["processes"]}
+
+    snap = asyncio.run(snapshot(f"ws://127.0.0.1:{c.port}/admin/ws", listed))
+    restarts = {p["pid"]: p["restarts"] for p in snap["processes"] if p["role"] == "gateway"}
+    assert (restarts[respawned], restarts[other]) == (1, 0)  # the slot's new process, its twin
