@@ -6,6 +6,9 @@ import asyncio
 import itertools
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from meshstream_zmq.client import split_frames
-from tests.conftest import Client, Cluster, clients_on, title  # noqa: F401 - re-exported
+from tests.conftest import ROOT, Client, Cluster, _die_with_the_tests, clients_on, title  # noqa: F401 - re-exported
 
 DEADLINE = 15.0  # generous upper bound for anything the system promises "within seconds"
 _ids = itertools.count(1)
@@ -142,3 +145,125 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
 @pytest.fixture
 def cluster(shared_cluster: Cluster) -> Cluster:
     return shared_cluster
+
+
+# ---------------------------------------------------------------- a processor pair on loopback
+# (tests/integration/test_failover.py, test_node_watcher.py)
+
+PAIR_DEADLINE = 30.0  # for anything to happen (2 shared cores, 6 interpreters); never a measure
+
+
+def free_block(n: int = 4) -> int:
+    """A port P with P..P+n-1 free on loopback (a processor's --tcp takes four)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = int(s.getsockname()[1])
+        if base + n >= 65536:
+            continue
+        try:
+            held = []
+            for p in range(base, base + n):
+                t = socket.socket()
+                held.append(t)
+                t.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            for t in held:
+                t.close()
+        return base
+    raise AssertionError("no block of free ports")
+
+
+class Proc:
+    """A meshstream command in its own process group, logging to a file."""
+
+    def __init__(self, tmp: Path, name: str, args: list[str]) -> None:
+        self.name = name
+        self.log = tmp / f"{name}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", *args], cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_the_tests)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+
+class Pair:
+    """A primary/backup processor pair on loopback TCP (free ports, private run dirs), and
+    gateways naming both; every process is stopped by the `pair` fixture."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.ports = {"primary": free_block(), "backup": free_block()}
+        self.ws_port = free_block(1)
+        self.procs: dict[str, Proc] = {}
+        self.url = f"ws://127.0.0.1:{self.ws_port}/wsmesh"
+
+    def processor(self, which: str, name: str | None = None) -> Proc:
+        other = "backup" if which == "primary" else "primary"
+        args = ["processor", "--tcp", f"127.0.0.1:{self.ports[which]}",
+                "--peer", f"127.0.0.1:{self.ports[other]}", "--run-dir",
+                str(self.tmp / f"{name or which}-run"), "--metrics-port", "0"]
+        p = Proc(self.tmp, name or which, args + (["--backup"] if which == "backup" else []))
+        self.procs[name or which] = p
+        return p
+
+    def gateways(self, *extra: str) -> Proc:
+        """Two gateways (and, unless `extra` says --no-watchers, the Words Battle watchers)."""
+        p = Proc(self.tmp, "gateways", [
+            "run", "--no-processor", "--gateways", "2", "--port", str(self.ws_port),
+            "--host", "127.0.0.1", "--run-dir", str(self.tmp / "gw-run"), "--metrics-port", "0",
+            "--tcp", f"127.0.0.1:{self.ports['primary']}",
+            "--peer", f"127.0.0.1:{self.ports['backup']}", "--time-scale", "0.2", *extra])
+        self.procs["gateways"] = p
+        return p
+
+    def healthz(self) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ws_port}/healthz", timeout=2) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return int(e.code), e.read().decode()
+        except OSError:
+            return 0, ""
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.text()[-3000:]}" for p in self.procs.values())
+
+    async def until(self, cond, what: str) -> None:
+        deadline = time.monotonic() + PAIR_DEADLINE
+        while not cond():
+            assert time.monotonic() < deadline, f"timed out: {what}\n{self.logs()}"
+            await asyncio.sleep(0.05)  # polling a log or /healthz, with a deadline
+
+    def stop(self) -> None:
+        for p in reversed(list(self.procs.values())):
+            p.kill(signal.SIGTERM if p.proc.poll() is None else signal.SIGKILL)
+
+
+@pytest.fixture(name="pair")
+def pair_fixture(tmp_path: Path) -> Iterator[Pair]:
+    """`pair`: import `pair_fixture` into a test module to use it."""
+    made = Pair(tmp_path)
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+def serving(proc: Proc) -> bool:
+    """Whether this processor of a pair last logged itself active."""
+    lines = [line for line in proc.text().splitlines()
+             if '"processor active"' in line or '"processor passive' in line]
+    return bool(lines) and '"processor active"' in lines[-1]

@@ -7,137 +7,17 @@ back as the standby. (Across hosts, with CURVE and cut links: tests/integration/
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from websockets.protocol import State
 
-from tests.conftest import ROOT, Client, _die_with_the_tests
-from tests.integration.support import gateway_index
+from tests.conftest import Client
+from tests.integration.support import Pair, gateway_index, pair_fixture, serving  # noqa: F401 - the fixture `pair`
 from tests.integration.test_words_battle import is_, start_long_game, to_room
 
 OUTAGE = ("processor-unavailable", "processor-restarted", "watcher-unavailable",
           "watcher-restarted", "unknown-room")
 DEADLINE = 30.0  # for anything to happen (2 shared cores, 6 interpreters); never a measure
-
-
-def free_block(n: int = 4) -> int:
-    """A port P with P..P+n-1 free on loopback (a processor's --tcp takes four)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + n >= 65536:
-            continue
-        try:
-            held = []
-            for p in range(base, base + n):
-                t = socket.socket()
-                held.append(t)
-                t.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            for t in held:
-                t.close()
-        return base
-    raise AssertionError("no block of free ports")
-
-
-class Proc:
-    """A meshstream command in its own process group, logging to a file."""
-
-    def __init__(self, tmp: Path, name: str, args: list[str]) -> None:
-        self.name = name
-        self.log = tmp / f"{name}.log"
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", *args], cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_the_tests)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
-
-
-class Pair:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.ports = {"primary": free_block(), "backup": free_block()}
-        self.ws_port = free_block(1)
-        self.procs: dict[str, Proc] = {}
-        self.url = f"ws://127.0.0.1:{self.ws_port}/wsmesh"
-
-    def processor(self, which: str, name: str | None = None) -> Proc:
-        other = "backup" if which == "primary" else "primary"
-        args = ["processor", "--tcp", f"127.0.0.1:{self.ports[which]}",
-                "--peer", f"127.0.0.1:{self.ports[other]}", "--run-dir",
-                str(self.tmp / f"{name or which}-run"), "--metrics-port", "0"]
-        p = Proc(self.tmp, name or which, args + (["--backup"] if which == "backup" else []))
-        self.procs[name or which] = p
-        return p
-
-    def gateways(self) -> Proc:
-        p = Proc(self.tmp, "gateways", [
-            "run", "--no-processor", "--gateways", "2", "--port", str(self.ws_port),
-            "--host", "127.0.0.1", "--run-dir", str(self.tmp / "gw-run"), "--metrics-port", "0",
-            "--tcp", f"127.0.0.1:{self.ports['primary']}",
-            "--peer", f"127.0.0.1:{self.ports['backup']}", "--time-scale", "0.2"])
-        self.procs["gateways"] = p
-        return p
-
-    def healthz(self) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ws_port}/healthz", timeout=2) as r:
-                return int(r.status), r.read().decode()
-        except urllib.error.HTTPError as e:
-            return int(e.code), e.read().decode()
-        except OSError:
-            return 0, ""
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.text()[-3000:]}" for p in self.procs.values())
-
-    async def until(self, cond, what: str) -> None:
-        deadline = time.monotonic() + DEADLINE
-        while not cond():
-            assert time.monotonic() < deadline, f"timed out: {what}\n{self.logs()}"
-            await asyncio.sleep(0.05)  # polling a log or /healthz, with a deadline
-
-    def stop(self) -> None:
-        for p in reversed(list(self.procs.values())):
-            p.kill(signal.SIGTERM if p.proc.poll() is None else signal.SIGKILL)
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[Pair]:
-    made = Pair(tmp_path)
-    try:
-        yield made
-    finally:
-        made.stop()
-
-
-def serving(proc: Proc) -> bool:
-    lines = [line for line in proc.text().splitlines()
-             if '"processor active"' in line or '"processor passive' in line]
-    return bool(lines) and '"processor active"' in lines[-1]
 
 
 async def test_the_standby_takes_over_from_a_sigkilled_processor(pair: Pair) -> None:
