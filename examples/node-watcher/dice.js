@@ -2,7 +2,11 @@
 // A meshstream watcher in Node.js: a dice bot for every room whose name starts
 // with "dice-". Written from docs/watchers.md and proto/meshstream.proto only.
 //
-//   node dice.js [--endpoint URL] [--port N] [--name NAME] [--keys-dir DIR]
+//   node dice.js [--endpoint URL | --tcp HOST:PORT] [--peer HOST:PORT] [--port N] [--name NAME]
+//                [--keys-dir DIR] [--failover-timeout S]
+//
+// With --peer (a primary/backup processor pair) it talks to one processor at a time and
+// moves to the other when its own falls silent (docs/watchers.md, "A processor pair").
 //
 // Client frames to a dice room (JSON over the WebSocket):
 //   {"action":"join-room","target":"dice-1"}             -> joined, greeted by the bot
@@ -25,6 +29,7 @@ const PROTO = path.resolve(HERE, "../../proto/meshstream.proto");
 
 const HEARTBEAT_MS = 500; // docs: heartbeat every 0.5 s
 const PEER_TIMEOUT_MS = 3000; // docs: 3 s of processor silence means it is gone
+const FAILOVER_TIMEOUT_S = 2; // docs: --failover-timeout; a pair's silence rule is half of it
 const HELLO_RETRY_MS = 2000; // after claim-conflict / bad-command, or an unanswered hello
 const PENDING_TTL_MS = 30000; // forget commands whose reply never came (processor restart)
 const BOT = "dice-bot";
@@ -43,9 +48,15 @@ function log(msg, fields = {}, level = "info") {
 
 function usage() {
   process.stderr.write(
-    "usage: node dice.js [--endpoint URL] [--port N] [--name NAME] [--keys-dir DIR]\n" +
-      "  --endpoint URL  watchers endpoint (else $MESHSTREAM_WATCHERS_ENDPOINT, else the\n" +
+    "usage: node dice.js [--endpoint URL | --tcp HOST:PORT] [--peer HOST:PORT] [--port N]\n" +
+      "                    [--name NAME] [--keys-dir DIR] [--failover-timeout S]\n" +
+      "  --endpoint URL  watchers endpoint (else $MESHSTREAM_WATCHERS_ENDPOINT, else --tcp, else the\n" +
       "                  default of `make run`: ipc://$XDG_RUNTIME_DIR/meshstream-<uid>-<port>/watchers)\n" +
+      "  --tcp HOST:PORT the processor's --tcp (else $MESHSTREAM_TCP): endpoint tcp://HOST:PORT+2\n" +
+      "  --peer HOST:PORT the other processor of a pair, its --tcp (else $MESHSTREAM_PEER):\n" +
+      "                  tcp://HOST:PORT+2 is tried whenever the current processor falls silent\n" +
+      "  --failover-timeout S  the pair's failover timeout (else $MESHSTREAM_FAILOVER_TIMEOUT,\n" +
+      "                  default 2): with --peer, silence for half of it means moving over\n" +
       "  --port N        server port used to build the default endpoint (default 8765)\n" +
       "  --name NAME     watcher name (default dice)\n" +
       "  --keys-dir DIR  CURVE keys from `meshstream keys DIR` (else $MESHSTREAM_KEYS_DIR):\n" +
@@ -54,7 +65,10 @@ function usage() {
 }
 
 function parseArgs(argv) {
-  const out = { endpoint: "", port: 8765, name: "dice", prefix: "dice-", keysDir: "" };
+  const out = {
+    endpoint: "", tcp: "", peer: "", port: 8765, name: "dice", prefix: "dice-", keysDir: "",
+    failoverTimeout: undefined,
+  };
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
     let value;
@@ -71,6 +85,15 @@ function parseArgs(argv) {
     switch (arg) {
       case "--endpoint":
         out.endpoint = take();
+        break;
+      case "--tcp":
+        out.tcp = take();
+        break;
+      case "--peer":
+        out.peer = take();
+        break;
+      case "--failover-timeout":
+        out.failoverTimeout = take();
         break;
       case "--port":
         out.port = Number.parseInt(take(), 10);
@@ -91,14 +114,32 @@ function parseArgs(argv) {
         throw new Error(`unknown argument ${arg}`);
     }
   }
-  if (!out.endpoint) out.endpoint = process.env.MESHSTREAM_WATCHERS_ENDPOINT || "";
-  if (!out.keysDir) out.keysDir = process.env.MESHSTREAM_KEYS_DIR || "";
+  const env = process.env;
+  if (!out.endpoint) out.endpoint = env.MESHSTREAM_WATCHERS_ENDPOINT || "";
+  if (!out.tcp) out.tcp = env.MESHSTREAM_TCP || "";
+  if (!out.peer) out.peer = env.MESHSTREAM_PEER || "";
+  if (!out.keysDir) out.keysDir = env.MESHSTREAM_KEYS_DIR || "";
+  const failover = Number(out.failoverTimeout ?? (env.MESHSTREAM_FAILOVER_TIMEOUT || FAILOVER_TIMEOUT_S));
+  if (!(failover > 0)) throw new Error("--failover-timeout needs a positive number of seconds");
+  if (!out.endpoint && out.tcp) out.endpoint = routerEndpoint(out.tcp, "--tcp");
   if (!out.endpoint) {
     const uid = typeof process.getuid === "function" ? process.getuid() : os.userInfo().uid;
     const base = process.env.XDG_RUNTIME_DIR || "/tmp";
     out.endpoint = `ipc://${path.join(base, `meshstream-${uid}-${out.port}`, "watchers")}`;
   }
+  // The processors' ROUTER endpoints, the primary first. With a pair, a processor silent for
+  // half the failover timeout is left for the other one; alone, the peer timeout.
+  out.endpoints = [out.endpoint, ...(out.peer ? [routerEndpoint(out.peer, "--peer")] : [])];
+  out.silenceMs = out.peer ? (failover * 1000) / 2 : PEER_TIMEOUT_MS;
   return out;
+}
+
+/** A processor's --tcp HOST:PORT -> its watchers' ROUTER, tcp://HOST:PORT+2. */
+function routerEndpoint(hostPort, flag) {
+  const colon = hostPort.lastIndexOf(":");
+  const port = Number.parseInt(hostPort.slice(colon + 1), 10);
+  if (colon < 0 || !Number.isInteger(port) || port <= 0) throw new Error(`${flag} needs HOST:PORT`);
+  return `tcp://${hostPort.slice(0, colon) || "127.0.0.1"}:${port + 2}`;
 }
 
 let opts;
@@ -145,13 +186,34 @@ try {
   process.stderr.write(`dice.js: cannot read CURVE keys: ${err.message}\n`);
   process.exit(2);
 }
-const sock = new zmq.Dealer({ linger: 0, ...curve });
-sock.connect(opts.endpoint);
-
-// zeromq v6 allows one send in flight at a time: chain them.
-let sendChain = Promise.resolve();
-let sendsQueued = 0;
+// One DEALER at a time, to the processor we talk to: {sock, endpoint, chain, queued}.
+// zeromq v6 allows one send in flight per socket, so each link chains its sends.
+let link = null;
 let closing = false;
+
+function connect(endpoint) {
+  const sock = new zmq.Dealer({ linger: 0, ...curve });
+  sock.connect(endpoint);
+  link = { sock, endpoint, chain: Promise.resolve(), queued: 0 };
+  lastHeard = Date.now(); // silence is counted from here
+  receiveLoop(link).catch((err) => {
+    log("receive loop failed", { error: String(err?.stack ?? err) }, "error");
+    closing = true;
+    clearInterval(heartbeatTimer);
+    sock.close();
+    process.exit(1);
+  });
+}
+
+/** Its processor silent: close the DEALER (what was queued for it goes with it) and open
+ * one to the other processor of the pair. The caller says hello there. */
+function switchProcessor() {
+  const old = link;
+  const next = opts.endpoints[(opts.endpoints.indexOf(old.endpoint) + 1) % opts.endpoints.length];
+  log("trying the other processor", { endpoint: next }, "warning");
+  connect(next);
+  old.sock.close();
+}
 
 function sendIn(obj) {
   if (closing) return;
@@ -161,14 +223,15 @@ function sendIn(obj) {
     return;
   }
   const payload = WatcherIn.encode(WatcherIn.fromObject(obj)).finish();
-  sendsQueued++;
-  sendChain = sendChain
-    .then(() => (closing ? undefined : sock.send(["watcher", payload])))
+  const to = link;
+  to.queued++;
+  to.chain = to.chain
+    .then(() => (closing || to !== link ? undefined : to.sock.send(["watcher", payload])))
     .catch((e) => {
-      if (!closing) log("send failed", { error: String(e) }, "error");
+      if (!closing && to === link) log("send failed", { error: String(e) }, "error");
     })
     .finally(() => {
-      sendsQueued--;
+      to.queued--;
     });
 }
 
@@ -189,26 +252,39 @@ function hello(reason) {
   }
   registered = false;
   helloSentAt = Date.now();
-  log("hello", { reason, name: opts.name, prefixes: [opts.prefix], endpoint: opts.endpoint });
-  sendIn({ hello: { name: opts.name, rooms: [], prefixes: [opts.prefix] } });
+  log("hello", { reason, name: opts.name, prefixes: [opts.prefix], endpoint: link.endpoint });
+  // The dice bot never uses create_room, so it has no `assigned` rooms to take back.
+  sendIn({ hello: { name: opts.name, rooms: [], prefixes: [opts.prefix], assigned: [] } });
 }
 
 function heartbeat() {
   const now = Date.now();
-  if (!processorSilent && now - lastHeard > PEER_TIMEOUT_MS) {
-    processorSilent = true;
-    log("processor silent", { silent_ms: now - lastHeard }, "warning");
-  }
-  if (helloSentAt && lastHeard > helloSentAt && now - helloSentAt > HELLO_RETRY_MS) {
-    hello("hello unanswered"); // the processor answers, in order, but not our hello: it got lost
-  }
   for (const [id, cmd] of pending) {
     if (now - cmd.at > PENDING_TTL_MS) pending.delete(id);
   }
+  const pair = opts.endpoints.length > 1;
+  if (now - lastHeard > opts.silenceMs) {
+    // Nothing, not even the answers to our heartbeats: the processor died, restarts, or
+    // (of a pair) is the passive one, which answers nothing.
+    if (!processorSilent) log("processor silent", { silent_ms: now - lastHeard, endpoint: link.endpoint }, "warning");
+    processorSilent = true;
+    registered = false; // no commands until a welcome (see command())
+    if (pair) {
+      switchProcessor();
+      hello("processor silent");
+      return;
+    }
+  }
   // Refused hello: wait for the retry (a heartbeat would only earn "unknown-watcher").
   if (helloRetry) return;
+  if (!registered) {
+    // Until welcomed, nothing but hello: every heartbeat with a pair (the other one may be
+    // taking over), else every 2 s (the DEALER reconnects by itself to a restarted processor).
+    if (pair || now - helloSentAt >= HELLO_RETRY_MS) hello(processorSilent ? "processor silent" : "not welcomed yet");
+    return;
+  }
   // A DEALER with no peer queues what we send; don't pile heartbeats up behind a blocked send.
-  if (sendsQueued === 0) sendIn({ heartbeat: {} });
+  if (link.queued === 0) sendIn({ heartbeat: {} });
 }
 
 // ------------------------------------------------------------------ commands
@@ -217,6 +293,11 @@ let nextId = 1;
 const pending = new Map(); // id -> {op, at, onReply}
 
 function command(op, fields, onReply) {
+  if (!registered) {
+    // A new processor would not apply it ("unknown-watcher"), a passive one drops it.
+    log("command not sent: not welcomed", { op }, "warning");
+    return 0;
+  }
   const id = nextId++;
   pending.set(id, { op, at: Date.now(), onReply });
   sendIn({ command: { id, [op]: fields } });
@@ -248,6 +329,10 @@ function sendError(frame, code, message) {
 // ------------------------------------------------------------------ room state (rebuilt from snapshots)
 
 const rooms = new Map(); // room -> Set(client)
+// Joins we asked for and whose CLIENT_JOINED_ROOM we still await ("room\nclient"): only these
+// are greeted. After a failover the new processor rebuilds the rooms from the gateways, and
+// a membership rebuilt after our welcome comes as a CLIENT_JOINED_ROOM we never asked for.
+const joining = new Set();
 
 function members(room) {
   let set = rooms.get(room);
@@ -272,8 +357,10 @@ const actions = {
   // The events (CLIENT_JOINED_ROOM / CLIENT_LEFT_ROOM) confirm it later.
   "join-room"(frame) {
     members(frame.target).add(frame.client);
+    joining.add(`${frame.target}\n${frame.client}`);
     command("join", { client: frame.client, room: frame.target }, (reply) => {
       if (!reply.error) return;
+      joining.delete(`${frame.target}\n${frame.client}`);
       if (reply.error !== "already-member") members(frame.target).delete(frame.client);
       sendError(frame, reply.error, `cannot join ${frame.target}: ${reply.error}`);
     });
@@ -337,7 +424,7 @@ function onEvent(ev) {
       break;
     case "CLIENT_JOINED_ROOM":
       members(ev.room).add(ev.client);
-      sendRoom(ev.room, "dice-joined", { client: ev.client });
+      if (joining.delete(`${ev.room}\n${ev.client}`)) sendRoom(ev.room, "dice-joined", { client: ev.client });
       break;
     case "CLIENT_LEFT_ROOM":
       members(ev.room).delete(ev.client);
@@ -354,9 +441,13 @@ function onWelcome(snap) {
   helloSentAt = 0;
   registered = true;
   pending.clear(); // replies to commands sent before this hello will not come
+  joining.clear();
   rooms.clear();
   for (const r of snap.rooms) rooms.set(r.name, new Set(r.members));
-  log("welcome", { epoch, rooms: snap.rooms.map((r) => ({ name: r.name, members: r.members.length })) });
+  log("welcome", {
+    epoch, endpoint: link.endpoint,
+    rooms: snap.rooms.map((r) => ({ name: r.name, members: r.members.length })),
+  });
 }
 
 function onReply(reply) {
@@ -365,22 +456,26 @@ function onReply(reply) {
     if (!reply.error) return;
     if (reply.error === "unknown-watcher") {
       if (helloRetry) return; // a refused hello is retried by its timer
-      // Several queued heartbeats may all get this answer: one hello is enough.
-      if (!helloSentAt || Date.now() - helloSentAt > HELLO_RETRY_MS / 2) hello("unknown-watcher");
+      // Several queued heartbeats may all get this answer: one hello is enough. Not welcomed,
+      // the heartbeat timer says hello again anyway.
+      if (registered) hello("unknown-watcher");
       return;
     }
     // claim-conflict / bad-command answer a hello: nothing was registered.
     log("hello refused", { error: reply.error, message: reply.message }, "error");
     helloSentAt = 0;
     registered = false;
-    if (!helloRetry) helloRetry = setTimeout(() => hello(`retry after ${reply.error}`), HELLO_RETRY_MS);
+    // With a pair, again at the next heartbeat: waiting longer than half the failover timeout
+    // for an answer would count as the processor's silence.
+    const retryMs = opts.endpoints.length > 1 ? HEARTBEAT_MS : HELLO_RETRY_MS;
+    if (!helloRetry) helloRetry = setTimeout(() => hello(`retry after ${reply.error}`), retryMs);
     return;
   }
   const cmd = pending.get(reply.id);
   pending.delete(reply.id);
   if (reply.error === "unknown-watcher") {
     log("command refused: unknown watcher", { id: reply.id, op: cmd?.op }, "warning");
-    if (!helloSentAt || Date.now() - helloSentAt > HELLO_RETRY_MS / 2) hello("unknown-watcher");
+    if (registered) hello("unknown-watcher");
     return;
   }
   if (reply.error) {
@@ -429,9 +524,10 @@ function dispatch(topic, payload) {
 
 // ------------------------------------------------------------------ run
 
-async function receiveLoop() {
+async function receiveLoop(from) {
   try {
-    for await (const frames of sock) {
+    for await (const frames of from.sock) {
+      if (from !== link) break; // a socket we left for the other processor
       if (frames.length !== 2) {
         log("unexpected frame count", { frames: frames.length }, "warning");
         continue;
@@ -439,7 +535,7 @@ async function receiveLoop() {
       dispatch(frames[0].toString("ascii"), frames[1]);
     }
   } catch (err) {
-    if (!closing) throw err;
+    if (!closing && from === link) throw err;
   }
 }
 
@@ -451,8 +547,8 @@ function shutdown(signal) {
   log("stopping", { signal });
   clearInterval(heartbeatTimer);
   if (helloRetry) clearTimeout(helloRetry);
-  sock.linger = 0;
-  sock.close();
+  link.sock.linger = 0;
+  link.sock.close();
   log("stopped");
   process.exit(0);
 }
@@ -461,16 +557,9 @@ process.on("SIGTERM", () => shutdown("SIGTERM"));
 process.on("SIGINT", () => shutdown("SIGINT"));
 
 log("starting", {
-  name: opts.name, prefixes: [opts.prefix], endpoint: opts.endpoint, zeromq: zmq.version,
-  curve: Boolean(opts.keysDir),
+  name: opts.name, prefixes: [opts.prefix], endpoints: opts.endpoints, zeromq: zmq.version,
+  curve: Boolean(opts.keysDir), silence_ms: opts.silenceMs,
 });
+connect(opts.endpoints[0]);
 hello("start");
 heartbeatTimer = setInterval(heartbeat, HEARTBEAT_MS);
-
-receiveLoop().catch((err) => {
-  log("receive loop failed", { error: String(err?.stack ?? err) }, "error");
-  closing = true;
-  clearInterval(heartbeatTimer);
-  sock.close();
-  process.exit(1);
-});

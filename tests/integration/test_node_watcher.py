@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, Client, Cluster, clients_on
+from tests.integration.support import Pair, pair_fixture, serving  # noqa: F401 - the fixture `pair`
 
 NODE_DIR = ROOT / "examples" / "node-watcher"
 DICE = NODE_DIR / "dice.js"
@@ -198,3 +200,80 @@ async def test_dice_watcher_over_tcp_with_curve_keys(tmp_path: Path) -> None:
         assert "refused a CURVE key" not in text and "watcher hello refused" not in text
     finally:
         cluster.stop()
+
+
+# What a client may be answered while the bot moves to the standby: test_failover.py's list but
+# unknown-room (a gateway lists its rooms in its hello before it forwards a frame there).
+OUTAGE = ("processor-unavailable", "processor-restarted", "watcher-unavailable",
+          "watcher-restarted")
+
+
+async def test_dice_watcher_survives_a_failover_of_the_processor_pair(pair: Pair, tmp_path: Path) -> None:
+    """A loopback primary/backup pair; the bot gets both processors as the bundled watchers do
+    (MESHSTREAM_TCP, MESHSTREAM_PEER). The active processor is SIGKILLed: the bot moves to the
+    standby and the dice room, rebuilt there from the gateways, keeps answering."""
+    assert NODE is not None
+    primary = pair.processor("primary")
+    backup = pair.processor("backup")
+    pair.gateways("--no-watchers")
+    await pair.until(lambda: pair.healthz()[0] == 200, "the gateways healthy")
+    env = {k: v for k, v in os.environ.items() if k != "MESHSTREAM_WATCHERS_ENDPOINT"}
+    env |= {"MESHSTREAM_TCP": f"127.0.0.1:{pair.ports['primary']}",
+            "MESHSTREAM_PEER": f"127.0.0.1:{pair.ports['backup']}"}
+    log_path = tmp_path / "dice.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([NODE, str(DICE)], cwd=NODE_DIR, env=env, stdout=log, stderr=log)
+    try:
+        [[a], [b]] = await clients_on(pair.url, 2)  # one player on each gateway
+        try:
+            joined = await join_claimed(a)
+            room = joined["target"]
+            await b.send({"action": "join-room", "target": room})
+            for c in (a, b):
+                await c.expect("dice-joined", target=room)
+            await a.send({"action": "roll", "target": room})
+            for c in (a, b):
+                await c.next(rolled_by(room, a.id))
+            assert serving(primary) and not serving(backup)
+
+            primary.kill()
+            killed = time.monotonic()
+            # roll until the bot answers: every attempt is answered (an outage error, or the
+            # built-in echo while the room is not claimed again yet), never silence
+            n = 0
+            while True:
+                n += 1
+                rid = f"after-{n}"
+                await a.send({"action": "roll", "target": room, "id": rid})
+                reply = await a.next(lambda m, rid=rid: rolled_by(room, a.id)(m) or m.get("id") == rid,
+                                     timeout=30)
+                if reply["action"] == "rolled":
+                    break
+                assert reply["action"] == "roll" or (
+                    reply["action"] == "error" and reply["message_body"]["code"] in OUTAGE), reply
+                assert n < 600, f"the bot never answered again\n{pair.logs()}"
+                await asyncio.sleep(0.05)  # a client's pace, under the default rate limit
+            assert reply["sender"] == "dice-bot"
+            print(f"failover: the dice room answered again {time.monotonic() - killed:.2f} s "
+                  "after the SIGKILL")  # a report, not an assertion
+            await b.next(rolled_by(room, a.id))
+            # the bot knows both members again (from the new processor's snapshot or events)
+            await b.send({"action": "roll", "target": room, "message_body": {"sides": 3}})
+            for c in (a, b):
+                assert (await c.next(rolled_by(room, b.id)))["message_body"]["sides"] == 3
+            assert serving(backup)
+            lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+            backup_router = f"tcp://127.0.0.1:{pair.ports['backup'] + 2}"
+            assert any(line["msg"] == "trying the other processor" and line["endpoint"] == backup_router
+                       for line in lines)
+            assert [line for line in lines if line["msg"] == "welcome"][-1]["endpoint"] == backup_router
+            # a newcomer on the new processor is joined and greeted as before
+            await b.send({"action": "join-room", "target": room + "-new"})
+            await b.expect("dice-joined", target=room + "-new")
+        finally:
+            for c in (a, b):
+                await c.close()
+    finally:
+        code = stop(proc)
+        print("---- dice.js log ----\n" + log_path.read_text(errors="replace")[-6000:])
+    assert code == 0  # it stops cleanly on SIGTERM after the failover too
