@@ -409,6 +409,8 @@ class Watcher:
             self.welcomed = True
             self.silent = False
             self.last_heard = self.now()
+            if out.welcome.epoch != self.epoch:
+                self.handled = 0  # a new processor numbers its frames from 1 again
             self.epoch = out.welcome.epoch
             log.info("welcomed", extra={"fields": {"watcher": self.name, "epoch": self.epoch}})
             rooms = _rooms(out.welcome.rooms)

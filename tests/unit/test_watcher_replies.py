@@ -136,3 +136,27 @@ def test_a_failing_callback_does_not_stop_the_others() -> None:
     future.add_done_callback(lambda f: calls.append(len(f.result())))
     reply(bot, future.id, rooms=(pb.RoomState(name="a"), pb.RoomState(name="b")))
     assert calls == [2]
+
+
+def test_a_new_processor_is_acknowledged_from_its_own_first_frame() -> None:
+    """Frames are numbered per processor: after a welcome by another epoch (a restart or a
+    failover) the watcher acknowledges the new processor's frames, not the old count."""
+    bot, _, _ = make()
+
+    def welcome(epoch: str) -> None:
+        bot.dispatch([b"welcome", pb.WatcherOut(welcome=pb.Snapshot(epoch=epoch)).SerializeToString()])
+
+    def frame(seq: int) -> None:
+        msg = pb.WatcherOut(message=pb.ClientFrame(seq=seq, client="c", action="roll", target="r"))
+        bot.dispatch([b"message", msg.SerializeToString()])
+
+    bot.on("roll")(lambda msg: None)
+    welcome("e1")
+    frame(500)
+    assert bot.handled == 500
+    welcome("e1")  # welcomed again by the same processor: its numbering goes on
+    assert bot.handled == 500
+    welcome("e2")
+    assert bot.handled == 0
+    frame(1)
+    assert bot.handled == 1
