@@ -442,6 +442,35 @@ async def start_long_game(wb: Cluster, a: Client, b: Client, room: str) -> None:
     await each([a, b], chat_phase_msg(room))
 
 
+OUTAGE = ("processor-unavailable", "processor-restarted", "watcher-unavailable",
+          "watcher-restarted", "unknown-room")  # what a frame sent during a processor outage may get
+
+
+async def chat_until_the_game_answers(a: Client, room: str, timeout: float = 30,
+                                      logs: Callable[[], str] = str) -> Msg:
+    """After the processor was killed or cut off: chat in `room` at a client's pace until
+    the game's own echo comes back (its avatar: the games watcher runs the room again),
+    and return it. Every attempt must be answered, never silence: with an outage error
+    carrying its id, or relayed as a plain room message while the games watcher's hello is
+    on its way. Errors for frames sent before the outage may arrive too: outage codes only."""
+    deadline = time.monotonic() + timeout
+    for n in itertools.count(1):
+        assert time.monotonic() < deadline, f"the game never answered again\n{logs()}"
+        text, mine = f"still here {n}", f"m{n}"
+        await a.send({**to_room("send-message", room, {"message": text}), "id": mine})
+        echoed = is_("send-message", room, a.id, message=text)
+        reply = await a.next(lambda m, echoed=echoed, mine=mine: echoed(m) or (
+            m["action"] == "error" and m.get("id") == mine))
+        if reply["action"] == "send-message" and "useravatar" in reply["message_body"]:
+            late = [m for m in a.inbox if m["action"] == "error"]
+            assert all(m["message_body"]["code"] in OUTAGE for m in late), late
+            return reply
+        if reply["action"] == "error":
+            assert reply["message_body"]["code"] in OUTAGE, reply
+        await asyncio.sleep(0.05)  # a client's pace, under the default rate limit
+    raise AssertionError("unreachable")
+
+
 async def test_the_lobby_watcher_answers_plain_lobby_frames_as_the_unclaimed_lobby(
         wb: Cluster, player) -> None:
     """With the lobby claimed by the Words Battle lobby watcher, gomeshstream's plain lobby
@@ -556,21 +585,8 @@ async def test_a_game_survives_a_processor_restart(wb: Cluster, player) -> None:
     await start_long_game(wb, a, b, room)
 
     old = kill(wb, "processor")
-    deadline = time.monotonic() + 20
-    n = 0
-    while True:  # chat until the game's echo comes back: every attempt gets an answer
-        assert time.monotonic() < deadline, "the game never answered after the restart"
-        n += 1
-        text = f"still here {n}"
-        await a.send(to_room("send-message", room, {"message": text}))
-        echoed = is_("send-message", room, a.id, message=text)
-        reply = await a.next(lambda m, echoed=echoed: echoed(m) or m["action"] == "error")
-        if reply["action"] == "send-message":
-            break
-        assert reply["message_body"]["code"] in (
-            "processor-unavailable", "processor-restarted", "watcher-unavailable",
-            "watcher-restarted", "unknown-room"), reply
-        await asyncio.sleep(0.02)  # retry at a client's pace, under the default rate limit
+    reply = await chat_until_the_game_answers(a, room)
+    text = reply["message_body"]["message"]
     assert roles(wb, "processor")["processor"] != old
     # the game's own chat echo (avatar and colour): the games watcher still runs this room
     assert reply["message_body"]["useravatar"] == "al"
