@@ -241,6 +241,32 @@ async def until(cond, what: str, deployment: Deployment, timeout: float = UP) ->
         await asyncio.sleep(0.1)  # polling /healthz or a log file, with a deadline
 
 
+async def start_watchers_and_gateways(deployment: Deployment, keys: Path, tmp_path: Path,
+                                      args: list[str]) -> dict[str, str]:
+    """The Words Battle watchers on the watcher host (the processor's public key and each
+    watcher's pair), one gateway on each gateway host (the processor's public key and the
+    gateway pair; slots 1 and 2), all with `args` (where the processor is, …); returns the
+    gateway hosts' WebSocket URLs once both are healthy."""
+    net = deployment.net
+    wkeys = host_keys(keys, tmp_path / "wat-keys",
+                      ["processor.key", *(f"watchers/{w}.key_secret" for w in WATCHERS)])
+    for w in WATCHERS:
+        deployment.start("wat", w, ["watcher", w, "--keys-dir", wkeys, *args])
+    urls = {}
+    for n, host in enumerate(("gw1", "gw2"), start=1):
+        gkeys = host_keys(keys, tmp_path / f"{host}-keys",
+                          ["processor.key", "gateways/gateway.key_secret"])
+        deployment.start(host, host, [
+            "run", "--no-processor", "--no-watchers", "--gateways", "1", "--first-index", str(n),
+            "--port", str(WS_PORT), "--run-dir", str(tmp_path / f"{host}-run"),
+            "--keys-dir", gkeys, *args])
+        urls[host] = f"ws://{net.addr(host)}:{WS_PORT}/wsmesh"
+    for host in ("gw1", "gw2"):
+        addr = net.addr(host)
+        await until(lambda addr=addr: healthz(addr, WS_PORT) == 200, f"{host} healthy", deployment)
+    return urls
+
+
 @pytest.fixture
 def net() -> Iterator[Net]:
     reason = cannot_make_namespaces()
@@ -280,23 +306,8 @@ async def test_three_hosts_play_words_battle_over_curve(net: Net, deployment: De
     processor = deployment.start("proc", "processor", [
         "processor", "--tcp", f"0.0.0.0:{PROC_PORT}", "--keys-dir", str(keys), *common])
     # the watcher host: the processor's public key and each watcher's pair, nothing else
-    wkeys = host_keys(keys, tmp_path / "wat-keys",
-                      ["processor.key", *(f"watchers/{w}.key_secret" for w in WATCHERS)])
-    for w in WATCHERS:
-        deployment.start("wat", w, ["watcher", w, *tcp, "--keys-dir", wkeys, *common])
-    # two gateway hosts: the processor's public key and the gateway pair, distinct slots
-    urls = {}
-    for n, host in enumerate(("gw1", "gw2"), start=1):
-        gkeys = host_keys(keys, tmp_path / f"{host}-keys",
-                          ["processor.key", "gateways/gateway.key_secret"])
-        deployment.start(host, host, [
-            "run", "--no-processor", "--no-watchers", "--gateways", "1", "--first-index", str(n),
-            "--port", str(WS_PORT), "--run-dir", str(tmp_path / f"{host}-run"), *tcp,
-            "--keys-dir", gkeys, *common])
-        urls[host] = f"ws://{net.addr(host)}:{WS_PORT}/wsmesh"
-    for host in ("gw1", "gw2"):
-        addr = net.addr(host)
-        await until(lambda addr=addr: healthz(addr, WS_PORT) == 200, f"{host} healthy", deployment)
+    # the watcher host and two gateway hosts, each with only its key files
+    urls = await start_watchers_and_gateways(deployment, keys, tmp_path, [*tcp, *common])
 
     # one player on each gateway host, from the players' side of the network
     a = await Client.connect(urls["gw1"])
@@ -430,23 +441,9 @@ async def test_a_standby_processor_takes_over_and_a_cut_between_the_two_splits_n
     standby = deployment.start("stby", "standby", [
         "processor", "--tcp", f"0.0.0.0:{PROC_PORT}", "--peer", f"{primary_addr}:{PROC_PORT}",
         "--backup", "--keys-dir", str(keys), *common])
-    wkeys = host_keys(keys, tmp_path / "wat-keys",
-                      ["processor.key", *(f"watchers/{w}.key_secret" for w in WATCHERS)])
-    for w in WATCHERS:
-        deployment.start("wat", w, ["watcher", w, *both, "--keys-dir", wkeys, *common])
-    urls = {}
-    for n, host in enumerate(("gw1", "gw2"), start=1):
-        gkeys = host_keys(keys, tmp_path / f"{host}-keys",
-                          ["processor.key", "gateways/gateway.key_secret"])
-        deployment.start(host, host, [
-            "run", "--no-processor", "--no-watchers", "--gateways", "1", "--first-index", str(n),
-            "--port", str(WS_PORT), "--run-dir", str(tmp_path / f"{host}-run"), *both,
-            "--keys-dir", gkeys, *common])
-        urls[host] = f"ws://{net.addr(host)}:{WS_PORT}/wsmesh"
+    urls = await start_watchers_and_gateways(deployment, keys, tmp_path, [*both, *common])
     gateways = [net.addr("gw1"), net.addr("gw2")]
-    for addr in gateways:
-        await until(lambda addr=addr: healthz(addr, WS_PORT) == 200, f"{addr} healthy", deployment)
-        assert "processor: primary" in health_text(addr)
+    assert all("processor: primary" in health_text(addr) for addr in gateways)
     await wait_for_watchers(urls["gw1"])  # everyone settled on the primary
     assert (states(primary), states(standby)) == (["active"], ["passive"])
 
