@@ -43,6 +43,18 @@ def access(required: str, presented: str | None, peer: str) -> int:
     return 200 if (mapped or address).is_loopback else 403
 
 
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """The processor that answers the admin page: alone, or the primary or backup of a
+    pair (docs/deploy.md, "A standby processor") with its term (takeovers so far)."""
+
+    role: str = "alone"
+    term: int = 0
+
+
+ALONE = Serving()
+
+
 @dataclass(slots=True)
 class Seen:
     """The latest figures of one process, and what the last sample counted of them."""
@@ -96,9 +108,10 @@ class AdminView:
                 self.rates.popleft()
         self.last_sample = now
 
-    def snapshot(self, mesh: Mesh, search: str, after: str, now: float, wall: float) -> dict[str, Any]:
+    def snapshot(self, mesh: Mesh, search: str, after: str, now: float, wall: float,
+                 serving: Serving = ALONE) -> dict[str, Any]:
         """What the admin page shows, with one page of the rooms whose name contains `search`
-        (after the cursor `after`, in code point order)."""
+        (after the cursor `after`, in code point order); `serving`: the answering processor."""
         search, after = search[:SEARCH_MAX], after[:SEARCH_MAX]
         watchers = mesh.watchers
         processes = []
@@ -124,6 +137,7 @@ class AdminView:
             rooms.append({"name": name, "count": len(room.members), "watcher": owner,
                           "members": list(room.members)[:MEMBERS_SHOWN]})
         return {
+            "serving": {"role": serving.role, "term": serving.term},
             "processes": processes,
             "gateways": gateways,
             "watchers": claims,
@@ -133,7 +147,8 @@ class AdminView:
             "rates": [[round(t - now, 2), *(round(r, 2) for r in rs)] for t, *rs in self.rates],
         }
 
-    def answer(self, mesh: Mesh, query: pb.AdminQuery, now: float, wall: float) -> bytes:
+    def answer(self, mesh: Mesh, query: pb.AdminQuery, now: float, wall: float,
+               serving: Serving = ALONE) -> bytes:
         """The AdminAnswer JSON for a gateway's query."""
-        return json.dumps(self.snapshot(mesh, query.search, query.after, now, wall),
+        return json.dumps(self.snapshot(mesh, query.search, query.after, now, wall, serving),
                           separators=(",", ":")).encode()

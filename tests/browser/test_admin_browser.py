@@ -43,6 +43,7 @@ async def test_admin_page_follows_the_cluster_live(cluster_factory: Callable[...
             await page.goto(f"http://127.0.0.1:{cluster.port}/admin?token={TOKEN}")
             assert "token" not in page.url  # kept in sessionStorage, not in the address bar
             await expect(page.locator("#status")).to_have_text("live")
+            await expect(page.locator("#serving")).to_have_text("one processor")  # no standby pair
             await expect(page.locator("#gateway-count")).to_have_text("2")
             await expect(page.locator("#connections")).to_have_text("0")
             await expect(page.locator("#processes tbody tr")).to_have_count(3)  # processor, 2 gateways
@@ -116,7 +117,8 @@ async def test_screenshot_of_a_busy_cluster(cluster_factory: Callable[..., Clust
                 while loop.time() < end:  # about 20 messages/s, in bursts as people type
                     for _ in range(rng.randint(1, 7)):
                         k = rng.randrange(6)
-                        await clients[k].send(json.dumps({"action": "send-message", "target": CHAT_ROOMS[k % 3],
+                        await clients[k].send(json.dumps({"action": "send-message",
+                                                          "target": CHAT_ROOMS[k % 3],
                                                           "message_body": {"text": f"message {n}"}}))
                         n += 1
                     await asyncio.sleep(0.2)  # the pace of the traffic, not a synchronisation

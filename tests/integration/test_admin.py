@@ -16,6 +16,7 @@ import pytest
 import websockets
 
 from tests.conftest import Cluster
+from tests.integration.support import Pair, pair_fixture  # noqa: F401 - the fixture `pair`
 
 TOKEN = "admin-s3cret"
 
@@ -109,3 +110,16 @@ def test_a_respawned_gateway_is_listed_with_its_restart(cluster_factory: Callabl
     snap = asyncio.run(snapshot(f"ws://127.0.0.1:{c.port}/admin/ws", listed))
     restarts = {p["pid"]: p["restarts"] for p in snap["processes"] if p["role"] == "gateway"}
     assert (restarts[respawned], restarts[other]) == (1, 0)  # the slot's new process, its twin
+
+
+async def test_the_page_names_the_serving_processor_of_a_pair(pair: Pair) -> None:
+    primary = pair.processor("primary")
+    pair.processor("backup")
+    pair.gateways("--no-watchers")
+    await pair.until(lambda: pair.healthz()[0] == 200, "the gateways healthy")
+    ws = f"ws://127.0.0.1:{pair.ws_port}/admin/ws"
+    before = (await snapshot(ws, lambda s: True))["serving"]
+    assert before["role"] == "primary"
+    primary.kill()
+    after = (await snapshot(ws, lambda s: s["serving"]["role"] == "backup"))["serving"]
+    assert after["term"] > before["term"]  # a takeover

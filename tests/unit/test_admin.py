@@ -8,7 +8,7 @@ import json
 import pytest
 
 from meshstream_zmq import meshstream_pb2 as pb
-from meshstream_zmq.admin import PROCESSOR, ROOMS_PAGE, SEARCH_MAX, AdminView, access
+from meshstream_zmq.admin import PROCESSOR, ROOMS_PAGE, SEARCH_MAX, AdminView, Serving, access
 from meshstream_zmq.commands import CreateRoom
 from meshstream_zmq.core import LOBBY, Mesh
 
@@ -71,6 +71,7 @@ def test_snapshot_lists_processes_gateways_watchers_and_rooms() -> None:
     assert snap["watchers"] == [{"id": "w-1", "name": "games", "alive": True, "rooms": ["arena"],
                                  "prefixes": ["wb-"], "assigned": [], "pending": 0}]
     assert snap["clients"] == 3
+    assert snap["serving"] == {"role": "alone", "term": 0}  # one processor, no pair
     rooms = {r["name"]: r for r in snap["rooms"]["items"]}
     assert rooms["chat"] == {"name": "chat", "count": 2, "watcher": "", "members": ["g1.1", "g1.2"]}
     assert rooms["wb-7"] == {"name": "wb-7", "count": 0, "watcher": "games", "members": []}
@@ -125,3 +126,9 @@ def test_a_silent_process_is_dropped_and_history_is_bounded() -> None:
     snap = view.snapshot(mesh, "", "", 5.0, 0.0)
     assert [p["name"] for p in snap["processes"]] == ["g1"]  # the others stopped reporting
     assert len(snap["rates"]) == 3
+
+
+def test_snapshot_names_the_serving_processor_of_a_pair() -> None:
+    mesh, view = cluster()
+    snap = json.loads(view.answer(mesh, pb.AdminQuery(id=1), 0.0, 0.0, Serving("backup", 2)))
+    assert snap["serving"] == {"role": "backup", "term": 2}  # the backup took over twice
