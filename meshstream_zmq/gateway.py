@@ -698,8 +698,9 @@ class Gateway:
             self._write_dirty()
 
     def _refused(self, batch: pb.GatewayBatch) -> None:
-        """The processor is unreachable: every client frame in the batch gets an error."""
-        self.drops["processor-unreachable"] += 1
+        """The processor is unreachable: every client frame in the batch gets an error and
+        counts as a drop. The gateway's own items (hello, resume, admin query) are not
+        counted: they are sent again at the next heartbeat, nothing is lost."""
         refused = set()
         conns = self.conns
         for item in batch.items:
@@ -711,6 +712,7 @@ class Gateway:
                 if conn is not None:
                     self._reply_error(conn, ErrorCode.PROCESSOR_UNAVAILABLE, action, target, request_id)
         if refused:
+            self.drops["processor-unreachable"] += len(refused)
             self.unacked = deque(u for u in self.unacked if u.seq not in refused)
         if self.dirty:
             self._write_dirty()

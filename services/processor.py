@@ -24,7 +24,7 @@ import zmq
 from meshstream_zmq import links, new_epoch, protocol
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
-from meshstream_zmq.admin import PROCESSOR, AdminView
+from meshstream_zmq.admin import ALONE, PROCESSOR, AdminView, Serving
 from meshstream_zmq.auth import TokenKeyError, Tokens
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import Delivery, EventKind, Mesh, RoomPass, RoomView
@@ -300,8 +300,9 @@ class Processor:
                 if item.heartbeat.HasField("stats"):
                     self.admin.record(gateway, item.heartbeat.stats, now)
             elif kind == "admin_query":
-                self.out.admin_answer(gateway, item.admin_query.id,
-                                      self.admin.answer(mesh, item.admin_query, now, time.time()))
+                serving = ALONE if self.pair is None else Serving(self.pair.role, self.pair.term)
+                self.out.admin_answer(gateway, item.admin_query.id, self.admin.answer(
+                    mesh, item.admin_query, now, time.time(), serving))
             elif kind == "resume":
                 r = item.resume
                 mesh.resume(gateway, r.link, r.session_hash, r.new_session_hash, r.user, r.epoch,

@@ -246,7 +246,22 @@ def test_a_refused_batch_answers_every_frame_in_it() -> None:
     gw.flush()
     codes = [(f["message_body"]["code"], f["id"]) for f in out.frames_for("L1")[1:]]
     assert codes == [("processor-unavailable", 1), ("processor-unavailable", 2)]
-    assert not gw.unacked and gw.drops == {"processor-unreachable": 1}
+    assert not gw.unacked and gw.drops == {"processor-unreachable": 2}  # one per client frame
+
+
+def test_a_refused_hello_is_retried_not_counted_as_a_drop() -> None:
+    # At start the PUSH refuses the first hello (ZMQ_IMMEDIATE: no processor connection yet);
+    # no client frame was lost, and the next heartbeat says hello again.
+    gw, out = make()
+    out.accept = False
+    gw.heartbeat(0.0)
+    gw.flush()
+    assert gw.drops == {} and out.batches == []
+    out.accept = True
+    gw.heartbeat(0.5)
+    gw.flush()
+    assert [b.items[0].WhichOneof("kind") for b in out.batches] == ["hello"]
+    assert gw.drops == {}
 
 
 def test_room_messages_fan_out_to_local_members_once_each() -> None:
