@@ -13,6 +13,7 @@
     resume_bench.py    recovery: a gateway SIGKILLed under chat load (`--scenarios resume`)
     resume_client.py   its worker processes, which hold the clients and check every offset
     capacity.py        per-core rates of a gateway and the processor (`--scenarios capacity`)
+    failover_bench.py  a processor pair's active one SIGKILLed under chat (`--scenarios failover`)
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@
                                                          # bench.resume_bench, --set resume.clients=1000)
     python -m bench.run --scenarios capacity             # per gateway process and processor figures and
                                                          # the capacity plan (bench.capacity; only when asked)
+    python -m bench.run --scenarios failover             # the active processor of a pair SIGKILLed
+                                                         # (bench.failover_bench; only when asked)
 
 The default harness is the repository's own (`--harness own`, bench.harness): bench/node's
 loadgen.js, whose clients live in several worker processes (`--lg-workers`), drives
@@ -77,6 +79,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {  # the issue's loads
     # load generator; the defaults are the issue's 10,000 clients in 2,500 rooms)
     "resume": {},
     "capacity": {},  # bench.capacity, only when named: one gateway, the processor over 1..16 gateways
+    "failover": {},  # bench.failover_bench, only when named: a processor pair, the active one killed
 }
 QUICK: dict[str, dict[str, Any]] = {
     "fanout": {"clients": 200, "messages": 300},
@@ -84,6 +87,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "idle": {"conns": 2000, "hold": 3},
     "resume": {"clients": 1000, "rooms": 250, "fill": 10},
     "capacity": {"quick": True},
+    "failover": {"quick": True},
 }
 
 
@@ -223,6 +227,18 @@ def capacity_scenario(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return capacity.run_scenario(capacity.parser().parse_args(argv))
 
 
+def failover_scenario(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """bench.failover_bench with `opts` (--set failover.OPTION=VALUE) as its flags."""
+    from bench import failover_bench
+
+    argv: list[str] = []
+    for k, v in opts.items():
+        flag = f"--{k.replace('_', '-')}"
+        argv += [flag] if v is True else [flag, str(v)]
+    log(f"\n== failover (python -m bench.failover_bench {' '.join(argv)})")
+    return failover_bench.run_scenario(failover_bench.parser().parse_args(argv))
+
+
 def resume_scenario(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """bench.resume_bench with `opts` (--set resume.OPTION=VALUE) as its flags."""
     from bench import resume_bench
@@ -238,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default="fanout,chat,idle",
-                    help="comma list of fanout,chat,idle,resume,capacity (the last two: only when named)")
+                    help="comma list of fanout,chat,idle,resume,capacity,failover (the last three: only "
+                         "when named)")
     ap.add_argument("--baseline", metavar="DIR",
                     help="another meshstream checkout (e.g. `git worktree add /tmp/base HEAD~3`), "
                          "run as target 'baseline' beside this one: an A/B in one run")
@@ -326,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if scenario == "capacity":  # bench.capacity: its own runs, meshstream alone
             results["scenarios"]["capacity"], text = capacity_scenario(loads["capacity"])
+            reports.append(text)
+            log(text)
+            continue
+        if scenario == "failover":  # bench.failover_bench: its own pair and clients
+            results["scenarios"]["failover"], text = failover_scenario(loads["failover"])
             reports.append(text)
             log(text)
             continue
