@@ -210,9 +210,16 @@ class Session:
 
     def accept(self, frame: Frame) -> bool:
         """False for a frame already received (a `seq` not above the last), else True,
-        remembering its `seq`. Frames without a `seq` (replies, errors) always pass."""
+        remembering its `seq`. Frames without a `seq` (replies, errors) always pass. A frame
+        from another processor (its `epoch` up to the first "." is not ours: the processor
+        restarted, or a standby took over) starts the numbering over."""
         seq = frame.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool):
+            return True
+        epoch = frame.get("epoch")
+        processor = epoch.split(".", 1)[0] if isinstance(epoch, str) else ""
+        if processor and processor != self.epoch:
+            self.epoch, self.last_seq = processor, seq
             return True
         if seq <= self.last_seq:
             return False

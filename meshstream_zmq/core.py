@@ -866,7 +866,8 @@ class Mesh:
         if recipient is None:
             return self._error(client, ErrorCode.UNKNOWN_CLIENT, action, target, request_id)
         self._direct_message((target,), lambda seq: protocol.encode(
-            action, target, body, client, is_target_client=True, position=protocol.position(0, "", seq)))
+            action, target, body, client, is_target_client=True,
+            position=protocol.position(0, self.epoch, seq)))
         return None
 
     @staticmethod
@@ -1209,7 +1210,8 @@ class Mesh:
         if unknown:
             return ErrorCode.UNKNOWN_CLIENT, ",".join(unknown)
         recipients = tuple(dict.fromkeys(c.clients))
-        self._direct_message(recipients, lambda seq: protocol.stamp(c.frame, protocol.position(0, "", seq)))
+        self._direct_message(recipients, lambda seq: protocol.stamp(
+            c.frame, protocol.position(0, self.epoch, seq)))
         return None
 
     def _cmd_disconnect(self, c: Disconnect) -> CommandResult:

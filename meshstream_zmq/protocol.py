@@ -180,9 +180,10 @@ def position_format(epoch: str) -> bytes:
 
 def position(offset: int, epoch: str, seq: int) -> bytes:
     """The position fields of a frame: `,"offset":N,"epoch":E,"seq":S` for a room message
-    (`offset` not 0), `,"seq":S` for a direct one (docs/protocol.md, Sessions and resume)."""
+    (`offset` not 0; E the room's epoch), `,"epoch":P,"seq":S` for a direct one (P the
+    processor's epoch): docs/protocol.md, Sessions and resume."""
     if not offset:
-        return b',"seq":%d' % seq
+        return b',"epoch":' + _dumps(epoch).encode() + b',"seq":%d' % seq
     return position_format(epoch) % (offset, seq)
 
 

@@ -115,10 +115,20 @@ export class Resume {
     return u.toString();
   }
 
-  /** False for a frame already received (a `seq` not above the last), else true, keeping its `seq`. */
+  /**
+   * False for a frame already received (a `seq` not above the last), else true, keeping its
+   * `seq`. A frame from another processor (its `epoch` up to the first "." is not ours: the
+   * processor restarted, or a standby took over) starts the numbering over.
+   */
   accept(msg) {
     const seq = msg.seq;
     if (typeof seq !== "number" || !Number.isFinite(seq)) return true;
+    const epoch = typeof msg.epoch === "string" ? msg.epoch.split(".")[0] : "";
+    if (epoch && epoch !== this.epoch) {
+      this.epoch = epoch;
+      this.lastSeq = seq;
+      return true;
+    }
     if (seq <= this.lastSeq) return false;
     this.lastSeq = seq;
     return true;

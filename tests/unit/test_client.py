@@ -43,6 +43,18 @@ def test_a_frame_whose_seq_is_not_above_the_last_is_a_duplicate() -> None:
     assert s.last_seq == 9
 
 
+def test_another_processor_numbers_from_its_own_start() -> None:
+    """After a processor restart or a failover (the connection stays open) `seq` starts
+    over: a frame whose epoch names another processor is new, and so are the next ones."""
+    s = Session(secret="s", epoch="P1", last_seq=4000)
+    assert not s.accept({"action": "chat", "epoch": "P1.3", "seq": 12})  # ours: a repeat
+    assert s.accept({"action": "chat", "epoch": "P2.1", "seq": 12})  # a room message of P2
+    assert (s.epoch, s.last_seq) == ("P2", 12)
+    assert s.accept({"action": "whisper", "epoch": "P2", "seq": 13})  # a direct one
+    assert not s.accept({"action": "whisper", "epoch": "P2", "seq": 13})
+    assert parse_qs(urlsplit(s.url("ws://h/wsmesh")).query)["seq"] == ["P2:13"]
+
+
 def hello(resumed: bool | None = None, **body: object) -> dict[str, object]:
     b: dict[str, object] = {"client": "gw1-a.1", "session": "secret-2", "epoch": "e2", **body}
     if resumed is not None:

@@ -91,7 +91,8 @@ def texts(frames: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
 # ------------------------------------------------------------ positions
 
 
-def test_room_messages_carry_offset_epoch_and_seq_direct_ones_seq(make: Make) -> None:
+def test_room_messages_carry_offset_epoch_and_seq_direct_ones_the_processor_epoch_and_seq(
+        make: Make) -> None:
     mesh, out = make(A, B)
     send(mesh, A, "join-room", "r")
     send(mesh, B, "join-room", "r")
@@ -102,7 +103,7 @@ def test_room_messages_carry_offset_epoch_and_seq_direct_ones_seq(make: Make) ->
         ("client-joined-room", 1, 1), ("client-joined-room", 2, 2), ("chat", 3, 3), ("whisper", None, 4)]
     assert {m["epoch"] for m in stream[:3]} == {mesh.rooms["r"].epoch}
     assert mesh.rooms["r"].epoch.startswith(EPOCH + ".")
-    assert "epoch" not in stream[3] and "offset" not in stream[3]
+    assert stream[3]["epoch"] == EPOCH and "offset" not in stream[3]  # the processor's own
     assert stream[2]["id"] == 9  # the sender's own copy: same position, with its id
     assert out.stream(B)[-1]["seq"] == 3 and "id" not in out.stream(B)[-1]
 

@@ -64,6 +64,18 @@ test("Resume keeps the session and position, and says which closes to resume", (
   assert.equal(r.shouldResume(1006), false);
 });
 
+test("Resume: another processor (a restart or a failover) numbers from its own start", () => {
+  const r = new Resume();
+  r.connected({ client: "gw1-a.1", session: "s", epoch: "P1" });
+  assert.equal(r.accept({ action: "chat", epoch: "P1.3", seq: 4000 }), true);
+  assert.equal(r.accept({ action: "chat", epoch: "P1.3", seq: 12 }), false, "ours: a repeat");
+  assert.equal(r.accept({ action: "chat", epoch: "P2.1", seq: 12 }), true, "a room message of P2");
+  assert.equal(r.epoch, "P2");
+  assert.equal(r.accept({ action: "whisper", epoch: "P2", seq: 13 }), true, "a direct one");
+  assert.equal(r.accept({ action: "whisper", epoch: "P2", seq: 13 }), false);
+  assert.equal(new URL(r.url("ws://h/wsmesh")).searchParams.get("seq"), "P2:13");
+});
+
 test("refreshDelay: a fifth of the token's remaining life ahead, 1 s to `lead` ahead", () => {
   assert.equal(refreshDelay(100000, 0), 80000);
   assert.equal(refreshDelay(3600000, 0), 3540000, "at most a minute ahead");
