@@ -1,14 +1,19 @@
 """Capacity: per-gateway-process and processor figures, and the plan they give (docs/performance.md).
 
-    python -m bench.capacity                      # ~2-3 min on 2 cores
+    python -m bench.capacity                      # ~1.5 min on 2 cores
     python -m bench.capacity --quick              # smaller loads (a smoke test)
+    python -m bench.capacity --transport curve    # CURVE over loopback TCP, as between hosts
     make bench BENCH_ARGS="--scenarios capacity"  # the same, from bench.run (only when named)
+
+--transport says what the gateway-processor links run over, in both measurements: ipc
+(the default: the run directory), tcp (the processor's --tcp on loopback ports) or curve
+(that, with --keys-dir made by `meshstream keys` in a temporary directory).
 
 Two measurements, each bounded in time, each stopping every process it started:
 
-  gateway    `make run GATEWAYS=1` driven by the loadgen (../shared/bench's loadgen.js, else
-             bench/loadgen.py) while /proc is sampled; the one gateway process's CPU-seconds
-             between the loadgen's measure marks give
+  gateway    `make run GATEWAYS=1` driven by the loadgen (bench/node's loadgen.js, bench.run's
+             default, else bench/loadgen.py) while /proc is sampled; the one gateway process's
+             CPU-seconds between the loadgen's measure marks give
                fan-out  deliveries per gateway CPU-second (fanout: 1 room x --fanout-clients
                         receivers, so almost all of its work is writing deliveries);
                ingest   client frames per gateway CPU-second (chat: rooms of 4 at --chat-rate
@@ -32,12 +37,15 @@ import json
 import math
 import os
 import resource
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-from bench import log
-from bench.harness import CACHE, DEFAULT_SOURCE, meshstream_target, prepare_harness
+from bench import log, processor_bench
+from bench.harness import CACHE, Target, meshstream_target, prepare_own
 
 GATEWAY_COUNTS = (1, 2, 4, 8, 16)
 CORE_BUDGET = 0.7  # plan each core to 70%: headroom for bursts, GC and the box being shared
@@ -56,19 +64,27 @@ def _proc_stat(res: dict[str, Any], key: str, part: str) -> float:
 
 def measure_gateway(args: argparse.Namespace) -> dict[str, Any]:
     """One gateway process under fanout, chat and idle loads (bench.run's run_one each time)."""
-    from bench import run
-
-    source = DEFAULT_SOURCE
-    node_ok = False
-    if source.is_dir() and (source / "loadgen.js").exists():
-        node_ok, _ = prepare_harness(source, sys.executable)
-    rargs = argparse.Namespace(loadgen="node" if node_ok else "python", lg_timeout=120,
-                               sample_ms=200, ready_timeout=60, quiet=True)
+    node_ok = prepare_own()
+    rargs = argparse.Namespace(loadgen="node" if node_ok else "python", harness="own", lg_workers=0,
+                               lg_timeout=120, sample_ms=200, ready_timeout=60, quiet=True)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     logdir = CACHE / "logs" / f"capacity-{time.strftime('%Y%m%d-%H%M%S')}"
     logdir.mkdir(parents=True, exist_ok=True)
     target = meshstream_target(1)
+    keys_tmp = tempfile.mkdtemp(prefix="mscapacity-")
+    try:
+        fields = processor_bench.transport_fields(args.transport, keys_tmp)
+        target.env = dict(target.env, **{f"MESHSTREAM_{k.upper()}": v for k, v in fields.items()})
+        return _gateway_runs(args, rargs, target, logdir)
+    finally:
+        shutil.rmtree(keys_tmp, ignore_errors=True)
+
+
+def _gateway_runs(args: argparse.Namespace, rargs: argparse.Namespace, target: Target,
+                  logdir: Path) -> dict[str, Any]:
+    from bench import run
+
     chat = {"rate": args.chat_rate, "duration": args.chat_duration}
     loads = {
         "fanout": {"rooms": 1, "clients": args.fanout_clients, "messages": args.fanout_messages},
@@ -88,7 +104,7 @@ def measure_gateway(args: argparse.Namespace) -> dict[str, Any]:
     b = (u8 * f2 - u2 * f8) / (d8 * f2 - d2 * f8)
     a = (u2 - b * d2) / f2
     return {
-        "loadgen": rargs.loadgen, "loads": loads, "logs": str(logdir),
+        "loadgen": rargs.loadgen, "transport": args.transport, "loads": loads, "logs": str(logdir),
         "fanout_deliveries": fan["received"], "fanout_gateway_cpu_s": round(fan_cpu, 2),
         "fanout_deliveries_per_s": fan.get("deliveries_per_s"),
         "fanout_deliveries_per_core": round(fan["received"] / fan_cpu) if fan_cpu else None,
@@ -108,13 +124,11 @@ def measure_gateway(args: argparse.Namespace) -> dict[str, Any]:
 
 def measure_processor(args: argparse.Namespace) -> dict[str, Any]:
     """bench.processor_bench per gateway count; a line through microseconds per room message."""
-    from bench import processor_bench
-
     points = []
     for g in args.gateway_counts:
         argv = ["--modes", args.processor_modes, "--gateways", str(g), "--room-size", "16",
                 "--clients", "1600", "--frames", str(args.frames), "--repeat", str(args.repeat),
-                "--json"]
+                "--transport", args.transport, "--json"]
         log(f"\n== capacity: processor, {g} gateway(s) (python -m bench.processor_bench "
             f"{' '.join(argv)})")
         s = processor_bench.main(argv)
@@ -136,7 +150,7 @@ def measure_processor(args: argparse.Namespace) -> dict[str, Any]:
               if mode in p and p[mode].get(key)]
         if len(xy) >= 2:
             fits[f"{mode}.{key}"] = fit(xy)
-    return {"points": points, "fits": fits}
+    return {"transport": args.transport, "points": points, "fits": fits}
 
 
 def fit(xy: list[tuple[float, float]]) -> dict[str, float]:
@@ -208,7 +222,8 @@ def report(result: dict[str, Any]) -> str:
     gw = result.get("gateway")
     if gw:
         lines += ["== capacity: one gateway process (make run GATEWAYS=1, loadgen "
-                  f"{gw['loadgen']}), per CPU-second of that process",
+                  f"{gw['loadgen']}, processor links over {gw.get('transport', 'ipc')}), "
+                  "per CPU-second of that process",
                   f"deliveries   {gw['deliveries_per_core'] or 0:>10,} chat-shaped (each written on its own)",
                   f"ingest       {gw['ingest_frames_per_core'] or 0:>10,} client frames taken in "
                   "(from chat in rooms of 2 and of 8: CPU = a x frames + b x deliveries)",
@@ -225,7 +240,8 @@ def report(result: dict[str, Any]) -> str:
     proc = result.get("processor")
     if proc:
         modes = [m for m in ("processor", "zmq") if m in proc["points"][0]]
-        lines += ["", "== capacity: processor, rooms of 16 over G gateways (one Deliver per gateway)",
+        lines += ["", "== capacity: processor, rooms of 16 over G gateways (one Deliver per gateway; "
+                  f"zmq level over {proc.get('transport', 'ipc')})",
                   f"{'G':>3s} " + " ".join(f"{m + ' env/CPU-s':>20s} {'us/msg':>7s}" for m in modes)]
         for p in proc["points"]:
             lines.append(f"{p['gateways']:>3d} " + " ".join(
@@ -264,6 +280,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--gateway-counts", type=lambda s: [int(x) for x in s.split(",")],
                     default=list(GATEWAY_COUNTS))
     ap.add_argument("--processor-modes", default="processor,zmq")
+    ap.add_argument("--transport", choices=processor_bench.TRANSPORTS, default="ipc",
+                    help="gateway-processor links: IPC, loopback TCP, or CURVE over loopback TCP")
     ap.add_argument("--frames", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--json", action="store_true", help="also print the results as one JSON line")
@@ -276,7 +294,8 @@ def run_scenario(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         args.fanout_messages = min(args.fanout_messages, 1000)
         args.chat_duration, args.idle_conns = min(args.chat_duration, 4), min(args.idle_conns, 2000)
         args.frames, args.repeat = min(args.frames, 30_000), 1
-    result: dict[str, Any] = {"time": time.strftime("%Y%m%d-%H%M%S"), "nproc": os.cpu_count()}
+    result: dict[str, Any] = {"time": time.strftime("%Y%m%d-%H%M%S"), "nproc": os.cpu_count(),
+                              "transport": args.transport}
     parts = args.parts.split(",")
     if "gateway" in parts:
         result["gateway"] = measure_gateway(args)

@@ -23,6 +23,11 @@ per gateway holding members of that room). Three levels, and a yardstick:
   calibrate  raw pyzmq PUSH -> PULL, 100-byte messages over IPC, no meshstream:
              the issue quotes ~1.0M msg/s for this machine; scale by it.
 
+--transport says what the zmq level's sockets run over: ipc (the default, the run
+directory), tcp (the processor's --tcp on loopback ports) or curve (that, with
+--keys-dir made by `meshstream keys` in a temporary directory; the fake gateways are
+CURVE clients with the gateway key), as between hosts.
+
 Figures are envelopes/s; `batch` is frames per GatewayBatch (the gateway sends one
 batch per event-loop tick, so under load batches hold tens to hundreds of frames).
 """
@@ -33,6 +38,8 @@ import argparse
 import json
 import os
 import random
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +51,7 @@ import zmq
 
 from bench import REPO
 from bench.sampling import CLK_TCK, cpu_ticks
+from meshstream_zmq import keys as keyfiles
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind, Mesh
@@ -250,39 +258,111 @@ def bench_calibrate(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
     return _result("calibrate", n, secs)
 
 
+TRANSPORTS = ("ipc", "tcp", "curve")
+
+
+def free_tcp_base(host: str = "127.0.0.1") -> int:
+    """A port P with P, P+1 and P+2 free (the processor's --tcp), below the range
+    bench.harness.free_port hands out to servers and above the usual fixed ports."""
+    rnd = random.Random()
+    for _ in range(500):
+        port = rnd.randrange(15000, 19990)
+        try:
+            for off in range(3):
+                with socket.socket() as s:
+                    s.bind((host, port + off))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free TCP ports for the processor")
+
+
+def transport_fields(transport: str, tmp: str) -> dict[str, str]:
+    """The Config fields that put the processor's sockets on `transport`: none for ipc;
+    `tcp` on free loopback ports for tcp; for curve also `keys_dir`, written by
+    `meshstream keys` into `tmp` (a private directory the caller removes)."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport {transport!r}: one of {', '.join(TRANSPORTS)}")
+    if transport == "ipc":
+        return {}
+    fields = {"tcp": f"127.0.0.1:{free_tcp_base()}"}
+    if transport == "curve":
+        keys_dir = os.path.join(tmp, "keys")
+        subprocess.run([sys.executable, "-m", "services.cli", "keys", keys_dir], cwd=REPO,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)), check=True,
+                       stdout=subprocess.DEVNULL)
+        fields["keys_dir"] = keys_dir
+    return fields
+
+
+class ProcessorDied(RuntimeError):
+    """The processor exited before it welcomed the fake gateways."""
+
+
 def bench_zmq(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
+    """_bench_zmq_once, again (up to 5 more times) when the processor dies before its welcome:
+    under CURVE it can, when it polls between a connection's ZAP credential and its first
+    message (ZMQ_EVENTS says POLLIN, the read gets EAGAIN). Said on stderr each time."""
+    for attempt in range(6):
+        try:
+            return _bench_zmq_once(w, args)
+        except ProcessorDied as exc:
+            if attempt == 5:
+                raise
+            print(f"  zmq: {exc}; starting it again", file=sys.stderr, flush=True)
+    raise AssertionError("unreachable")
+
+
+def _bench_zmq_once(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="msbench-")
-    config = Config(run_dir=tmp)
+    fields = transport_fields(args.transport, tmp)
+    config = Config(run_dir=tmp, **fields)  # type: ignore[arg-type]
+    flags = [x for name, value in fields.items() for x in (f"--{name.replace('_', '-')}", value)]
     env = dict(os.environ, PYTHONPATH=str(REPO), MESHSTREAM_LOG_LEVEL="warning")
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "processor", "--run-dir", tmp,
-                             "--metrics-port", "0"], cwd=REPO, env=env, start_new_session=True)
-    print(f"  zmq: processor pid {proc.pid}", file=sys.stderr, flush=True)
+                             "--metrics-port", "0", *flags], cwd=REPO, env=env,
+                            start_new_session=True)
+    print(f"  zmq: processor pid {proc.pid} over {args.transport}", file=sys.stderr, flush=True)
     ctx = zmq.Context()
     socks: list[zmq.Socket] = []
+    curve = None
+    if config.keys_dir:  # the fake gateways hold the gateway key, as real ones do
+        curve = (keyfiles.gateway_pair(config.keys_dir), keyfiles.processor_public(config.keys_dir))
+
+    def client(kind: int) -> zmq.Socket:
+        sock = ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            pair, server = curve
+            sock.setsockopt(zmq.CURVE_SERVERKEY, server)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, pair.public)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, pair.secret)
+        socks.append(sock)
+        return sock
+
     try:
         ep = config.endpoints
-        push = ctx.socket(zmq.PUSH)
+        push = client(zmq.PUSH)
         push.setsockopt(zmq.SNDHWM, 100_000)
-        push.setsockopt(zmq.LINGER, 0)
         push.connect(ep.inbound)
-        socks.append(push)
         subs = {}
         poller = zmq.Poller()
         for gw in w.gateways:
-            sub = ctx.socket(zmq.SUB)
+            sub = client(zmq.SUB)
             sub.setsockopt(zmq.RCVHWM, 100_000)
-            sub.setsockopt(zmq.LINGER, 0)
             sub.setsockopt(zmq.SUBSCRIBE, gw.encode() + b".")
             sub.connect(ep.outbound)
             subs[sub] = gw
-            socks.append(sub)
             poller.register(sub, zmq.POLLIN)
         # handshake: hello until every gateway is welcomed (slow-joiner safe)
         welcomed: set[str] = set()
         deadline = time.monotonic() + 30
         while len(welcomed) < len(w.gateways):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the processor did not welcome the fake gateways")
+            if proc.poll() is not None:
+                raise ProcessorDied(f"the processor exited (code {proc.returncode}) before "
+                                    "welcoming the fake gateways")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the processor did not welcome the fake gateways in 30 s")
             for i, gw in enumerate(w.gateways, start=1):
                 if gw not in welcomed:
                     push.send_multipart([b"gateway", w.hello(gw, i)])
@@ -330,7 +410,8 @@ def bench_zmq(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
                        envelopes_per_cpu_s=round(sent_frames / cpu) if cpu else None,
                        main_thread_cpu_s=round(main_cpu, 2),
                        envelopes_per_main_cpu_s=round(sent_frames / main_cpu) if main_cpu else None,
-                       batch=args.batch, window=window, gateway_outs=outs, delivers=received)
+                       batch=args.batch, window=window, gateway_outs=outs, delivers=received,
+                       transport=args.transport)
     finally:
         for s in socks:
             s.close(linger=0)
@@ -341,6 +422,7 @@ def bench_zmq(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _per_cpu(r: dict[str, Any]) -> int:
@@ -363,6 +445,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--flush-every", type=int, default=1,
                     help="processor mode: GatewayBatches per flush (the loop flushes per poll)")
     ap.add_argument("--window", type=int, default=20_000, help="zmq mode: frames in flight")
+    ap.add_argument("--transport", choices=TRANSPORTS, default="ipc",
+                    help="zmq mode: IPC, loopback TCP, or CURVE over loopback TCP")
     ap.add_argument("--repeat", type=int, default=3, help="runs per level; the best is reported")
     ap.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     args = ap.parse_args(argv)
@@ -381,7 +465,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               + "  ".join(f"{k}={v}" for k, v in r.items() if k not in ("mode", "envelopes_per_s")),
               file=sys.stderr, flush=True)
     summary = {"frames": args.frames, "batch": args.batch, "clients": args.clients,
-               "room_size": args.room_size, "gateways": args.gateways, "results": results}
+               "room_size": args.room_size, "gateways": args.gateways,
+               "transport": args.transport, "results": results}
     print(json.dumps(summary) if args.json else table(summary))
     return summary
 
@@ -393,7 +478,8 @@ def table(summary: dict[str, Any]) -> str:
              f"{'level':10s} {'envelopes/s':>12s} {'per CPU-s':>12s}  notes"]
     for r in summary["results"]:
         notes = {"core": "Mesh routing only", "processor": "decode + route + encode, no sockets",
-                 "zmq": f"PUSH -> processor process -> SUB; {r.get('processor_cpu_s')} CPU-s "
+                 "zmq": f"PUSH -> processor process -> SUB over {r.get('transport')}; "
+                        f"{r.get('processor_cpu_s')} CPU-s "
                         f"of the processor process, {r.get('main_thread_cpu_s')} of its routing "
                         f"thread ({r.get('envelopes_per_main_cpu_s') or 0:,}/s on that core)",
                  "calibrate": "yardstick, not meshstream: raw pyzmq PUSH->PULL, 100 B over IPC "
