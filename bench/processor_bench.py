@@ -301,8 +301,8 @@ class ProcessorDied(RuntimeError):
 
 def bench_zmq(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
     """_bench_zmq_once, again (up to 5 more times) when the processor dies before its welcome:
-    under CURVE it can, when it polls between a connection's ZAP credential and its first
-    message (ZMQ_EVENTS says POLLIN, the read gets EAGAIN). Said on stderr each time."""
+    under CURVE it can, as CURVE connections arrive (its PULL read trusts ZMQ_EVENTS'
+    POLLIN and gets EAGAIN; docs/performance.md). Said on stderr each time."""
     for attempt in range(6):
         try:
             return _bench_zmq_once(w, args)
