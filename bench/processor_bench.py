@@ -300,20 +300,6 @@ class ProcessorDied(RuntimeError):
 
 
 def bench_zmq(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
-    """_bench_zmq_once, again (up to 5 more times) when the processor dies before its welcome:
-    under CURVE it can, as CURVE connections arrive (its PULL read trusts ZMQ_EVENTS'
-    POLLIN and gets EAGAIN; docs/performance.md). Said on stderr each time."""
-    for attempt in range(6):
-        try:
-            return _bench_zmq_once(w, args)
-        except ProcessorDied as exc:
-            if attempt == 5:
-                raise
-            print(f"  zmq: {exc}; starting it again", file=sys.stderr, flush=True)
-    raise AssertionError("unreachable")
-
-
-def _bench_zmq_once(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="msbench-")
     fields = transport_fields(args.transport, tmp)
     config = Config(run_dir=tmp, **fields)  # type: ignore[arg-type]

@@ -453,7 +453,10 @@ class GatewayServer:
         for _ in range(DRAIN):
             if not sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 return None
-            sub.recv_multipart(zmq.NOBLOCK)
+            try:
+                sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:  # EVENTS promised a message not there (seen with CURVE)
+                return None
         self.loop.call_soon(self.on_other_readable, sub)
         return None
 
@@ -466,8 +469,10 @@ class GatewayServer:
         for _ in range(DRAIN):
             if not sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 break
-            topic = sub.recv(zmq.NOBLOCK)
-            payload = sub.recv(zmq.NOBLOCK)  # [topic, payload]: parts arrive together
+            try:
+                topic, payload = sub.recv_multipart(zmq.NOBLOCK)  # parts arrive together
+            except zmq.Again:  # EVENTS promised a message not there (seen with CURVE)
+                break
             if topic == b"processor":
                 core.processor_beat(pb.ProcessorBeat.FromString(payload), time.monotonic())
             else:

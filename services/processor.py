@@ -476,7 +476,10 @@ class Processor:
                 # carries one batch, and an exception per wake-up costs more than getsockopt.
                 received = 0
                 while received < DRAIN and pull.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    frames = pull.recv_multipart(zmq.NOBLOCK)
+                    try:
+                        frames = pull.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:  # EVENTS promised a message not there (seen with CURVE)
+                        break
                     self.on_gateway(frames[-1], now)
                     received += 1
                     if self.out.broadcasts >= FLUSH_BROADCASTS:
