@@ -114,9 +114,11 @@ def test_a_respawned_gateway_is_listed_with_its_restart(cluster_factory: Callabl
 
 async def test_the_page_names_the_serving_processor_of_a_pair(pair: Pair) -> None:
     primary = pair.processor("primary")
-    pair.processor("backup")
+    backup = pair.processor("backup")
     pair.gateways("--no-watchers")
     await pair.until(lambda: pair.healthz()[0] == 200, "the gateways healthy")
+    # the pair settled (the backup heard the active primary, and its term)
+    await pair.until(lambda: '"processor passive' in backup.text(), "the backup passive")
     ws = f"ws://127.0.0.1:{pair.ws_port}/admin/ws"
     before = (await snapshot(ws, lambda s: True))["serving"]
     assert before["role"] == "primary"
