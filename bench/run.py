@@ -41,6 +41,7 @@ Modules: bench.harness (the harnesses, starting and stopping servers), bench.sam
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -215,37 +216,21 @@ def pipeline_floor(quick: bool, repeat: int, chat: dict[str, Any]) -> dict[str, 
     return floor
 
 
-def capacity_scenario(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """bench.capacity with `opts` (--set capacity.OPTION=VALUE) as its flags."""
-    from bench import capacity
+# Scenarios with a module of their own (its own cluster or pair, meshstream alone, no peers
+# and no rounds): the name in --scenarios -> the module's name under bench/.
+OWN_MODULES = {"resume": "resume_bench", "capacity": "capacity", "failover": "failover_bench"}
 
+
+def module_scenario(name: str, opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """bench.<module> with `opts` (--set NAME.OPTION=VALUE) as its flags."""
+    module = importlib.import_module(f"bench.{OWN_MODULES[name]}")
     argv: list[str] = []
     for k, v in opts.items():
         flag = f"--{k.replace('_', '-')}"
         argv += [flag] if v is True else [flag, str(v)]
-    log(f"\n== capacity (python -m bench.capacity {' '.join(argv)})")
-    return capacity.run_scenario(capacity.parser().parse_args(argv))
-
-
-def failover_scenario(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """bench.failover_bench with `opts` (--set failover.OPTION=VALUE) as its flags."""
-    from bench import failover_bench
-
-    argv: list[str] = []
-    for k, v in opts.items():
-        flag = f"--{k.replace('_', '-')}"
-        argv += [flag] if v is True else [flag, str(v)]
-    log(f"\n== failover (python -m bench.failover_bench {' '.join(argv)})")
-    return failover_bench.run_scenario(failover_bench.parser().parse_args(argv))
-
-
-def resume_scenario(opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """bench.resume_bench with `opts` (--set resume.OPTION=VALUE) as its flags."""
-    from bench import resume_bench
-
-    argv = [a for k, v in opts.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-    log(f"\n== resume (python -m bench.resume_bench {' '.join(argv)})")
-    return resume_bench.run_scenario(resume_bench.parser().parse_args(argv))
+    log(f"\n== {name} (python -m {module.__name__} {' '.join(argv)})")
+    result: tuple[dict[str, Any], str] = module.run_scenario(module.parser().parse_args(argv))
+    return result
 
 
 # ------------------------------------------------------------------ main
@@ -336,18 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     floor: dict[str, Any] | None = None
     started = time.monotonic()
     for scenario in [s for s in args.scenarios.split(",") if s]:
-        if scenario == "resume":  # one run of its own, meshstream alone (no peers, no rounds)
-            results["scenarios"]["resume"], text = resume_scenario(loads["resume"])
-            reports.append(text)
-            log(text)
-            continue
-        if scenario == "capacity":  # bench.capacity: its own runs, meshstream alone
-            results["scenarios"]["capacity"], text = capacity_scenario(loads["capacity"])
-            reports.append(text)
-            log(text)
-            continue
-        if scenario == "failover":  # bench.failover_bench: its own pair and clients
-            results["scenarios"]["failover"], text = failover_scenario(loads["failover"])
+        if scenario in OWN_MODULES:
+            results["scenarios"][scenario], text = module_scenario(scenario, loads[scenario])
             reports.append(text)
             log(text)
             continue
