@@ -39,6 +39,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -241,6 +242,18 @@ async def until(cond, what: str, deployment: Deployment, timeout: float = UP) ->
         await asyncio.sleep(0.1)  # polling /healthz or a log file, with a deadline
 
 
+async def play_a_game(a: Client, b: Client, room: str) -> tuple[Client, list[dict[str, Any]]]:
+    """alice (a) makes a friend room, bobby (b) joins, the game starts, the first player
+    plays "water", the game ends: (who played it, both end-of-game frames)."""
+    await enter_friend_room(a, room, "alice", [], maker=True)
+    await enter_friend_room(b, room, "bobby", [a])
+    listed = await roster([a, b], room, 2)
+    await a.send(to_room("start-the-game", room, {"message": room}))
+    await each([a, b], chat_phase_msg(room))
+    first, _ = await first_word(a, b, room, listed)  # "water", played across hosts
+    return first, await each([a, b], is_("room-bot-end-game", room, BOT), timeout=30)
+
+
 async def start_watchers_and_gateways(deployment: Deployment, keys: Path, tmp_path: Path,
                                       args: list[str]) -> dict[str, str]:
     """The Words Battle watchers on the watcher host (the processor's public key and each
@@ -315,14 +328,7 @@ async def test_three_hosts_play_words_battle_over_curve(net: Net, deployment: De
     try:
         assert (gateway_index(a), gateway_index(b)) == (1, 2)
         await wait_for_watchers(urls["gw1"])
-        room = f"hosts{os.getpid()}"
-        await enter_friend_room(a, room, "alice", [], maker=True)
-        await enter_friend_room(b, room, "bobby", [a])
-        listed = await roster([a, b], room, 2)
-        await a.send(to_room("start-the-game", room, {"message": room}))
-        await each([a, b], chat_phase_msg(room))
-        first, _ = await first_word(a, b, room, listed)  # "water", played across hosts
-        ends = await each([a, b], is_("room-bot-end-game", room, BOT), timeout=30)
+        first, ends = await play_a_game(a, b, f"hosts{os.getpid() % 10000}")
         assert ends[0]["message_body"] == ends[1]["message_body"]
         ranking = check_ranking(ends[0])
         assert (ranking[0]["slug"], ranking[0]["score"]) == (first.id, 1)
@@ -459,14 +465,7 @@ async def test_a_standby_processor_takes_over_and_a_cut_between_the_two_splits_n
     a = await Client.connect(urls["gw1"])
     b = await Client.connect(urls["gw2"])
     try:
-        room = f"split{os.getpid() % 100000}"
-        await enter_friend_room(a, room, "alice", [], maker=True)
-        await enter_friend_room(b, room, "bobby", [a])
-        listed = await roster([a, b], room, 2)
-        await a.send(to_room("start-the-game", room, {"message": room}))
-        await each([a, b], chat_phase_msg(room))
-        await first_word(a, b, room, listed)
-        await each([a, b], is_("room-bot-end-game", room, BOT), timeout=30)
+        await play_a_game(a, b, f"split{os.getpid() % 100000}")
     finally:
         await a.close()
         await b.close()
