@@ -244,6 +244,7 @@ class Mesh:
         self.max_rooms_per_client = max(0, max_rooms_per_client)
         self.direct_messages = direct_messages
         self.epoch = epoch
+        self.direct_position = protocol.direct_position_format(epoch)  # `% seq`
         self.resume_window = max(0.0, resume_window)
         self.history_size = max(0, history_size)
         self.history_age = history_age
@@ -867,7 +868,7 @@ class Mesh:
             return self._error(client, ErrorCode.UNKNOWN_CLIENT, action, target, request_id)
         self._direct_message((target,), lambda seq: protocol.encode(
             action, target, body, client, is_target_client=True,
-            position=protocol.position(0, self.epoch, seq)))
+            position=self.direct_position % seq))
         return None
 
     @staticmethod
@@ -1211,7 +1212,7 @@ class Mesh:
             return ErrorCode.UNKNOWN_CLIENT, ",".join(unknown)
         recipients = tuple(dict.fromkeys(c.clients))
         self._direct_message(recipients, lambda seq: protocol.stamp(
-            c.frame, protocol.position(0, self.epoch, seq)))
+            c.frame, self.direct_position % seq))
         return None
 
     def _cmd_disconnect(self, c: Disconnect) -> CommandResult:

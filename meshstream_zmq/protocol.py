@@ -178,12 +178,18 @@ def position_format(epoch: str) -> bytes:
     return b',"offset":%d,"epoch":' + _dumps(epoch).replace("%", "%%").encode() + b',"seq":%d'
 
 
+def direct_position_format(epoch: str) -> bytes:
+    """`direct_position_format(epoch) % seq` is `position(0, epoch, seq)`: the processor
+    keeps its own, so numbering a direct message costs one formatting."""
+    return b',"epoch":' + _dumps(epoch).replace("%", "%%").encode() + b',"seq":%d'
+
+
 def position(offset: int, epoch: str, seq: int) -> bytes:
     """The position fields of a frame: `,"offset":N,"epoch":E,"seq":S` for a room message
     (`offset` not 0; E the room's epoch), `,"epoch":P,"seq":S` for a direct one (P the
     processor's epoch): docs/protocol.md, Sessions and resume."""
     if not offset:
-        return b',"epoch":' + _dumps(epoch).encode() + b',"seq":%d' % seq
+        return direct_position_format(epoch) % seq
     return position_format(epoch) % (offset, seq)
 
 

@@ -240,6 +240,7 @@ def test_encode_with_a_position() -> None:
     assert decode(protocol.stamp(built, protocol.position(0, "ep", 45))) == {
         **decode(built), "epoch": "ep", "seq": 45}
     assert protocol.position_format("ep.3") % (7, 42) == protocol.position(7, "ep.3", 42)
+    assert protocol.direct_position_format(odd) % 9 == protocol.position(0, odd, 9)
 
 
 def test_encode_stays_right_past_its_caches() -> None:
