@@ -22,6 +22,7 @@ EAGAIN, and the SUB socket is read from the loop's reader callback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import mimetypes
@@ -649,8 +650,10 @@ document.getElementById("f").onsubmit = (e) => {
 """
 
 
+@functools.cache
 def admin_page() -> bytes:
-    """web/admin.html with admin.css and admin.js inlined: one document behind one check."""
+    """web/admin.html with admin.css and admin.js inlined: one document behind one check.
+    Built once per process (not three file reads in the event loop per request)."""
     html = (ADMIN_DIR / "admin.html").read_text()
     css = (ADMIN_DIR / "admin.css").read_text()
     js = (ADMIN_DIR / "admin.js").read_text()
