@@ -76,6 +76,9 @@ class Config:
     history_age: float = 300.0  # seconds a room message is kept for resume and `history`
     history_bytes: int = 128 << 20  # every room's history together, at most (oldest dropped first)
     direct_history: int = 100  # direct messages kept per client for resume
+    direct_history_age: float = 300.0  # seconds a direct message is kept for resume
+    direct_history_bytes: int = 32 << 20  # every client's held direct messages together, at most
+    max_header_bytes: int = 16384  # bytes of one HTTP request's head (request line and headers)
     keys_dir: str = ""  # CURVE keys from `meshstream keys DIR`: required for TCP beyond loopback
     # A primary/backup processor pair (docs/deploy.md, "A standby processor"): the other
     # processor's --tcp HOST:PORT. Processors exchange their state with it (on PORT+3);

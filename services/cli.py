@@ -59,6 +59,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     rec.add_argument("--history-bytes", type=int,
                      help="bytes every room's history may hold together (134217728)")
     rec.add_argument("--direct-history", type=int, help="direct messages kept per client (100)")
+    rec.add_argument("--direct-history-age", type=float,
+                     help="seconds a direct message is kept for resume (300)")
+    rec.add_argument("--direct-history-bytes", type=int,
+                     help="bytes every client's held direct messages may hold together (33554432)")
     sec.add_argument("--keys-dir", metavar="DIR", help="CURVE keys from `meshstream keys DIR`")
 
 
@@ -123,6 +127,8 @@ def _gateway_options(gw: argparse.ArgumentParser) -> None:
     gw.add_argument("--rate-limit", type=float, help="frames/s per client (0: off)")
     gw.add_argument("--rate-burst", type=int, help="rate-limit bucket size")
     gw.add_argument("--web-dir", help="directory served at /")
+    gw.add_argument("--max-header-bytes", type=int,
+                    help="bytes of an HTTP request's line and headers (16384); more: 431")
     gw.add_argument("--max-connections", type=int, help="connections per gateway process (0: no limit)")
     gw.add_argument("--max-connections-per-ip", type=int,
                     help="connections per gateway process and source address (0: no limit)")
