@@ -19,6 +19,13 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "MESHSTREAM_"
+DIRECT_MODES = ("on", "shared-room", "off")  # --direct-messages
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MIN_ADMIN_TOKEN = 16  # characters: shorter --admin-token values are refused at start
+
+
+class ConfigError(ValueError):
+    """A setting no process can start with: `meshstream` exits 2 with this message."""
 
 
 def default_run_dir(port: int) -> str:
@@ -149,20 +156,69 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Config:
-        """Defaults overridden by MESHSTREAM_<FIELD> variables."""
+        """Defaults overridden by MESHSTREAM_<FIELD> variables; ConfigError names a variable
+        whose value is not of its setting's type."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        defaults = cls()
         for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
+            name = ENV_PREFIX + f.name.upper()
+            raw = env.get(name)
             if raw is None or raw == "":
                 continue
-            default = getattr(cls(), f.name)
-            if isinstance(default, bool):
-                values[f.name] = raw.lower() not in ("0", "false", "no", "off")
-            elif isinstance(default, int):
-                values[f.name] = int(raw)
-            elif isinstance(default, float):
-                values[f.name] = float(raw)
-            else:
-                values[f.name] = raw
+            default = getattr(defaults, f.name)
+            try:
+                if isinstance(default, bool):
+                    values[f.name] = raw.lower() not in ("0", "false", "no", "off")
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                elif isinstance(default, float):
+                    values[f.name] = float(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError:
+                kind = "an integer" if isinstance(default, int) else "a number"
+                raise ConfigError(f"{name}={raw[:40]!r}: must be {kind}") from None
         return cls(**values)
+
+    def problems(self) -> list[str]:
+        """Every setting no process could start with, as "--flag: reason" lines (empty: fine).
+
+        Checked by `meshstream` before any child starts, so a bad value stops the start
+        with exit 2 instead of a child that raises and is restarted forever."""
+        out: list[str] = []
+
+        def need(ok: bool, flag: str, reason: str, secret: bool = False) -> None:
+            if not ok:
+                got = "" if secret else f" (got {str(getattr(self, flag.replace('-', '_')))[:40]!r})"
+                env = ENV_PREFIX + flag.replace("-", "_").upper()
+                out.append(f"--{flag} ({env}): {reason}{got}")
+
+        need(0 < self.port < 65536, "port", "must be 1 to 65535")
+        need(self.gateways >= 0, "gateways", "must be 0 or more")
+        need(0 <= self.metrics_port < 65536, "metrics-port", "must be 0 (off) to 65535")
+        for flag in ("max-frame", "send-queue", "heartbeat", "peer-timeout", "failover-timeout",
+                     "time-scale", "history-age", "direct-history-age"):
+            need(getattr(self, flag.replace("-", "_")) > 0, flag, "must be more than 0")
+        for flag in ("rate-limit", "rate-burst", "max-rooms-per-client", "max-connections",
+                     "max-connections-per-ip", "resume-window", "history-size", "history-bytes",
+                     "direct-history", "direct-history-bytes"):
+            need(getattr(self, flag.replace("-", "_")) >= 0, flag, "must be 0 or more")
+        need(self.max_header_bytes >= 1024, "max-header-bytes", "must be 1024 or more")
+        need(self.peer_timeout > self.heartbeat, "peer-timeout", "must be longer than --heartbeat")
+        need(not self.peer or self.failover_timeout > self.heartbeat, "failover-timeout",
+             "must be longer than --heartbeat")
+        need(self.direct_messages in DIRECT_MODES, "direct-messages",
+             f"must be one of {', '.join(DIRECT_MODES)}")
+        need(self.log_level in LOG_LEVELS, "log-level", f"must be one of {', '.join(LOG_LEVELS)}")
+        for flag in ("tcp", "peer"):
+            value = getattr(self, flag)
+            host, sep, port = value.rpartition(":")
+            need(not value or (sep == ":" and port.isdigit() and 0 < int(port) < 65533),
+                 flag, "must be HOST:PORT with PORT from 1 to 65532 (PORT+3 are used too)")
+        need(not self.peer or bool(self.tcp), "peer", "needs --tcp (the pair talks over TCP)")
+        need(not self.backup or bool(self.peer), "backup", "needs --peer (the primary)")
+        need(not self.admin_token or len(self.admin_token) >= MIN_ADMIN_TOKEN, "admin-token",
+             f"must be at least {MIN_ADMIN_TOKEN} characters (e.g. `openssl rand -hex 16`)",
+             secret=True)
+        return out

@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from meshstream_zmq.config import Config
+from meshstream_zmq.config import Config, ConfigError
 
 OFF = ("0", "false", "no", "off")  # as Config.from_env reads booleans
 
@@ -247,7 +247,15 @@ def main(argv: list[str] | None = None) -> int:
         return keys_command(args)
     if args.role == "restart-gateways":
         return restart_gateways_command(args)
-    config = config_from(args)
+    try:
+        config = config_from(args)
+    except ConfigError as exc:
+        print(f"meshstream {args.role}: {exc}", file=sys.stderr)
+        return 2
+    problems = config.problems()
+    if problems:  # before any child starts: a child would raise and be restarted forever
+        print(f"meshstream {args.role}: cannot start:", *problems, sep="\n  ", file=sys.stderr)
+        return 2
     if args.role == "run":
         from meshstream_zmq.links import LinkError
         from services import supervisor

@@ -18,7 +18,7 @@ import websockets
 from tests.conftest import Cluster
 from tests.integration.support import Pair, pair_fixture  # noqa: F401 - the fixture `pair`
 
-TOKEN = "admin-s3cret"
+TOKEN = "admin-s3cret-token-0123"
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:

@@ -1,0 +1,60 @@
+"""Start-up validation: every setting is checked before any child starts (exit 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from meshstream_zmq.config import Config, ConfigError
+from tests.conftest import ROOT
+
+
+def test_defaults_have_no_problems() -> None:
+    assert Config().problems() == []
+
+
+@pytest.mark.parametrize(("setting", "value", "flag"), [
+    ("direct_messages", "bogus", "--direct-messages"),
+    ("port", 0, "--port"),
+    ("port", 70000, "--port"),
+    ("heartbeat", 0.0, "--heartbeat"),
+    ("peer_timeout", 0.2, "--peer-timeout"),  # not longer than the heartbeat
+    ("history_size", -1, "--history-size"),
+    ("direct_history_bytes", -5, "--direct-history-bytes"),
+    ("max_header_bytes", 10, "--max-header-bytes"),
+    ("send_queue", 0, "--send-queue"),
+    ("log_level", "loud", "--log-level"),
+    ("tcp", "no-port", "--tcp"),
+    ("tcp", "127.0.0.1:65534", "--tcp"),  # PORT+3 would not fit
+    ("peer", "127.0.0.1:7100", "--peer"),  # without --tcp
+    ("backup", True, "--backup"),  # without --peer
+])
+def test_each_bad_setting_is_named(setting: str, value: object, flag: str) -> None:
+    problems = Config().with_overrides(**{setting: value}).problems()
+    assert len(problems) == 1 and problems[0].startswith(flag + " ("), problems
+
+
+def test_a_short_admin_token_is_refused_without_echoing_it() -> None:
+    problems = Config(admin_token="hunter2").problems()
+    assert len(problems) == 1 and "--admin-token" in problems[0]
+    assert "hunter2" not in problems[0]
+    assert Config(admin_token="x" * 16).problems() == []
+
+
+def test_an_environment_value_of_the_wrong_type_names_its_variable() -> None:
+    with pytest.raises(ConfigError, match="MESHSTREAM_PORT='abc'"):
+        Config.from_env({"MESHSTREAM_PORT": "abc"})
+    assert Config.from_env({"MESHSTREAM_HISTORY_AGE": "2.5"}).history_age == 2.5
+
+
+@pytest.mark.parametrize("role", ["run", "processor", "gateway"])
+def test_meshstream_exits_2_before_starting_anything(role: str, tmp_path: object) -> None:
+    env = {"PATH": "/usr/bin:/bin", "MESHSTREAM_DIRECT_MESSAGES": "bogus",
+           "MESHSTREAM_RUN_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "services.cli", role, "--port", "18799"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "--direct-messages (MESHSTREAM_DIRECT_MESSAGES): must be one of" in done.stderr
+    assert not list(tmp_path.iterdir())  # type: ignore[attr-defined]  # no socket, no pid file
