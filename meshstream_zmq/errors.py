@@ -28,7 +28,7 @@ class ErrorCode(str, Enum):
                                 "with no control or bidi formatting characters")
     BAD_TARGET = ("bad-target", "target must be a string")
     BAD_BODY = ("bad-body", "message_body must be a JSON object")
-    BAD_ID = ("bad-id", "id must be a string or a number")
+    BAD_ID = ("bad-id", "id must be a string or a number (an integer from -2**63 to 2**63-1)")
     BINARY_FRAME = ("binary-frame", "binary frames are not supported; send JSON text")
     RATE_LIMITED = ("rate-limited", "too many frames; this one was not processed")
     PROCESSOR_UNAVAILABLE = ("processor-unavailable",
@@ -63,6 +63,8 @@ class ErrorCode(str, Enum):
     CLAIM_CONFLICT = ("claim-conflict", "another watcher already claims this room or prefix")
     ROOM_EXISTS = ("room-exists", "the room already exists")
     UNKNOWN_WATCHER = ("unknown-watcher", "say hello before sending commands")
+    INTERNAL_ERROR = ("internal-error", "the server failed handling this (a bug, logged); "
+                      "its effect is unknown")
 
 
 class CloseCode:

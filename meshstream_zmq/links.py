@@ -289,9 +289,11 @@ def bind_processor(ctx: zmq.Context, config: Config) -> ProcessorLinks:
     pull = ctx.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, 100_000)
     pub = ctx.socket(zmq.XPUB)
+    # No XPUB_NODROP: a subscriber whose pipe is full loses messages, it alone, and a send
+    # never blocks or fails for the others (meshstream_zmq/link.py bounds what a gateway
+    # that stopped reading is owed, by bytes and by age).
     pub.setsockopt(zmq.SNDHWM, 100_000)
     pub.setsockopt(zmq.XPUB_VERBOSE, 1)
-    pub.setsockopt(zmq.XPUB_NODROP, 1)
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.ROUTER_MANDATORY, 1)
     router.setsockopt(zmq.SNDHWM, 100_000)

@@ -44,15 +44,17 @@ class ClientMessage(_message.Message):
     def __init__(self, action: _Optional[str] = ..., target: _Optional[str] = ..., body: _Optional[bytes] = ..., sender: _Optional[str] = ..., is_target_client: _Optional[bool] = ..., request_id: _Optional[bytes] = ...) -> None: ...
 
 class GatewayBatch(_message.Message):
-    __slots__ = ("gateway", "items")
+    __slots__ = ("gateway", "items", "received")
     GATEWAY_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
     gateway: str
     items: _containers.RepeatedCompositeFieldContainer[GatewayItem]
-    def __init__(self, gateway: _Optional[str] = ..., items: _Optional[_Iterable[_Union[GatewayItem, _Mapping]]] = ...) -> None: ...
+    received: int
+    def __init__(self, gateway: _Optional[str] = ..., items: _Optional[_Iterable[_Union[GatewayItem, _Mapping]]] = ..., received: _Optional[int] = ...) -> None: ...
 
 class GatewayItem(_message.Message):
-    __slots__ = ("hello", "heartbeat", "connected", "disconnected", "away", "resume", "frames", "admin_query")
+    __slots__ = ("hello", "heartbeat", "connected", "disconnected", "away", "resume", "frames", "admin_query", "resync")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +63,7 @@ class GatewayItem(_message.Message):
     RESUME_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     ADMIN_QUERY_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_FIELD_NUMBER: _ClassVar[int]
     hello: GatewayHello
     heartbeat: Heartbeat
     connected: ClientConnected
@@ -69,7 +72,12 @@ class GatewayItem(_message.Message):
     resume: ResumeRequest
     frames: ClientFrames
     admin_query: AdminQuery
-    def __init__(self, hello: _Optional[_Union[GatewayHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., connected: _Optional[_Union[ClientConnected, _Mapping]] = ..., disconnected: _Optional[str] = ..., away: _Optional[str] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ..., frames: _Optional[_Union[ClientFrames, _Mapping]] = ..., admin_query: _Optional[_Union[AdminQuery, _Mapping]] = ...) -> None: ...
+    resync: Resync
+    def __init__(self, hello: _Optional[_Union[GatewayHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., connected: _Optional[_Union[ClientConnected, _Mapping]] = ..., disconnected: _Optional[str] = ..., away: _Optional[str] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ..., frames: _Optional[_Union[ClientFrames, _Mapping]] = ..., admin_query: _Optional[_Union[AdminQuery, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ...) -> None: ...
+
+class Resync(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class AdminQuery(_message.Message):
     __slots__ = ("id", "search", "after")
@@ -190,7 +198,7 @@ class GatewayOut(_message.Message):
     def __init__(self, ops: _Optional[_Iterable[_Union[GatewayOp, _Mapping]]] = ..., seq: _Optional[int] = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class GatewayOp(_message.Message):
-    __slots__ = ("deliver", "joined", "left", "close", "welcome", "resumed", "admin")
+    __slots__ = ("deliver", "joined", "left", "close", "welcome", "resumed", "admin", "sync")
     DELIVER_FIELD_NUMBER: _ClassVar[int]
     JOINED_FIELD_NUMBER: _ClassVar[int]
     LEFT_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +206,7 @@ class GatewayOp(_message.Message):
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
     deliver: Deliver
     joined: Membership
     left: Membership
@@ -205,7 +214,16 @@ class GatewayOp(_message.Message):
     welcome: Welcome
     resumed: ResumeResult
     admin: AdminAnswer
-    def __init__(self, deliver: _Optional[_Union[Deliver, _Mapping]] = ..., joined: _Optional[_Union[Membership, _Mapping]] = ..., left: _Optional[_Union[Membership, _Mapping]] = ..., close: _Optional[_Union[CloseClient, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., resumed: _Optional[_Union[ResumeResult, _Mapping]] = ..., admin: _Optional[_Union[AdminAnswer, _Mapping]] = ...) -> None: ...
+    sync: GatewaySync
+    def __init__(self, deliver: _Optional[_Union[Deliver, _Mapping]] = ..., joined: _Optional[_Union[Membership, _Mapping]] = ..., left: _Optional[_Union[Membership, _Mapping]] = ..., close: _Optional[_Union[CloseClient, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., resumed: _Optional[_Union[ResumeResult, _Mapping]] = ..., admin: _Optional[_Union[AdminAnswer, _Mapping]] = ..., sync: _Optional[_Union[GatewaySync, _Mapping]] = ...) -> None: ...
+
+class GatewaySync(_message.Message):
+    __slots__ = ("clients", "close")
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    clients: _containers.RepeatedCompositeFieldContainer[ClientRooms]
+    close: _containers.RepeatedCompositeFieldContainer[CloseClient]
+    def __init__(self, clients: _Optional[_Iterable[_Union[ClientRooms, _Mapping]]] = ..., close: _Optional[_Iterable[_Union[CloseClient, _Mapping]]] = ...) -> None: ...
 
 class AdminAnswer(_message.Message):
     __slots__ = ("id", "json")

@@ -110,6 +110,25 @@ def log(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields: A
     logger.log(level, msg, extra={"fields": fields})
 
 
+class Throttle:
+    """At most one log line per `interval` seconds for each kind of event a peer can cause
+    at will (bad requests, failed frames): `due(kind, now)` is None while quiet, else how
+    many of that kind were suppressed since the last line (0 for the first)."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.interval = interval
+        self.last: dict[str, float] = {}
+        self.suppressed: dict[str, int] = {}
+
+    def due(self, kind: str, now: float) -> int | None:
+        last = self.last.get(kind)
+        if last is not None and now - last < self.interval:
+            self.suppressed[kind] = self.suppressed.get(kind, 0) + 1
+            return None
+        self.last[kind] = now
+        return self.suppressed.pop(kind, 0)
+
+
 def serve_metrics(port: int) -> None:
     """Prometheus on 127.0.0.1:port; a taken port costs the metrics, never the process."""
     if port:
@@ -140,6 +159,10 @@ PROCESSOR_ACTIVE = Gauge("meshstream_processor_active", "1 while this processor 
 PAIR_TERM = Gauge("meshstream_pair_term", "takeovers in this processor pair so far, as this "
                   "processor knows (processor)")
 CLOSES = Counter("meshstream_closes", "connections closed by the server", ["code"])
+LOOP_STALL = Gauge("meshstream_processor_loop_max_seconds", "the processor's longest loop "
+                   "iteration (inputs handled and output flushed) since it started (processor)")
+GATEWAY_LAG = Gauge("meshstream_gateway_lag_bytes", "output the processor sent a gateway that "
+                    "it has not yet applied (processor)", ["gateway"])
 
 STARTED_AT = time.time()  # this process's start (each child imports this module afresh)
 

@@ -14,14 +14,15 @@ per recipient.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import zmq
 
-from meshstream_zmq import links, new_epoch, protocol
+from meshstream_zmq import LOBBY, links, new_epoch, protocol
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
 from meshstream_zmq.admin import ALONE, PROCESSOR, AdminView, Serving
@@ -29,81 +30,30 @@ from meshstream_zmq.auth import TokenKeyError, Tokens
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import Delivery, EventKind, Mesh, RoomPass, RoomView
 from meshstream_zmq.errors import ErrorCode
+from meshstream_zmq.link import FLUSH_BROADCASTS, GatewayOutput, Peers
 from meshstream_zmq.pair import Pair, State
 from meshstream_zmq.wire import (
     BadCommand,
     columns_match,
     decode_command,
-    deliver_op,
     fill_rooms,
-    length_delimited,
 )
 
 log = logging.getLogger("meshstream.processor")
 
-# A long drain is flushed every this many room messages: the gateways start writing
-# while the processor reads on, and each GatewayOut stays a few hundred KB.
-FLUSH_BROADCASTS = 1024
 DRAIN = 2000  # messages read from one socket before looking at the others
 PROBE = pb.WatcherOut(reply=pb.Reply(id=0)).SerializeToString()
 EVENT_TOPICS = {k: f"event.{k.name.lower().replace('_', '-')}".encode() for k in EventKind}
 
 
-class ZmqOutbox:
-    """The core's Outbox: batches gateway output, sends watcher traffic at once."""
+class ZmqOutbox(GatewayOutput):
+    """The core's Outbox: the gateway half (ops gathered, numbered and accounted per
+    gateway) is meshstream_zmq/link.py's; this adds the sockets, events and watchers."""
 
-    def __init__(self, pub: zmq.Socket, router: zmq.Socket, epoch: str) -> None:
+    def __init__(self, pub: zmq.Socket, router: zmq.Socket, epoch: str, lag_age: float = 3.0) -> None:
+        super().__init__(epoch, lag_age=lag_age)
         self.pub = pub
         self.router = router
-        self.epoch = epoch
-        # gateway -> its GatewayOut so far, as encoded `ops` fields (see wire.deliver_op)
-        self.pending: dict[str, list[bytes]] = {}
-        self.seq: dict[str, int] = {}
-        self.broadcasts = 0  # room messages since the last flush
-
-    def _ops(self, gateway: str) -> list[bytes]:
-        ops = self.pending.get(gateway)
-        if ops is None:
-            ops = self.pending[gateway] = []
-        return ops
-
-    def _op(self, gateway: str, op: pb.GatewayOp) -> None:
-        self._ops(gateway).append(length_delimited(1, op.SerializeToString()))
-
-    def deliver(self, gateway: str, frame: bytes, clients: Sequence[str] = (), room: str = "",
-                exclude: Sequence[str] = ()) -> None:
-        self._ops(gateway).append(deliver_op(frame, clients, room, exclude))
-
-    def broadcast(self, gateways: Iterable[str], room: str, frame: bytes,
-                  exclude: Sequence[str] = ()) -> None:
-        # The hot path: one op, encoded by hand once, for every gateway holding members.
-        op = deliver_op(frame, (), room, exclude)
-        self.broadcasts += 1
-        pending = self.pending
-        for gateway in gateways:
-            ops = pending.get(gateway)
-            if ops is None:
-                ops = pending[gateway] = []
-            ops.append(op)
-
-    def membership(self, gateway: str, client: str, room: str, joined: bool) -> None:
-        m = pb.Membership(client=client, room=room)
-        self._op(gateway, pb.GatewayOp(joined=m) if joined else pb.GatewayOp(left=m))
-
-    def close(self, gateway: str, client: str, code: int, reason: str) -> None:
-        self._op(gateway, pb.GatewayOp(close=pb.CloseClient(client=client, code=code, reason=reason)))
-
-    def welcome_gateway(self, gateway: str) -> None:
-        self._op(gateway, pb.GatewayOp(welcome=pb.Welcome(epoch=self.epoch)))
-
-    def resumed(self, gateway: str, link: str, client: str = "", reason: str = "",
-                rooms: Sequence[str] = (), replay: Sequence[bytes] = (), epoch: str = "") -> None:
-        result = pb.ResumeResult(link=link, client=client, reason=reason, rooms=rooms,
-                                 replay=replay, epoch=epoch)
-        self._op(gateway, pb.GatewayOp(resumed=result))
-
-    def admin_answer(self, gateway: str, query: int, answer: bytes) -> None:
-        self._op(gateway, pb.GatewayOp(admin=pb.AdminAnswer(id=query, json=answer)))
 
     def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str,
               user: str = "") -> None:
@@ -159,25 +109,13 @@ class ZmqOutbox:
             obs.DROPS.labels("watcher-hwm").inc()
             return Delivery.FULL
 
-    def flush(self) -> None:
-        """One message per gateway touched since the last flush."""
-        for gateway, ops in self.pending.items():
-            seq = self.seq[gateway] = self.seq.get(gateway, 0) + 1
-            # A GatewayOut is its `ops` fields then `seq` and `epoch` (field order is free).
-            tail = pb.GatewayOut(seq=seq, epoch=self.epoch).SerializeToString()
-            ops.append(tail)
-            frames = [gateway.encode() + b".", b"".join(ops)]
-            try:
-                self.pub.send_multipart(frames, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                # XPUB_NODROP: the gateway is not reading. Wait a little, then drop
-                # (counted; the gateway sees the seq gap and tells its clients).
-                if self.pub.poll(1000, zmq.POLLOUT):
-                    self.pub.send_multipart(frames)
-                else:
-                    obs.DROPS.labels("gateway-hwm").inc()
-        self.pending.clear()
-        self.broadcasts = 0
+    def flush(self, now: float) -> None:
+        """One GatewayOut per gateway touched since the last flush. Never blocks: without
+        XPUB_NODROP a subscriber whose pipe is full loses the message, it alone (it sees the
+        seq gap and resyncs), and a gateway that stays behind is dropped (GatewayOutput)."""
+        pub = self.pub
+        for gateway, payload in self.take(now):
+            pub.send_multipart([gateway.encode() + b".", payload], flags=zmq.NOBLOCK)
 
 
 class Processor:
@@ -188,7 +126,7 @@ class Processor:
         # Sockets, CURVE/ZAP, the run directory and the refusals to start: meshstream_zmq/links.py
         self.links = links.bind_processor(self.ctx, config)
         self.pull, self.pub, self.router = self.links.pull, self.links.pub, self.links.router
-        self.subscriptions: set[bytes] = set()  # kept while passive: gateways subscribe early
+        self.peers = Peers()  # each gateway's link state, and the subscriptions seen
         # Of a primary/backup pair (meshstream_zmq/pair.py), this processor serves only while
         # active; alone, always.
         self.pair = Pair(config.backup, config.processor_silence, time.monotonic()) \
@@ -199,12 +137,14 @@ class Processor:
         self.running = True
         self.envelopes_in = 0  # counted here, published to the metric at each beat
         self.admin = AdminView(stale=config.peer_timeout)  # the figures /admin shows
+        self.throttle = obs.Throttle()
+        self.longest = 0.0  # seconds: the loop's longest stretch of work so far
 
     def fresh_state(self) -> None:
         """A new epoch and empty state: at start, and on becoming the active one of a pair
         (the gateways' and watchers' hellos then rebuild it)."""
         self.epoch = new_epoch()
-        self.out = ZmqOutbox(self.pub, self.router, self.epoch)
+        self.out = ZmqOutbox(self.pub, self.router, self.epoch, lag_age=self.config.peer_timeout)
         self.mesh = Mesh(self.out, gateway_timeout=self.config.peer_timeout,
                          watcher_timeout=self.config.peer_timeout, room_pass=self.room_pass,
                          max_rooms_per_client=self.config.max_rooms_per_client,
@@ -213,9 +153,11 @@ class Processor:
                          history_size=self.config.history_size,
                          history_bytes=self.config.history_bytes,
                          history_age=self.config.history_age,
-                         direct_history=self.config.direct_history)
+                         direct_history=self.config.direct_history,
+                         direct_history_bytes=self.config.direct_history_bytes,
+                         direct_history_age=self.config.direct_history_age)
         self.acked: dict[str, int] = {}
-        self.awaiting_subscription: set[str] = set()
+        self.peers.state.clear()  # every gateway must say hello to this epoch
         obs.PROCESSOR_ACTIVE.set(1 if self.serving else 0)
 
     # ------------------------------------------------------------ the pair
@@ -267,6 +209,8 @@ class Processor:
         mesh = self.mesh
         mesh.gateway_seen(gateway, now)
         known = mesh.knows_gateway(gateway)
+        if known:
+            self.out.received(gateway, batch.received)
         client_frame = mesh.client_frame
         empty = protocol.EMPTY_BODY
         last_seq = 0  # of the last client frame: the one to acknowledge
@@ -280,7 +224,13 @@ class Processor:
                     for client, action, target, body, to_client, request_id in zip(
                             clients, run.action, run.target, run.body, run.is_target_client,
                             run.request_id, strict=True):
-                        client_frame(client, action, target, body or empty, to_client, request_id)
+                        try:
+                            client_frame(client, action, target, body or empty, to_client, request_id)
+                        except Exception:  # a bug: this frame fails, not the processor
+                            self.failed("client frame", now, action=action)
+                            self.out.deliver(gateway, protocol.error(
+                                ErrorCode.INTERNAL_ERROR, action=action, target=target,
+                                request_id=request_id), clients=(client,))
                     last_seq = run.first_seq + len(clients) - 1
                     continue
             kind = item.WhichOneof("kind")
@@ -289,41 +239,87 @@ class Processor:
                 # after a processor restart: left unacknowledged, so the gateway reports
                 # them (processor-restarted) when it resyncs; its hello lists its clients.
                 continue
-            if kind == "connected":
-                c = item.connected
-                mesh.client_connected(c.client, now, c.user, c.session_hash)
-            elif kind == "disconnected":
-                mesh.client_disconnected(item.disconnected, gateway)
-            elif kind == "away":
-                mesh.client_away(item.away, now, gateway)
-            elif kind == "heartbeat":
-                if item.heartbeat.HasField("stats"):
-                    self.admin.record(gateway, item.heartbeat.stats, now)
-            elif kind == "admin_query":
-                serving = ALONE if self.pair is None else Serving(self.pair.role, self.pair.term)
-                self.out.admin_answer(gateway, item.admin_query.id, self.admin.answer(
-                    mesh, item.admin_query, now, time.time(), serving))
-            elif kind == "resume":
-                r = item.resume
-                mesh.resume(gateway, r.link, r.session_hash, r.new_session_hash, r.user, r.epoch,
-                            r.seq, now)
-            elif kind == "hello":
-                hello = item.hello
-                log.info("gateway hello", extra={"fields": {
-                    "gateway": gateway, "clients": len(hello.clients)}})
-                mesh.gateway_hello(gateway, hello.index,
-                                   [(c.client, list(c.rooms)) for c in hello.clients], now,
-                                   {c.client: c.user for c in hello.clients if c.user},
-                                   {c.client: c.session_hash for c in hello.clients if c.session_hash})
+            try:
+                self.on_item(gateway, kind, item, now, batch)
+            except Exception:  # a bug: this item fails, not the processor (and its epoch)
+                self.failed(f"gateway {kind}", now)
+            if kind == "hello":
                 known = True
-                self.acked.pop(gateway, None)
-                if gateway.encode() + b"." in self.subscriptions:
-                    self.out.welcome_gateway(gateway)
-                else:  # slow joiner: welcome once its subscription has reached us
-                    self.awaiting_subscription.add(gateway)
         if last_seq > 0:
             self.acked[gateway] = last_seq
         return None
+
+    def on_item(self, gateway: str, kind: str | None, item: pb.GatewayItem, now: float,
+                batch: pb.GatewayBatch | None = None) -> None:
+        """One GatewayItem other than client frames, from a gateway the mesh knows (or its hello)."""
+        mesh = self.mesh
+        if kind == "connected":
+            c = item.connected
+            mesh.client_connected(c.client, now, c.user, c.session_hash)
+        elif kind == "disconnected":
+            mesh.client_disconnected(item.disconnected, gateway)
+        elif kind == "away":
+            mesh.client_away(item.away, now, gateway)
+        elif kind == "heartbeat":
+            if item.heartbeat.HasField("stats"):
+                self.admin.record(gateway, item.heartbeat.stats, now)
+        elif kind == "admin_query":
+            serving = ALONE if self.pair is None else Serving(self.pair.role, self.pair.term)
+            self.out.admin_answer(gateway, item.admin_query.id, self.admin.answer(
+                mesh, item.admin_query, now, time.time(), serving))
+        elif kind == "resume":
+            r = item.resume
+            # Asked again (after a hello or a gap) once it succeeded: its answer may have been
+            # lost, so it is answered again, the new session being the one in force.
+            again = mesh.sessions.get(r.new_session_hash)
+            session = r.new_session_hash if again is not None and \
+                mesh.clients[again].gateway in (gateway, "") else r.session_hash  # here, or away
+            mesh.resume(gateway, r.link, session, r.new_session_hash, r.user, r.epoch, r.seq, now)
+        elif kind == "resync":  # it missed GatewayOuts: the mesh's view of its clients
+            log.warning("gateway resync", extra={"fields": {"gateway": gateway}})
+            obs.DROPS.labels("gateway-resync").inc()
+            self.peers.resync(gateway)
+            mesh.gateway_sync(gateway)
+        elif kind == "hello":
+            hello = item.hello
+            log.info("gateway hello", extra={"fields": {
+                "gateway": gateway, "clients": len(hello.clients)}})
+            self.out.forget(gateway)  # its numbering starts over with the welcome
+            # Its mirror is what it had applied when it sent the hello: a client this processor
+            # knows keeps its rooms here (ops to the gateway may have been on their way), and
+            # the gateway is sent them after its welcome (a sync).
+            known = mesh.clients
+            clients = [(c.client, list(c.rooms) if c.client not in known else
+                        [room for room in known[c.client].rooms if room != LOBBY]) for c in hello.clients]
+            sessions = {c.client: c.session_hash for c in hello.clients if c.session_hash}
+            # A client resumed here after the gateway sent this hello (the answer on its way;
+            # since away, if the gateway was dropped) is not listed, but its resume, asked
+            # again after the hello, names the session now in force: it stays, or is back.
+            listed = {c for c, _ in clients}
+            for r in [i.resume for i in batch.items if i.HasField("resume")] if batch else []:
+                client = mesh.sessions.get(r.new_session_hash)
+                state = known.get(client) if client is not None else None
+                if state is not None and client not in listed and state.gateway in (gateway, ""):
+                    clients.append((state.id, [room for room in state.rooms if room != LOBBY]))
+                    sessions[state.id] = r.new_session_hash
+            mesh.gateway_hello(gateway, hello.index, clients, now,
+                               {c.client: c.user for c in hello.clients if c.user}, sessions)
+            self.acked.pop(gateway, None)
+            if self.peers.hello(gateway):  # else a slow joiner: welcomed with its subscription
+                self.out.welcome_gateway(gateway)
+            else:
+                self.out.hold(gateway)
+            mesh.gateway_sync(gateway)
+
+    def failed(self, what: str, now: float, **fields: object) -> None:
+        """An exception in the core on one input: counted, logged (one line per few seconds
+        with a traceback), and the processor goes on with its state and epoch."""
+        obs.DROPS.labels("processor-error").inc()
+        suppressed = self.throttle.due(what, now)
+        if suppressed is not None:
+            shown = {k: obs.bounded(v, 64) for k, v in fields.items()}
+            log.exception("input failed", extra={"fields": {
+                "input": what, "suppressed": suppressed, **shown}})
 
     def bad_batch(self, reason: str, size: int) -> None:
         """Only a peer that is not a meshstream gateway (or a bug) sends these: nothing in
@@ -332,15 +328,9 @@ class Processor:
         log.error("dropped a GatewayBatch", extra={"fields": {"reason": reason, "bytes": size}})
 
     def on_subscription(self, msg: bytes) -> None:
-        topic = msg[1:]
-        if msg[:1] == b"\x01":
-            self.subscriptions.add(topic)
-            gateway = topic[:-1].decode(errors="replace")
-            if gateway in self.awaiting_subscription:
-                self.awaiting_subscription.discard(gateway)
-                self.out.welcome_gateway(gateway)
-        else:
-            self.subscriptions.discard(topic)
+        gateway = self.peers.subscription(msg)
+        if gateway is not None:
+            self.out.welcome_gateway(gateway)
 
     def on_watcher(self, frames: list[bytes], now: float, user: str | None = None) -> None:
         """`user`: the ZAP User-Id of the sender's CURVE key (None without keys: trusted)."""
@@ -369,7 +359,8 @@ class Processor:
                     return
             # `assigned` rooms are claimed by name like `rooms`, but a key's claims do not
             # limit them (a create_room command gave them, and commands are not limited)
-            self.mesh.watcher_hello(identity, h.name, [*h.rooms, *h.assigned], list(h.prefixes), now)
+            self.mesh.watcher_hello(identity, h.name, list(h.rooms), list(h.prefixes), now,
+                                    list(h.assigned))
         elif kind == "goodbye":  # frames up to `acked` were handled; later ones may not be
             log.info("watcher goodbye", extra={"fields": {
                 "watcher": identity, "name": self.mesh.watcher_name(identity),
@@ -382,7 +373,11 @@ class Processor:
             self.out.reply(identity, 0, None if known else ErrorCode.UNKNOWN_WATCHER)
         else:
             self.mesh.watcher_seen(identity, now)
-            self.on_command(identity, msg.command)
+            try:
+                self.on_command(identity, msg.command)
+            except Exception:  # a bug: this command fails, not the processor
+                self.failed("watcher command", now, command=msg.command.WhichOneof("kind"))
+                self.out.reply(identity, msg.command.id, ErrorCode.INTERNAL_ERROR)
 
     def probe_watchers(self) -> None:
         """A watcher that exited or was SIGKILLed is gone within a heartbeat, not after the
@@ -423,20 +418,44 @@ class Processor:
         for gateway in self.mesh.expire(now):
             log.warning("gateway lost", extra={"fields": {"gateway": gateway}})
             self.acked.pop(gateway, None)
+        for reason, dropped in self.mesh.take_drops().items():  # held messages over a budget
+            obs.DROPS.labels(reason).inc(dropped)
+        self.drop_stalled(self.out.stalled(now))
+        for gateway in self.mesh.gateways:
+            obs.GATEWAY_LAG.labels(gateway).set(self.out.lag(gateway))
+        for gateway in [g for g in self.out.streams if not self.mesh.knows_gateway(g)]:
+            self.out.forget(gateway)  # replaced in its slot, or lost: its numbering goes too
+            with contextlib.suppress(KeyError):  # gateway IDs change at every start
+                obs.GATEWAY_LAG.remove(gateway)
+        for gateway in [g for g in self.peers.state if not self.mesh.knows_gateway(g)]:
+            self.peers.dropped(gateway)
         self.probe_watchers()
-        # Every known gateway is listed: one missing from the map must say hello again.
-        acked = {g: self.acked.get(g, 0) for g in self.mesh.gateways}
-        beat = pb.ProcessorBeat(epoch=self.epoch, acked=acked)
-        try:
-            self.pub.send_multipart([b"processor", beat.SerializeToString()], flags=zmq.NOBLOCK)
-        except zmq.Again:
-            obs.DROPS.labels("beat-hwm").inc()
+        self.pub.send_multipart([b"processor", self.processor_beat().SerializeToString()],
+                                flags=zmq.NOBLOCK)  # XPUB without NODROP: never EAGAIN
         obs.CLIENTS.set(len(self.mesh.clients))
         obs.ROOMS.set(len(self.mesh.rooms))
         obs.ENVELOPES_IN.inc(self.envelopes_in)
         self.envelopes_in = 0
         self.admin.record(PROCESSOR, obs.process_stats(PROCESSOR, self.config.restarts), now)
         self.admin.sample(now)
+
+    def processor_beat(self) -> pb.ProcessorBeat:
+        """Every known gateway is listed: one missing from the map must say hello again."""
+        return pb.ProcessorBeat(epoch=self.epoch, acked={g: self.acked.get(g, 0)
+                                                         for g in self.mesh.gateways})
+
+    def drop_stalled(self, gateways: list[str]) -> None:
+        """Gateways that stopped applying what they are sent (GatewayOutput.stalled): each
+        is dropped alone, as if dead (its clients away), and sent nothing more; once it
+        reads again, the beat no longer lists it and it says hello (a resync)."""
+        for gateway in gateways:
+            if self.mesh.knows_gateway(gateway):
+                log.warning("gateway stalled: dropped", extra={"fields": {
+                    "gateway": gateway, "unapplied_bytes": self.out.lag(gateway)}})
+                obs.DROPS.labels("gateway-stalled").inc()
+                self.mesh.drop_gateway(gateway)
+                self.acked.pop(gateway, None)
+            self.out.forget(gateway)
 
     def run(self) -> None:
         poller = zmq.Poller()
@@ -457,6 +476,7 @@ class Processor:
             if now >= next_beat:
                 self.beat(now)
                 next_beat = now + interval
+                self.took(time.monotonic() - now)
             ready = dict(poller.poll(int(max(0.0, next_beat - now) * 1000)))
             now = time.monotonic()
             if pair_sub is not None and pair_sub in ready:
@@ -483,7 +503,7 @@ class Processor:
                     self.on_gateway(frames[-1], now)
                     received += 1
                     if self.out.broadcasts >= FLUSH_BROADCASTS:
-                        self.out.flush()
+                        self.flush(now)
                 self.envelopes_in += received
             if router in ready:
                 for _ in range(DRAIN):
@@ -492,8 +512,21 @@ class Processor:
                     except zmq.Again:
                         break
                     self.on_watcher(frames, now, user)
-            self.out.flush()
+            self.flush(now)
+            self.took(time.monotonic() - now)
         self.close()
+
+    def took(self, seconds: float) -> None:
+        """One stretch of work without a poll (a beat, or a drain and its flush): the
+        longest is a metric, the loop's worst stall (everyone waits that long)."""
+        if seconds > self.longest:
+            self.longest = seconds
+            obs.LOOP_STALL.set(seconds)
+
+    def flush(self, now: float) -> None:
+        self.out.flush(now)
+        if self.out.over:  # past its byte bound: dropped now, not at the next beat
+            self.drop_stalled(self.out.over)
 
     def close(self) -> None:
         self.links.close()  # the sockets, and the ZAP thread if any

@@ -104,6 +104,19 @@ class RecordingOutbox:
         if client:  # what the gateway writes: the replay, before anything live
             self.inboxes[client].extend(decode(frame) for frame in replay)
 
+    def sync(self, gateway: str, clients: Sequence[tuple[str, Sequence[str]]],
+             closing: Sequence[tuple[str, int, str]]) -> None:
+        self.calls.append(("sync", gateway, tuple((c, tuple(r)) for c, r in clients), tuple(closing)))
+
+    def received(self, gateway: str, seq: int) -> None:  # the processor's flow control
+        pass
+
+    def hold(self, gateway: str) -> None:
+        pass
+
+    def forget(self, gateway: str) -> None:
+        pass
+
     # ------------------------------------------------------------ reading what happened
 
     def of(self, kind: str) -> list[tuple[Any, ...]]:

@@ -108,7 +108,7 @@ def valid_batch(gateway: str = "gw1-fuzz") -> bytes:
 @given(st.binary(max_size=500))
 def test_any_payload_is_routed_or_dropped(processor: Processor, payload: bytes) -> None:
     processor.on_gateway(payload, 1.0)
-    processor.out.flush()
+    processor.flush(1.0)
     processor.mesh.check()
 
 
@@ -121,7 +121,7 @@ def test_a_valid_batch_with_flipped_bytes_is_routed_or_dropped(processor: Proces
         i = data.draw(st.integers(0, len(payload) - 1))
         payload[i] = data.draw(st.integers(0, 255))
     processor.on_gateway(bytes(payload), 2.0)
-    processor.out.flush()
+    processor.flush(1.0)
     processor.mesh.check()
 
 

@@ -3,6 +3,7 @@ produce, and every watcher Command decodes to its typed form (or to bad-command)
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from dataclasses import replace
@@ -30,6 +31,7 @@ from meshstream_zmq.commands import (
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind
 from meshstream_zmq.errors import ErrorCode
+from meshstream_zmq.link import Peers
 from meshstream_zmq.wire import BadCommand, decode_command, deliver_op, varint
 from services.processor import Processor, ZmqOutbox, room_pass
 
@@ -77,9 +79,9 @@ def test_flush_builds_one_gatewayout_per_gateway() -> None:
     out.deliver("gw1-x", b"direct", clients=("gw1-x.2",))
     out.close("gw2-y", "gw2-y.3", 4000, "bye")
     out.welcome_gateway("gw2-y")
-    out.flush()
+    out.flush(0.0)
     out.deliver("gw1-x", frame, room="r")
-    out.flush()
+    out.flush(0.0)
     assert len(pub.sent) == 3
     g1 = pb.GatewayOut.FromString(pub.sent[0][1])
     assert pub.sent[0][0] == b"gw1-x."
@@ -190,10 +192,22 @@ class FakeRouter:
         self.sent.append(frames)
 
 
+def processor_of(mesh: Any, out: Any) -> Any:
+    """The processor's input half around a core and a recording outbox (no sockets); an
+    input that fails in the core fails the test."""
+    ns = SimpleNamespace(mesh=mesh, out=out, acked={}, serving=True, peers=Peers())
+    ns.on_item = functools.partial(Processor.on_item, ns)
+
+    def failed(what: str, now: float, **fields: object) -> None:
+        raise AssertionError(f"{what} failed")
+
+    ns.failed = failed
+    return ns
+
+
 def test_the_processor_hands_each_clients_user_to_the_core() -> None:
     mesh, out = new_mesh()
-    processor = SimpleNamespace(mesh=mesh, out=out, acked={}, subscriptions=set(), serving=True,
-                                awaiting_subscription=set())
+    processor = processor_of(mesh, out)
     batch = pb.GatewayBatch(gateway="gw1-a")
     batch.items.add().hello.CopyFrom(pb.GatewayHello(index=0, clients=[
         pb.ClientRooms(client="gw1-a.1", rooms=["r"], user="alice"),
@@ -252,8 +266,7 @@ def test_the_processor_wires_the_configured_policies() -> None:
 
 def test_the_processor_hands_sessions_away_and_resumes_to_the_core() -> None:
     mesh, out = new_mesh(epoch="ep1", resume_window=60.0)
-    processor = SimpleNamespace(mesh=mesh, out=out, acked={}, subscriptions=set(), serving=True,
-                                awaiting_subscription=set())
+    processor = processor_of(mesh, out)
 
     def batch_of(gateway: str, *items: pb.GatewayItem) -> bytes:
         return pb.GatewayBatch(gateway=gateway, items=list(items)).SerializeToString()
@@ -281,7 +294,7 @@ def test_a_resume_result_is_an_op_in_the_gateway_s_stream() -> None:
     out = ZmqOutbox(pub, None, "ep1")  # type: ignore[arg-type]
     out.resumed("gw1-x", "3", "gw2-y.1", rooms=["r", "s"], replay=[b'{"a":1}', b'{"a":2}'], epoch="ep1")
     out.resumed("gw1-x", "4", reason="unknown-session", epoch="ep1")
-    out.flush()
+    out.flush(0.0)
     assert pb.GatewayOut.FromString(pub.sent[0][1]) == pb.GatewayOut(seq=1, epoch="ep1", ops=[
         pb.GatewayOp(resumed=pb.ResumeResult(link="3", client="gw2-y.1", rooms=["r", "s"],
                                              replay=[b'{"a":1}', b'{"a":2}'], epoch="ep1")),
