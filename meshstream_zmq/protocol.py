@@ -19,6 +19,24 @@ from .errors import ErrorCode
 MAX_ACTION = 64
 EMPTY_BODY = b"{}"
 
+# The integers a client may send (docs/protocol.md, "Numbers"), checked where each enters:
+# a position (`history` `since`, a resume's `seq`) is 0..MAX_POSITION, what the uint64
+# fields behind it and every index hold; any other integer (a `limit`, an integer `id`)
+# is a signed 64-bit one. Outside them: `bad-body` (`bad-id` for an id); a resume's
+# `seq` is then ignored, as any malformed one.
+MAX_POSITION = 2**63 - 1
+MIN_INTEGER, MAX_INTEGER = -(2**63), 2**63 - 1
+
+
+def is_position(value: object) -> bool:
+    """An integer (not a bool) 0..MAX_POSITION."""
+    return type(value) is int and 0 <= value <= MAX_POSITION
+
+
+def is_integer(value: object) -> bool:
+    """An integer (not a bool) MIN_INTEGER..MAX_INTEGER."""
+    return type(value) is int and MIN_INTEGER <= value <= MAX_INTEGER
+
 # Refused in actions (here) and room names (the processor): C0 and C1 controls and DEL,
 # the line and paragraph separators, and every bidi formatting character (embeddings,
 # overrides, isolates and the marks LRM, RLM and ALM): invisible, they make one name
@@ -105,7 +123,8 @@ def _parse(text: str) -> Inbound | Rejected:
     request_id = b""
     if "id" in data:
         rid = data["id"]
-        if isinstance(rid, bool) or not isinstance(rid, (str, int, float)):
+        if (isinstance(rid, bool) or not isinstance(rid, (str, int, float))
+                or (type(rid) is int and not MIN_INTEGER <= rid <= MAX_INTEGER)):
             return Rejected(ErrorCode.BAD_ID)
         request_id = _dumps(rid).encode()
     action = data.get("action")

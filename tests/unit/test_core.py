@@ -34,7 +34,6 @@ from meshstream_zmq.core import (
     Delivery,
     EventKind,
     Mesh,
-    Room,
     RoomView,
     valid_room_name,
 )
@@ -1560,7 +1559,7 @@ def test_list_rooms_pages_by_name_with_a_cursor(make: Make) -> None:
     mesh, out = make(A)
     names = [f"room-{i:03}" for i in range(7)]
     for name in reversed(names):
-        mesh.rooms[name] = Room(name, keep=True)
+        mesh._new_room(name, keep=True)
     seen: list[str] = []
     after: str | None = None
     pages = 0
@@ -1586,7 +1585,7 @@ def test_list_rooms_is_bounded_and_clamps_its_limit(make: Make) -> None:
     mesh, out = make(A)
     for i in range(MAX_LIST_PAGE + 50):
         name = f"r{i:04}"
-        mesh.rooms[name] = Room(name, keep=True)
+        mesh._new_room(name, keep=True)
     for body, expected in (({}, MAX_LIST_PAGE), ({"limit": None}, MAX_LIST_PAGE),
                            ({"limit": 10**9}, MAX_LIST_PAGE), ({"limit": 0}, 1),
                            ({"limit": -5}, 1), ({"limit": 7}, 7)):

@@ -110,8 +110,9 @@ def test_bad_body(body: Any) -> None:
         ErrorCode.BAD_BODY, "say", "r", b'"i"')
 
 
-@pytest.mark.parametrize("rid", [True, False, None, {}, {"n": 1}, [], [1]],
-                         ids=["true", "false", "null", "empty-object", "object", "empty-list", "list"])
+@pytest.mark.parametrize("rid", [True, False, None, {}, {"n": 1}, [], [1], 2**63, -(2**63) - 1],
+                         ids=["true", "false", "null", "empty-object", "object", "empty-list", "list",
+                              "2**63", "-2**63-1"])
 def test_bad_id(rid: Any) -> None:
     assert protocol.parse(frame(action="a", target="r", id=rid)) == protocol.Rejected(ErrorCode.BAD_ID)
 
@@ -175,7 +176,8 @@ def test_unknown_fields_are_ignored() -> None:
     (7, b"7"),
     (0, b"0"),
     (-12, b"-12"),
-    (2**70, str(2**70).encode()),
+    (2**63 - 1, str(2**63 - 1).encode()),  # the largest (docs/protocol.md, Numbers)
+    (-(2**63), str(-(2**63)).encode()),
     (1.5, b"1.5"),
 ])
 def test_the_id_is_kept_as_raw_json(rid: Any, raw: bytes) -> None:
@@ -331,7 +333,7 @@ def test_parse_never_raises_and_accepted_frames_encode_to_valid_json(fields: dic
 @given(action=st.text(min_size=1, max_size=64).filter(lambda a: not protocol.has_forbidden_chars(a)),
        target=st.text(max_size=70),
        body=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
-       rid=st.none() | st.text(max_size=10) | st.integers(),
+       rid=st.none() | st.text(max_size=10) | st.integers(-(2**63), 2**63 - 1),
        to_client=st.booleans())
 def test_a_valid_envelope_round_trips(action: str, target: str, body: dict[str, Any], rid: Any,
                                       to_client: bool) -> None:

@@ -407,8 +407,8 @@ def test_history_older_than_its_age_is_dropped(make: Make) -> None:
     say(mesh, A, "r", 2)
     mesh.gateway_seen("g2", 20.0)
     mesh.expire(20.0)
-    assert [f[0] for f in mesh.rooms["r"].history] == [3]  # join notice and n=1 are gone
-    assert mesh.rooms["r"].dropped == 2
+    assert [f[0] for f in mesh.room_streams["r"].held or ()] == [3]  # join notice and n=1 are gone
+    assert mesh.room_streams["r"].dropped == 2
 
 
 # ------------------------------------------------------------ the history action
@@ -485,7 +485,7 @@ def test_all_histories_together_stay_within_the_byte_budget(make: Make) -> None:
     from meshstream_zmq.core import HELD_OVERHEAD
 
     mesh, out = make(A, B)
-    mesh.history_budget = 3 * (HELD_OVERHEAD + 200)  # about three messages
+    mesh.history.rooms.budget = 3 * (HELD_OVERHEAD + 200)  # about three messages
     for room in ("r", "s"):
         send(mesh, A, "join-room", room)
         send(mesh, B, "join-room", room)
@@ -493,10 +493,10 @@ def test_all_histories_together_stay_within_the_byte_budget(make: Make) -> None:
     mesh.client_away(A, 1.0, "g1")
     for n in range(6):
         say(mesh, B, "rs"[n % 2], n)
-    assert mesh.held_bytes() > mesh.history_budget  # counted as they come ...
+    assert mesh.history.rooms.held > mesh.history.rooms.budget  # counted as they come ...
     mesh.expire(2.0)
-    assert 0 < mesh.held_bytes() <= mesh.history_budget  # ... trimmed at the beat
-    held = [(name, [h[0] for h in room.history]) for name, room in mesh.rooms.items() if room.history]
+    assert 0 < mesh.history.rooms.held <= mesh.history.rooms.budget  # ... trimmed at the beat
+    held = [(name, [h[0] for h in s.held]) for name, s in mesh.room_streams.items() if s.held]
     newest = sorted(seq for _, seqs in held for seq in seqs)
     assert newest == list(range(mesh.seq - len(newest) + 1, mesh.seq + 1))  # the newest, in any room
     assert {name for name, _ in held} == {"r", "s"}
@@ -510,8 +510,8 @@ def test_a_deleted_room_gives_its_history_bytes_back(make: Make) -> None:
     mesh, out = make(A)
     send(mesh, A, "join-room", "r")
     say(mesh, A, "r", 1)
-    assert mesh.history_held > 0
+    assert mesh.history.rooms.held > 0
     send(mesh, A, "leave-room", "r")  # the room empties and is deleted
     assert "r" not in mesh.rooms
-    assert mesh.held_bytes() == 0
+    assert mesh.history.rooms.held == 0
     mesh.check()  # the count equals what the remaining rooms hold
