@@ -6,7 +6,8 @@ turns the counters' deltas into per-second rates at each processor beat (a few m
 them, for the page's charts), and answers a gateway's `AdminQuery` with one JSON snapshot:
 processes, gateways, watchers and their claims, one page of rooms with their members.
 
-`access` is the page's door rule, used by the gateway for /admin and /admin/ws.
+`access` is the page's door rule, `feed_origin` the extra check of its feed, and `Guesses`
+the limit on wrong tokens, used by the gateway for /admin and /admin/ws.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-from collections import deque
+import urllib.parse
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,19 +30,110 @@ SEARCH_MAX = 64  # a search or cursor is cut to the longest room name: a longer 
 PROCESSOR = "processor"
 
 
-def access(required: str, presented: str | None, peer: str) -> int:
+# Headers a reverse proxy adds: a request with one came through a proxy, whose own address
+# (often loopback) says nothing about the client's.
+PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+GUESSES = 10  # wrong admin tokens an address may present, refilled over GUESS_WINDOW; then 429
+GUESS_WINDOW = 60.0  # seconds
+GUESS_ADDRESSES = 4096  # addresses whose wrong tokens are remembered; the longest quiet is forgotten
+
+
+def _loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
+
+
+def loopback_host(host: str) -> bool:
+    """A Host header (or an Origin's host[:port]) naming this machine: `localhost`,
+    127.0.0.0/8 or `[::1]`, with any port or none. Nothing looser (no `x@127.0.0.1`,
+    no `127.1`, no trailing dot)."""
+    name, port = host, ""
+    if host.startswith("["):
+        name, bracket, port = host[1:].partition("]")
+        if not bracket or (port and port[0] != ":"):
+            return False
+        port = port[1:]
+    elif host.count(":") == 1:
+        name, _, port = host.partition(":")
+    if port and not (port.isascii() and port.isdigit()):
+        return False
+    return name.lower() == "localhost" or _loopback(name)
+
+
+def access(required: str, presented: str | None, peer: str, host: str | None = None,
+           proxied: bool = False) -> int:
     """The HTTP status for a request to /admin: with an admin token set, 200 for the
-    right token (compared in constant time) else 401; without one, 200 for a loopback
-    peer (127.0.0.0/8, ::1, or IPv4-mapped loopback) else 403."""
+    right token (compared in constant time) else 401. Without one, 200 only for a request
+    that is provably from this machine, else 403: a loopback peer (127.0.0.0/8, ::1, or
+    IPv4-mapped loopback), a loopback `host` (the request's one Host header: a page on
+    another site whose name an attacker rebinds to 127.0.0.1 sends its own name there),
+    and not `proxied` (a proxy header: a proxy on this host makes every request loopback)."""
     if required:
         ok = presented is not None and hmac.compare_digest(presented.encode(), required.encode())
         return 200 if ok else 401
-    try:
-        address = ipaddress.ip_address(peer.split("%", 1)[0])
-    except ValueError:
-        return 403  # a Unix socket or something unknown: not provably local
-    mapped = getattr(address, "ipv4_mapped", None)
-    return 200 if (mapped or address).is_loopback else 403
+    if proxied or host is None or not loopback_host(host):
+        return 403
+    # not an IP address (a Unix socket, something unknown): not provably local
+    return 200 if _loopback(peer.split("%", 1)[0]) else 403
+
+
+def feed_origin(origins: list[str], host: str | None, allowed: frozenset[str] = frozenset()) -> bool:
+    """Whether /admin/ws may answer a request with these `Origin` values: none (not a
+    browser, which always sends one), or exactly one that is one of `allowed` (the
+    `--allowed-origins`, lower case) or the page's own: http(s) with the request's Host.
+    That Host passed `access`: loopback without an admin token; with one, the token is
+    what keeps other sites out (the page keeps it in its own origin's storage)."""
+    if not origins:
+        return True
+    if len(origins) != 1:
+        return False
+    origin = origins[0].strip().lower().rstrip("/")
+    if origin in allowed:
+        return True
+    parts = urllib.parse.urlsplit(origin)
+    return (parts.scheme in ("http", "https") and host is not None
+            and parts.netloc == host.strip().lower())
+
+
+class Guesses:
+    """Wrong admin tokens per address: GUESSES of them, refilled evenly over GUESS_WINDOW
+    seconds; with none left the door answers 429 (even to the right token) until one
+    refills. At most `size` addresses are remembered (the one quiet longest goes first):
+    an address forgotten starts afresh, which costs a guesser far more addresses than a
+    token of 16 or more characters could ever need."""
+
+    def __init__(self, limit: int = GUESSES, window: float = GUESS_WINDOW,
+                 size: int = GUESS_ADDRESSES) -> None:
+        self.limit = limit
+        self.rate = limit / window  # guesses refilled per second
+        self.size = size
+        self.left: OrderedDict[str, tuple[float, float]] = OrderedDict()  # address -> (left, when)
+
+    def _left(self, address: str, now: float) -> float:
+        entry = self.left.get(address)
+        if entry is None:
+            return float(self.limit)
+        left, when = entry
+        return min(float(self.limit), left + (now - when) * self.rate)
+
+    def limited(self, address: str, now: float) -> bool:
+        """No guess left: answer 429 without looking at the token."""
+        return self._left(address, now) < 1.0
+
+    def failed(self, address: str, now: float) -> None:
+        """A wrong token from `address`."""
+        left = self._left(address, now) - 1.0
+        self.left[address] = (left, now)
+        self.left.move_to_end(address)
+        while len(self.left) > self.size:
+            self.left.popitem(last=False)
+
+    def retry_after(self, address: str, now: float) -> int:
+        """Seconds until `address` has a guess again (for Retry-After)."""
+        return max(1, int((1.0 - self._left(address, now)) / self.rate + 0.999))
 
 
 @dataclass(frozen=True, slots=True)

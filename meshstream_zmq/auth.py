@@ -109,12 +109,18 @@ class Tokens:
         return claims
 
     def connection(self, token: str | None, now: float) -> Identity | TokenError:
-        """A connection token: signature, exp, nbf, audience and issuer; `sub` is the user."""
+        """A connection token: signature, exp, nbf, audience and issuer; `sub` is the user.
+
+        A room pass (it has a `room` claim) is not one: `bad-token`. Signed by the same
+        key for the same `sub`, it would otherwise open connections for as long as it
+        lives, and a pass is handed out for one room, not to log in with."""
         if not token:
             return TokenError.REQUIRED
         claims = self._claims(token, now, ["sub"])
         if isinstance(claims, TokenError):
             return claims
+        if "room" in claims:
+            return TokenError.BAD
         sub = claims["sub"]
         if not isinstance(sub, str) or not sub or len(sub) > 256:
             return TokenError.BAD

@@ -10,11 +10,15 @@ in) and carries out what the core asks of its `GatewayOutbox`. The core owns:
   processor's `joined`/`left` ops, so a room message arrives once per gateway and
   fans out here;
 - **batching**: client frames and connects/disconnects become one `GatewayBatch`
-  per flush; frames for one connection become one `\\n`-joined payload per flush;
+  per flush; frames for one connection become one `\\n`-joined payload per flush,
+  except a resume's replay: written paced (`Backlog`: a few frames per message while
+  the transport holds at most `pace` bytes, on again at `drained()`), frames that come
+  meanwhile queued behind it;
 - **the processor link** (`Link`): hello until welcomed, sequence numbers on
   client frames, the processor's acknowledgements and epoch; frames it may have
   lost are answered `processor-restarted`, never left unanswered;
-- **policy**: the per-connection rate limit, the send-queue bound, keepalive;
+- **policy**: the per-connection rate limit, the send-queue bound, keepalive, failed
+  resumes per source address (`ResumeFailures`);
 - **admission**: the Origin check at the upgrade, the connection limits (per gateway
   and per source address), the client's token (`verify`, a port the adapter gives:
   the core handles no crypto and reads no clock), its expiry (`expire_tokens(wall)`)
@@ -54,6 +58,13 @@ RESUME_TIMEOUT = 10.0  # a resume the processor has not answered by then: closed
 HELD_FRAMES = 100  # frames a client may send while its resume is answered; one more: 1008
 RESUMED_ELSEWHERE = 4002  # the processor's close of a connection whose session resumed elsewhere
 PROCESSOR_UNAVAILABLE = "processor-unavailable"  # the reason of a 1013 close of a held resume
+PACED_MESSAGE = 65536  # a paced write (a replay) joins frames up to this size; a bigger one goes alone
+RESUME_FAILURES = 10.0  # failed resumes (unknown-session, expired) a source address may have per second ...
+RESUME_FAILURE_BURST = 100  # ... and at once; past it its resumes are closed 1013 unasked
+RESUME_FAILURE_ADDRESSES = 4096  # source addresses with failed resumes tracked (the oldest forgotten first)
+TOO_MANY_FAILED_RESUMES = "too-many-failed-resumes"  # the reason of that 1013 close
+GUESSES = ("unknown-session", "expired")  # the answers to a resume that count as failed
+RETAINED = 65536  # connected/disconnected/away items kept from refused batches, at most
 
 # The adapter's token check: a token (None: none given) -> who, or why not.
 Verifier = Callable[[str | None], Identity | TokenError]
@@ -80,25 +91,49 @@ class Resume(NamedTuple):
 def parse_resume(secret: str | None, position: str | None) -> Resume | None:
     """`?resume=` and `?seq=` as given (None: absent) -> a Resume, or None for a fresh connect.
 
-    A malformed `seq` is ignored (the resume is then best effort from when the client went
-    away); an empty or over-long secret is not a session of ours: the resume is still asked
-    for, and the processor answers unknown-session.
+    A malformed `seq` (its number not ASCII digits, or above protocol.MAX_POSITION) is
+    ignored: the resume is then best effort from when the client went away. An empty or
+    over-long secret is not a session of ours: the resume is still asked for, and the
+    processor answers unknown-session.
     """
     if secret is None:
         return None
     epoch, seq = "", 0
     if position:
         e, _, n = position.rpartition(":")
-        if e and n.isdigit() and len(n) <= 20:
+        # isdigit() alone takes "²" (int() refuses it) and "٣" (any script's digits)
+        if e and n.isascii() and n.isdigit() and len(n) <= 32 and int(n) <= protocol.MAX_POSITION:
             epoch, seq = e, int(n)
     return Resume(secret[:256], epoch[:64], seq)
 
 
 class Link(Enum):
-    """The gateway's link to the processor."""
+    """The gateway's link to the processor (every transition: LINK)."""
 
     HELLO = "hello"  # hello sent (again every heartbeat); client frames are refused
     UP = "up"  # welcomed by this processor epoch; client frames are forwarded
+    RESYNC = "resync"  # up, but GatewayOuts were lost: a Resync asked, its sync awaited
+
+
+# Every legal transition of the link, h11-style: (state, event) -> state. Events: the
+# processor's `welcome`; its `silence` (no beat for peer_timeout); a beat that shows it
+# `forgot` us (a new epoch, or our ID missing); a `gap` in the GatewayOut seqs; the
+# `sync` answering a Resync. Anything else raises (a bug, not a state to limp on in).
+LINK: dict[tuple[Link, str], Link] = {
+    (Link.HELLO, "welcome"): Link.UP,
+    (Link.UP, "welcome"): Link.UP,  # the answer to a second hello: its numbering starts over
+    (Link.RESYNC, "welcome"): Link.UP,
+    (Link.HELLO, "silence"): Link.HELLO,
+    (Link.UP, "silence"): Link.HELLO,
+    (Link.RESYNC, "silence"): Link.HELLO,
+    (Link.UP, "forgot"): Link.HELLO,
+    (Link.RESYNC, "forgot"): Link.HELLO,
+    (Link.UP, "gap"): Link.RESYNC,
+    (Link.RESYNC, "gap"): Link.RESYNC,  # asked again: the sync may be among the lost
+    (Link.RESYNC, "sync"): Link.UP,
+    (Link.UP, "sync"): Link.UP,  # the answer to a Resync a hello overtook: still in order
+}
+UP = (Link.UP, Link.RESYNC)  # client frames are forwarded
 
 
 class Connection:
@@ -109,7 +144,8 @@ class Connection:
     """
 
     __slots__ = ("link", "id", "rooms", "pending", "tokens", "stamp", "closing", "ping_at",
-                 "awaiting_pong", "user", "expires", "peer", "session_hash", "held", "away_on_close")
+                 "awaiting_pong", "user", "expires", "peer", "session_hash", "held", "away_on_close",
+                 "backlog")
 
     def __init__(self, link: Any, client_id: str, burst: float, now: float, user: str = "",
                  expires: float | None = None, peer: str = "") -> None:
@@ -130,6 +166,75 @@ class Connection:
         self.held: list[str | bytes] | None = None
         # Closed by us without cause (keepalive timeout, gateway restart): reported away
         self.away_on_close = False
+        # While a resume's replay is written paced: what waits for the transport to drain
+        # (None: nothing waits, frames are written as they come)
+        self.backlog: Backlog | None = None
+
+
+class Backlog:
+    """Frames waiting for a connection's transport to drain: a resume's greeting and replay,
+    then whatever came for the connection meanwhile, in order. Only what came behind the
+    replay counts against the send queue: the replay is bounded by the processor's history."""
+
+    __slots__ = ("frames", "size", "replay", "pumping")
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = deque(frames)
+        self.size = sum(map(len, frames))  # bytes in `frames`
+        self.replay = self.size  # bytes of the replay not yet written (at the head of `frames`)
+        self.pumping = False  # being written (a drain reported meanwhile changes nothing)
+
+    def behind(self) -> int:
+        """Bytes queued behind the replay."""
+        return self.size - self.replay
+
+
+class ResumeFailures:
+    """Failed resumes (answered `unknown-session` or `expired`) per source address, a token
+    bucket each: resume secrets cannot be tried at the pace of a gateway's connections.
+
+    An address is tracked from its first failure until its bucket is full again, at most
+    `addresses` of them (past that the oldest is forgotten: it starts full again). The time
+    is passed in; a rate of 0 turns it off.
+    """
+
+    def __init__(self, rate: float, burst: int, addresses: int = RESUME_FAILURE_ADDRESSES) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.addresses = addresses
+        self.buckets: dict[str, list[float]] = {}  # address -> [tokens, when last refilled]
+
+    def _refilled(self, peer: str, now: float) -> list[float] | None:
+        bucket = self.buckets.get(peer)
+        if bucket is not None and now > bucket[1]:
+            bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+            bucket[1] = now
+        return bucket
+
+    def allowed(self, peer: str, now: float) -> bool:
+        """May a resume from `peer` be asked for at `now` (one more failure is in its budget)?"""
+        bucket = self._refilled(peer, now)
+        if bucket is None:
+            return True
+        if bucket[0] >= self.burst:
+            del self.buckets[peer]
+            return True
+        return bucket[0] >= 1
+
+    def failed(self, peer: str, when: float) -> None:
+        """A resume from `peer`, asked for at `when`, was refused unknown-session or expired."""
+        if self.rate <= 0:
+            return
+        bucket = self._refilled(peer, when)
+        if bucket is None:
+            if len(self.buckets) >= self.addresses:
+                del self.buckets[next(iter(self.buckets))]
+            bucket = self.buckets[peer] = [self.burst, when]
+        bucket[0] -= 1  # concurrent resumes may all fail: a debt, paid back at `rate`
+
+    def check(self) -> None:
+        assert len(self.buckets) <= self.addresses, "failed resumes: too many addresses"
+        assert all(tokens < self.burst for tokens, _ in self.buckets.values()), "a full bucket kept"
 
 
 class Waiting(NamedTuple):
@@ -161,7 +266,11 @@ class GatewayOutbox(Protocol):
         """Send an encoded GatewayBatch to the processor; False if it was not taken."""
 
     def write(self, link: Any, payload: bytes) -> int:
-        """Send one text frame; return the bytes still buffered for the client (-1: not open)."""
+        """Send one text frame; return the bytes still buffered for the client (-1: not open).
+
+        Once a write leaves more than the core's `pace` bytes buffered, the adapter reports
+        `drained(conn)` when the buffer has gone down again (asyncio: `resume_writing` with
+        the transport's high-water mark at `pace`)."""
 
     def close(self, link: Any, code: int, reason: str) -> None:
         """Start the closing handshake with this code and reason."""
@@ -186,9 +295,11 @@ class Gateway:
                  rate_limit: float = 0.0, rate_burst: int = 0, peer_timeout: float = 3.0,
                  max_connections: int = 0, max_connections_per_ip: int = 0,
                  allowed_origins: str = "", verify: Verifier | None = None,
-                 pair: bool = False) -> None:
+                 pair: bool = False, resume_failures: float = RESUME_FAILURES,
+                 resume_failure_burst: int = RESUME_FAILURE_BURST) -> None:
         """`peer_timeout`: the processor's silence after which frames are refused (and, with
-        a `pair` of processors, the other one is tried)."""
+        a `pair` of processors, the other one is tried). `resume_failures` per second (and
+        `resume_failure_burst` at once) per source address: failed resumes allowed."""
         self.id = gateway_id
         self.index = index
         self.out = out
@@ -203,10 +314,12 @@ class Gateway:
         self.origins = frozenset(o.strip().rstrip("/").lower()
                                  for o in allowed_origins.split(",") if o.strip())
         self.verify = verify  # None: tokens are off, every connection is anonymous
+        self.failed_resumes = ResumeFailures(resume_failures, resume_failure_burst)
         self.expiries: list[tuple[float, str]] = []  # heap of (exp, client); stale ones skipped
         self.conns: dict[str, Connection] = {}
         self.waiting: dict[str, Waiting] = {}  # resumes being answered, by link name
-        self.orphans: dict[str, bool] = {}  # link names of held connections that ended: clean?
+        # link names of held connections that ended: clean?, their address, when they asked
+        self.orphans: dict[str, tuple[bool, str, float]] = {}
         self.resumes = 0  # link names for ResumeRequests
         self.rooms: dict[str, set[Connection]] = {}  # the membership mirror
         # the processor link
@@ -216,10 +329,13 @@ class Gateway:
         self.in_seq = 0  # last client frame numbered
         self.out_seq = 0  # last GatewayOut seen (0: none since the welcome)
         self.unacked: deque[Unacked] = deque()
+        self.retained: list[pb.GatewayItem] = []  # from refused batches: sent first next time
+        self.resync_from: set[str] | None = None  # while a Resync is unanswered: the clients then
         # this tick's output
         self.batch = pb.GatewayBatch(gateway=gateway_id)
         self.open_frames: pb.ClientFrames | None = None  # the batch's last item, if frames
         self.dirty: list[Connection] = []
+        self.paced: set[Connection] = set()  # connections with a backlog (Connection.backlog)
         self.woken = False
         self.keepalive_offset = 0
         # counters, exported by the adapter
@@ -231,7 +347,13 @@ class Gateway:
 
     @property
     def up(self) -> bool:
-        return self.link is Link.UP
+        return self.link in UP
+
+    def _move(self, event: str) -> Link:
+        """Take the link's transition for `event` (LINK); the state it left."""
+        before = self.link
+        self.link = LINK[(before, event)]
+        return before
 
     # ------------------------------------------------------------ clients
 
@@ -255,7 +377,9 @@ class Gateway:
 
         A refused connection is closed before any other frame: 1013
         `too-many-connections` over a connection limit, else 4003 with the token's
-        TokenError (token-required, bad-token, token-expired) when tokens are on.
+        TokenError (token-required, bad-token, token-expired) when tokens are on, else,
+        for a resume from an address past its failed resumes (`ResumeFailures`), 1013
+        `too-many-failed-resumes` without asking the processor.
         """
         if (self.max_connections and len(self.conns) + len(self.waiting) >= self.max_connections) or (
                 self.max_per_peer and self.per_peer[peer] >= self.max_per_peer):
@@ -268,13 +392,24 @@ class Gateway:
                 self._refuse(link, CloseCode.TOKEN, identity.value)
                 return None
             user, expires = identity.user, identity.expires
+        if resume is not None and not self.failed_resumes.allowed(peer, now):
+            self.drops["failed-resumes"] += 1
+            self._refuse(link, CloseCode.TRY_AGAIN_LATER, TOO_MANY_FAILED_RESUMES)
+            return None
         conn = Connection(link, "", self.burst, now, user, expires, peer)
+        try:
+            if resume is not None:
+                self._hold(conn, now, resume)
+            else:
+                self._greet(conn, {})
+        except Exception:  # a bug: nothing of it stays, no slot is taken (the adapter answers 500)
+            if self.conns.get(conn.id) is conn:
+                del self.conns[conn.id]
+            if conn.held is not None:
+                self.waiting.pop(conn.id[1:], None)
+            raise
         if self.max_per_peer:
             self.per_peer[peer] += 1
-        if resume is not None:
-            self._hold(conn, now, resume)
-        else:
-            self._greet(conn, {})
         return conn
 
     def _greet(self, conn: Connection, extra: dict[str, Any]) -> None:
@@ -291,14 +426,14 @@ class Gateway:
         connected.client = client_id
         connected.user = conn.user
         connected.session_hash = conn.session_hash
-        self._greeting(conn, secret, self.processor_epoch, extra)
+        self._queue(conn, self._greeting(conn, secret, self.processor_epoch, extra))
 
-    def _greeting(self, conn: Connection, secret: str, epoch: str, extra: dict[str, Any]) -> None:
+    def _greeting(self, conn: Connection, secret: str, epoch: str, extra: dict[str, Any]) -> bytes:
         body: dict[str, Any] = {"client": conn.id, "user": conn.user} if conn.user else {"client": conn.id}
         body["session"] = secret
         body["epoch"] = epoch
         body.update(extra)
-        self._queue(conn, protocol.encode("client-connected", conn.id, protocol.encode_body(body)))
+        return protocol.encode("client-connected", conn.id, protocol.encode_body(body))
 
     def _hold(self, conn: Connection, now: float, resume: Resume) -> None:
         """Ask the processor for the session; nothing goes to the client until it answers."""
@@ -317,17 +452,25 @@ class Gateway:
         """The processor's answer to a held connection: resumed, or a new client."""
         waiting = self.waiting.pop(result.link, None)
         if waiting is None:  # the connection ended before the answer: report the client
-            clean = self.orphans.pop(result.link, None)
-            if result.client and clean is not None:
+            orphan = self.orphans.pop(result.link, None)
+            if orphan is None:
+                return
+            clean, peer, asked = orphan
+            if result.client:
                 if clean:
                     self._item().disconnected = result.client
                 else:
                     self._item().away = result.client
+            elif (result.reason or "unknown-session") in GUESSES:
+                self.failed_resumes.failed(peer, asked)
             return
         conn = waiting.conn
         held, conn.held = conn.held or [], None
         if not result.client:
-            self._greet(conn, {"resumed": False, "reason": result.reason or "unknown-session"})
+            reason = result.reason or "unknown-session"
+            if reason in GUESSES:
+                self.failed_resumes.failed(conn.peer, waiting.deadline - RESUME_TIMEOUT)
+            self._greet(conn, {"resumed": False, "reason": reason})
         else:
             old = self.conns.get(result.client)
             if old is not None:  # its previous connection, here and not noticed dead yet
@@ -342,10 +485,14 @@ class Gateway:
                 if room != LOBBY:
                     conn.rooms.add(room)
                     self.rooms.setdefault(room, set()).add(conn)
-            self._greeting(conn, waiting.secret, result.epoch or self.processor_epoch,
-                           {"resumed": True})
-            for frame in result.replay:
-                conn.pending.append(frame)
+            greeting = self._greeting(conn, waiting.secret, result.epoch or self.processor_epoch,
+                                      {"resumed": True})
+            # Written paced, as ordinary messages (a replay may be far larger than any
+            # client's message limit); what comes for it meanwhile waits behind, in order.
+            self.frames_out += 1 + len(result.replay)
+            if not conn.closing:
+                conn.backlog = Backlog([greeting, *result.replay])
+                self._pump(conn)
         for message in held:
             if conn.closing:
                 break
@@ -370,11 +517,14 @@ class Gateway:
         `away`); otherwise (lost, keepalive timeout, gateway restart) it is `away`: the
         processor keeps it, rooms and all, for the resume window."""
         away = not clean and (not conn.closing or conn.away_on_close)
+        self._unpace(conn)
         if conn.held is not None:
             name = conn.id[1:]
-            if self.waiting.pop(name, None) is not None:
+            waiting = self.waiting.pop(name, None)
+            if waiting is not None:
                 self._release_peer(conn)
-                self.orphans[name] = not away  # the answer may still come: then reported
+                # the answer may still come: then reported (or counted, a failed resume)
+                self.orphans[name] = (not away, conn.peer, waiting.deadline - RESUME_TIMEOUT)
                 if len(self.orphans) > 4096:
                     del self.orphans[next(iter(self.orphans))]
             return
@@ -463,7 +613,7 @@ class Gateway:
                                      parsed.request_id)
         if self.verify is not None and parsed.action == REFRESH_TOKEN:
             return self._refresh(conn, parsed)
-        if self.link is not Link.UP:
+        if not self.up:
             return self._reply_error(conn, ErrorCode.PROCESSOR_UNAVAILABLE, parsed.action,
                                      parsed.target, parsed.request_id)
         self.in_seq += 1
@@ -493,6 +643,7 @@ class Gateway:
             return
         conn.closing = True
         conn.away_on_close = away
+        self._unpace(conn)  # what waited for it is never written
         self.closes[code] += 1
         self.out.close(conn.link, code, reason)
 
@@ -542,14 +693,13 @@ class Gateway:
         if self.last_beat is None:
             self.last_beat = now  # silence is counted from the first heartbeat on
         if now - self.last_beat > self.peer_timeout:
-            if self.link is Link.UP:
+            if self._move("silence") in UP:
                 self.out.notice("warning", "processor silent", {"gateway": self.id})
-                self.link = Link.HELLO
             if self.pair:  # try the other processor (and, silent too, this one again)
                 self.last_beat = now
                 self.out.switch_processor()
                 self.out.notice("warning", "trying the other processor", {"gateway": self.id})
-        if self.link is Link.UP:
+        if self.up:
             beat = self._item().heartbeat
             beat.SetInParent()
             if stats is not None:
@@ -560,19 +710,19 @@ class Gateway:
 
     def admin_query(self, query: int, search: str, after: str) -> None:
         """Ask the processor for the admin snapshot (answered through `out.admin_answer`)."""
-        if self.link is Link.UP:
+        if self.up:
             q = self._item().admin_query
             q.id, q.search, q.after = query, search, after
 
     def processor_beat(self, beat: pb.ProcessorBeat, now: float) -> None:
         self.last_beat = now
-        if self.link is not Link.UP:
+        if not self.up:
             return
         if beat.epoch != self.processor_epoch or self.id not in beat.acked:
             # A new processor, or one that forgot us: resync before accepting frames.
             self.out.notice("warning", "processor changed; resyncing",
                             {"gateway": self.id, "epoch": beat.epoch})
-            self.link = Link.HELLO
+            self._move("forgot")
             self._abandon_unacked()
             self._hello()
             return
@@ -583,11 +733,9 @@ class Gateway:
 
     def processor_out(self, out: pb.GatewayOut) -> None:
         """One GatewayOut: deliveries, membership changes, closes, the welcome."""
-        if out.epoch == self.processor_epoch and self.out_seq and out.seq != self.out_seq + 1:
-            self.out.notice("error", "messages lost", {"expected": self.out_seq + 1, "got": out.seq})
-            frame = protocol.error(ErrorCode.MESSAGES_LOST)
-            for conn in self.conns.values():
-                self._queue(conn, frame)
+        if (out.seq != self.out_seq + 1 and self.up and out.epoch == self.processor_epoch
+                and not any(op.HasField("welcome") for op in out.ops)):  # a welcome starts over
+            self._gap(self.out_seq + 1, out.seq)
         self.out_seq = out.seq
         conns = self.conns
         dirty = self.dirty
@@ -597,6 +745,8 @@ class Gateway:
                 d = op.deliver
                 frame = d.frame
                 if d.room:
+                    if self.link is Link.RESYNC:  # the mirror may be stale (a `left` lost) until
+                        continue  # the sync: not trusted with a room (the clients were told)
                     members: Iterable[Connection] = (
                         conns.values() if d.room == LOBBY else self.rooms.get(d.room, ()))
                     # _queue() inlined: this loop runs once per recipient
@@ -633,7 +783,19 @@ class Gateway:
                 if member is not None:
                     self.close(member, op.close.code, op.close.reason)
             elif kind == "welcome":
+                if self.processor_epoch and not self.up:
+                    # Back after a hello: frames sent before it may never have been processed,
+                    # and GatewayOuts may have been lost meanwhile (the welcome's numbering
+                    # starts over, so no gap shows it).
+                    self._abandon_unacked()
+                    if op.welcome.epoch == self.processor_epoch:
+                        lost = protocol.error(ErrorCode.MESSAGES_LOST)
+                        for conn in conns.values():
+                            self._queue(conn, lost)
                 self._welcomed(op.welcome.epoch)
+            elif kind == "sync":
+                if self.up:  # else a hello overtook it: the welcome starts afresh
+                    self._synced(op.sync)
             elif kind == "resumed":
                 self.resume_result(op.resumed)
             elif kind == "admin":
@@ -645,9 +807,53 @@ class Gateway:
         if self.processor_epoch and epoch != self.processor_epoch:
             self._abandon_unacked()
         self.processor_epoch = epoch
-        self.link = Link.UP
-        self.out_seq = 0
+        self._move("welcome")
+        self.resync_from = None
         self.out.notice("info", "welcomed by processor", {"gateway": self.id, "epoch": epoch})
+
+    def _gap(self, expected: int, got: int) -> None:
+        """GatewayOuts were lost (our SUB pipe overflowed: we were not reading): clients may
+        have missed messages (told `messages-lost`), and the mirror may be stale (a `left`
+        or a `close` missed): the processor is asked for its view (a Resync, answered by a
+        GatewayOp sync in order)."""
+        self.out.notice("error", "messages lost; resyncing", {"expected": expected, "got": got})
+        self.drops["processor-gap"] += 1
+        frame = protocol.error(ErrorCode.MESSAGES_LOST)
+        for conn in self.conns.values():
+            self._queue(conn, frame)
+        if self._move("gap") is Link.UP:
+            self.resync_from = set(self.conns)  # a connection made after the Resync is not in the answer
+        # (again while resyncing: the answer may be among the lost; a later one is harmless)
+        self._item().resync.SetInParent()
+        for waiting in self.waiting.values():  # its answer may be among the lost: asked again
+            self._item().resume.CopyFrom(waiting.request)
+
+    def _synced(self, sync: pb.GatewaySync) -> None:
+        """The processor's view of our clients: the mirror made to match it; the closes it
+        asked for done; a connection it does not know (older than the Resync) closed 1012,
+        so that the client starts over or resumes."""
+        self._move("sync")
+        listed = {c.client: c.rooms for c in sync.clients}
+        conns = self.conns
+        older = self.resync_from or set()
+        self.resync_from = None
+        for conn in list(conns.values()):
+            rooms = listed.get(conn.id)
+            if rooms is None:
+                if conn.id in older:
+                    self.close(conn, CloseCode.SERVICE_RESTART, "resynced", away=True)
+                continue
+            want = set(rooms)
+            want.discard(LOBBY)
+            for room in conn.rooms - want:
+                self._forget_room(conn, room)
+            for room in want - conn.rooms:
+                conn.rooms.add(room)
+                self.rooms.setdefault(room, set()).add(conn)
+        for close in sync.close:
+            asked = conns.get(close.client)
+            if asked is not None:
+                self.close(asked, close.code, close.reason)
 
     def _abandon_unacked(self) -> None:
         """Frames a (new or forgetful) processor never acknowledged may be lost: say so."""
@@ -659,6 +865,7 @@ class Gateway:
 
     def _hello(self) -> None:
         """(Re)introduce this gateway with every client and its rooms (the resync)."""
+        self.resync_from = None
         item = self._item()
         item.hello.index = self.index
         for conn in self.conns.values():
@@ -692,6 +899,10 @@ class Gateway:
         if self.batch.items:
             batch, self.batch = self.batch, pb.GatewayBatch(gateway=self.id)
             self.open_frames = None
+            if self.retained:  # what a refused batch said of its clients goes first
+                retained, self.retained = self.retained, []
+                batch = pb.GatewayBatch(gateway=self.id, items=[*retained, *batch.items])
+            batch.received = self.out_seq
             if not self.out.push_batch(batch.SerializeToString()):
                 self._refused(batch)
         if self.dirty:
@@ -699,11 +910,18 @@ class Gateway:
 
     def _refused(self, batch: pb.GatewayBatch) -> None:
         """The processor is unreachable: every client frame in the batch gets an error and
-        counts as a drop. The gateway's own items (hello, resume, admin query) are not
-        counted: they are sent again at the next heartbeat, nothing is lost."""
+        counts as a drop. What it said of clients (connected, disconnected, away), a resume
+        request and a Resync are kept and sent first with the next batch (the processor must
+        learn of each, or it would miss a client or keep a ghost, leave a resume unanswered
+        or a gap unrepaired: neither is asked again; bounded: the oldest go past RETAINED).
+        A hello, a heartbeat and an admin query are not kept: the next heartbeat sends them
+        anew."""
         refused = set()
         conns = self.conns
         for item in batch.items:
+            if item.WhichOneof("kind") in ("connected", "disconnected", "away", "resume", "resync"):
+                self.retained.append(item)
+                continue
             run = item.frames
             for i, (client, action, target, request_id) in enumerate(
                     zip(run.client, run.action, run.target, run.request_id, strict=True)):
@@ -711,6 +929,9 @@ class Gateway:
                 conn = conns.get(client)
                 if conn is not None:
                     self._reply_error(conn, ErrorCode.PROCESSOR_UNAVAILABLE, action, target, request_id)
+        if len(self.retained) > RETAINED:
+            self.drops["retained-items"] += len(self.retained) - RETAINED
+            del self.retained[:-RETAINED]
         if refused:
             self.drops["processor-unreachable"] += len(refused)
             self.unacked = deque(u for u in self.unacked if u.seq not in refused)
@@ -718,7 +939,8 @@ class Gateway:
             self._write_dirty()
 
     def _write_dirty(self) -> None:
-        """One payload per connection with frames: its frames joined with "\\n".
+        """One payload per connection with frames: its frames joined with "\\n" (but behind
+        a replay still being written, they wait their turn: `_pump`).
 
         Members of a room receive the same frames in the same order, so consecutive
         connections usually have equal queues: the payload is then built once and the
@@ -726,6 +948,8 @@ class Gateway:
         """
         dirty, self.dirty = self.dirty, []
         self.woken = False
+        if self.paced:  # rare (resumes being replayed): the loop below stays as it was
+            dirty = [conn for conn in dirty if conn.backlog is None or self._behind(conn)]
         out = self.out
         limit = self.send_queue
         n = 0
@@ -743,6 +967,61 @@ class Gateway:
             if out.write(conn.link, payload) > limit:
                 self.close(conn, CloseCode.SLOW_CONSUMER, "slow consumer: send queue full")
         self.frames_out += n
+
+    @property
+    def pace(self) -> int:
+        """Bytes a transport may hold before a paced write waits for `drained()`."""
+        return self.send_queue // 2
+
+    def drained(self, conn: Connection) -> None:
+        """The adapter: `conn`'s transport, left above `pace` bytes by a write, has drained."""
+        if conn.backlog is not None and not conn.closing:
+            self._pump(conn)
+
+    def _pump(self, conn: Connection) -> None:
+        """Write `conn`'s backlog, a few frames per message (at most PACED_MESSAGE bytes, or
+        one bigger frame alone), while its transport holds at most `pace` bytes; the rest
+        waits for `drained()`. Once it is all written, frames go straight out again."""
+        backlog = conn.backlog
+        if backlog is None or backlog.pumping:  # a drain reported from inside our own write
+            return
+        backlog.pumping = True
+        frames, out, link, pace = backlog.frames, self.out, conn.link, self.pace
+        while frames:
+            group = [frames.popleft()]
+            taken = len(group[0])
+            while frames and taken + len(group) + len(frames[0]) <= PACED_MESSAGE:
+                taken += len(frames[0])
+                group.append(frames.popleft())
+            backlog.size -= taken
+            backlog.replay = max(0, backlog.replay - taken)
+            buffered = out.write(link, group[0] if len(group) == 1 else b"\n".join(group))
+            if buffered < 0 or conn.closing:
+                break
+            if buffered > pace and frames:
+                backlog.pumping = False
+                self.paced.add(conn)
+                return
+        self._unpace(conn)
+
+    def _behind(self, conn: Connection) -> bool:
+        """A paced connection's frames of this tick: queued behind its replay, up to the
+        send queue (more: closed as a slow consumer, like any other). False: not written now."""
+        backlog = conn.backlog
+        assert backlog is not None
+        frames, conn.pending = conn.pending, []
+        self.frames_out += len(frames)
+        backlog.frames.extend(frames)
+        backlog.size += sum(map(len, frames))
+        if backlog.behind() > self.send_queue:
+            self.close(conn, CloseCode.SLOW_CONSUMER, "slow consumer: send queue full")
+        return False
+
+    def _unpace(self, conn: Connection) -> None:
+        """Nothing waits for `conn` any more: its frames go straight out (or nowhere)."""
+        if conn.backlog is not None:
+            conn.backlog = None
+            self.paced.discard(conn)
 
     # ------------------------------------------------------------ keepalive
 
@@ -792,6 +1071,13 @@ class Gateway:
             assert bool(conn.pending) == (conn in self.dirty), f"{conn.id} pending but not dirty"
         for conn in self.conns.values():
             assert conn.held is None, f"{conn.id} live and held"
+            backlog = conn.backlog
+            if backlog is not None:  # only while a paced write waits for the transport
+                assert backlog.frames and not backlog.pumping and not conn.closing, f"{conn.id}'s backlog"
+                assert backlog.size == sum(map(len, backlog.frames)) and 0 <= backlog.replay <= backlog.size
+                assert backlog.behind() <= self.send_queue, f"{conn.id} over its send queue"
+        assert self.paced == {c for c in self.conns.values() if c.backlog is not None}, "paced"
+        self.failed_resumes.check()
         for name, waiting in self.waiting.items():
             assert waiting.conn.held is not None and waiting.conn.id == "~" + name, "held connection"
             assert len(waiting.conn.held) <= HELD_FRAMES and not waiting.conn.rooms
@@ -805,5 +1091,5 @@ class Gateway:
         seqs = [u.seq for u in self.unacked]
         assert seqs == sorted(set(seqs)), "unacknowledged frames out of order"
         assert all(s <= self.in_seq for s in seqs)
-        if self.link is not Link.UP:
+        if not self.up:
             assert self.open_frames is None, "frames accepted while the processor link is down"

@@ -22,11 +22,14 @@ EAGAIN, and the SUB socket is read from the loop's reader callback.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import http
 import json
 import logging
 import mimetypes
 import os
+import re
 import signal
 import ssl
 import sys
@@ -37,6 +40,7 @@ from typing import Any, cast
 
 import zmq
 from websockets.datastructures import Headers
+from websockets.exceptions import RequestLineTooLong, SecurityError
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -45,6 +49,7 @@ from websockets.server import ServerProtocol
 from meshstream_zmq import links, new_epoch
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
+from meshstream_zmq.admin import PROXY_HEADERS, Guesses, feed_origin
 from meshstream_zmq.admin import access as admin_access
 from meshstream_zmq.auth import TokenKeyError, Tokens
 from meshstream_zmq.config import Config
@@ -65,6 +70,12 @@ ADMIN_VIEWERS = 16  # admin WebSockets per gateway; more are refused (503)
 OPEN_TIMEOUT = 10.0  # a connection that has not completed its handshake by then is dropped
 CLOSE_TIMEOUT = 2.0  # a closing handshake the client does not finish by then: the TCP link is cut
 PING_DATA = b"meshstream"
+# Request-head bytes held at once for all the connections still in their handshake (each
+# at most --max-header-bytes); past it a connection's head is refused 503 (docs/security.md).
+HANDSHAKE_BYTES = 64 * 2**20
+TARGET = re.compile(r"/[\x21-\x7e]*")  # a request target we serve: a path (and query), printable ASCII
+BAD_HTTP = frozenset({400, 405, 414, 431, 505})  # answers to a malformed or refused request: counted
+HTTP_VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")  # what websockets reads; another HTTP/ version: 505
 
 
 class StartupError(Exception):
@@ -139,14 +150,22 @@ class ClientProtocol(asyncio.Protocol):
     (`send_data`), so `ws` never holds output across callbacks; fan-out frames
     from the core are then written after them, while `ws` is OPEN, as the
     complete text frames `ws.send_text` would have produced (see `text_frame`).
+
+    `ws` is made only once the request head is complete: until then its bytes are held
+    in `head` (at most `--max-header-bytes`, and HANDSHAKE_BYTES for all connections of
+    the gateway). A ServerProtocol sits in a reference cycle (its parser is a generator
+    of its own), which only the cyclic collector frees, and the gateway's collector runs
+    rarely (`obs.tune_gc`): a handshake that never finished must leave nothing behind
+    that waits for it; a plain buffer goes as soon as its connection does.
     """
 
-    __slots__ = ("server", "transport", "ws", "conn", "fragments", "timer", "viewing")
+    __slots__ = ("server", "transport", "head", "ws", "conn", "fragments", "timer", "viewing")
 
     def __init__(self, server: GatewayServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.ws = ServerProtocol(max_size=server.config.max_frame, logger=WS_LOG)
+        self.head: bytearray | None = bytearray()  # the request head until `ws` has it, then None
+        self.ws: ServerProtocol  # made by `head_received`
         self.conn: Connection | None = None
         self.fragments: list[bytes] | None = None  # a fragmented message being assembled
         self.timer: asyncio.TimerHandle | None = None  # the open or the close deadline
@@ -154,27 +173,86 @@ class ClientProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        # Paused past the core's pace, so that resume_writing tells it when a paced write
+        # (a resume's replay) may go on.
+        self.transport.set_write_buffer_limits(high=self.server.core.pace)
         self.timer = self.server.loop.call_later(OPEN_TIMEOUT, self.abort)
 
     def data_received(self, data: bytes) -> None:
+        if self.head is not None:
+            self.head_received(data)
+            return
         ws = self.ws
         ws.receive_data(data)
         for event in ws.events_received():
             if type(event) is Frame:
                 self.frame(event)
-            elif isinstance(event, Request):
-                self.request(event)
         self.send_data()
 
+    def head_received(self, data: bytes) -> None:
+        """Bytes of the request head: held until its blank line, then given to a new `ws`
+        alone (what follows it is read only if the connection was upgraded: a pipelined
+        request never reaches websockets). Past `--max-header-bytes`: 431; past the
+        gateway's HANDSHAKE_BYTES: 503."""
+        head, server, transport = self.head, self.server, self.transport
+        assert head is not None and transport is not None
+        if not transport.is_reading():  # refused: nothing more is read
+            return
+        seen = len(head)
+        head += data
+        ends = [i + n for i, n in ((head.find(b"\n\r\n", max(0, seen - 3)), 3),
+                                   (head.find(b"\n\n", max(0, seen - 1)), 2)) if i >= 0]
+        end = min(ends, default=-1)  # just past the blank line, or -1: not yet
+        limit = server.config.max_header_bytes
+        if end > limit or (end < 0 and len(head) > limit):
+            status = 431
+        elif end < 0:
+            if server.handshake_bytes + len(data) <= HANDSHAKE_BYTES:
+                server.handshake_bytes += len(data)  # held, and counted, until the head is whole
+                return
+            status = 503
+        else:
+            status = 0
+        server.handshake_bytes -= seen
+        if status:
+            head.clear()
+            self.refuse(status, b"request head too large\n" if status == 431
+                        else b"too many handshakes under way: try again later\n")
+            return
+        self.head = None
+        self.ws = ws = ServerProtocol(max_size=server.config.max_frame, logger=WS_LOG)
+        ws.receive_data(bytes(head[:end]))
+        request = next((e for e in ws.events_received() if isinstance(e, Request)), None)
+        if request is not None:
+            self.request(request)
+        elif isinstance(ws.handshake_exc, SecurityError):  # a line over 8 KiB, > 128 headers:
+            # websockets answers 414 or 431 itself
+            server.bad_http(414 if isinstance(ws.handshake_exc, RequestLineTooLong) else 431,
+                            "", self.address())
+        else:  # a request websockets cannot read: it only closes, we say why first
+            version = bytes(head[:end]).split(b"\n", 1)[0].rstrip().rpartition(b" ")[2]
+            status = 505 if version.startswith(b"HTTP/") and version not in HTTP_VERSIONS else 400
+            transport.write(_response(status, b"bad request\n", "text/plain").serialize())
+            server.bad_http(status, "", self.address())
+        self.send_data()
+        if len(head) > end and (self.conn is not None or self.viewing):
+            self.data_received(bytes(head[end:]))  # frames sent right after the upgrade
+
     def eof_received(self) -> None:
+        if self.head is not None:  # no complete request: nothing to answer (the transport closes)
+            return
         self.ws.receive_eof()
         self.send_data()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.ws.receive_eof()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.head is not None:  # it never completed its handshake: no `ws`, no client
+            self.server.handshake_bytes -= len(self.head)
+            self.head.clear()
+            return
+        self.ws.receive_eof()
         if self.conn is not None:
             ws = self.ws
             # Clean: the client started the closing handshake, or websockets closed it for a
@@ -189,26 +267,58 @@ class ClientProtocol(asyncio.Protocol):
     # ------------------------------------------------------------ from the client
 
     def request(self, request: Request) -> None:
+        """A whole request head: answered over HTTP (then the connection is closed), or
+        upgraded to a client of the core or an admin viewer. A bug on the way answers 500
+        and closes this connection, and the core keeps nothing of it (Gateway.connect)."""
         ws = self.ws
-        assert self.transport is not None
-        peer = self.transport.get_extra_info("peername")
-        response = self.server.http_response(request, str(peer[0]) if peer else "")
-        if response is None:
-            response = ws.accept(request)
-        ws.send_response(response)
-        if ws.state is State.OPEN:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-            if request.path.split("?", 1)[0] == ADMIN_WS:  # not a client: the core never sees it
-                self.viewing = True
-                self.server.viewers[self] = ("", "")
-                return
-            # None: refused, and already being closed (1013 or 4003) before any other frame;
-            # the token is checked before a resume is asked for
-            self.conn = self.server.core.connect(self, time.monotonic(), request_token(request),
-                                                 str(peer[0]) if peer else "",
-                                                 resume=request_resume(request))
+        peer = self.address()
+        try:
+            response = self.server.http_response(request, peer)
+            if response is None:
+                response = ws.accept(request)
+            elif request.method == "HEAD":  # a GET's headers, Content-Length too, no body
+                response = dataclasses.replace(response, body=b"")
+            if response.status_code in BAD_HTTP:
+                self.server.bad_http(response.status_code, request.path, peer)
+            ws.send_response(response)
+            if ws.state is State.OPEN:
+                if self.timer is not None:
+                    self.timer.cancel()
+                    self.timer = None
+                if request.path.split("?", 1)[0] == ADMIN_WS:  # not a client: the core never sees it
+                    self.viewing = True
+                    self.server.viewers[self] = ("", "")
+                    return
+                # None: refused, and already being closed (1013 or 4003) before any other frame;
+                # the token is checked before a resume is asked for
+                self.conn = self.server.core.connect(self, time.monotonic(), request_token(request),
+                                                     peer, resume=request_resume(request))
+        except Exception:
+            ws.data_to_send()  # what `ws` has ready (a 101) is not sent
+            self.refuse(500, b"internal error\n", request.path)
+
+    def refuse(self, status: int, body: bytes, path: str = "") -> None:
+        """Answer without `ws` (a head over a limit, or after a bug): the response, then the
+        connection half-closed and no longer read; CLOSE_TIMEOUT later the link is cut. Not
+        read, what the client still sends cannot delay or lose the answer (a close with
+        unread data would reset the connection and could drop the response)."""
+        transport = self.transport
+        assert transport is not None
+        self.server.bad_http(status, path, self.address())
+        transport.write(_response(status, body, "text/plain").serialize())
+        transport.pause_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:  # TLS: close_notify, after the response
+            transport.close()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.server.loop.call_later(CLOSE_TIMEOUT, self.abort)
+
+    def address(self) -> str:
+        """The client's IP address ("" if unknown)."""
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return str(peer[0]) if peer else ""
 
     def frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -255,6 +365,11 @@ class ClientProtocol(asyncio.Protocol):
             self.server.core.close(self.conn, CloseCode.INTERNAL_ERROR, "internal error")
 
     # ------------------------------------------------------------ to the client
+
+    def resume_writing(self) -> None:
+        """The transport has drained (below a quarter of the core's pace): a replay goes on."""
+        if self.conn is not None:
+            self.server.core.drained(self.conn)
 
     def send_data(self) -> None:
         transport = self.transport
@@ -333,6 +448,9 @@ class GatewayServer:
         self.viewers: dict[ClientProtocol, tuple[str, str]] = {}
         self.admin_queries: dict[int, tuple[str, str]] = {}
         self.admin_seq = 0
+        self.guesses = Guesses()  # wrong admin tokens per address
+        self.handshake_bytes = 0  # request-head bytes held by connections in their handshake
+        self.throttle = obs.Throttle()  # log lines caused by clients' bad requests
 
         ctx = context or zmq.Context.instance()
         # PUSH to the processor, SUB for its own topic and the beats (CURVE with keys_dir): links.py
@@ -413,18 +531,30 @@ class GatewayServer:
                 self.ask_admin(set(self.viewers.values()))
 
     def admin_response(self, request: Request, path: str, peer: str) -> Response | None:
-        """/admin (the page) and /admin/ws (its live feed), behind `access` (admin.py)."""
-        status = admin_access(self.config.admin_token, request_token(request), peer)
+        """/admin (the page) and /admin/ws (its live feed), behind `access` (admin.py), with
+        wrong tokens limited per address (`Guesses`: then 429 until one refills)."""
+        headers = request.headers
+        hosts = headers.get_all("Host")
+        host = hosts[0] if len(hosts) == 1 else None  # none, or two: nobody's in particular
+        now = time.monotonic()
+        if self.guesses.limited(peer, now):
+            return _response(429, b"too many wrong admin tokens: try again later\n", "text/plain",
+                             [("Retry-After", str(self.guesses.retry_after(peer, now)))])
+        presented = request_token(request)
+        status = admin_access(self.config.admin_token, presented, peer, host,
+                              proxied=any(name in headers for name in PROXY_HEADERS))
         if status == 401:
+            if presented:  # a guess (a browser without a token is shown the form)
+                self.guesses.failed(peer, now)
+                self.client_fault("wrong admin token", peer)
             return _response(401, ADMIN_LOGIN, "text/html; charset=utf-8")
         if status != 200:
-            return _response(403, b"the admin page answers loopback clients only "
-                                  b"(or set --admin-token)\n", "text/plain")
+            return _response(403, b"without --admin-token the admin page answers this machine only "
+                                  b"(a loopback address and Host, not through a proxy)\n",
+                             "text/plain")
         if path == ADMIN_WS:
             # A page on another site must not read it with the operator's browser.
-            origins = request.headers.get_all("Origin")
-            host = request.headers.get("Host", "")
-            if any(urllib.parse.urlsplit(o).netloc != host for o in origins):
+            if not feed_origin(headers.get_all("Origin"), host, self.core.origins):
                 return _response(403, b"origin not allowed\n", "text/plain")
             if len(self.viewers) >= ADMIN_VIEWERS:
                 return _response(503, b"too many admin viewers\n", "text/plain")
@@ -488,8 +618,14 @@ class GatewayServer:
     # ------------------------------------------------------------ HTTP
 
     def http_response(self, request: Request, peer: str = "") -> Response | None:
-        """The response to a plain HTTP request, or None to upgrade to a WebSocket."""
+        """The response to a plain HTTP request, or None to upgrade to a WebSocket. Only
+        a path (`*`, `foo`, an absolute URL, a control character: 400); GET and HEAD
+        only, but for the WebSocket paths, which websockets checks (405)."""
+        if not TARGET.fullmatch(request.path):
+            return _response(400, b"bad request target\n", "text/plain")
         path = request.path.split("?", 1)[0]
+        if path not in (PATH, ADMIN_WS) and request.method not in ("GET", "HEAD"):
+            return _response(405, b"method not allowed\n", "text/plain", [("Allow", "GET, HEAD")])
         if path == "/admin" or path.startswith("/admin/"):
             return self.admin_response(request, path, peer)
         if path == PATH:
@@ -502,6 +638,23 @@ class GatewayServer:
             return self.health()
         return self.static_file(path)
 
+    def bad_http(self, status: int, path: str, peer: str) -> None:
+        """A request answered `status` for a fault of its own (400, 405, 414, 431, 505), for
+        the gateway's handshake budget (503), or for a bug (500): counted in
+        `meshstream_drops{reason}` and logged rate-limited (a bug with its traceback)."""
+        reason = {500: "http-error", 503: "handshake-bytes"}.get(status, "bad-http")
+        obs.DROPS.labels(reason).inc()
+        self.client_fault("http request failed" if status == 500 else "bad http request", peer,
+                          status=status, path=path[:80], exc_info=status == 500)
+
+    def client_fault(self, message: str, peer: str, exc_info: bool = False, **fields: object) -> None:
+        """A log line a client can cause at will: at most one per kind per Throttle interval,
+        with the count of those left out since the last."""
+        suppressed = self.throttle.due(message, time.monotonic())
+        if suppressed is not None:
+            log.log(logging.ERROR if exc_info else logging.WARNING, message, exc_info=exc_info,
+                    extra={"fields": {"peer": peer, **fields, "suppressed": suppressed}})
+
     def health(self) -> Response:
         """200 "ok" while a processor serves this gateway, else 503; the second line names
         the processor it talks to (with a pair: primary or backup) and its epoch."""
@@ -513,10 +666,17 @@ class GatewayServer:
         return _response(200 if ok else 503, body.encode(), "text/plain")
 
     def static_file(self, path: str) -> Response:
-        prefix = next(p for p in self.static if path.startswith(p))
+        """A file directly in one of the static directories, or 404."""
+        prefix = next((p for p in self.static if path.startswith(p)), None)
+        if prefix is None:
+            return _response(404, b"not found\n", "text/plain")
         root = self.static[prefix]
-        file = (root / (path[len(prefix):] or "index.html")).resolve()
-        if file.parent == root and file.is_file():
+        try:
+            file = (root / (path[len(prefix):] or "index.html")).resolve()
+            found = file.parent == root and file.is_file()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL
+            found = False
+        if found:
             ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
             if ctype.startswith("text/") or ctype.endswith("javascript"):
                 ctype += "; charset=utf-8"
@@ -627,12 +787,13 @@ def ready_file(run_dir: str, index: int) -> Path:
     return Path(run_dir) / f"gateway-{index}.ready"
 
 
-def _response(status: int, body: bytes, ctype: str) -> Response:
-    reason = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-              503: "Service Unavailable"}.get(status, "")
+def _response(status: int, body: bytes, ctype: str,
+              extra: list[tuple[str, str]] | None = None) -> Response:
+    """A plain HTTP response. `Connection: close`: every answer but an upgrade ends its
+    connection (`ws` half-closes it), so a pipelined request is never read."""
     headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
-                       ("Cache-Control", "no-cache")])
-    return Response(status, reason, headers, body)
+                       ("Cache-Control", "no-cache"), ("Connection", "close"), *(extra or [])])
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
 # The answer to /admin without the right token: the page asks for it, keeps it for the

@@ -125,3 +125,70 @@ async def test_the_page_names_the_serving_processor_of_a_pair(pair: Pair) -> Non
     primary.kill()
     after = (await snapshot(ws, lambda s: s["serving"]["role"] == "backup"))["serving"]
     assert after["term"] > before["term"]  # a takeover
+
+
+# ------------------------------------------------------------------ the door (issue 20, item 7)
+
+UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+
+
+def raw(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """GET `path` with exactly these headers (Host included) from 127.0.0.1: the status and
+    the response's headers (lower-case names)."""
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\n{lines}\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(4096)
+            assert chunk, head
+            head += chunk
+    status, *rest = head.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    return int(status.split()[1]), {k.strip().lower(): v.strip()
+                                    for k, _, v in (line.partition(":") for line in rest)}
+
+
+def test_without_a_token_a_rebound_name_is_refused(cluster_factory: Callable[..., Cluster]) -> None:
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 reaches
+    the gateway from loopback, but its requests carry its own name in Host."""
+    c = cluster_factory()
+    p = c.port
+    assert raw(p, "/admin", {"Host": f"127.0.0.1:{p}"})[0] == 200
+    assert raw(p, "/admin", {"Host": f"localhost:{p}"})[0] == 200
+    assert raw(p, "/admin", {"Host": f"evil.example:{p}"})[0] == 403
+    assert raw(p, "/admin", {})[0] == 403  # no Host at all
+    evil = {"Host": f"evil.example:{p}", "Origin": f"http://evil.example:{p}"}
+    assert raw(p, "/admin/ws", {**evil, **UPGRADE})[0] == 403
+    own = {"Host": f"127.0.0.1:{p}", "Origin": f"http://127.0.0.1:{p}"}
+    assert raw(p, "/admin/ws", {**own, **UPGRADE})[0] == 101  # the page itself
+    assert raw(p, "/admin/ws", {**own, "Origin": "http://evil.example", **UPGRADE})[0] == 403
+
+
+def test_without_a_token_a_proxied_request_is_refused(cluster_factory: Callable[..., Cluster]) -> None:
+    """A proxy on this host makes every request come from loopback: a request that says it
+    came through one never passes the loopback rule."""
+    c = cluster_factory()
+    host = {"Host": f"127.0.0.1:{c.port}"}
+    for name, value in (("X-Forwarded-For", "203.0.113.9"), ("X-Real-IP", "203.0.113.9"),
+                        ("Forwarded", "for=203.0.113.9"), ("x-forwarded-for", "127.0.0.1")):
+        status, _ = raw(c.port, "/admin", {**host, name: value})
+        assert status == 403, name
+        assert raw(c.port, "/admin/ws", {**host, name: value, **UPGRADE})[0] == 403, name
+
+
+def test_token_guesses_are_limited_per_address(cluster_factory: Callable[..., Cluster]) -> None:
+    c = cluster_factory(gateways=1, env={"MESHSTREAM_ADMIN_TOKEN": TOKEN})
+    base = f"http://127.0.0.1:{c.port}"
+    host = {"Host": f"127.0.0.1:{c.port}"}
+    assert raw(c.port, "/admin", {**host, "Authorization": f"Bearer {TOKEN}"})[0] == 200
+    for n in range(10):  # ten wrong tokens a minute per address
+        assert get(f"{base}/admin?token=guess-{n}")[0] == 401
+    status, headers = raw(c.port, "/admin", {**host, "Authorization": f"Bearer {TOKEN}"})
+    assert status == 429 and 1 <= int(headers["retry-after"]) <= 6  # even the right one, until one refills
+    assert raw(c.port, "/admin/ws", {**host, "Authorization": "Bearer guess", **UPGRADE})[0] == 429
+    assert get(f"{base}/admin")[0] == 429
+    assert get(f"{base}/healthz")[0] == 200  # the rest of the port is not limited
+    log = c.read_log()
+    assert 1 <= log.count('"wrong admin token"') <= 2, log  # logged rate-limited
+    assert "guess-" not in log  # and never the token

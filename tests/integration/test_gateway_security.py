@@ -116,6 +116,7 @@ async def test_a_bearer_token_in_the_header_names_the_user(jwt_cluster: Cluster)
     (f"?token={token(key='another-secret-another-secret-xx')}", "bad-token"),
     (f"?token={token(nbf=int(time.time()) + 3600)}", "bad-token"),
     (f"?token={token(ttl=-5)}", "token-expired"),
+    (f"?token={token(room='private-r')}", "bad-token"),  # a room pass, not a connection token
 ])
 async def test_a_refused_token_is_closed_4003_before_any_frame(jwt_cluster: Cluster, query: str,
                                                                reason: str) -> None:
@@ -155,6 +156,7 @@ async def test_refresh_token_extends_the_connection(jwt_cluster: Cluster) -> Non
     ("garbage", "bad-token"),
     (token("mallory"), "bad-token"),  # another user's token
     (token(ttl=-5), "token-expired"),
+    (token(room="private-r"), "bad-token"),  # the user's own room pass
     (None, "bad-token"),
 ])
 async def test_a_refused_refresh_keeps_the_connection(jwt_cluster: Cluster, new: str | None,
@@ -351,7 +353,7 @@ def test_a_gateway_with_unusable_tls_files_refuses_to_start(tmp_path: Path, file
     if files == "garbage":
         cert.write_text("not a certificate\n")
         key.write_text("not a key\n")
-    cmd = [sys.executable, "-m", "services.cli", "gateway", "--index", "1", "--port", "0",
+    cmd = [sys.executable, "-m", "services.cli", "gateway", "--index", "1", "--port", "1",
            "--run-dir", str(tmp_path / "run"), "--metrics-port", "0",
            "--tls-cert", str(cert), "--tls-key", str(key)]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -381,7 +383,7 @@ def test_run_refuses_unusable_files_before_starting_any_child(tmp_path: Path, se
     junk.write_text("-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
     extra = (["--tls-cert", str(junk), "--tls-key", str(junk)] if setting == "tls"
              else ["--jwt-public-key", str(junk)])
-    cmd = [sys.executable, "-m", "services.cli", "run", "--port", "0", "--no-watchers",
+    cmd = [sys.executable, "-m", "services.cli", "run", "--port", "1", "--no-watchers",
            "--run-dir", str(tmp_path / "run"), "--metrics-port", "0", *extra]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stdout + r.stderr

@@ -8,28 +8,96 @@ import json
 import pytest
 
 from meshstream_zmq import meshstream_pb2 as pb
-from meshstream_zmq.admin import PROCESSOR, ROOMS_PAGE, SEARCH_MAX, AdminView, Serving, access
+from meshstream_zmq.admin import (
+    PROCESSOR,
+    ROOMS_PAGE,
+    SEARCH_MAX,
+    AdminView,
+    Guesses,
+    Serving,
+    access,
+    feed_origin,
+    loopback_host,
+)
 from meshstream_zmq.commands import CreateRoom
 from meshstream_zmq.core import LOBBY, Mesh
 
 from .outbox import new_mesh, send
 
 
-@pytest.mark.parametrize(("required", "presented", "peer", "status"), [
-    ("s3cret", "s3cret", "203.0.113.9", 200),   # the token opens it from anywhere
-    ("s3cret", "wrong", "127.0.0.1", 401),      # a token set: loopback is not enough
-    ("s3cret", None, "127.0.0.1", 401),
-    ("s3cret", "", "::1", 401),
-    ("", None, "127.0.0.1", 200),               # no token: loopback only
-    ("", None, "127.8.9.10", 200),
-    ("", None, "::1", 200),
-    ("", None, "::ffff:127.0.0.1", 200),
-    ("", "anything", "192.168.1.5", 403),
-    ("", None, "::ffff:10.0.0.1", 403),
-    ("", None, "", 403),                        # unknown peer: not provably local
+@pytest.mark.parametrize(("required", "presented", "peer", "host", "status"), [
+    ("s3cret", "s3cret", "203.0.113.9", "chat.example", 200),  # the token opens it from anywhere
+    ("s3cret", "wrong", "127.0.0.1", "127.0.0.1:8765", 401),   # a token set: loopback is not enough
+    ("s3cret", None, "127.0.0.1", "localhost", 401),
+    ("s3cret", "", "::1", "[::1]:8765", 401),
+    ("", None, "127.0.0.1", "127.0.0.1:8765", 200),              # no token: loopback only
+    ("", None, "127.8.9.10", "localhost:8765", 200),
+    ("", None, "::1", "[::1]:8765", 200),
+    ("", None, "::ffff:127.0.0.1", "LOCALHOST", 200),
+    ("", "anything", "192.168.1.5", "192.168.1.5:8765", 403),
+    ("", None, "::ffff:10.0.0.1", "localhost", 403),
+    ("", None, "", "localhost", 403),                           # unknown peer: not provably local
+    # DNS rebinding: a loopback peer, but the page's own name in Host
+    ("", None, "127.0.0.1", "evil.example:8765", 403),
+    ("", None, "127.0.0.1", None, 403),                         # no Host (or two)
+    ("", None, "127.0.0.1", "127.0.0.1.evil.example", 403),
 ])
-def test_access_rule(required: str, presented: str | None, peer: str, status: int) -> None:
-    assert access(required, presented, peer) == status
+def test_access_rule(required: str, presented: str | None, peer: str, host: str | None,
+                     status: int) -> None:
+    assert access(required, presented, peer, host) == status
+
+
+def test_a_proxied_request_never_passes_the_loopback_rule() -> None:
+    assert access("", None, "127.0.0.1", "localhost:8765", proxied=True) == 403
+    token = "t" * 16
+    assert access(token, token, "127.0.0.1", "chat.example", proxied=True) == 200
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("localhost", True), ("LocalHost:80", True), ("127.0.0.1", True), ("127.255.0.9:1", True),
+    ("[::1]", True), ("[::1]:8765", True), ("[::ffff:127.0.0.1]:8765", True), ("localhost:", True),
+    ("evil.example", False), ("evil.example:8765", False), ("localhost.", False),
+    ("localhost:http", False), ("x@127.0.0.1", False), ("127.1", False), ("0x7f000001", False),
+    ("[::1", False), ("[::1]x", False), ("[::2]:80", False), ("10.0.0.1", False), ("", False),
+    ("localhost.evil.example", False), ("127.0.0.1 ", False),
+])
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert loopback_host(host) is loopback
+
+
+@pytest.mark.parametrize(("origins", "host", "allowed", "ok"), [
+    ([], "127.0.0.1:8765", frozenset(), True),                             # not a browser
+    (["http://127.0.0.1:8765"], "127.0.0.1:8765", frozenset(), True),      # the page itself
+    (["HTTP://LOCALHOST:8765/"], "localhost:8765", frozenset(), True),
+    (["http://evil.example"], "127.0.0.1:8765", frozenset(), False),       # another site
+    (["http://127.0.0.1:9999"], "127.0.0.1:8765", frozenset(), False),     # another local port
+    (["null"], "127.0.0.1:8765", frozenset(), False),
+    (["http://127.0.0.1:8765", "http://127.0.0.1:8765"], "127.0.0.1:8765", frozenset(), False),
+    (["http://127.0.0.1:8765"], None, frozenset(), False),
+    (["https://ops.example"], "chat.example", frozenset({"https://ops.example"}), True),
+    (["ftp://127.0.0.1:8765"], "127.0.0.1:8765", frozenset(), False),
+])
+def test_feed_origin(origins: list[str], host: str | None, allowed: frozenset[str], ok: bool) -> None:
+    assert feed_origin(origins, host, allowed) is ok
+
+
+def test_wrong_tokens_are_limited_per_address_and_refill() -> None:
+    guesses = Guesses(limit=10, window=60.0, size=3)
+    for _ in range(10):
+        assert not guesses.limited("203.0.113.9", 100.0)
+        guesses.failed("203.0.113.9", 100.0)
+    assert guesses.limited("203.0.113.9", 100.0)
+    assert guesses.retry_after("203.0.113.9", 100.0) == 6  # one guess back every 6 s
+    assert not guesses.limited("198.51.100.1", 100.0)       # another address is not
+    assert guesses.limited("203.0.113.9", 105.9)
+    assert not guesses.limited("203.0.113.9", 106.0)        # one refilled...
+    guesses.failed("203.0.113.9", 106.0)
+    assert guesses.limited("203.0.113.9", 106.0)            # ...and spent
+    assert not guesses.limited("203.0.113.9", 106.0 + 60.0)
+    # bounded: the address quiet longest is forgotten first
+    for n, address in enumerate(("a", "b", "c", "d")):
+        guesses.failed(address, 200.0 + n)
+    assert len(guesses.left) == 3 and "203.0.113.9" not in guesses.left and "a" not in guesses.left
 
 
 def gateway_stats(pid: int, frames_in: int = 0, frames_out: int = 0, errors: int = 0,

@@ -46,6 +46,9 @@ def test_no_key_means_tokens_are_off() -> None:
     ("x" * 10_000, TokenError.BAD),
     (hs({"sub": "ann", "exp": NOW + 60}), Identity("ann", NOW + 60)),
     (hs({"sub": "ann"}), Identity("ann", None)),
+    # a room pass is not a connection token, valid as it is for its room
+    (hs({"sub": "ann", "room": "private-r", "exp": NOW + 60}), TokenError.BAD),
+    (hs({"sub": "ann", "room": None}), TokenError.BAD),
 ])
 def test_connection_tokens(token: str | None, outcome: object) -> None:
     assert Tokens(Config(jwt_secret=SECRET)).connection(token, NOW) == outcome

@@ -39,6 +39,18 @@ class Transport:
         self.closed = False
         self.eof = False
         self.peer = peer
+        self.buffered = 0  # what get_write_buffer_size says
+        self.high = 0  # the high-water mark asked for
+        self.paused = False
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.high = high or 0
+
+    def is_reading(self) -> bool:
+        return not self.paused
+
+    def pause_reading(self) -> None:
+        self.paused = True
 
     def get_extra_info(self, name: str) -> object:
         return (self.peer, 50000) if name == "peername" else None
@@ -47,7 +59,7 @@ class Transport:
         self.written += data
 
     def get_write_buffer_size(self) -> int:
-        return 0
+        return self.buffered
 
     def can_write_eof(self) -> bool:
         return True
@@ -265,6 +277,22 @@ async def test_a_resume_is_held_silent_then_answered(server: GatewayServer) -> N
     assert missed == {"missed": 1}
     # the frame held meanwhile went on after the replay (here: no processor to take it)
     assert (answer["action"], answer["message_body"]["code"]) == ("error", "processor-unavailable")
+
+
+async def test_a_replay_waits_for_the_transport_to_drain(server: GatewayServer) -> None:
+    peer = Peer(server, "/wsmesh?resume=s")
+    assert peer.transport.high == server.core.pace  # paused past it: resume_writing follows
+    [item] = [i for i in server.core.batch.items if i.WhichOneof("kind") == "resume"]
+    big = [b'{"n":%d,"p":"%s"}' % (n, b"x" * 70_000) for n in range(3)]
+    result = pb.ResumeResult(link=item.resume.link, client="gw2-x.00", epoch="e1", replay=big)
+    peer.transport.buffered = server.core.pace + 1  # the client reads nothing
+    server.core.processor_out(pb.GatewayOut(seq=2, epoch="e1", ops=[pb.GatewayOp(resumed=result)]))
+    assert [json.loads(t)["action"] for t in peer.texts()] == ["client-connected"]
+    peer.proto.resume_writing()  # it read a little: one more
+    assert [json.loads(t)["n"] for t in peer.texts()] == [0]
+    peer.transport.buffered = 0
+    peer.proto.resume_writing()  # all of it
+    assert [json.loads(t)["n"] for t in peer.texts()] == [1, 2]
 
 
 async def test_a_resume_with_a_refused_token_is_never_asked_for(secure: GatewayServer) -> None:
