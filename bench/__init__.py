@@ -14,6 +14,7 @@
     resume_client.py   its worker processes, which hold the clients and check every offset
     capacity.py        per-core rates of a gateway and the processor (`--scenarios capacity`)
     failover_bench.py  a processor pair's active one SIGKILLed under chat (`--scenarios failover`)
+    stuck_gateway_bench.py  chat through 2 gateways while a third stops reading (`--scenarios stuck-gateway`)
 """
 
 from __future__ import annotations

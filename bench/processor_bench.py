@@ -206,10 +206,13 @@ def bench_processor(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
             proc.pub = counter  # type: ignore[assignment]
             for i, gw in enumerate(w.gateways, start=1):
                 proc.on_gateway(w.hello(gw, i), 0.0)
-            proc.out.flush()
+            proc.out.flush(0.0)
             counter.messages = counter.bytes = 0
             flush_every = max(1, args.flush_every)
-            on_gateway, flush = proc.on_gateway, proc.out.flush
+            on_gateway = proc.on_gateway
+
+            def flush() -> None:  # the gateways never acknowledge here: no flow control
+                proc.out.flush(1.0)
             frames = 0
             cpu0, t0 = time.process_time(), time.perf_counter()
             for i, (_, payload, n) in enumerate(w.batches, start=1):

@@ -13,6 +13,10 @@
                                                          # the capacity plan (bench.capacity; only when asked)
     python -m bench.run --scenarios failover             # the active processor of a pair SIGKILLed
                                                          # (bench.failover_bench; only when asked)
+    python -m bench.run --scenarios stuck-gateway        # chat through 2 gateways while a third stops
+                                                         # reading (bench.stuck_gateway_bench; when asked)
+    python -m bench.run --scenarios handshakes           # header-stuffed handshakes, gateway memory per
+                                                         # round (bench.handshake_bench; when asked)
 
 The default harness is the repository's own (`--harness own`, bench.harness): bench/node's
 loadgen.js, whose clients live in several worker processes (`--lg-workers`), drives
@@ -81,6 +85,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {  # the issue's loads
     "resume": {},
     "capacity": {},  # bench.capacity, only when named: one gateway, the processor over 1..16 gateways
     "failover": {},  # bench.failover_bench, only when named: a processor pair, the active one killed
+    "stuck-gateway": {},  # bench.stuck_gateway_bench, only when named: a gateway that stops reading
+    "handshakes": {},  # bench.handshake_bench, only when named: heads that never end, RSS per round
 }
 QUICK: dict[str, dict[str, Any]] = {
     "fanout": {"clients": 200, "messages": 300},
@@ -89,6 +95,8 @@ QUICK: dict[str, dict[str, Any]] = {
     "resume": {"clients": 1000, "rooms": 250, "fill": 10},
     "capacity": {"quick": True},
     "failover": {"quick": True},
+    "stuck-gateway": {"quick": True},
+    "handshakes": {"quick": True},
 }
 
 
@@ -218,7 +226,8 @@ def pipeline_floor(quick: bool, repeat: int, chat: dict[str, Any]) -> dict[str, 
 
 # Scenarios with a module of their own (its own cluster or pair, meshstream alone, no peers
 # and no rounds): the name in --scenarios -> the module's name under bench/.
-OWN_MODULES = {"resume": "resume_bench", "capacity": "capacity", "failover": "failover_bench"}
+OWN_MODULES = {"resume": "resume_bench", "capacity": "capacity", "failover": "failover_bench",
+               "stuck-gateway": "stuck_gateway_bench", "handshakes": "handshake_bench"}
 
 
 def module_scenario(name: str, opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -239,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default="fanout,chat,idle",
-                    help="comma list of fanout,chat,idle,resume,capacity,failover (the last three: only "
-                         "when named)")
+                    help="comma list of fanout,chat,idle,resume,capacity,failover,stuck-gateway (the "
+                         "last four: only when named)")
     ap.add_argument("--baseline", metavar="DIR",
                     help="another meshstream checkout (e.g. `git worktree add /tmp/base HEAD~3`), "
                          "run as target 'baseline' beside this one: an A/B in one run")

@@ -31,6 +31,7 @@ import contextlib
 import inspect
 import itertools
 import json
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,6 +43,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+log = logging.getLogger("meshstream.client")
 
 Frame = dict[str, Any]
 TokenSource = str | Callable[[], str | Awaitable[str]]
@@ -309,6 +312,7 @@ class Client:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Frame]] = {}
         self._callbacks: list[Callable[[Event], Any]] = []
+        self._handlers: set[asyncio.Future[Any]] = set()  # callbacks' coroutines still running
         # Unbounded, but the reader waits (stops reading) while it holds queue_size events.
         self._queue: asyncio.Queue[Event | None] | None = (
             asyncio.Queue() if options.queue_size else None)
@@ -641,12 +645,26 @@ class Client:
             self._emit(Message(frame))
 
     def _emit(self, event: Event) -> None:
+        """To every callback, then the queue. A callback that raises (or whose coroutine
+        does) is logged and the others, and the reader, go on: one bad handler must not
+        stop the connection."""
         for callback in self._callbacks:
-            result = callback(event)
+            try:
+                result = callback(event)
+            except Exception:
+                log.exception("an event callback raised")
+                continue
             if inspect.isawaitable(result):
-                asyncio.ensure_future(result)
+                task = asyncio.ensure_future(result)
+                self._handlers.add(task)
+                task.add_done_callback(self._handler_done)
         if self._queue is not None:
             self._queue.put_nowait(event)
+
+    def _handler_done(self, task: asyncio.Future[Any]) -> None:
+        self._handlers.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("an event callback raised", exc_info=task.exception())
 
     # -------------------------------------------------------------- token refresh
 

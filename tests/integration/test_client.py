@@ -98,6 +98,27 @@ async def test_a_request_is_answered_by_the_frame_carrying_its_id(clients: Any) 
     assert sorted(page["message_body"]["members"]) == sorted([a.id, b.id])
 
 
+async def test_a_raising_callback_does_not_stop_the_client(clients: Any) -> None:
+    seen: list[Event] = []
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("a bug in the application's handler")
+
+    async def broken_later(event: Event) -> None:
+        raise RuntimeError("a bug in an async handler")
+
+    a, b = await clients(on_event=broken), await clients()
+    a.on(broken_later)
+    a.on(seen.append)
+    room = uid("cb")
+    await a.join(room)
+    await b.join(room)
+    await b.request("chat", room, {"n": 1})
+    await next_event(a, chat(1))  # the reader went on past both broken callbacks
+    assert any(isinstance(e, Message) and e.body == {"n": 1} for e in seen)
+    assert (await a.request("list-members", room))["action"] == "member-list"
+
+
 async def test_an_error_reply_raises_and_an_unasked_error_is_an_event(clients: Any) -> None:
     c = await clients()
     with pytest.raises(RequestError) as caught:

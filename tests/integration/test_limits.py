@@ -235,6 +235,16 @@ async def token_length(strict: Cluster, roomy: Cluster) -> str:
     return f"HTTP `{url.value.response.status_code}`"
 
 
+async def request_head(strict: Cluster, roomy: Cluster) -> str:
+    """A head past --max-header-bytes (16 KiB) that has not ended: refused at once."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", strict.port)
+    writer.write(b"GET /wsmesh HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(20)))
+    status = (await asyncio.wait_for(reader.readline(), 10)).split()[1].decode()
+    writer.close()
+    return f"HTTP `{status}`"
+
+
 CHECKS: dict[str, Callable[[Cluster, Cluster], Awaitable[str]]] = {
     "frames per connection": frames_per_connection,
     "flood (a burst past the limit in debt)": flood,
@@ -252,14 +262,25 @@ CHECKS: dict[str, Callable[[Cluster, Cluster], Awaitable[str]]] = {
     "action: 1–64 characters, no control, line-separator or bidi formatting characters": action_chars,
     "room name: 1–64 characters, the same characters refused": room_chars,
     "request line or header longer than 8 KiB (a token too)": token_length,
+    "request head (the request line and every header)": request_head,
 }
 # Checked by unit tests with the time passed in (waiting 20 s or 10 s, or filling 128 MiB,
 # here would only be slow):
 TIMED = {
     "room history held by the processor (all rooms)":
         "tests/unit/test_resume_core.py byte budget",
+    "direct messages held by the processor (all clients, connected or away)":
+        "tests/unit/test_direct_history.py",
     "keepalive: no pong within 20 s of a ping": "tests/unit/test_gateway_core.py keepalive",
+    "bytes waiting behind a resume's replay (the replay, bounded by the history, is written "
+    "paced: half the send queue at a time)": "tests/integration/test_resume_backlog.py",
+    "failed resumes (`unknown-session`, `expired`) per source address and gateway process":
+        "tests/unit/test_gateway_core.py failed resumes",
     "handshake not completed": "tests/unit/test_gateway_frames.py open deadline",
+    # and elsewhere on clusters of their own (64 MiB of heads; an admin token)
+    "request heads held at once per gateway process (every connection still in its handshake)":
+        "tests/integration/test_http.py heads held at once",
+    "wrong admin tokens per address and gateway process": "tests/integration/test_admin.py guesses",
 }
 
 
