@@ -19,8 +19,11 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,3 +31,14 @@ REPO = Path(__file__).resolve().parent.parent
 def log(*args: object) -> None:
     """Progress goes to stderr; stdout is kept for the final report."""
     print(*args, file=sys.stderr, flush=True)
+
+
+def scenario_main(parser: Callable[[], argparse.ArgumentParser],
+                  run_scenario: Callable[[argparse.Namespace], tuple[dict[str, Any], str]],
+                  passed: Callable[[dict[str, Any]], bool], argv: list[str] | None = None) -> int:
+    """`python -m bench.<scenario>`: run it, print its report and where its raw file is;
+    exit 0 when `passed(results)`."""
+    results, text = run_scenario(parser().parse_args(argv))
+    print(text)
+    print(f"\nraw: {Path(results['path']).relative_to(REPO)}")
+    return 0 if passed(results) else 1

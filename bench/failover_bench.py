@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import REPO, log
+from bench import REPO, log, scenario_main
 from bench.harness import CACHE, HOST, free_port, ws_upgrade_ok
 from bench.sampling import alive, tree
 
@@ -583,11 +583,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    o = parser().parse_args(argv)
-    results, text = run_scenario(o)
-    print(text)
-    print(f"\nraw: {Path(results['path']).relative_to(REPO)}")
-    return 0 if results["summary"]["verdict"] == "PASS" else 1
+    return scenario_main(parser, run_scenario, lambda results: results["summary"]["verdict"] == "PASS", argv)
 
 
 if __name__ == "__main__":

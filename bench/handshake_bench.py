@@ -32,10 +32,9 @@ import os
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from bench import REPO, log
+from bench import log, scenario_main
 from bench.harness import CACHE, HOST, Server, meshstream_target
 from bench.sampling import proc_name, rss_kb, tree
 
@@ -169,11 +168,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    o = parser().parse_args(argv)
-    results, text = run_scenario(o)
-    print(text)
-    print(f"\nraw: {Path(results['path']).relative_to(REPO)}")
-    return 0 if results["verdict"] == "PASS" else 1
+    return scenario_main(parser, run_scenario, lambda results: results["verdict"] == "PASS", argv)
 
 
 if __name__ == "__main__":

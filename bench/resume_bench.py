@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import REPO, log
+from bench import REPO, log, scenario_main
 from bench.harness import CACHE, HOST, free_port, ws_upgrade_ok
 from bench.sampling import alive, listening, tree
 
@@ -461,11 +461,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    o = parser().parse_args(argv)
-    results, text = run_scenario(o)
-    print(text)
-    print(f"\nraw: {Path(results['path']).relative_to(REPO)}")
-    return 1 if "error" in results else 0
+    return scenario_main(parser, run_scenario, lambda results: "error" not in results, argv)
 
 
 if __name__ == "__main__":

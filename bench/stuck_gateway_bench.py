@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import REPO, log
+from bench import REPO, log, scenario_main
 from bench.harness import CACHE, HOST, Server, Target
 from bench.report import fmt
 from bench.resume_bench import quantile
@@ -576,11 +576,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    o = parser().parse_args(argv)
-    results, text = run_scenario(o)
-    print(text)
-    print(f"\nraw: {Path(results['path']).relative_to(REPO)}")
-    return 0 if results["summary"]["verdict"] == "PASS" else 1
+    return scenario_main(parser, run_scenario, lambda results: results["summary"]["verdict"] == "PASS", argv)
 
 
 if __name__ == "__main__":
