@@ -67,8 +67,9 @@ async def test_services_run_alone_over_tcp(tcp_services: tuple[int, int]) -> Non
     _wait_http(f"http://127.0.0.1:{ws_port}/healthz")
     a = await Client.connect(f"ws://127.0.0.1:{ws_port}/wsmesh")
     b = await Client.connect(f"ws://127.0.0.1:{ws_port}/wsmesh")
-    for c in (a, b):
-        await c.send({"action": "join-room", "target": "t1"})
+    # one after the other: two connections' frames may reach the gateway in either order
+    await a.request({"action": "join-room", "target": "t1", "id": 1}, "client-joined-room")
+    await b.send({"action": "join-room", "target": "t1"})
     await a.expect("client-joined-room", sender=b.id)
     await b.send({"action": "say", "target": "t1", "message_body": {"n": 1}})
     got = await a.expect("say")
