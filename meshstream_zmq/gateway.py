@@ -330,6 +330,7 @@ class Gateway:
         self.out_seq = 0  # last GatewayOut seen (0: none since the welcome)
         self.unacked: deque[Unacked] = deque()
         self.retained: list[pb.GatewayItem] = []  # from refused batches: sent first next time
+        self.stopping: tuple[int, str] | None = None  # close_all's code and reason, once called
         self.resync_from: set[str] | None = None  # while a Resync is unanswered: the clients then
         # this tick's output
         self.batch = pb.GatewayBatch(gateway=gateway_id)
@@ -493,6 +494,10 @@ class Gateway:
             if not conn.closing:
                 conn.backlog = Backlog([greeting, *result.replay])
                 self._pump(conn)
+        if self.stopping is not None:  # the greeting (its new secret) first, then the close
+            self._write_dirty()
+            self.close(conn, *self.stopping, away=True)
+            return
         for message in held:
             if conn.closing:
                 break
@@ -648,8 +653,12 @@ class Gateway:
         self.out.close(conn.link, code, reason)
 
     def close_all(self, code: int, reason: str) -> None:
-        """The gateway stops: every connection closed, reported away (they may resume)."""
-        for conn in [*self.conns.values(), *(w.conn for w in self.waiting.values())]:
+        """The gateway stops: every connection closed, reported away (they may resume). A
+        connection whose resume is being answered is closed once answered, after its
+        greeting: the processor may already have rotated its session, and a client that
+        never saw the new secret could not resume again."""
+        self.stopping = (code, reason)
+        for conn in list(self.conns.values()):
             self.close(conn, code, reason, away=True)
 
     def _rate_ok(self, conn: Connection, now: float) -> bool:

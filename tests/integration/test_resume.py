@@ -325,7 +325,8 @@ async def test_a_rolling_restart_under_chat_load_loses_nothing(cluster: Cluster)
     stop_load.set()
     await asyncio.gather(*loaders)
     try:
-        assert not [r.refused for r in clients if r.refused], "a resume was refused"
+        reasons = [h["message_body"].get("reason") for r in clients for h in r.refused]
+        assert not reasons, f"resumes refused: {reasons}\n{cluster.read_log()}"
         assert sum(r.resumes for r in clients) >= 1, "no client was on a restarted gateway"
 
         def complete() -> bool:

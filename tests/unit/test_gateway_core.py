@@ -834,14 +834,25 @@ def test_clean_ends_leave_and_the_others_are_away(how: str, kind: str) -> None:
     gw.check()
 
 
-def test_a_gateway_restart_closes_held_connections_too() -> None:
+@pytest.mark.parametrize("resumed", [True, False])
+def test_a_gateway_restart_closes_held_connections_once_answered_greeting_first(resumed: bool) -> None:
+    """The processor may have rotated the session already: the client must see its new
+    secret before the 1012, or it could not resume again."""
     gw, out = make()
     welcome(gw)
     live = gw.connect("L1", 0.0)
-    held(gw, "L2")
+    conn, request = held(gw, "L2")
     gw.close_all(CloseCode.SERVICE_RESTART, "gateway restarting")
-    assert sorted(out.closes) == [("L1", 1012, "gateway restarting"), ("L2", 1012, "gateway restarting")]
+    assert out.closes == [("L1", 1012, "gateway restarting")]
     assert live is not None and live.away_on_close
+    result = pb.ResumeResult(link=request.link, client="gw1-abc.r" if resumed else "",
+                             reason="" if resumed else "unknown-session", epoch="e1")
+    out_msg(gw, pb.GatewayOp(resumed=result))
+    gw.flush()
+    assert out.closes[-1] == ("L2", 1012, "gateway restarting") and conn.away_on_close
+    greeting = out.frames_for("L2")[0]
+    assert greeting["action"] == "client-connected" and greeting["message_body"]["session"]
+    assert greeting["message_body"]["resumed"] is resumed
 
 
 def test_held_connections_count_against_the_limits() -> None:
