@@ -34,6 +34,7 @@ from .commands import (
     SendRoom,
     Settings,
 )
+from .config import DIRECT_MODES
 from .errors import CloseCode, ErrorCode
 from .history import HELD_OVERHEAD as HELD_OVERHEAD
 from .history import History
@@ -42,7 +43,6 @@ from .rooms import PRIVATE_PREFIX, Room, Rooms, RoomView, valid_room_name
 from .sessions import ClientEntry, GatewayEntry, Sessions, gateway_of
 
 MAX_LIST_PAGE = 100  # names in one `room-list` or `member-list` page: the default and the most
-DIRECT_MODES = ("on", "shared-room", "off")  # --direct-messages
 RESUMED_ELSEWHERE = 4002  # close code of a connection whose session another one resumed
 HISTORY_BODY = ("since must be an offset (an integer 0 to 2**63-1), limit an integer, "
                 "epoch a string (the room's epoch)")
