@@ -11,8 +11,9 @@ every reconnect and before the token expires, for the `refresh-token` action);
 requests whose reply carries their `id` (an `error` reply raises `RequestError`, no
 reply `TimeoutError`); frames the server joined with "\\n" split apart; and, when the
 connection is lost, reconnection with exponential backoff and jitter that resumes the
-session (`?resume=<secret>&seq=<epoch>:<seq>`): same client ID, same rooms, every missed
-message once (a frame whose `seq` is not above the last one is dropped). A refused resume
+session (`?resume=<secret>&positions=…`, its positions per room and for its direct
+messages): same client ID, same rooms, every missed message once (a frame whose `offset`
+is not above the last one of its stream's epoch is dropped). A refused resume
 starts a new client and says so (`Connected.refused`). After a close that means "do not
 come back" (a clean close, a close for cause, `resumed elsewhere`, a token refused) it
 stops and says why.
@@ -201,32 +202,44 @@ def should_reconnect(code: int) -> bool:
 Outcome = Literal["fresh", "resumed", "refused"]
 
 
+POSITIONS_BYTES = 6000  # of positions in a resume URL at most (a request line: 8 KiB)
+MAX_POSITIONS = 1000  # streams whose position is kept (the least recently active forgotten)
+
+
 @dataclass
 class Session:
-    """What resuming needs (docs/protocol.md, "Sessions and resume"): the secret and the
-    processor's epoch from `client-connected`, and the `seq` of the last frame received."""
+    """What resuming needs (docs/protocol.md, "Sessions and resume", "Positions"): the
+    secret and the processor's epoch from `client-connected`, and per stream (named by its
+    epoch: a room's, or the processor's for this client's direct messages) the offset of
+    the last message received."""
 
     secret: str = ""
-    epoch: str = ""
-    last_seq: int = 0
+    epoch: str = ""  # the processor's: also the epoch of this client's direct messages
+    # stream epoch -> offset of its last message received, the least recently active first
+    positions: dict[str, int] = field(default_factory=dict)
     client: str = ""
 
     def accept(self, frame: Frame) -> bool:
-        """False for a frame already received (a `seq` not above the last), else True,
-        remembering its `seq`. Frames without a `seq` (replies, errors) always pass. A frame
-        from another processor (its `epoch` up to the first "." is not ours: the processor
-        restarted, or a standby took over) starts the numbering over."""
-        seq = frame.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool):
+        """False for a frame already received (its `offset` not above the last of its
+        epoch's), else True, remembering its position. Frames without a position (replies,
+        errors) always pass. A frame of another processor (its epoch's part before the
+        first "." is not ours: a restart, or a standby took over) starts them all over."""
+        offset, epoch = frame.get("offset"), frame.get("epoch")
+        if not isinstance(offset, int) or isinstance(offset, bool) or not isinstance(epoch, str):
             return True
-        epoch = frame.get("epoch")
-        processor = epoch.split(".", 1)[0] if isinstance(epoch, str) else ""
-        if processor and processor != self.epoch:
-            self.epoch, self.last_seq = processor, seq
-            return True
-        if seq <= self.last_seq:
+        processor = epoch.partition(".")[0]
+        if processor != self.epoch:  # another processor took over: what we had of the old is gone
+            self.epoch, self.positions = processor, {processor: 0}
+        positions = self.positions
+        last = positions.pop(epoch, None)  # put back last: the most recently active
+        if last is not None and offset <= last:
+            positions[epoch] = last
             return False
-        self.last_seq = seq
+        if frame.get("action") == "client-left-room" and frame.get("sender") == self.client:
+            return True  # we left that room: nothing more of it to resume
+        positions[epoch] = offset
+        if len(positions) > MAX_POSITIONS:
+            del positions[next(iter(positions))]
         return True
 
     def connected(self, frame: Frame) -> Outcome:
@@ -238,23 +251,32 @@ class Session:
         self.secret = secret if isinstance(secret, str) else ""
         self.client = str(frame.get("target", ""))
         if body.get("resumed") is True:
-            self.epoch = str(epoch) if epoch is not None else self.epoch
-            return "resumed"  # last_seq stands: the replay continues after it
+            return "resumed"  # the positions stand: the replay continues after them
         self.epoch = str(epoch) if epoch is not None else ""
-        self.last_seq = 0
+        self.positions = {self.epoch: 0} if self.epoch else {}  # no direct message yet
         return "refused" if body.get("resumed") is False else "fresh"
 
     def url(self, base: str) -> str:
-        """`base` with ?resume=<secret>&seq=<epoch>:<last seq> (just `base` without a session)."""
+        """`base` with ?resume=<secret>&positions=<epoch>:<offset>,… (just `base` without a
+        session): the direct messages' first, then the most recently active, within
+        POSITIONS_BYTES (a stream left out is replayed from when the session went away)."""
         if not self.secret:
             return base
         parts = urlsplit(base)
         query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                 if k not in ("resume", "seq")]
+                 if k not in ("resume", "positions", "seq")]
         query.append(("resume", self.secret))
-        if self.epoch:
-            query.append(("seq", f"{self.epoch}:{self.last_seq}"))
-        return urlunsplit(parts._replace(query=urlencode(query)))
+        order = sorted(reversed(self.positions.items()), key=lambda p: p[0] != self.epoch)
+        named, size = [], 0
+        for epoch, offset in order:
+            text = f"{epoch}:{offset}"
+            size += len(text) + 1
+            if size > POSITIONS_BYTES:
+                break
+            named.append(text)
+        if named:
+            query.append(("positions", ",".join(named)))
+        return urlunsplit(parts._replace(query=urlencode(query, safe=":,")))
 
 
 def token_expiry(token: str) -> float | None:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+from .rooms import RoomView
+
 
 @dataclass(frozen=True, slots=True)
 class CreateRoom:
@@ -36,8 +38,11 @@ class Join:
 
 @dataclass(frozen=True, slots=True)
 class Remove:
+    """Take `client`, or (`user` set) every client of that user in it, out of `room`."""
+
     client: str
     room: str
+    user: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,30 +56,42 @@ class SendRoom:
 
 @dataclass(frozen=True, slots=True)
 class SendClients:
+    """`frame` to `clients`, or (`user` set) to every client of that user."""
+
     clients: tuple[str, ...]
     frame: bytes
+    user: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Disconnect:
-    """Close a client's connection; code 0 and an empty reason mean the defaults."""
+    """Close a client's connection (or, `user` set, every one of that user's); code 0 and
+    an empty reason mean the defaults."""
 
     client: str
     code: int = 0
     reason: str = ""
+    user: str = ""
 
 
 class QueryWhat(Enum):
     ROOMS = "rooms"  # every room with its members
     ROOM = "room"  # one room (`room`)
     CLIENT_ROOMS = "client_rooms"  # the rooms of one client (`client`)
+    ROOM_PAGE = "room_page"  # a page of rooms by name (`limit`, `after`), with their counts
+    HISTORY = "history"  # a room's held messages after `since` (`limit`)
 
 
 @dataclass(frozen=True, slots=True)
 class Query:
+    """`limit` 0: the default page (ROOM: every member); `since` None: from the oldest held."""
+
     what: QueryWhat
     room: str = ""
     client: str = ""
+    limit: int = 0
+    after: str = ""
+    since: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +100,22 @@ class Settings:
 
     room: str
     settings: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a successful command's reply carries besides its rooms: a `send_room`'s
+    position (`offset` in the room of `epoch`), the `clients` a command by user reached, a
+    `HISTORY` page (`messages`, the next `since`, the room's `epoch`), a page of `rooms`
+    (or of one room's members) with its `next` cursor ("": the last page)."""
+
+    rooms: tuple[RoomView, ...] = ()
+    offset: int = 0
+    epoch: str = ""
+    clients: tuple[str, ...] = ()
+    messages: tuple[bytes, ...] = ()
+    since: int | None = None
+    next: str = ""
 
 
 Command = (CreateRoom | DeleteRoom | Join | Remove | SendRoom | SendClients | Disconnect | Query

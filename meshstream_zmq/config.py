@@ -94,11 +94,18 @@ class Config:
     backup: bool = False  # this processor starts as the standby of the pair
     failover_timeout: float = 2.0  # seconds from the active processor's death to the standby serving
     admin_token: str = ""  # /admin needs it (Bearer); unset: /admin answers loopback clients only
+    api_key: str = ""  # the server API (/api/, docs/api.md) needs it (`apikey`); unset: the API is off
+    api_max_body: int = 64 * 1024  # bytes of one server API request's body; more: 413
     restarts: int = 0  # set by the supervisor: how often this child was restarted (shown in /admin)
     heartbeat: float = 0.5  # seconds between heartbeats, every direction
     peer_timeout: float = 3.0  # silence after which a gateway, watcher or processor is dead
     time_scale: float = 1.0  # Words Battle durations × this
     watchers: bool = True  # the supervisor starts the Words Battle watchers
+    # Webhooks (services/webhooks.py, docs/operations.md): set, `meshstream run` starts them.
+    webhook_url: str = ""  # where event batches are POSTed (http:// or https://)
+    webhook_secret_file: str = ""  # file holding the HMAC-SHA256 key that signs each body
+    webhook_rooms: str = ""  # comma-separated room-name prefixes whose messages are sent too
+    webhook_timeout: float = 10.0  # seconds one POST may take before it is retried
     web_dir: str = ""
     log_level: str = "info"
 
@@ -218,7 +225,15 @@ class Config:
                  flag, "must be HOST:PORT with PORT from 1 to 65532 (PORT+3 are used too)")
         need(not self.peer or bool(self.tcp), "peer", "needs --tcp (the pair talks over TCP)")
         need(not self.backup or bool(self.peer), "backup", "needs --peer (the primary)")
-        need(not self.admin_token or len(self.admin_token) >= MIN_ADMIN_TOKEN, "admin-token",
-             f"must be at least {MIN_ADMIN_TOKEN} characters (e.g. `openssl rand -hex 16`)",
-             secret=True)
+        need(not self.webhook_url or self.webhook_url.startswith(("http://", "https://")),
+             "webhook-url", "must be an http:// or https:// URL")
+        need(not self.webhook_url or bool(self.webhook_secret_file), "webhook-secret-file",
+             "needs a file with the webhook secret (webhooks are always signed)")
+        need(self.webhook_timeout > 0, "webhook-timeout", "must be more than 0")
+        for flag in ("admin-token", "api-key"):
+            value = getattr(self, flag.replace("-", "_"))
+            need(not value or len(value) >= MIN_ADMIN_TOKEN, flag,
+                 f"must be at least {MIN_ADMIN_TOKEN} characters (e.g. `openssl rand -hex 16`)",
+                 secret=True)
+        need(self.api_max_body >= 1024, "api-max-body", "must be 1024 or more")
         return out

@@ -13,6 +13,7 @@ turn into lists. Nothing here reads a clock, touches a socket or logs.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,6 +23,7 @@ from typing import Any, Protocol, assert_never
 from . import LOBBY, protocol
 from .claims import Claims, Unacked, WatcherEntry
 from .commands import (
+    Answer,
     Command,
     CreateRoom,
     DeleteRoom,
@@ -120,8 +122,9 @@ class Outbox(Protocol):
         owns its room; what became of it (True and False stand for SENT and FULL)."""
 
     def reply(self, watcher: str, command: int, error: ErrorCode | None = None,
-              detail: str = "", rooms: Sequence[RoomView] = ()) -> None:
-        """Answer a watcher's command (or hello, command 0)."""
+              detail: str = "", rooms: Sequence[RoomView] = (), answer: Answer | None = None) -> None:
+        """Answer a watcher's command (or hello, command 0); `answer`: a success's contents
+        (its rooms instead of `rooms`)."""
 
     def welcome(self, watcher: str, rooms: Sequence[RoomView]) -> None:
         """Accept a watcher's hello, with the state of the rooms it claims."""
@@ -138,7 +141,11 @@ class Outbox(Protocol):
 
 
 
-CommandResult = tuple[ErrorCode, str] | list[RoomView] | None
+CommandResult = tuple[ErrorCode, str] | list[RoomView] | Answer | None
+IDEMPOTENCY_AGE = 300.0  # seconds a command's idempotency key is remembered (the server API's)
+IDEMPOTENCY_KEYS = 65536  # keys remembered at most (the oldest forgotten first)
+MAX_IDEMPOTENCY_KEY = 128  # characters
+MAX_MEMBER_PAGE = 1000  # members in one page of a ROOM query (the server API's room page)
 
 
 class Mesh:
@@ -189,6 +196,8 @@ class Mesh:
         self.event_seq = 0
         self.now = 0.0  # the latest time passed in (held messages are stamped with it)
         self._new_room(LOBBY, keep=True)
+        # idempotency key -> (when, the first success's answer), oldest first (Mesh.command)
+        self.idempotent: dict[str, tuple[float, Answer | None]] = {}
 
     @property
     def seq(self) -> int:
@@ -360,39 +369,37 @@ class Mesh:
     # ------------------------------------------------------------ resume
 
     def resume(self, gateway: str, link: str, session_hash: bytes, new_session_hash: bytes,
-               user: str, epoch: str, seq: int, now: float) -> None:
+               user: str, positions: Mapping[str, int], now: float) -> None:
         """A connection on `gateway` presents a session (`session_hash`), with the client's
-        last position (`epoch` and `seq`; `epoch` empty, or `seq` not a position: unknown;
-        a room's epoch stands for its processor part). Answered with
+        `positions`: per stream epoch (a room's, or the processor's for its direct
+        messages), the offset of the last message it received there. Answered with
         `Outbox.resumed`: the client, its rooms and every room and direct message after
-        that position (the frames it was not excluded from, in seq order); or a refusal:
-        `expired` or `unknown-session` (the hash is not, or no longer, a session),
-        `user-mismatch` (the session stays as it is), `history-lost` (the epoch changed or
-        a message it missed is no longer held: the session ends now; also for an unknown
-        session of another epoch, lost with the processor that held it). A session still
-        connected is taken over (its old connection is closed); the hash rotates to
+        those positions (a stream not named: after it went away; in a room it joined
+        meanwhile, from its join on), the frames it was not excluded from, in the order
+        they were sent; or a refusal: `expired` or `unknown-session` (the hash is not, or
+        no longer, a session), `user-mismatch` (the session stays as it is),
+        `history-lost` (a message it missed is no longer held, a position is past its
+        stream's newest, or one of another processor (before the first "." of an epoch):
+        the session ends now; also for an unknown session, lost with the processor that
+        held it). A position of ours that names no stream of the client's (a room made
+        again since) is as if not given. A session
+        still connected is taken over (its old connection is closed); the hash rotates to
         `new_session_hash`, so a second resume of the same secret is `unknown-session`."""
         self.now = now
         gw = self.presence.gateway(gateway, now)
-        if not protocol.is_position(seq):  # not a position of ours: as if none was given
-            epoch = ""
-        # A room frame's epoch ("<processor epoch>.<n>") names the processor's too.
-        ours = epoch.partition(".")[0] == self.epoch
         client = self.sessions.get(session_hash)
         state = self.clients.get(client) if client is not None else None
         if state is None:
             if session_hash in self.presence.expired:
                 reason = "expired"
-            else:  # of another epoch: the processor restarted since, and lost it with the rest
-                reason = "history-lost" if epoch and not ours else "unknown-session"
+            elif any(e.partition(".")[0] != self.epoch for e in positions):
+                reason = "history-lost"  # the processor restarted since, and lost it with the rest
+            else:
+                reason = "unknown-session"
             return self.out.resumed(gateway, link, reason=reason, epoch=self.epoch)
         if state.user != user:
             return self.out.resumed(gateway, link, reason="user-mismatch", epoch=self.epoch)
-        if epoch:
-            start = seq if ours else -1
-        else:
-            start = state.away_seq if not state.gateway else self.history.seq
-        replay = self._missed(state, start) if start >= 0 else None
+        replay = self._missed(state, positions)
         if replay is None:
             self._end(state)
             return self.out.resumed(gateway, link, reason="history-lost", epoch=self.epoch)
@@ -406,12 +413,34 @@ class Mesh:
                          replay=replay, epoch=self.epoch)
         return None
 
-    def _missed(self, state: ClientEntry, start: int) -> list[bytes] | None:
-        """The frames for `state` after seq `start`, in seq order; None if one is not held.
-        In each room, only those after it joined."""
-        client, rooms = state.id, self.rooms
-        return self.history.replay(
-            client, [(name, max(start, rooms[name].members[client])) for name in state.rooms], start)
+    def _missed(self, state: ClientEntry, positions: Mapping[str, int]) -> list[bytes] | None:
+        """The frames `state` missed after its `positions` (see `resume`), in the order
+        they were sent; None if one is not held, a position is past its stream's newest, or
+        of another processor's epoch.
+        Each position becomes the seq its stream's replay starts after (`History.after`);
+        a stream not named starts after the seq when the client went away (still
+        connected: now, nothing), and a room never before the client joined it."""
+        client, history = state.id, self.history
+        if any(e.partition(".")[0] != self.epoch for e in positions):
+            return None  # it had messages of another processor: lost with it
+        away = state.away_seq if not state.gateway else history.seq
+        start = away
+        if self.epoch in positions:  # its direct messages' stream has the processor's epoch
+            after = history.direct.after(client, positions[self.epoch])
+            if after is None:
+                return None
+            start = after
+        runs = []
+        for name in state.rooms:
+            room = self.rooms[name]
+            since = away
+            if room.epoch in positions:
+                after = history.rooms.after(name, positions[room.epoch])
+                if after is None:
+                    return None
+                since = after
+            runs.append((name, max(since, room.members[client])))
+        return history.replay(client, runs, start)
 
     # ------------------------------------------------------------ client frames
 
@@ -457,7 +486,7 @@ class Mesh:
         stream = self.room_streams[target]
         seq = history.seq + 1
         offset = stream.offset + 1
-        position = stream.positions % (offset, seq)
+        position = stream.positions % offset
         frame = protocol.encode(action, target, body, client, position=position)
         if not request_id:
             self.out.broadcast(room.gateways, target, frame)
@@ -509,17 +538,14 @@ class Mesh:
         history.append(stream, frame, exclude, self.now)
 
     def _direct_message(self, recipients: Sequence[str], frame: bytes) -> None:
-        """A direct message (built with `History.direct_position()`), numbered and held for
-        each recipient; delivered to those connected (an away one gets it when it resumes)."""
-        self.history.append_direct(recipients, frame, self.now)
-        by_gateway: dict[str, list[str]] = {}
+        """A direct message (`frame` without its position), numbered in each recipient's
+        stream and held; each copy delivered to its recipient if connected (an away one
+        gets it when it resumes)."""
         clients = self.clients
-        for client in recipients:
+        for client, copy in self.history.append_direct(recipients, frame, self.now):
             gateway = clients[client].gateway
             if gateway:
-                by_gateway.setdefault(gateway, []).append(client)
-        for gateway, group in by_gateway.items():
-            self.out.deliver(gateway, frame, clients=group)
+                self.out.deliver(gateway, copy, clients=(client,))
 
     def _join_request(self, client: str, target: str, body: bytes, request_id: bytes) -> None:
         name: object = target
@@ -697,8 +723,7 @@ class Mesh:
         if recipient is None:
             return self._error(client, ErrorCode.UNKNOWN_CLIENT, action, target, request_id)
         self._direct_message((target,), protocol.encode(
-            action, target, body, client, is_target_client=True,
-            position=self.history.direct_position()))
+            action, target, body, client, is_target_client=True))
         return None
 
     @staticmethod
@@ -851,16 +876,28 @@ class Mesh:
         """
         self._unconfirmed(self.claims.gone(watcher))
 
-    def command(self, watcher: str, command_id: int, command: Command) -> None:
+    def command(self, watcher: str, command_id: int, command: Command,
+                idempotency_key: str = "") -> None:
         """Apply one watcher command; every command gets exactly one reply.
 
         Watchers are trusted room logic: a command may act on any room. Claims only
         decide which watcher hears a room's frames and events. A value that is not a
         `Command` is a bug in the caller: it raises.
+
+        With an `idempotency_key`, a success is remembered for IDEMPOTENCY_AGE seconds (at
+        most IDEMPOTENCY_KEYS keys, from every watcher): a repeat in that time is not applied
+        again and gets the first reply. A failure is not remembered (it changed nothing).
         """
         w = self.watchers.get(watcher)
         if w is None or not w.alive:
             return self.out.reply(watcher, command_id, ErrorCode.UNKNOWN_WATCHER)
+        if idempotency_key:
+            if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+                return self.out.reply(watcher, command_id, ErrorCode.BAD_COMMAND,
+                                      f"idempotency keys are at most {MAX_IDEMPOTENCY_KEY} characters")
+            seen = self._idempotent(idempotency_key)
+            if seen is not None:
+                return self._answer(watcher, command_id, seen[1])
         result: CommandResult
         match command:
             case CreateRoom():
@@ -885,7 +922,34 @@ class Mesh:
                 assert_never(command)
         if isinstance(result, tuple):
             return self.out.reply(watcher, command_id, result[0], result[1])
-        return self.out.reply(watcher, command_id, rooms=result or ())
+        if isinstance(result, list):
+            return self.out.reply(watcher, command_id, rooms=result)
+        if idempotency_key:
+            self.idempotent[idempotency_key] = (self.now, result)
+            if len(self.idempotent) > IDEMPOTENCY_KEYS:
+                del self.idempotent[next(iter(self.idempotent))]
+        return self._answer(watcher, command_id, result)
+
+    def _answer(self, watcher: str, command_id: int, answer: Answer | None) -> None:
+        if answer is None:
+            return self.out.reply(watcher, command_id)
+        return self.out.reply(watcher, command_id, answer=answer)
+
+    def _idempotent(self, key: str) -> tuple[float, Answer | None] | None:
+        """The remembered success of `key`, if younger than IDEMPOTENCY_AGE; older keys go
+        first (the table is in the order they came)."""
+        table, horizon = self.idempotent, self.now - IDEMPOTENCY_AGE
+        while table:
+            oldest = next(iter(table))
+            if table[oldest][0] > horizon:
+                break
+            del table[oldest]
+        return table.get(key)
+
+    def _clients_of(self, user: str) -> tuple[str, ...]:
+        """Every client of `user`, connected or away. A scan: commands by user are rare
+        next to frames, and an index would cost every connect and disconnect."""
+        return tuple(c for c, state in self.clients.items() if state.user == user)
 
     def _room_arg(self, room: str, *, exists: bool = True) -> tuple[ErrorCode, str] | None:
         if not valid_room_name(room):
@@ -951,6 +1015,12 @@ class Mesh:
             return bad
         if c.room == LOBBY:
             return ErrorCode.CANNOT_LEAVE_LOBBY, c.room
+        if c.user:  # every client of the user that is in it (none: nothing to do)
+            members = self.rooms[c.room].members
+            clients = tuple(client for client in self._clients_of(c.user) if client in members)
+            for client in clients:
+                self._leave(client, c.room, notify=self.claims.owner(c.room) is None)
+            return Answer(clients=clients)
         if c.client not in self.rooms[c.room].members:
             return ErrorCode.NOT_MEMBER, c.client
         self._leave(c.client, c.room, notify=self.claims.owner(c.room) is None)
@@ -966,17 +1036,26 @@ class Mesh:
         frame = protocol.stamp(c.frame, history.position(stream))
         self.out.broadcast(room.gateways, room.name, frame, c.exclude)
         history.append(stream, frame, c.exclude, self.now)
-        return None
+        return Answer(offset=stream.offset, epoch=room.epoch)
 
     def _cmd_send_clients(self, c: SendClients) -> CommandResult:
+        if c.user:  # every client of the user (none: nothing to send)
+            clients = self._clients_of(c.user)
+            if clients:
+                self._direct_message(clients, c.frame)
+            return Answer(clients=clients)
         unknown = [client for client in c.clients if client not in self.clients]
         if unknown:
             return ErrorCode.UNKNOWN_CLIENT, ",".join(unknown)
-        self._direct_message(tuple(dict.fromkeys(c.clients)),
-                             protocol.stamp(c.frame, self.history.direct_position()))
+        self._direct_message(tuple(dict.fromkeys(c.clients)), c.frame)
         return None
 
     def _cmd_disconnect(self, c: Disconnect) -> CommandResult:
+        if c.user:  # every client of the user (none: nothing to close)
+            clients = self._clients_of(c.user)
+            for client in clients:
+                self._cmd_disconnect(Disconnect(client, c.code, c.reason))
+            return Answer(clients=clients)
         state = self.clients.get(c.client)
         if state is None:
             return ErrorCode.UNKNOWN_CLIENT, c.client
@@ -995,13 +1074,55 @@ class Mesh:
             case QueryWhat.ROOM:
                 if c.room not in self.rooms:
                     return ErrorCode.UNKNOWN_ROOM, c.room
-                return [self.rooms[c.room].view()]
+                return self._room_page(self.rooms[c.room], c.limit, c.after)
             case QueryWhat.CLIENT_ROOMS:
                 if c.client not in self.clients:
                     return ErrorCode.UNKNOWN_CLIENT, c.client
                 return [self.rooms[r].view() for r in sorted(self.clients[c.client].rooms)]
+            case QueryWhat.ROOM_PAGE:
+                limit = min(c.limit or MAX_LIST_PAGE, MAX_LIST_PAGE)
+                page, cursor = self._page(self.rooms, limit, c.after)
+                rooms = self.rooms
+                return Answer(rooms=tuple(
+                    RoomView(n, [], rooms[n].maker, {}, count=len(rooms[n].members),
+                             epoch=rooms[n].epoch, offset=self.room_streams[n].offset)
+                    for n in page), next=cursor or "")
+            case QueryWhat.HISTORY:
+                return self._held_page(c)
             case _:
                 assert_never(c.what)
+
+    def _room_page(self, room: Room, limit: int, after: str) -> CommandResult:
+        """A room with its members' users, count, epoch and newest offset: every member
+        (`limit` 0, as watchers ask), or a page of them by client ID."""
+        view = room.view()
+        view.count, view.epoch = len(room.members), room.epoch
+        view.offset = self.room_streams[room.name].offset
+        cursor: str | None = None
+        if limit or after:
+            view.members, cursor = self._page(room.members, min(limit or MAX_LIST_PAGE,
+                                                                 MAX_MEMBER_PAGE), after)
+        clients = self.clients
+        view.users = [clients[m].user for m in view.members]
+        if cursor is None and not (limit or after):
+            return [view]
+        return Answer(rooms=(view,), next=cursor or "")
+
+    def _held_page(self, c: Query) -> CommandResult:
+        """A page of a room's held messages after offset `since` (absent: from the oldest
+        held), as `history` answers a client (no exclusions: the asker is no member)."""
+        room = self.rooms.get(c.room)
+        if room is None:
+            return ErrorCode.UNKNOWN_ROOM, c.room
+        oldest, newest = self.history.bounds(c.room)
+        since = oldest - 1 if c.since is None else c.since
+        if not protocol.is_position(since):
+            return ErrorCode.BAD_COMMAND, f"since: {HISTORY_BODY}"
+        if since < oldest - 1 and since < newest:
+            return ErrorCode.HISTORY_LOST, f"room epoch {room.epoch}, oldest offset held {oldest}"
+        frames, after = self.history.page(c.room, since, min(c.limit or MAX_LIST_PAGE,
+                                                             MAX_LIST_PAGE), "")
+        return Answer(epoch=room.epoch, messages=tuple(frames), since=after)
 
     def _cmd_settings(self, c: Settings) -> CommandResult:
         bad = self._room_arg(c.room)
@@ -1042,4 +1163,6 @@ class Mesh:
         two meshes given the same inputs have equal snapshots."""
         return {"rooms": self.membership.snapshot(), "sessions": self.presence.snapshot(),
                 "history": self.history.snapshot(), "claims": self.claims.snapshot(),
-                "event_seq": self.event_seq, "now": self.now}
+                "event_seq": self.event_seq, "now": self.now,
+                "idempotent": {k: (when, None if a is None else dataclasses.asdict(a))
+                               for k, (when, a) in self.idempotent.items()}}

@@ -63,6 +63,12 @@ class ErrorCode(str, Enum):
     CLAIM_CONFLICT = ("claim-conflict", "another watcher already claims this room or prefix")
     ROOM_EXISTS = ("room-exists", "the room already exists")
     UNKNOWN_WATCHER = ("unknown-watcher", "say hello before sending commands")
+    # The server API only (docs/api.md): HTTP requests to /api/.
+    BAD_API_KEY = ("bad-api-key", "this needs the server API key: Authorization: apikey <key>")
+    NOT_FOUND = ("not-found", "no such endpoint (docs/api.md)")
+    METHOD_NOT_ALLOWED = ("method-not-allowed", "this endpoint does not take that method")
+    BAD_REQUEST = ("bad-request", "the HTTP request cannot be read (a POST needs Content-Length)")
+    TOO_LARGE = ("too-large", "the request body is larger than the server API accepts")
     INTERNAL_ERROR = ("internal-error", "the server failed handling this (a bug, logged); "
                       "its effect is unknown")
 

@@ -81,30 +81,45 @@ def session_hash(secret: str) -> bytes:
 
 
 class Resume(NamedTuple):
-    """What a connection opened with `?resume=<secret>&seq=<epoch>:<n>` asks for."""
+    """What a connection opened with `?resume=<secret>&positions=<epoch>:<offset>,…` asks
+    for: the session, and the client's positions per stream (docs/protocol.md, Positions)."""
 
     secret: str
-    epoch: str = ""  # the processor epoch of `seq` ("" : unknown, replay from when it went away)
-    seq: int = 0  # the last seq the client received
+    positions: tuple[tuple[str, int], ...] = ()  # (stream epoch, offset of its last message)
 
 
-def parse_resume(secret: str | None, position: str | None) -> Resume | None:
-    """`?resume=` and `?seq=` as given (None: absent) -> a Resume, or None for a fresh connect.
+MAX_RESUME_POSITIONS = 1000  # positions a resume may name; past them the rest are ignored
+MAX_EPOCH = 64  # characters of an epoch in a resume; a longer one is not ours: ignored
 
-    A malformed `seq` (its number not ASCII digits, or above protocol.MAX_POSITION) is
-    ignored: the resume is then best effort from when the client went away. An empty or
-    over-long secret is not a session of ours: the resume is still asked for, and the
-    processor answers unknown-session.
+
+def parse_position(text: str) -> tuple[str, int] | None:
+    """`<epoch>:<offset>` -> (epoch, offset), or None when malformed (no epoch, an epoch
+    over MAX_EPOCH characters, an offset not ASCII digits or above protocol.MAX_POSITION)."""
+    epoch, _, n = text.rpartition(":")
+    # isdigit() alone takes "²" (int() refuses it) and "٣" (any script's digits)
+    if (epoch and len(epoch) <= MAX_EPOCH and n.isascii() and n.isdigit() and len(n) <= 32
+            and int(n) <= protocol.MAX_POSITION):
+        return epoch, int(n)
+    return None
+
+
+def parse_resume(secret: str | None, positions: str | None = None) -> Resume | None:
+    """`?resume=` and `?positions=` as given (None: absent) -> a Resume, or None for a
+    fresh connect.
+
+    A malformed position is ignored (as if that stream were not named: its replay is
+    then best effort, from when the client went away), as are those past
+    MAX_RESUME_POSITIONS. An empty or over-long secret is not a session of ours: the
+    resume is still asked for, and the processor answers unknown-session.
     """
     if secret is None:
         return None
-    epoch, seq = "", 0
-    if position:
-        e, _, n = position.rpartition(":")
-        # isdigit() alone takes "²" (int() refuses it) and "٣" (any script's digits)
-        if e and n.isascii() and n.isdigit() and len(n) <= 32 and int(n) <= protocol.MAX_POSITION:
-            epoch, seq = e, int(n)
-    return Resume(secret[:256], epoch[:64], seq)
+    named: list[tuple[str, int]] = []
+    for text in (positions or "").split(",", MAX_RESUME_POSITIONS)[:MAX_RESUME_POSITIONS]:
+        position = parse_position(text)
+        if position is not None:
+            named.append(position)
+    return Resume(secret[:256], tuple(named))
 
 
 class Link(Enum):
@@ -443,9 +458,9 @@ class Gateway:
         conn.id = "~" + name  # not a client ID: a held connection is in no room and not in conns
         conn.held = []
         secret, new_hash = new_session()
-        request = pb.ResumeRequest(link=name, session_hash=session_hash(resume.secret),
-                                   new_session_hash=new_hash, user=conn.user, epoch=resume.epoch,
-                                   seq=resume.seq)
+        request = pb.ResumeRequest(
+            link=name, session_hash=session_hash(resume.secret), new_session_hash=new_hash,
+            user=conn.user, positions=[pb.Position(epoch=e, offset=n) for e, n in resume.positions])
         self.waiting[name] = Waiting(conn, secret, now + RESUME_TIMEOUT, request)
         self._item().resume.CopyFrom(request)
 

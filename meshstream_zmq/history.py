@@ -2,9 +2,12 @@
 
 Every room, and every client that was sent a direct message, has a `Stream`: the
 messages it holds, oldest first, and the seq of the newest it no longer holds. The
-`History` numbers each message (one `seq` per processor epoch; per room an `offset`
-too), holds it (`append`), gives a stream's messages after a position (`since`: None
-when one of them is gone, so a resume is never a silent gap) and applies the bounds
+`History` numbers each message: per stream an `offset` (1, 2, 3…: the position clients
+see, with the stream's epoch), and one internal `seq` per processor epoch over all
+streams, never shown to clients, that orders a replay merged from several streams and
+marks when a client joined or went away. It holds each message (`append`), turns a
+client's position into that seq (`after`), gives a stream's messages after a seq
+(`since`: None when one of them is gone, so a resume is never a silent gap) and applies the bounds
 (`trim(now)`): per stream a count, an age, and a byte budget over all streams of a
 kind, the oldest held anywhere dropped first. Room streams and direct streams are two
 `Pool`s of that one mechanism, with their own bounds (docs/protocol.md, History).
@@ -27,7 +30,7 @@ from . import protocol
 
 # One held message: (seq, frame, the clients it was not for, when). A stream's offsets
 # are implied: it holds consecutive ones, the newest being its `offset`. A direct message
-# sent to several clients is one tuple, shared by their streams.
+# sent to several clients is one tuple per client (each copy has its recipient's offset).
 Held = tuple[int, bytes, Sequence[str], float]
 HELD_OVERHEAD = 150  # bytes a held message costs beyond its frame (tracemalloc: 407 B for a 258 B frame)
 
@@ -37,7 +40,7 @@ class Stream:
     """One room's messages, or one client's direct messages."""
 
     key: str  # the room's name, or the client's ID
-    positions: bytes = b""  # a room's protocol.position_format(epoch): % (offset, seq)
+    positions: bytes = b""  # protocol.position_format(its epoch): % offset
     offset: int = 0  # of its last message
     held: deque[Held] | None = None  # None while it holds none (most clients: 600 B saved each)
     dropped: int = 0  # seq of the newest message no longer held (0: none)
@@ -95,6 +98,19 @@ class Pool:
         held.append(message)
         self.frames += len(message[1])
         self.count += 1
+
+    def after(self, key: str, offset: int) -> int | None:
+        """The seq after which the stream's messages come after `offset` (a client's
+        position): None if one of those is no longer held, or the stream never reached
+        `offset` (not a position of ours)."""
+        stream = self.streams.get(key)
+        if stream is None:  # nothing was ever sent to it
+            return 0 if offset == 0 else None
+        held = stream.held or ()
+        oldest = stream.offset - len(held) + 1  # offset of held[0] (newest + 1 when none)
+        if offset > stream.offset or offset < oldest - 1:
+            return None
+        return held[offset - oldest][0] if offset >= oldest else stream.dropped
 
     def since(self, key: str, seq: int, client: str) -> list[tuple[int, bytes]] | None:
         """The (seq, frame) of the stream's messages after `seq` that were for `client`,
@@ -194,7 +210,7 @@ class History:
         self.rooms = Pool("history", history_size, history_age, history_bytes)
         self.direct = Pool("direct-history", direct_history, direct_history_age,
                            direct_history_bytes)
-        self.direct_positions = protocol.direct_position_format(epoch)  # `% seq`
+        self.direct_positions = protocol.position_format(epoch)  # every client's direct stream's
         # Held messages dropped to fit a budget, by pool ("history": --history-bytes,
         # "direct-history": --direct-history-bytes), since they were last taken.
         self.drops: Counter[str] = Counter()
@@ -211,7 +227,7 @@ class History:
     def position(self, stream: Stream) -> bytes:
         """The position fields the room stream's next message will have (`append` gives
         it them): built into its frame, once for all copies."""
-        return stream.positions % (stream.offset + 1, self.seq + 1)
+        return stream.positions % (stream.offset + 1)
 
     def append(self, stream: Stream, frame: bytes, exclude: Sequence[str], now: float) -> int:
         """Hold a room message (built with `position(stream)`), but for `exclude`: its seq.
@@ -264,22 +280,21 @@ class History:
 
     # ------------------------------------------------------------ direct messages
 
-    def direct_position(self) -> bytes:
-        """The position fields of the next direct message (`append_direct` gives them)."""
-        return self.direct_positions % (self.seq + 1)
-
-    def append_direct(self, clients: Iterable[str], frame: bytes, now: float) -> int:
-        """Hold a direct message (built with `direct_position()`) for each of `clients`:
-        its seq."""
+    def append_direct(self, clients: Iterable[str], frame: bytes, now: float) -> list[tuple[str, bytes]]:
+        """Hold a direct message (`frame` without its position) for each of `clients`: each
+        copy, numbered in its recipient's stream, as (client, frame)."""
         seq = self.seq = self.seq + 1
         pool = self.direct
         streams = pool.streams
-        message: Held = (seq, frame, (), now)
+        head = frame[:-1]  # protocol.stamp, inlined
+        copies = []
         for client in clients:
-            stream = streams.get(client) or pool.open(client)
+            stream = streams.get(client) or pool.open(client, self.direct_positions)
             stream.offset += 1
-            pool.hold(stream, message)
-        return seq
+            copy = b"".join((head, stream.positions % stream.offset, b"}"))
+            pool.hold(stream, (seq, copy, (), now))
+            copies.append((client, copy))
+        return copies
 
     def forget(self, client: str) -> None:
         """The client is gone: its direct messages go."""
@@ -288,12 +303,10 @@ class History:
     # ------------------------------------------------------------ both
 
     def replay(self, client: str, rooms: Iterable[tuple[str, int]], start: int) -> list[bytes] | None:
-        """The frames for `client` after seq `start`, in seq order: its direct messages
-        and, in each of `rooms`, (room, seq after which its messages are the client's),
-        the messages it was not excluded from. None if one is no longer held, or `start`
-        is a seq this epoch never reached (not ours to trust)."""
-        if start > self.seq:
-            return None
+        """The frames for `client`, in seq order (as they were sent): its direct messages
+        after seq `start` and, in each of `rooms`, (room, seq after which its messages are
+        the client's), the messages it was not excluded from. None if one is no longer
+        held."""
         runs: list[list[tuple[int, bytes]]] = []
         for room, since in rooms:
             run = self.rooms.since(room, since, client)
@@ -326,6 +339,7 @@ class History:
         self.direct.check(self.seq)
         for stream in self.direct.streams.values():
             assert all(not exclude for _, _, exclude, _ in stream.held or ()), stream.key
+            assert stream.positions == self.direct_positions, stream.key
 
     def snapshot(self) -> dict[str, Any]:
         return {"seq": self.seq, "direct_positions": self.direct_positions,

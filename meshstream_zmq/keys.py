@@ -13,7 +13,7 @@ keys; `load_certificate` reads them; any language can read the `public-key =` /
 only the public key. What each host needs:
 
 - processor host: processor.key_secret, gateways/*.key, watchers/*.key, claims.json
-- gateway host:   processor.key, gateways/gateway.key_secret
+- gateway host:   processor.key, gateways/gateway.key_secret (and watchers/api.key_secret: the HTTP API)
 - watcher host:   processor.key, watchers/<name>.key_secret
 
 `claims.json` says what each watcher key may claim in its hello: exact room names
@@ -36,6 +36,7 @@ from zmq.utils import z85
 
 PROCESSOR = "processor"
 GATEWAY = "gateway"
+API = "api"  # the watcher key of every gateway's server API (its watcher api.<gateway ID>)
 GATEWAYS_DIR = "gateways"
 WATCHERS_DIR = "watchers"
 CLAIMS_FILE = "claims.json"
@@ -47,6 +48,8 @@ BUNDLED_CLAIMS: dict[str, tuple[str, ...]] = {
     "words-battle-lobby": ("mesh-global",),
     "words-battle-games": (),
     "echo": ("echo-*",),
+    "webhooks": (),  # an observer: claims nothing (services/webhooks.py)
+    API: (),  # the gateways' server API: commands only (docs/api.md)
 }
 
 
@@ -302,11 +305,13 @@ class KeyRing:
     def check_hello(self, user_id: str, name: str, rooms: Sequence[str],
                     prefixes: Sequence[str]) -> str:
         """Why the watcher whose connection authenticated as `user_id` may not say this
-        hello ("" if it may): its key names one watcher, and claims no more than given."""
+        hello ("" if it may): its key names one watcher, or instances of it (the key
+        `K` says hello as `K` or `K.<instance>`: one key for many processes, such as the
+        gateways' `api.<gateway ID>`), and claims no more than given."""
         role, _, key_name = user_id.partition(":")
         if role != "watcher" or not key_name:
             return "this connection has no watcher key"
-        if name != key_name:
+        if name != key_name and name.partition(".")[0] != key_name:
             return f"the key of watcher {key_name!r} cannot say hello as another watcher"
         refused = self.watcher_claims(key_name).refused(rooms, prefixes)
         if refused:

@@ -30,6 +30,7 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -385,12 +386,8 @@ def gateway_sockets(ctx: zmq.Context, config: Config, gateway_id: str,
     return push, sub
 
 
-def watcher_socket(ctx: zmq.Context, config: Config, name: str, endpoint: str) -> Sock:
-    """A watcher's DEALER to the processor's ROUTER, connected (CURVE with the watcher's own key)."""
-    _client_checks(config, (endpoint,))
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 100_000)
+def _watcher_curve(sock: Sock, config: Config, name: str) -> None:
+    """CURVE client options with the watcher's own key (its DEALER, an observer's SUB)."""
     if config.keys_dir:
         try:
             pair = keyfiles.watcher_pair(config.keys_dir, name)
@@ -399,5 +396,27 @@ def watcher_socket(ctx: zmq.Context, config: Config, name: str, endpoint: str) -
             sock.close(linger=0)
             raise LinkError(str(exc)) from None
         _client_curve(sock, pair, server)
+
+
+def watcher_socket(ctx: zmq.Context, config: Config, name: str, endpoint: str) -> Sock:
+    """A watcher's DEALER to the processor's ROUTER, connected (CURVE with the watcher's own key)."""
+    _client_checks(config, (endpoint,))
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    _watcher_curve(sock, config, name)
     sock.connect(endpoint)
     return sock
+
+
+def observer_socket(ctx: zmq.Context, config: Config, name: str, endpoints: Sequence[str]) -> Sock:
+    """An event observer's SUB to the processors' XPUB (both of a pair: only the active one
+    publishes), with the watcher's key; the caller subscribes."""
+    _client_checks(config, tuple(endpoints))
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVHWM, 100_000)
+    _watcher_curve(sub, config, name)
+    for endpoint in endpoints:
+        sub.connect(endpoint)
+    return sub

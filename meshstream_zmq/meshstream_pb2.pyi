@@ -100,20 +100,26 @@ class ClientConnected(_message.Message):
     def __init__(self, client: _Optional[str] = ..., user: _Optional[str] = ..., session_hash: _Optional[bytes] = ...) -> None: ...
 
 class ResumeRequest(_message.Message):
-    __slots__ = ("link", "session_hash", "new_session_hash", "user", "epoch", "seq")
+    __slots__ = ("link", "session_hash", "new_session_hash", "user", "positions")
     LINK_FIELD_NUMBER: _ClassVar[int]
     SESSION_HASH_FIELD_NUMBER: _ClassVar[int]
     NEW_SESSION_HASH_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
-    EPOCH_FIELD_NUMBER: _ClassVar[int]
-    SEQ_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
     link: str
     session_hash: bytes
     new_session_hash: bytes
     user: str
+    positions: _containers.RepeatedCompositeFieldContainer[Position]
+    def __init__(self, link: _Optional[str] = ..., session_hash: _Optional[bytes] = ..., new_session_hash: _Optional[bytes] = ..., user: _Optional[str] = ..., positions: _Optional[_Iterable[_Union[Position, _Mapping]]] = ...) -> None: ...
+
+class Position(_message.Message):
+    __slots__ = ("epoch", "offset")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     epoch: str
-    seq: int
-    def __init__(self, link: _Optional[str] = ..., session_hash: _Optional[bytes] = ..., new_session_hash: _Optional[bytes] = ..., user: _Optional[str] = ..., epoch: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+    offset: int
+    def __init__(self, epoch: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class ClientFrames(_message.Message):
     __slots__ = ("client", "action", "target", "body", "is_target_client", "request_id", "first_seq")
@@ -262,24 +268,28 @@ class Deliver(_message.Message):
     def __init__(self, frame: _Optional[bytes] = ..., clients: _Optional[_Iterable[str]] = ..., room: _Optional[str] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Membership(_message.Message):
-    __slots__ = ("client", "room", "request_id")
+    __slots__ = ("client", "room", "request_id", "user")
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     ROOM_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     client: str
     room: str
     request_id: bytes
-    def __init__(self, client: _Optional[str] = ..., room: _Optional[str] = ..., request_id: _Optional[bytes] = ...) -> None: ...
+    user: str
+    def __init__(self, client: _Optional[str] = ..., room: _Optional[str] = ..., request_id: _Optional[bytes] = ..., user: _Optional[str] = ...) -> None: ...
 
 class CloseClient(_message.Message):
-    __slots__ = ("client", "code", "reason")
+    __slots__ = ("client", "code", "reason", "user")
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     client: str
     code: int
     reason: str
-    def __init__(self, client: _Optional[str] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    user: str
+    def __init__(self, client: _Optional[str] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("epoch",)
@@ -373,7 +383,7 @@ class WatcherHello(_message.Message):
     def __init__(self, name: _Optional[str] = ..., rooms: _Optional[_Iterable[str]] = ..., prefixes: _Optional[_Iterable[str]] = ..., assigned: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("id", "create_room", "delete_room", "join", "remove", "send_room", "send_clients", "disconnect", "query", "settings")
+    __slots__ = ("id", "create_room", "delete_room", "join", "remove", "send_room", "send_clients", "disconnect", "query", "settings", "idempotency_key")
     ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_ROOM_FIELD_NUMBER: _ClassVar[int]
     DELETE_ROOM_FIELD_NUMBER: _ClassVar[int]
@@ -384,6 +394,7 @@ class Command(_message.Message):
     DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     id: int
     create_room: CreateRoom
     delete_room: RoomRef
@@ -394,7 +405,8 @@ class Command(_message.Message):
     disconnect: CloseClient
     query: Query
     settings: RoomSettings
-    def __init__(self, id: _Optional[int] = ..., create_room: _Optional[_Union[CreateRoom, _Mapping]] = ..., delete_room: _Optional[_Union[RoomRef, _Mapping]] = ..., join: _Optional[_Union[Membership, _Mapping]] = ..., remove: _Optional[_Union[Membership, _Mapping]] = ..., send_room: _Optional[_Union[SendToRoom, _Mapping]] = ..., send_clients: _Optional[_Union[SendToClients, _Mapping]] = ..., disconnect: _Optional[_Union[CloseClient, _Mapping]] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., settings: _Optional[_Union[RoomSettings, _Mapping]] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, id: _Optional[int] = ..., create_room: _Optional[_Union[CreateRoom, _Mapping]] = ..., delete_room: _Optional[_Union[RoomRef, _Mapping]] = ..., join: _Optional[_Union[Membership, _Mapping]] = ..., remove: _Optional[_Union[Membership, _Mapping]] = ..., send_room: _Optional[_Union[SendToRoom, _Mapping]] = ..., send_clients: _Optional[_Union[SendToClients, _Mapping]] = ..., disconnect: _Optional[_Union[CloseClient, _Mapping]] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., settings: _Optional[_Union[RoomSettings, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class RoomRef(_message.Message):
     __slots__ = ("room",)
@@ -430,30 +442,42 @@ class SendToRoom(_message.Message):
     def __init__(self, room: _Optional[str] = ..., message: _Optional[_Union[ClientMessage, _Mapping]] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SendToClients(_message.Message):
-    __slots__ = ("clients", "message")
+    __slots__ = ("clients", "message", "user")
     CLIENTS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     clients: _containers.RepeatedScalarFieldContainer[str]
     message: ClientMessage
-    def __init__(self, clients: _Optional[_Iterable[str]] = ..., message: _Optional[_Union[ClientMessage, _Mapping]] = ...) -> None: ...
+    user: str
+    def __init__(self, clients: _Optional[_Iterable[str]] = ..., message: _Optional[_Union[ClientMessage, _Mapping]] = ..., user: _Optional[str] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("what", "room", "client")
+    __slots__ = ("what", "room", "client", "limit", "after", "since")
     class What(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ROOMS: _ClassVar[Query.What]
         ROOM: _ClassVar[Query.What]
         CLIENT_ROOMS: _ClassVar[Query.What]
+        ROOM_PAGE: _ClassVar[Query.What]
+        HISTORY: _ClassVar[Query.What]
     ROOMS: Query.What
     ROOM: Query.What
     CLIENT_ROOMS: Query.What
+    ROOM_PAGE: Query.What
+    HISTORY: Query.What
     WHAT_FIELD_NUMBER: _ClassVar[int]
     ROOM_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
     what: Query.What
     room: str
     client: str
-    def __init__(self, what: _Optional[_Union[Query.What, str]] = ..., room: _Optional[str] = ..., client: _Optional[str] = ...) -> None: ...
+    limit: int
+    after: str
+    since: int
+    def __init__(self, what: _Optional[_Union[Query.What, str]] = ..., room: _Optional[str] = ..., client: _Optional[str] = ..., limit: _Optional[int] = ..., after: _Optional[str] = ..., since: _Optional[int] = ...) -> None: ...
 
 class RoomSettings(_message.Message):
     __slots__ = ("room", "settings")
@@ -483,7 +507,7 @@ class WatcherOut(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Snapshot, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., message: _Optional[_Union[ClientFrame, _Mapping]] = ..., reply: _Optional[_Union[Reply, _Mapping]] = ...) -> None: ...
 
 class RoomState(_message.Message):
-    __slots__ = ("name", "members", "maker", "settings")
+    __slots__ = ("name", "members", "maker", "settings", "users", "count", "epoch", "offset")
     class SettingsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -495,11 +519,19 @@ class RoomState(_message.Message):
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     MAKER_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     name: str
     members: _containers.RepeatedScalarFieldContainer[str]
     maker: str
     settings: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., maker: _Optional[str] = ..., settings: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    users: _containers.RepeatedScalarFieldContainer[str]
+    count: int
+    epoch: str
+    offset: int
+    def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., maker: _Optional[str] = ..., settings: _Optional[_Mapping[str, str]] = ..., users: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., epoch: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class Snapshot(_message.Message):
     __slots__ = ("epoch", "rooms")
@@ -510,13 +542,23 @@ class Snapshot(_message.Message):
     def __init__(self, epoch: _Optional[str] = ..., rooms: _Optional[_Iterable[_Union[RoomState, _Mapping]]] = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("id", "error", "message", "rooms")
+    __slots__ = ("id", "error", "message", "rooms", "position", "clients", "messages", "next", "since")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ROOMS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
     id: int
     error: str
     message: str
     rooms: _containers.RepeatedCompositeFieldContainer[RoomState]
-    def __init__(self, id: _Optional[int] = ..., error: _Optional[str] = ..., message: _Optional[str] = ..., rooms: _Optional[_Iterable[_Union[RoomState, _Mapping]]] = ...) -> None: ...
+    position: Position
+    clients: _containers.RepeatedScalarFieldContainer[str]
+    messages: _containers.RepeatedScalarFieldContainer[bytes]
+    next: str
+    since: int
+    def __init__(self, id: _Optional[int] = ..., error: _Optional[str] = ..., message: _Optional[str] = ..., rooms: _Optional[_Iterable[_Union[RoomState, _Mapping]]] = ..., position: _Optional[_Union[Position, _Mapping]] = ..., clients: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[bytes]] = ..., next: _Optional[str] = ..., since: _Optional[int] = ...) -> None: ...

@@ -164,6 +164,17 @@ LOOP_STALL = Gauge("meshstream_processor_loop_max_seconds", "the processor's lon
 GATEWAY_LAG = Gauge("meshstream_gateway_lag_bytes", "output the processor sent a gateway that "
                     "it has not yet applied (processor)", ["gateway"])
 
+WATCHER_OVERFLOW = Counter("meshstream_watcher_overflow", "client frames refused (rate-limited) and "
+                           "events dropped because a room's lane in an asyncio watcher was full "
+                           "(meshstream_zmq/aio.py)", ["kind"])
+
+WEBHOOK_EVENTS = Counter("meshstream_webhook_events", "webhook events by outcome: delivered, "
+                         "overflow (the queue was full), expired (retried for 5 minutes) (webhooks)",
+                         ["outcome"])
+WEBHOOK_POSTS = Counter("meshstream_webhook_posts", "webhook POSTs by result: the HTTP status, "
+                        "or error for no answer (webhooks)", ["status"])
+WEBHOOK_QUEUE = Gauge("meshstream_webhook_queue", "webhook events waiting to be delivered (webhooks)")
+
 STARTED_AT = time.time()  # this process's start (each child imports this module afresh)
 
 

@@ -20,10 +20,10 @@ MAX_ACTION = 64
 EMPTY_BODY = b"{}"
 
 # The integers a client may send (docs/protocol.md, "Numbers"), checked where each enters:
-# a position (`history` `since`, a resume's `seq`) is 0..MAX_POSITION, what the uint64
+# a position (`history` `since`, a resume's offsets) is 0..MAX_POSITION, what the uint64
 # fields behind it and every index hold; any other integer (a `limit`, an integer `id`)
 # is a signed 64-bit one. Outside them: `bad-body` (`bad-id` for an id); a resume's
-# `seq` is then ignored, as any malformed one.
+# position is then ignored, as any malformed one.
 MAX_POSITION = 2**63 - 1
 MIN_INTEGER, MAX_INTEGER = -(2**63), 2**63 - 1
 
@@ -163,8 +163,8 @@ def encode(
 ) -> bytes:
     """One outbound JSON object (no trailing newline).
 
-    `position`: the frame's position fields, from `position()` (offset, epoch and seq of
-    a room message; seq of a direct one), built once for all the copies of a message."""
+    `position`: the frame's position fields, from `position()`, built once for all the
+    copies of a message."""
     # Hot path (every relayed message): the head and the sender part repeat, so they
     # are encoded once and looked up (bounded caches, emptied when full).
     head = _HEADS.get((action, target))
@@ -192,24 +192,18 @@ _SENDERS: dict[str, bytes] = {}
 
 
 def position_format(epoch: str) -> bytes:
-    """`position_format(epoch) % (offset, seq)` is `position(offset, epoch, seq)`: a room
-    keeps its own, so numbering a room message costs one formatting."""
-    return b',"offset":%d,"epoch":' + _dumps(epoch).replace("%", "%%").encode() + b',"seq":%d'
+    """`position_format(epoch) % offset` is `position(offset, epoch)`: every stream (a room,
+    or a client's direct messages) keeps its own, so numbering a message costs one
+    formatting."""
+    return b',"offset":%d,"epoch":' + _dumps(epoch).replace("%", "%%").encode()
 
 
-def direct_position_format(epoch: str) -> bytes:
-    """`direct_position_format(epoch) % seq` is `position(0, epoch, seq)`: the processor
-    keeps its own, so numbering a direct message costs one formatting."""
-    return b',"epoch":' + _dumps(epoch).replace("%", "%%").encode() + b',"seq":%d'
-
-
-def position(offset: int, epoch: str, seq: int) -> bytes:
-    """The position fields of a frame: `,"offset":N,"epoch":E,"seq":S` for a room message
-    (`offset` not 0; E the room's epoch), `,"epoch":P,"seq":S` for a direct one (P the
-    processor's epoch): docs/protocol.md, Sessions and resume."""
-    if not offset:
-        return direct_position_format(epoch) % seq
-    return position_format(epoch) % (offset, seq)
+def position(offset: int, epoch: str) -> bytes:
+    """The position fields of a frame, `,"offset":N,"epoch":E`: N its place in its stream
+    (a room's messages, or its recipient's direct messages; 1, 2, 3… with no gap), E the
+    stream's epoch (a room's: "<processor epoch>.<n>"; a client's direct messages': the
+    processor's). docs/protocol.md, Positions."""
+    return position_format(epoch) % offset
 
 
 def stamp(frame: bytes, position: bytes) -> bytes:

@@ -34,6 +34,12 @@ class RoomView:
     members: list[str]
     maker: str
     settings: dict[str, str]
+    # filled by the queries that ask for them (the server API's): the members' users (in
+    # the order of `members`), the number of members in all, the epoch and newest offset
+    users: list[str] = field(default_factory=list)
+    count: int = 0
+    epoch: str = ""
+    offset: int = 0
 
 
 @dataclass(slots=True, eq=False)

@@ -33,72 +33,29 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import zmq
 
-from . import links, protocol
+from . import links
 from . import meshstream_pb2 as pb
+from . import watcher_protocol as wp
 from .config import Config
 from .core import EventKind
 from .errors import CloseCode, ErrorCode
 from .observability import bounded, process_stats
+from .watcher_protocol import TIMEOUT, CommandError, Event, Message, RoomState
+
+__all__ = ["TIMEOUT", "CommandError", "CommandFuture", "Event", "Message", "RoomState", "Timer",
+           "Watcher"]
 
 log = logging.getLogger("meshstream.watcher")
 
 
-@dataclass(slots=True)
-class Message:
-    """A client frame addressed to one of this watcher's rooms."""
-
-    client: str
-    action: str
-    room: str
-    body: dict[str, Any]
-    request_id: bytes = b""
-    is_target_client: bool = False
-    user: str = ""  # the sender's user: its token's `sub` (the gateway verified it); "" anonymous
-
-
-@dataclass(slots=True)
-class Event:
-    """A processor event (docs/watchers.md). Client events name the client and its `user`;
-    `CLIENT_AWAY` (its connection was lost: it keeps its ID, rooms and seats for the resume
-    window, the other members are not told) and `CLIENT_BACK` (it resumed) come to the
-    watchers of its rooms and to the lobby's; if it never comes back, the usual
-    `CLIENT_LEFT_ROOM`s and `CLIENT_DISCONNECTED` follow when the window passes."""
-
-    kind: EventKind
-    client: str
-    room: str
-    seq: int
-    user: str = ""  # the client's user, for client events ("" for anonymous clients, room events)
-
-
-@dataclass(slots=True)
-class RoomState:
-    name: str
-    members: list[str]
-    maker: str = ""
-    settings: dict[str, str] = field(default_factory=dict)
-
-
-class CommandError(Exception):
-    """A command's error reply: `code` is one of docs/watchers.md's codes (or `timeout`)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
 T = TypeVar("T")
-TIMEOUT = "timeout"  # the code of a CommandError for a reply that never came
 
 
 class CommandFuture(Generic[T]):
@@ -171,23 +128,6 @@ class Timer:
         self.cancelled = True
 
 
-def _rooms(states: Iterable[pb.RoomState]) -> list[RoomState]:
-    return [RoomState(r.name, list(r.members), r.maker, dict(r.settings)) for r in states]
-
-
-def _no_value(reply: pb.Reply) -> None:
-    return None
-
-
-def _room_list(reply: pb.Reply) -> list[RoomState]:
-    return _rooms(reply.rooms)
-
-
-def _one_room(reply: pb.Reply) -> RoomState:
-    (room,) = _rooms(reply.rooms)
-    return room
-
-
 class Watcher:
     def __init__(self, name: str, *, rooms: Iterable[str] = (), prefixes: Iterable[str] = (),
                  config: Config | None = None, endpoint: str | None = None,
@@ -251,90 +191,75 @@ class Watcher:
 
     # ------------------------------------------------------------ commands
 
-    def _send(self, msg: pb.WatcherIn) -> bool:
+    def _send(self, payload: bytes) -> bool:
         assert self.sock is not None, "connect() or run() first"
         try:
-            self.sock.send_multipart([b"watcher", msg.SerializeToString()], flags=zmq.NOBLOCK)
+            self.sock.send_multipart([wp.TOPIC, payload], flags=zmq.NOBLOCK)
         except zmq.Again:
             log.error("processor not reachable; command dropped")
             return False
         return True
 
-    def _command(self, convert: Callable[[pb.Reply], T] = _no_value,  # type: ignore[assignment]
-                 **op: Any) -> CommandFuture[T]:
+    def _command(self, op: wp.Op[T]) -> CommandFuture[T]:
         cmd_id = next(self.ids)
-        future = CommandFuture(self, cmd_id, self.now() + self.reply_timeout, convert)
-        if not self.silent and self._send(pb.WatcherIn(command=pb.Command(id=cmd_id, **op))):
+        future = CommandFuture(self, cmd_id, self.now() + self.reply_timeout, op.convert)
+        if not self.silent and self._send(wp.command(cmd_id, op)):
             self.pending[cmd_id] = future
         else:  # failed, but only from the loop: callbacks are not added yet
             why = "the processor is silent" if self.silent else "the send queue is full"
-            self.call_later(0, future._resolve, pb.Reply(
-                id=cmd_id, error=ErrorCode.PROCESSOR_UNAVAILABLE.value,
-                message=f"command not sent: {why}"))
+            self.call_later(0, future._resolve, wp.not_sent(cmd_id, why))
         return future
-
-    @staticmethod
-    def _message(action: str, body: Mapping[str, Any] | None, sender: str, target: str,
-                 is_target_client: bool = False) -> pb.ClientMessage:
-        return pb.ClientMessage(action=action, target=target,
-                                body=protocol.encode_body(dict(body or {})),
-                                sender=sender, is_target_client=is_target_client)
 
     def send_room(self, room: str, action: str, body: Mapping[str, Any] | None = None, *,
                   sender: str = "", exclude: Iterable[str] = (), target: str = "") -> CommandFuture[None]:
         """Send to every member of `room` (minus `exclude`); the JSON is encoded once."""
-        return self._command(send_room=pb.SendToRoom(
-            room=room, message=self._message(action, body, sender, target), exclude=list(exclude)))
+        return self._command(wp.send_room(room, action, body, sender=sender, exclude=exclude,
+                                          target=target))
 
     def send_clients(self, clients: Iterable[str], action: str,
                      body: Mapping[str, Any] | None = None, *, sender: str = "", target: str = "",
                      is_target_client: bool = False) -> CommandFuture[None]:
-        return self._command(send_clients=pb.SendToClients(
-            clients=list(clients),
-            message=self._message(action, body, sender, target, is_target_client)))
+        return self._command(wp.send_clients(clients, action, body, sender=sender, target=target,
+                                             is_target_client=is_target_client))
 
     def error(self, msg: Message, code: ErrorCode, detail: str = "") -> CommandFuture[None]:
         """Answer a client frame with an error frame (its id echoed)."""
-        body = {"code": code.value, "message": detail or code.message, "action": msg.action}
-        frame = pb.ClientMessage(action="error", target=msg.room, body=protocol.encode_body(body),
-                                 request_id=msg.request_id)
-        return self._command(send_clients=pb.SendToClients(clients=[msg.client], message=frame))
+        return self._command(wp.error(msg, code, detail))
 
     def join(self, client: str, room: str, request_id: bytes = b"") -> CommandFuture[None]:
         """Put `client` in `room`; in an unclaimed room the joiner's `client-joined-room`
         carries `request_id` (a client frame's `Message.request_id`)."""
-        return self._command(join=pb.Membership(client=client, room=room, request_id=request_id))
+        return self._command(wp.join(client, room, request_id))
 
     def remove(self, client: str, room: str) -> CommandFuture[None]:
-        return self._command(remove=pb.Membership(client=client, room=room))
+        return self._command(wp.remove(client, room))
 
     def create_room(self, room: str, *, watcher: str = "",
                     settings: Mapping[str, str] | None = None) -> CommandFuture[None]:
-        return self._command(create_room=pb.CreateRoom(room=room, watcher=watcher,
-                                                       settings=dict(settings or {})))
+        return self._command(wp.create_room(room, watcher=watcher, settings=settings))
 
     def delete_room(self, room: str) -> CommandFuture[None]:
-        return self._command(delete_room=pb.RoomRef(room=room))
+        return self._command(wp.delete_room(room))
 
     def disconnect(self, client: str, code: int = CloseCode.DISCONNECTED,
                    reason: str = "") -> CommandFuture[None]:
-        return self._command(disconnect=pb.CloseClient(client=client, code=code, reason=reason))
+        return self._command(wp.disconnect(client, code, reason))
 
     def settings(self, room: str, **values: str) -> CommandFuture[None]:
-        return self._command(settings=pb.RoomSettings(room=room, settings=values))
+        return self._command(wp.settings(room, values))
 
     # Queries: the answer is the future's result (see the module docstring).
 
     def query_rooms(self) -> CommandFuture[list[RoomState]]:
-        return self._command(_room_list, query=pb.Query(what=pb.Query.ROOMS))
+        return self._command(wp.query_rooms())
 
     def query_room(self, room: str) -> CommandFuture[RoomState]:
         """Fails with `unknown-room` when there is no such room."""
-        return self._command(_one_room, query=pb.Query(what=pb.Query.ROOM, room=room))
+        return self._command(wp.query_room(room))
 
     def client_rooms(self, client: str) -> CommandFuture[list[RoomState]]:
         """Fails with `unknown-client` when there is no such client."""
-        return self._command(_room_list, query=pb.Query(what=pb.Query.CLIENT_ROOMS, client=client))
+        return self._command(wp.client_rooms(client))
 
     # ------------------------------------------------------------ timers
 
@@ -367,9 +292,7 @@ class Watcher:
 
     def hello(self) -> None:
         self.welcomed = False
-        self._send(pb.WatcherIn(hello=pb.WatcherHello(name=self.name, rooms=self.rooms,
-                                                      assigned=self.assigned,
-                                                      prefixes=self.prefixes)))
+        self._send(wp.hello(self.name, self.rooms, self.prefixes, self.assigned))
 
     def _guard(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A handler's exception is logged, never fatal: one bad frame must not stop a room."""
@@ -380,44 +303,31 @@ class Watcher:
             return _FAILED
 
     def dispatch(self, frames: list[bytes]) -> None:
-        try:
-            out = pb.WatcherOut.FromString(frames[-1])
-        except Exception:  # noqa: BLE001
-            log.error("undecodable message from processor")
-            return
-        kind = out.WhichOneof("kind")
-        if kind == "message":
-            m = out.message
-            try:
-                body = json.loads(m.body) if m.body else {}
-            except ValueError:
-                body = {}
-            msg = Message(m.client, m.action, m.target, body, m.request_id, m.is_target_client,
-                          m.user)
-            handler = self.handlers.get(m.action) or self.handlers.get("*")
+        got = wp.decode(frames)
+        if isinstance(got, Message):
+            handler = self.handlers.get(got.action) or self.handlers.get("*")
             if handler is None:
-                self.error(msg, ErrorCode.UNKNOWN_ACTION)
-            elif self._guard(handler, msg) is _FAILED:
-                self.error(msg, ErrorCode.WATCHER_ERROR)
-            self.handled = m.seq
-        elif kind == "event":
-            e = out.event
-            event = Event(EventKind(e.kind), e.client, e.room, e.seq, e.user)
-            for fn in self.event_handlers.get(event.kind, ()):
-                self._guard(fn, event)
-        elif kind == "welcome":
+                self.error(got, ErrorCode.UNKNOWN_ACTION)
+            elif self._guard(handler, got) is _FAILED:
+                self.error(got, ErrorCode.WATCHER_ERROR)
+            self.handled = got.seq
+        elif isinstance(got, Event):
+            for fn in self.event_handlers.get(got.kind, ()):
+                self._guard(fn, got)
+        elif isinstance(got, wp.Welcome):
             self.welcomed = True
             self.silent = False
             self.last_heard = self.now()
-            if out.welcome.epoch != self.epoch:
+            if got.epoch != self.epoch:
                 self.handled = 0  # a new processor numbers its frames from 1 again
-            self.epoch = out.welcome.epoch
+            self.epoch = got.epoch
             log.info("welcomed", extra={"fields": {"watcher": self.name, "epoch": self.epoch}})
-            rooms = _rooms(out.welcome.rooms)
             for welcome_fn in self.welcome_handlers:
-                self._guard(welcome_fn, rooms)
-        elif kind == "reply":
-            self._reply(out.reply)
+                self._guard(welcome_fn, got.rooms)
+        elif isinstance(got, pb.Reply):
+            self._reply(got)
+        else:
+            log.error("undecodable message from processor")
 
     def _reply(self, r: pb.Reply) -> None:
         future = self.pending.pop(r.id, None) if r.id else None
@@ -437,8 +347,7 @@ class Watcher:
             future = next(iter(self.pending.values()))
             if future.deadline > now:
                 break
-            self._reply(pb.Reply(id=future.id, error=TIMEOUT,
-                                 message=f"no reply to command {future.id} in {self.reply_timeout} s"))
+            self._reply(wp.timed_out(future.id, self.reply_timeout))
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
         """Serve until stop() (or `until()` is true)."""
@@ -461,7 +370,7 @@ class Watcher:
                 # processor may be starting, or a claim was refused).
                 if self.welcomed:
                     stats = process_stats("watcher", self.config.restarts)  # for /admin
-                    self._send(pb.WatcherIn(heartbeat=pb.Heartbeat(acked=self.handled, stats=stats)))
+                    self._send(wp.heartbeat(self.handled, stats))
                     next_beat = now + interval
                 else:
                     self.hello()
@@ -507,7 +416,7 @@ class Watcher:
         if self.sock is not None:
             if self.welcomed:  # release the claims now rather than after the peer timeout;
                 # the frames handled so far are done (only later ones get watcher-restarted)
-                self._send(pb.WatcherIn(goodbye=pb.Heartbeat(acked=self.handled)))
+                self._send(wp.goodbye(self.handled))
             self.sock.close(linger=100)
             self.sock = None
 

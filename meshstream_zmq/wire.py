@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from . import SERVER_SENDER, protocol
 from . import meshstream_pb2 as pb
 from .commands import (
+    Answer,
     Command,
     CreateRoom,
     DeleteRoom,
@@ -105,6 +106,20 @@ def fill_rooms(target: RepeatedCompositeFieldContainer[pb.RoomState],
         r.name, r.maker = view.name, view.maker
         r.members.extend(view.members)
         r.settings.update(view.settings)
+        r.users.extend(view.users)
+        r.count, r.epoch, r.offset = view.count, view.epoch, view.offset
+
+
+def fill_answer(reply: pb.Reply, answer: Answer) -> None:
+    """A success's contents (commands.Answer) into its `Reply`."""
+    fill_rooms(reply.rooms, answer.rooms)
+    if answer.epoch:
+        reply.position.epoch, reply.position.offset = answer.epoch, answer.offset
+    reply.clients.extend(answer.clients)
+    reply.messages.extend(answer.messages)
+    reply.next = answer.next
+    if answer.since is not None:
+        reply.since = answer.since
 
 
 def message_frame(message: pb.ClientMessage, default_target: str) -> bytes | None:
@@ -121,7 +136,8 @@ class BadCommand(Exception):
 
 
 _QUERIES = {pb.Query.ROOMS: QueryWhat.ROOMS, pb.Query.ROOM: QueryWhat.ROOM,
-            pb.Query.CLIENT_ROOMS: QueryWhat.CLIENT_ROOMS}
+            pb.Query.CLIENT_ROOMS: QueryWhat.CLIENT_ROOMS, pb.Query.ROOM_PAGE: QueryWhat.ROOM_PAGE,
+            pb.Query.HISTORY: QueryWhat.HISTORY}
 _NO_FRAME = "message needs an action and a JSON object body"
 
 
@@ -136,7 +152,7 @@ def decode_command(cmd: pb.Command) -> Command:
         case "join":
             return Join(cmd.join.client, cmd.join.room, cmd.join.request_id)
         case "remove":
-            return Remove(cmd.remove.client, cmd.remove.room)
+            return Remove(cmd.remove.client, cmd.remove.room, cmd.remove.user)
         case "send_room":
             to_room = cmd.send_room
             frame = message_frame(to_room.message, to_room.room)
@@ -149,17 +165,27 @@ def decode_command(cmd: pb.Command) -> Command:
             frame = message_frame(to_clients.message, clients[0] if len(clients) == 1 else "")
             if frame is None:
                 raise BadCommand(_NO_FRAME)
-            return SendClients(clients, frame)
+            return SendClients(clients, frame, to_clients.user)
         case "disconnect":
             d = cmd.disconnect
-            return Disconnect(d.client, d.code, d.reason)
+            return Disconnect(d.client, d.code, d.reason, d.user)
         case "query":
             q = cmd.query
             what = _QUERIES.get(q.what)
             if what is None:
                 raise BadCommand(f"unknown query {q.what}")
-            return Query(what, q.room, q.client)
+            return Query(what, q.room, q.client, q.limit, q.after,
+                         q.since if q.HasField("since") else None)
         case "settings":
             return Settings(cmd.settings.room, dict(cmd.settings.settings))
         case _:
             raise BadCommand("command has no op")
+
+
+def resume_positions(r: pb.ResumeRequest) -> dict[str, int]:
+    """A ResumeRequest's positions as `Mesh.resume` takes them: the offset per stream epoch
+    (the first of an epoch named twice wins)."""
+    positions: dict[str, int] = {}
+    for p in r.positions:
+        positions.setdefault(p.epoch, p.offset)
+    return positions

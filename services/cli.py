@@ -5,6 +5,7 @@
     meshstream processor [--tcp HOST:PORT | --inbound/--outbound/--watchers-endpoint URL]
     meshstream gateway --index N [--port 8765] [endpoint flags]
     meshstream watcher NAME [endpoint flags]    (NAME: words-battle-lobby, words-battle-games, echo)
+    meshstream webhooks --url URL --secret FILE [--rooms PREFIXES]   (events to a backend)
     meshstream keys DIR [--watcher NAME=CLAIMS ...] [--force]   (CURVE keys for --keys-dir)
     meshstream restart-gateways [--port P | --run-dir D] [--timeout S]   (rolling restart)
 
@@ -75,6 +76,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--gateways", type=int, help="gateway processes (default: CPU cores)")
     run.add_argument("--host", help="listen address (default 0.0.0.0)")
     run.add_argument("--no-watchers", dest="watchers", action="store_false", default=None)
+    _webhook_options(run, short=False)
     # not Config fields (only `run` has them), so their MESHSTREAM_* variables are read here
     env = os.environ
     run.add_argument("--no-processor", dest="processor", action="store_false",
@@ -95,7 +97,10 @@ def parser() -> argparse.ArgumentParser:
         _gateway_options(p_)
     wt = sub.add_parser("watcher", help="run one bundled watcher")
     _common(wt)
-    wt.add_argument("name", help="words-battle-lobby | words-battle-games | echo")
+    wt.add_argument("name", help="words-battle-lobby | words-battle-games | echo | webhooks")
+    wh = sub.add_parser("webhooks", help="POST room events to a URL (docs/operations.md, Webhooks)")
+    _common(wh)
+    _webhook_options(wh, short=True)
     keys = sub.add_parser(
         "keys", help="write CURVE key pairs for --keys-dir (processor, gateway, each watcher)",
         description="Write the processor's, the gateways' and each watcher's CURVE key pair into "
@@ -137,6 +142,27 @@ def _gateway_options(gw: argparse.ArgumentParser) -> None:
     gw.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain: serve wss:// and https://")
     gw.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
     gw.add_argument("--admin-token", help="token /admin requires (unset: loopback clients only)")
+    gw.add_argument("--api-key", help="key the server API /api/ requires (unset: the API is off; "
+                                      "prefer MESHSTREAM_API_KEY: ps shows flags)")
+    gw.add_argument("--api-max-body", type=int,
+                    help="bytes of one server API request's body (65536); more: 413")
+
+
+def _webhook_options(p: argparse.ArgumentParser, short: bool) -> None:
+    """`meshstream webhooks --url …`; `meshstream run --webhook-url …` starts them as a child."""
+    g = p.add_argument_group("webhooks (docs/operations.md, Webhooks)")
+
+    def flag(name: str, **kw: object) -> None:
+        names = (f"--{name}", f"--webhook-{name}") if short else (f"--webhook-{name}",)
+        g.add_argument(*names, **kw)  # type: ignore[arg-type]
+
+    flag("url", dest="webhook_url", help="where event batches are POSTed")
+    flag("secret", dest="webhook_secret_file", metavar="FILE",
+         help="file with the HMAC-SHA256 secret that signs every body")
+    flag("rooms", dest="webhook_rooms", metavar="PREFIXES",
+         help="comma-separated room-name prefixes whose messages are sent too")
+    flag("timeout", dest="webhook_timeout", type=float,
+         help="seconds one POST may take before it is retried (10)")
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -170,6 +196,7 @@ watcher claims ({d}/{keys.CLAIMS_FILE}):""")
 What to copy where (secret files stay 0600, the directory 0700):
   processor host: {d}/processor.key_secret, {d}/gateways/*.key, {d}/watchers/*.key, {d}/claims.json
   gateway hosts:  {d}/processor.key, {d}/gateways/gateway.key_secret
+                  (and {d}/watchers/api.key_secret where it serves the HTTP API)
   watcher hosts:  {d}/processor.key, {d}/watchers/NAME.key_secret (NAME: the watcher's name)
 Then start every process with --keys-dir DIR (or MESHSTREAM_KEYS_DIR=DIR).""")
     return 0
@@ -202,6 +229,13 @@ def preflight(config: Config, watchers: list[str], processor: bool = True) -> No
             for name in watchers:
                 keys.watcher_pair(config.keys_dir, name)
         except keys.KeyFileError as exc:
+            raise links.LinkError(str(exc)) from None
+    if "webhooks" in watchers:
+        from services.webhooks import read_secret
+
+        try:
+            read_secret(config.webhook_secret_file)
+        except SystemExit as exc:
             raise links.LinkError(str(exc)) from None
 
 
@@ -291,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
         from services.watchers import run_watcher
 
         return run_watcher(args.name, config)
+    elif args.role == "webhooks":
+        from services.watchers import run_watcher
+
+        return run_watcher("webhooks", config)
     return 0
 
 

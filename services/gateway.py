@@ -46,15 +46,18 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from meshstream_zmq import links, new_epoch
+from meshstream_zmq import api, links, new_epoch
+from meshstream_zmq import keys as keyfiles
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
 from meshstream_zmq.admin import PROXY_HEADERS, Guesses, feed_origin
 from meshstream_zmq.admin import access as admin_access
+from meshstream_zmq.aio import AsyncWatcher, CommandError
 from meshstream_zmq.auth import TokenKeyError, Tokens
 from meshstream_zmq.config import Config
-from meshstream_zmq.errors import CloseCode
+from meshstream_zmq.errors import CloseCode, ErrorCode
 from meshstream_zmq.gateway import KEEPALIVE_TICK, Connection, Gateway, Resume, parse_resume
+from meshstream_zmq.watcher_protocol import Op
 
 log = logging.getLogger("meshstream.gateway")
 WS_LOG = logging.getLogger("websockets.server")  # one logger for every ServerProtocol
@@ -64,6 +67,7 @@ PATH = "/wsmesh"
 PAIR_ROLES = ("primary", "backup")  # config.processors' order: --tcp, then --peer
 CLIENT_DIR = (Path(__file__).resolve().parent.parent / "clients" / "js").resolve()
 ADMIN_DIR = (Path(__file__).resolve().parent.parent / "web").resolve()  # admin.html/.js/.css
+OPENAPI_FILE = Path(__file__).resolve().parent.parent / "docs" / "api.openapi.json"
 ADMIN_WS = "/admin/ws"
 ADMIN_PUSH = 1.0  # seconds between two snapshots pushed to the admin page's viewers
 ADMIN_VIEWERS = 16  # admin WebSockets per gateway; more are refused (503)
@@ -121,14 +125,15 @@ def request_token(request: Request) -> str | None:
 
 
 def request_resume(request: Request) -> Resume | None:
-    """`/wsmesh?resume=<secret>&seq=<epoch>:<n>`: the session to resume, or None (a new client)."""
+    """`/wsmesh?resume=<secret>&positions=…`: the session to resume, or None (a new client).
+    A `seq=` (the one position before 2026-12) is ignored."""
     query = request.path.partition("?")[2]
     if "resume=" not in query:
         return None
     params: dict[str, str] = {}
     for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
         params.setdefault(key, value)  # the first of each wins, as for the token
-    return parse_resume(params.get("resume"), params.get("seq"))
+    return parse_resume(params.get("resume"), params.get("positions"))
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -159,7 +164,7 @@ class ClientProtocol(asyncio.Protocol):
     that waits for it; a plain buffer goes as soon as its connection does.
     """
 
-    __slots__ = ("server", "transport", "head", "ws", "conn", "fragments", "timer", "viewing")
+    __slots__ = ("server", "transport", "head", "ws", "conn", "fragments", "timer", "viewing", "api")
 
     def __init__(self, server: GatewayServer) -> None:
         self.server = server
@@ -170,6 +175,9 @@ class ClientProtocol(asyncio.Protocol):
         self.fragments: list[bytes] | None = None  # a fragmented message being assembled
         self.timer: asyncio.TimerHandle | None = None  # the open or the close deadline
         self.viewing = False  # an admin page's WebSocket (/admin/ws), not a client
+        # A server API request (/api/, never given to websockets): its head (None: being
+        # refused), the body's length (-1: complete, being answered) and the body so far.
+        self.api: tuple[api.Head | None, int, bytearray] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -181,6 +189,9 @@ class ClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.head is not None:
             self.head_received(data)
+            return
+        if self.api is not None:
+            self.api_body(data)
             return
         ws = self.ws
         ws.receive_data(data)
@@ -220,6 +231,9 @@ class ClientProtocol(asyncio.Protocol):
                         else b"too many handshakes under way: try again later\n")
             return
         self.head = None
+        if server.api_watcher is not None and api.is_api(bytes(head[:end])):  # the API's own
+            self.api_head(bytes(head[:end]), head[end:])
+            return
         self.ws = ws = ServerProtocol(max_size=server.config.max_frame, logger=WS_LOG)
         ws.receive_data(bytes(head[:end]))
         request = next((e for e in ws.events_received() if isinstance(e, Request)), None)
@@ -239,8 +253,8 @@ class ClientProtocol(asyncio.Protocol):
             self.data_received(bytes(head[end:]))  # frames sent right after the upgrade
 
     def eof_received(self) -> None:
-        if self.head is not None:  # no complete request: nothing to answer (the transport closes)
-            return
+        if self.head is not None or self.api is not None:  # no complete request (or an API
+            return  # request being answered, which closes the connection itself)
         self.ws.receive_eof()
         self.send_data()
 
@@ -251,6 +265,9 @@ class ClientProtocol(asyncio.Protocol):
         if self.head is not None:  # it never completed its handshake: no `ws`, no client
             self.server.handshake_bytes -= len(self.head)
             self.head.clear()
+            return
+        if self.api is not None:  # an API request: an answer on its way finds it closed
+            self.api = None
             return
         self.ws.receive_eof()
         if self.conn is not None:
@@ -302,10 +319,16 @@ class ClientProtocol(asyncio.Protocol):
         connection half-closed and no longer read; CLOSE_TIMEOUT later the link is cut. Not
         read, what the client still sends cannot delay or lose the answer (a close with
         unread data would reset the connection and could drop the response)."""
+        self.server.bad_http(status, path, self.address())
+        self.answer(_response(status, body, "text/plain"))
+
+    def answer(self, response: Response) -> None:
+        """Write a response without `ws`, and end the connection as `refuse` says."""
         transport = self.transport
         assert transport is not None
-        self.server.bad_http(status, path, self.address())
-        transport.write(_response(status, body, "text/plain").serialize())
+        if transport.is_closing():  # gone while its answer was being made
+            return
+        transport.write(response.serialize())
         transport.pause_reading()
         if transport.can_write_eof():
             transport.write_eof()
@@ -314,6 +337,59 @@ class ClientProtocol(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.timer = self.server.loop.call_later(CLOSE_TIMEOUT, self.abort)
+
+    def api_head(self, raw: bytes, rest: bytes | bytearray) -> None:
+        """A server API request's head (docs/api.md): its key checked before its body is
+        read (a guesser never makes us hold a body), then the body awaited."""
+        server = self.server
+        self.api = (None, -1, bytearray())
+        h = api.head(raw)
+        if isinstance(h, api.Failure):
+            return self.api_answer(h.status, h.json())
+        if h.path == api.OPENAPI and h.method in ("GET", "HEAD"):
+            response = _response(200, openapi_document(), "application/json")
+            return self.answer(dataclasses.replace(response, body=b"") if h.method == "HEAD"
+                               else response)
+        peer, now = self.address(), time.monotonic()
+        if server.api_guesses.limited(peer, now):
+            return self.api_answer(429, api.Failure.of(ErrorCode.RATE_LIMITED,
+                                                       "too many wrong API keys: try again later").json(),
+                                   [("Retry-After", str(server.api_guesses.retry_after(peer, now)))])
+        ok = api.authorized(h, server.config.api_key)
+        if not ok:
+            if ok is False:  # a guess (no key at all is not one)
+                server.api_guesses.failed(peer, now)
+                server.client_fault("wrong api key", peer, path=h.path[:80])
+            return self.api_answer(401, api.Failure.of(ErrorCode.BAD_API_KEY).json(),
+                                   [("WWW-Authenticate", api.SCHEME)])
+        length = api.body_length(h, server.config.api_max_body)
+        if isinstance(length, api.Failure):
+            return self.api_answer(length.status, length.json())
+        self.api = (h, length, bytearray())
+        self.api_body(rest)
+        return None
+
+    def api_body(self, data: bytes | bytearray) -> None:
+        """Body bytes of an API request; once all are here, it is answered (what follows, a
+        pipelined request, is not read: the answer closes the connection)."""
+        assert self.api is not None and self.transport is not None
+        h, length, body = self.api
+        if h is None or length < 0:  # refused, or complete: what follows is not read
+            return
+        body += data[:length - len(body)]
+        if len(body) < length:
+            return
+        self.api = (h, -1, body)
+        self.transport.pause_reading()
+        if self.timer is not None:  # complete in time: the processor's answer has its own
+            self.timer.cancel()
+            self.timer = None
+        self.server.loop.create_task(self.server.api_request(self, h, bytes(body)))
+
+    def api_answer(self, status: int, document: dict[str, Any],
+                   headers: list[tuple[str, str]] | None = None, head_only: bool = False) -> None:
+        response = _response(status, api.encode(document), "application/json", headers)
+        self.answer(dataclasses.replace(response, body=b"") if head_only else response)
 
     def address(self) -> str:
         """The client's IP address ("" if unknown)."""
@@ -449,6 +525,10 @@ class GatewayServer:
         self.admin_queries: dict[int, tuple[str, str]] = {}
         self.admin_seq = 0
         self.guesses = Guesses()  # wrong admin tokens per address
+        self.api_guesses = Guesses()  # wrong server API keys per address
+        # The server API's channel to the processor (docs/api.md): a watcher claiming no rooms.
+        self.api_watcher = (AsyncWatcher(f"api.{self.id}", config=config, key=keyfiles.API)
+                            if config.api_key else None)
         self.handshake_bytes = 0  # request-head bytes held by connections in their handshake
         self.throttle = obs.Throttle()  # log lines caused by clients' bad requests
 
@@ -615,6 +695,35 @@ class GatewayServer:
         if core.up and not self.ready.is_set():
             self.ready.set()
 
+    # ------------------------------------------------------------ the server API
+
+    async def api_request(self, link: ClientProtocol, h: api.Head, body: bytes) -> None:
+        """A whole API request with the right key: its plan's commands sent together (the
+        processor applies them in that order), their replies awaited, the answer written."""
+        try:
+            plan = api.route(h.method, h.path, h.query, body)
+            if isinstance(plan, api.Failure):
+                status, document = plan.status, plan.json()
+            elif self.api_watcher is None or not self.api_watcher.welcomed:
+                failure = api.Failure.of(ErrorCode.PROCESSOR_UNAVAILABLE,
+                                         "the server API is not connected to the processor")
+                status, document = failure.status, failure.json()
+            else:
+                watcher = self.api_watcher
+                futures = [watcher.command(Op(fields, _reply)) for fields in plan.commands]
+                outcomes: list[api.Outcome] = []
+                for future in futures:
+                    try:
+                        outcomes.append(await future)
+                    except CommandError as exc:
+                        outcomes.append(api.Failure.of_reply(exc.code, exc.message))
+                status, document = plan.answer(outcomes)
+        except Exception:  # a bug answers 500 and closes this connection, nothing more
+            self.bad_http(500, h.path, link.address())
+            failure = api.Failure.of(ErrorCode.INTERNAL_ERROR)
+            status, document = failure.status, failure.json()
+        link.api_answer(status, document, head_only=h.method == "HEAD")
+
     # ------------------------------------------------------------ HTTP
 
     def http_response(self, request: Request, peer: str = "") -> Response | None:
@@ -736,6 +845,8 @@ class GatewayServer:
             loop.add_reader(fd, self.on_other_readable, sub)
         beats = loop.create_task(self.heartbeat())
         admin = loop.create_task(self.admin_push())
+        if self.api_watcher is not None:
+            await self.api_watcher.start()
         loop.call_soon(self.on_sub_readable)
         try:
             # Wait until the processor knows us and our subscription is live, unless told to
@@ -773,6 +884,8 @@ class GatewayServer:
         finally:
             beats.cancel()
             admin.cancel()
+            if self.api_watcher is not None:
+                await self.api_watcher.close()
             for fd in fds:
                 loop.remove_reader(fd)
             for push, sub in self.processors:
@@ -809,6 +922,16 @@ document.getElementById("f").onsubmit = (e) => {
   e.preventDefault(); go(document.getElementById("t").value); };
 </script>
 """
+
+
+def _reply(reply: pb.Reply) -> pb.Reply:
+    return reply  # the API reads the whole reply (api.Plan.answer)
+
+
+@functools.cache
+def openapi_document() -> bytes:
+    """docs/api.openapi.json, read once per process."""
+    return OPENAPI_FILE.read_bytes()
 
 
 @functools.cache

@@ -3,7 +3,8 @@
 Sockets (see docs/design.md):
   PULL   inbound   <- gateways' PUSH   ["gateway", GatewayBatch]
   XPUB   outbound  -> gateways' SUB    ["<gateway ID>.", GatewayOut], ["processor", ProcessorBeat],
-                                       ["event.<kind>", Event]
+                                       ["event.<kind>", Event], ["room.<room>", client JSON]
+                                       (the last only while an observer subscribes to it)
   ROUTER watchers  <-> watchers' DEALER ["watcher", WatcherIn] / ["<kind>", WatcherOut]
 
 The loop drains everything readable, feeds the core, then sends one GatewayOut
@@ -18,7 +19,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import zmq
 
@@ -27,6 +28,7 @@ from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
 from meshstream_zmq.admin import ALONE, PROCESSOR, AdminView, Serving
 from meshstream_zmq.auth import TokenKeyError, Tokens
+from meshstream_zmq.commands import Answer
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import Delivery, EventKind, Mesh, RoomPass, RoomView
 from meshstream_zmq.errors import ErrorCode
@@ -36,13 +38,16 @@ from meshstream_zmq.wire import (
     BadCommand,
     columns_match,
     decode_command,
+    fill_answer,
     fill_rooms,
+    resume_positions,
 )
 
 log = logging.getLogger("meshstream.processor")
 
 DRAIN = 2000  # messages read from one socket before looking at the others
 PROBE = pb.WatcherOut(reply=pb.Reply(id=0)).SerializeToString()
+ROOM_TOPIC = b"room."  # + a room's name: its room-wide messages, for observers (aio.py)
 EVENT_TOPICS = {k: f"event.{k.name.lower().replace('_', '-')}".encode() for k in EventKind}
 
 
@@ -54,6 +59,18 @@ class ZmqOutbox(GatewayOutput):
         super().__init__(epoch, lag_age=lag_age)
         self.pub = pub
         self.router = router
+        # An observer (the webhooks watcher) subscribed to room messages ("room.<prefix>"):
+        # room-wide sends are published for it too; while none is, they cost nothing more.
+        self.rooms_observed = False
+
+    def broadcast(self, gateways: Iterable[str], room: str, frame: bytes,
+                  exclude: Sequence[str] = ()) -> None:
+        super().broadcast(gateways, room, frame, exclude)
+        if self.rooms_observed:  # the XPUB filters by prefix: only observed rooms go out
+            try:
+                self.pub.send_multipart([ROOM_TOPIC + room.encode(), frame], flags=zmq.NOBLOCK)
+            except zmq.Again:
+                obs.DROPS.labels("event-hwm").inc()
 
     def event(self, seq: int, kind: EventKind, client: str, room: str, watcher: str,
               user: str = "") -> None:
@@ -76,12 +93,14 @@ class ZmqOutbox(GatewayOutput):
         return self._to_watcher(watcher, b"message", msg.SerializeToString())
 
     def reply(self, watcher: str, command: int, error: ErrorCode | None = None, detail: str = "",
-              rooms: Sequence[RoomView] = ()) -> None:
+              rooms: Sequence[RoomView] = (), answer: Answer | None = None) -> None:
         msg = pb.WatcherOut()
         r = msg.reply
         r.id = command
         if error is not None:
             r.error, r.message = error.value, detail or error.message
+        if answer is not None:
+            fill_answer(r, answer)
         fill_rooms(r.rooms, rooms)
         self._to_watcher(watcher, b"reply", msg.SerializeToString())
 
@@ -274,7 +293,7 @@ class Processor:
             again = mesh.sessions.get(r.new_session_hash)
             session = r.new_session_hash if again is not None and \
                 mesh.clients[again].gateway in (gateway, "") else r.session_hash  # here, or away
-            mesh.resume(gateway, r.link, session, r.new_session_hash, r.user, r.epoch, r.seq, now)
+            mesh.resume(gateway, r.link, session, r.new_session_hash, r.user, resume_positions(r), now)
         elif kind == "resync":  # it missed GatewayOuts: the mesh's view of its clients
             log.warning("gateway resync", extra={"fields": {"gateway": gateway}})
             obs.DROPS.labels("gateway-resync").inc()
@@ -329,6 +348,7 @@ class Processor:
 
     def on_subscription(self, msg: bytes) -> None:
         gateway = self.peers.subscription(msg)
+        self.out.rooms_observed = any(t.startswith(ROOM_TOPIC) for t in self.peers.subscriptions)
         if gateway is not None:
             self.out.welcome_gateway(gateway)
 
@@ -394,7 +414,7 @@ class Processor:
             command = decode_command(cmd)
         except BadCommand as exc:
             return self.out.reply(watcher, cmd.id, ErrorCode.BAD_COMMAND, str(exc))
-        self.mesh.command(watcher, cmd.id, command)
+        self.mesh.command(watcher, cmd.id, command, cmd.idempotency_key)
         return None
 
     # ------------------------------------------------------------ loop

@@ -2,35 +2,54 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import signal
 from collections.abc import Callable
+from typing import Protocol
 
 from meshstream_zmq import observability as obs
 from meshstream_zmq.config import Config
 from meshstream_zmq.watcher import Watcher
 
-# name -> "module:function" building the Watcher from a Config
+# name -> "module:function" building the watcher from a Config
 BUNDLED: dict[str, str] = {
     "echo": "services.echo:build",
     "words-battle-lobby": "services.words_battle.watchers:build_lobby",
     "words-battle-games": "services.words_battle.watchers:build_games",
+    "webhooks": "services.webhooks:build",
 }
 DEFAULT = ["words-battle-lobby", "words-battle-games"]  # what `make run` starts
 
 log = logging.getLogger("meshstream.watchers")
 
 
+class AsyncService(Protocol):
+    """A watcher on the asyncio SDK (meshstream_zmq/aio.py), or a service around one."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 def bundled(config: Config) -> list[str]:
-    """The watchers `make run` starts, by name (each runs as `meshstream: watcher NAME`)."""
-    return list(DEFAULT)
+    """The watchers `make run` starts, by name (each runs as `meshstream: watcher NAME`):
+    the Words Battle pair, and the webhooks when a webhook URL is configured."""
+    return list(DEFAULT) + (["webhooks"] if config.webhook_url else [])
 
 
-def load(name: str) -> Callable[[Config], Watcher]:
+def load(name: str) -> Callable[[Config], Watcher | AsyncService]:
     module, _, func = BUNDLED[name].partition(":")
-    build: Callable[[Config], Watcher] = getattr(importlib.import_module(module), func)
+    build: Callable[[Config], Watcher | AsyncService] = getattr(importlib.import_module(module), func)
     return build
+
+
+async def _serve(service: AsyncService) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop)
+    await service.run()
 
 
 def run_watcher(name: str, config: Config) -> int:
@@ -39,7 +58,10 @@ def run_watcher(name: str, config: Config) -> int:
     obs.setup(f"watcher {name}", config.log_level)
     obs.serve_metrics(config.metrics_port)
     watcher = load(name)(config)
-    signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
-    signal.signal(signal.SIGINT, lambda *_: watcher.stop())
-    watcher.run()
+    if isinstance(watcher, Watcher):
+        signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
+        signal.signal(signal.SIGINT, lambda *_: watcher.stop())
+        watcher.run()
+    else:
+        asyncio.run(_serve(watcher))
     return 0

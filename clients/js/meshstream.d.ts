@@ -8,8 +8,7 @@ export interface Frame {
   sender?: string;
   IsTargetClient?: boolean;
   id?: string | number;
-  /** Position of a room message or direct message (Sessions and resume). */
-  seq?: number;
+  /** Position of a room message or direct message (docs/protocol.md, Positions). */
   offset?: number;
   epoch?: string;
   [field: string]: unknown;
@@ -61,11 +60,14 @@ export type ConnectOutcome = "fresh" | "resumed" | "refused";
 export class Resume {
   /** The resume secret ("" when there is none: never resume). */
   session: string;
+  /** The processor's: also the epoch of this client's direct messages. */
   epoch: string;
-  lastSeq: number;
+  /** Per stream epoch, the offset of the last message received (least recently active first). */
+  positions: Map<string, number>;
+  client: string;
   shouldResume(code: number): boolean;
   url(base: string): string;
-  /** False for a repeat (a `seq` not above the last). */
+  /** False for a repeat (an `offset` not above the last of its epoch's). */
   accept(frame: Frame): boolean;
   connected(body: Record<string, any> | undefined): ConnectOutcome;
   reset(): void;
@@ -138,7 +140,7 @@ export type ClientState = "idle" | "connecting" | "open" | "reconnecting" | "clo
 export class MeshClient {
   constructor(url: string, options?: MeshClientOptions);
   readonly url: string;
-  /** Resume bookkeeping (the session secret, epoch and last seq). */
+  /** Resume bookkeeping (the session secret and the positions). */
   readonly resume: Resume;
   /** The client ID from the last client-connected ("" before). */
   readonly clientId: string;

@@ -90,15 +90,23 @@ export function tokenExpiry(token) {
   }
 }
 
+/** Bytes of positions in a resume URL at most (a request line is at most 8 KiB). */
+const POSITIONS_BYTES = 6000;
+/** Streams whose position is kept (the least recently active forgotten first). */
+const MAX_POSITIONS = 1000;
+
 /**
- * What a client needs to resume its session (docs/protocol.md, "Sessions and resume"): the
- * secret and processor epoch from client-connected and the `seq` of the last frame received.
+ * What a client needs to resume its session (docs/protocol.md, "Sessions and resume",
+ * "Positions"): the secret and processor epoch from client-connected, and per stream (named
+ * by its epoch: a room's, or the processor's for this client's direct messages) the offset of
+ * the last message received.
  */
 export class Resume {
   constructor() {
     this.session = ""; // the resume secret; "" from a server without sessions: never resume
-    this.epoch = "";
-    this.lastSeq = 0;
+    this.epoch = ""; // the processor's: also the epoch of this client's direct messages
+    this.positions = new Map(); // stream epoch -> offset of its last message, least recent first
+    this.client = "";
   }
 
   /** Whether a connection that closed with `code` should be resumed. */
@@ -106,31 +114,54 @@ export class Resume {
     return !!this.session && RECONNECT_CODES.has(code);
   }
 
-  /** The URL to resume with: `base` plus ?resume=<secret>&seq=<epoch>:<last seq>. */
+  /**
+   * The URL to resume with: `base` plus ?resume=<secret>&positions=<epoch>:<offset>,… (the
+   * direct messages' first, then the most recently active, within POSITIONS_BYTES; a stream
+   * left out is replayed from when the session went away).
+   */
   url(base) {
     if (!this.session) return base;
     const u = new URL(base);
-    u.searchParams.set("resume", this.session);
-    if (this.epoch) u.searchParams.set("seq", `${this.epoch}:${this.lastSeq}`);
+    for (const k of ["resume", "positions", "seq"]) u.searchParams.delete(k);
+    let query = u.search ? u.search.slice(1) + "&" : "";
+    query += "resume=" + encodeURIComponent(this.session);
+    const order = [...this.positions].reverse();
+    order.sort((a, b) => (a[0] === this.epoch ? 0 : 1) - (b[0] === this.epoch ? 0 : 1));
+    const named = [];
+    let size = 0;
+    for (const [epoch, offset] of order) {
+      const text = `${encodeURIComponent(epoch)}:${offset}`;
+      size += text.length + 1;
+      if (size > POSITIONS_BYTES) break;
+      named.push(text);
+    }
+    if (named.length) query += "&positions=" + named.join(",");
+    u.search = "?" + query;
     return u.toString();
   }
 
   /**
-   * False for a frame already received (a `seq` not above the last), else true, keeping its
-   * `seq`. A frame from another processor (its `epoch` up to the first "." is not ours: the
-   * processor restarted, or a standby took over) starts the numbering over.
+   * False for a frame already received (its `offset` not above the last of its epoch's), else
+   * true, keeping its position. Frames without one (replies, errors) always pass. A frame of
+   * another processor (its epoch's part before the first "." is not ours: a restart, or a
+   * standby took over) starts them all over.
    */
   accept(msg) {
-    const seq = msg.seq;
-    if (typeof seq !== "number" || !Number.isFinite(seq)) return true;
-    const epoch = typeof msg.epoch === "string" ? msg.epoch.split(".")[0] : "";
-    if (epoch && epoch !== this.epoch) {
-      this.epoch = epoch;
-      this.lastSeq = seq;
-      return true;
+    const offset = msg.offset;
+    const epoch = msg.epoch;
+    if (typeof offset !== "number" || !Number.isFinite(offset) || typeof epoch !== "string") return true;
+    const processor = epoch.split(".")[0];
+    if (processor !== this.epoch) {
+      // another processor took over (a restart, a failover): what we had of the old one is gone
+      this.epoch = processor;
+      this.positions = new Map([[processor, 0]]);
     }
-    if (seq <= this.lastSeq) return false;
-    this.lastSeq = seq;
+    const last = this.positions.get(epoch);
+    if (last !== undefined && offset <= last) return false;
+    this.positions.delete(epoch); // set again last: the most recently active
+    if (msg.action === "client-left-room" && msg.sender === this.client) return true; // we left it
+    this.positions.set(epoch, offset);
+    if (this.positions.size > MAX_POSITIONS) this.positions.delete(this.positions.keys().next().value);
     return true;
   }
 
@@ -138,13 +169,10 @@ export class Resume {
   connected(body) {
     const b = body && typeof body === "object" ? body : {};
     this.session = typeof b.session === "string" ? b.session : "";
-    const epoch = typeof b.epoch === "string" || typeof b.epoch === "number" ? String(b.epoch) : "";
-    if (b.resumed === true) {
-      if (epoch) this.epoch = epoch;
-      return "resumed"; // lastSeq stands: the replay continues from it
-    }
-    this.epoch = epoch;
-    this.lastSeq = 0; // a new client: its seqs start over
+    if (typeof b.client === "string") this.client = b.client;
+    if (b.resumed === true) return "resumed"; // the positions stand: the replay continues after them
+    this.epoch = typeof b.epoch === "string" || typeof b.epoch === "number" ? String(b.epoch) : "";
+    this.positions = new Map(this.epoch ? [[this.epoch, 0]] : []); // a new client: no message yet
     return b.resumed === false ? "refused" : "fresh";
   }
 
@@ -152,7 +180,8 @@ export class Resume {
   reset() {
     this.session = "";
     this.epoch = "";
-    this.lastSeq = 0;
+    this.positions = new Map();
+    this.client = "";
   }
 }
 

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.client
+import json
 import os
 import shutil
 import socket
@@ -58,10 +61,13 @@ def curve(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Iterator[
     base = tcp_base()
     c = Cluster(tmp_path_factory.mktemp("curve"), gateways=1, watchers=True,
                 args=["--tcp", f"127.0.0.1:{base}", "--keys-dir", str(keys_dir),
-                      "--time-scale", "0.05"])
+                      "--time-scale", "0.05"], env={"MESHSTREAM_API_KEY": API_KEY})
     c.tcp_base = base  # type: ignore[attr-defined]
     yield c
     c.stop()
+
+
+API_KEY = "api-key-of-the-curve-tests-0123456789"
 
 
 def endpoint(c: Cluster, offset: int) -> str:
@@ -124,6 +130,35 @@ async def test_words_battle_runs_over_curve(curve: Cluster) -> None:
     text = log_text(curve)
     assert "CURVE on every processor socket" in text
     assert "refused a CURVE key" not in text and "watcher hello refused" not in text
+
+
+async def test_the_http_api_reaches_the_processor_with_the_api_watcher_key(curve: Cluster) -> None:
+    """Every gateway's API watcher (`api.<gateway ID>`) connects with the shared `api` key."""
+    member = await Client.connect(curve.url)
+    await member.request({"action": "join-room", "target": "over-curve", "id": 1}, "client-joined-room")
+    body = json.dumps({"room": "over-curve", "data": {"n": 1}}).encode()
+    deadline = time.monotonic() + DEADLINE
+    while True:  # 503 until the API watcher is welcomed
+        status, answer = await asyncio.to_thread(api_publish, curve.port, body)
+        if status != 503 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert status == 200, answer
+    got = await member.expect("publish")
+    assert (got["message_body"], got["offset"]) == ({"n": 1}, answer["offset"])
+    assert "watcher hello refused" not in log_text(curve)
+    await member.close()
+
+
+def api_publish(port: int, body: bytes) -> tuple[int, object]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("POST", "/api/publish", body=body, headers={
+            "Authorization": f"apikey {API_KEY}", "Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"null")
+    finally:
+        conn.close()
 
 
 # ------------------------------------------------------------------ watchers

@@ -271,7 +271,7 @@ async def test_a_bug_answering_a_request_costs_that_request_only(
     its address stays taken: with 3 allowed per address, 6 such requests and then 3 clients
     at once are all served."""
     port, log = faulty_gateway
-    upgrade = (b"GET /wsmesh?resume=abc&seq=e:1 HTTP/1.1\r\n" + HOST + b"Upgrade: websocket\r\n"
+    upgrade = (b"GET /wsmesh?resume=abc&positions=e:1 HTTP/1.1\r\n" + HOST + b"Upgrade: websocket\r\n"
                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                b"Sec-WebSocket-Version: 13\r\n\r\n")
     for _ in range(6):

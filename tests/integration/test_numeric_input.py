@@ -1,7 +1,7 @@
 """Numbers from clients on a real cluster (docs/protocol.md, Frames, "Numbers"; issue 20,
 items 1 and 2): out-of-range numbers are answered with their documented error and harm
 nothing else. One `history` frame with `since` ≥ 2^63 used to crash the processor (every
-room's history and every away session gone); a resume `seq` above 2^64 − 1 got no HTTP
+room's history and every away session gone); a resume position above 2^64 − 1 got no HTTP
 answer and left its address's connection count raised for good.
 """
 
@@ -74,7 +74,7 @@ async def test_out_of_range_numbers_are_bad_body_and_the_processor_keeps_its_sta
     assert [m["message_body"] for m in page["message_body"]["messages"]
             if m["action"] == "say"] == [{"n": 1}]
     back = Client(await websockets.connect(
-        f"{cluster.url}?resume={quote(hello['session'])}&seq={quote(hello['epoch'])}:0"))
+        f"{cluster.url}?resume={quote(hello['session'])}&positions={quote(hello['epoch'])}:0"))
     greeting = await back.expect("client-connected")
     assert greeting["message_body"]["resumed"] is True, greeting
     assert greeting["target"] == hello["client"]
@@ -82,15 +82,16 @@ async def test_out_of_range_numbers_are_bad_body_and_the_processor_keeps_its_sta
         await c.close()
 
 
-async def test_an_overflowing_resume_seq_is_answered_and_frees_its_connection(
+async def test_an_overflowing_resume_position_is_answered_and_frees_its_connection(
         cluster_factory: Callable[..., Cluster]) -> None:
-    """Six upgrades whose `seq` overflows the uint64 behind it, from one address limited to
-    three connections: each is answered (the `seq` is ignored: a resume from when the
-    session went away, here an unknown one), and a normal connection still gets in."""
+    """Six upgrades whose positions overflow the uint64 behind them, from one address
+    limited to three connections: each is answered (such a position is ignored: a resume
+    from when the session went away, here an unknown one), and a normal connection still
+    gets in."""
     cluster = cluster_factory(gateways=1, args=["--max-connections-per-ip", "3"])
     seqs = ["e:99999999999999999999"] * 6 + ["e:18446744073709551616", "e:²", "e:-1"]
     for seq in seqs:
-        c, greeting = await admitted(f"{cluster.url}?resume=abc&seq={quote(seq)}")
+        c, greeting = await admitted(f"{cluster.url}?resume=abc&positions={quote(seq)},{quote(seq)}")
         assert greeting["message_body"]["resumed"] is False
         assert greeting["message_body"]["reason"] == "unknown-session"
         await c.close()

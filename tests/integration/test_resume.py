@@ -10,22 +10,31 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
-from urllib.parse import quote
 
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from meshstream_zmq.client import Session
 from tests.conftest import ROOT, Client, Cluster
 from tests.integration.support import DEADLINE, gateway_index, join, kill, sync, uid, wait_for
 
 
 class Tracked(Client):
-    """A Client that remembers its session and the last seq it received (as a page does)."""
+    """A Client that keeps its session and positions as the client library does
+    (meshstream_zmq.client.Session), and fails on any frame that comes twice or out of
+    order in its room or in its direct messages."""
 
-    session = ""
-    epoch = ""
-    last_seq = 0
+    positions: Session | None = None
+
+    @property
+    def session(self) -> str:
+        return self.positions.secret if self.positions else ""
+
+    @property
+    def epoch(self) -> str:
+        return self.positions.epoch if self.positions else ""
 
     async def _fill(self, timeout: float) -> None:
         frame = await asyncio.wait_for(self.ws.recv(), timeout)
@@ -37,17 +46,16 @@ class Tracked(Client):
                 self.inbox.append(msg)
 
     def note(self, msg: dict[str, Any]) -> None:
+        if self.positions is None:
+            self.positions = Session()
         if msg.get("action") == "client-connected":
-            self.session = msg["message_body"]["session"]
-            self.epoch = msg["message_body"]["epoch"]
-        seq = msg.get("seq")
-        if isinstance(seq, int):
-            assert seq > self.last_seq, f"seq {seq} after {self.last_seq}: a duplicate or disorder"
-            self.last_seq = seq
+            self.positions.connected(msg)
+        else:
+            assert self.positions.accept(msg), f"{msg}: a duplicate or disorder"
 
     def resume_url(self, url: str, session: str | None = None) -> str:
-        return (f"{url}?resume={quote(session or self.session)}"
-                f"&seq={quote(self.epoch)}:{self.last_seq}")
+        assert self.positions is not None
+        return replace(self.positions, secret=session or self.session).url(url)
 
     def lose(self) -> None:
         """The network goes: the TCP connection is cut, no close frame."""
@@ -63,10 +71,10 @@ async def tracked(url: str) -> Tracked:
 
 
 async def resume(url: str, old: Tracked, session: str | None = None) -> tuple[Tracked, dict[str, Any]]:
-    """Connect with old's session and position; (the new client, its client-connected)."""
+    """Connect with old's session and positions; (the new client, its client-connected)."""
     c = Tracked(await websockets.connect(old.resume_url(url, session), max_size=2**24))
-    c.last_seq = old.last_seq
-    c.epoch = old.epoch
+    assert old.positions is not None
+    c.positions = replace(old.positions, positions=dict(old.positions.positions))
     hello = await c.expect("client-connected")
     c.id = hello["target"]
     return c, hello

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import websockets
 
 from meshstream_zmq.client import Client as PyClient
-from meshstream_zmq.client import Message, Resumed, Session
+from meshstream_zmq.client import Message, Resumed
 from tests.conftest import Client, Cluster
 from tests.integration.support import DEADLINE, close_code, join, sync, uid
 from tests.integration.test_resume import Tracked, tracked
@@ -65,14 +66,14 @@ async def stalled(cluster: Cluster, a: Tracked) -> tuple[Tracked, dict[str, Any]
     sock.connect(("127.0.0.1", cluster.port))
     r = Tracked(await websockets.connect(a.resume_url(cluster.url), sock=sock,
                                          max_size=2**24, max_queue=1))
-    r.last_seq, r.epoch = a.last_seq, a.epoch
+    r.positions = replace(a.positions, positions=dict(a.positions.positions)) if a.positions else None
     hello = await r.expect("client-connected", timeout=DEADLINE)
     r.id = hello["target"]
     return r, hello
 
 
 async def chats(c: Tracked, count: int) -> list[Any]:
-    """The `n` of the next `count` chat messages `c` reads (Tracked checks their seq order)."""
+    """The `n` of the next `count` chat messages `c` reads (Tracked checks their order)."""
     got: list[Any] = []
     while len(got) < count:
         m = await c.next(lambda m: m.get("action") == "chat", timeout=DEADLINE)
@@ -86,8 +87,8 @@ async def test_the_python_client_resumes_after_more_than_its_message_limit_misse
     room = uid("big")
     a, b = await away_with_missed(cluster, room, missed)
     # today's gateway wrote it all as one message: closed 1006 before client-connected
-    back = await PyClient.connect(Session(a.session, a.epoch, a.last_seq).url(cluster.url),
-                                  reconnect=False)
+    assert a.positions is not None
+    back = await PyClient.connect(a.positions.url(cluster.url), reconnect=False)
     try:
         assert back.id == a.id
         await say(b, room, ["live"])  # while the replay is being written, or after it

@@ -629,7 +629,7 @@ async def test_a_dropped_player_keeps_its_seat_and_gets_the_game_back_on_resume(
         assert not [m for m in b.inbox if m["action"] == "client-list-notify"], "bobby was told nothing"
         # and the game goes on with both: the next turns reach her live
         for c in (resumed, b):
-            await c.next(lambda m: turn_msg(room)(m) and m["seq"] > state["seq"])
+            await c.next(lambda m: turn_msg(room)(m) and m["offset"] > state["offset"])
     finally:
         for c in (a, resumed):
             if c is not None:

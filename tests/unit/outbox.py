@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from meshstream_zmq import protocol
+from meshstream_zmq.commands import Answer
 from meshstream_zmq.core import Delivery, EventKind, Mesh, RoomView, gateway_of
 from meshstream_zmq.errors import ErrorCode
 
@@ -44,6 +45,7 @@ class RecordingOutbox:
         # What to_watcher answers: True (sent), False or Delivery.FULL (the watcher's queue is
         # full), Delivery.GONE (the watcher is disconnected)
         self.watcher_accepts: bool | Delivery = True
+        self.answers: dict[int, Answer] = {}  # a success's contents, by command ID
 
     # ------------------------------------------------------------ the Outbox protocol
 
@@ -91,7 +93,10 @@ class RecordingOutbox:
         return self.watcher_accepts
 
     def reply(self, watcher: str, command: int, error: ErrorCode | None = None, detail: str = "",
-              rooms: Sequence[RoomView] = ()) -> None:
+              rooms: Sequence[RoomView] = (), answer: Answer | None = None) -> None:
+        if answer is not None:  # its rooms as the reply's; the rest by command (answers)
+            rooms = answer.rooms
+            self.answers[command] = answer
         self.calls.append(("reply", watcher, command, error, detail, tuple(rooms)))
 
     def welcome(self, watcher: str, rooms: Sequence[RoomView]) -> None:

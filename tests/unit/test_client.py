@@ -10,6 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from meshstream_zmq.client import (
+    MAX_POSITIONS,
+    POSITIONS_BYTES,
     RequestError,
     Session,
     backoff,
@@ -21,7 +23,7 @@ from meshstream_zmq.client import (
 
 
 def test_joined_frames_are_split_on_crlf_and_lf_and_blank_lines_skipped() -> None:
-    text = '{"action":"a","seq":1}\n{"action":"b"}\r\n\n{"action":"c"}\n'
+    text = '{"action":"a","offset":1}\n{"action":"b"}\r\n\n{"action":"c"}\n'
     assert [f["action"] for f in split_frames(text)] == ["a", "b", "c"]
 
 
@@ -32,27 +34,52 @@ def test_a_line_that_is_not_a_json_object_is_refused() -> None:
         split_frames("not json")
 
 
-def test_a_frame_whose_seq_is_not_above_the_last_is_a_duplicate() -> None:
-    s = Session()
-    assert s.accept({"action": "chat", "seq": 5})
-    assert not s.accept({"action": "chat", "seq": 5})
-    assert not s.accept({"action": "chat", "seq": 3})
-    assert s.accept({"action": "chat", "seq": 9})
-    assert s.accept({"action": "room-list", "id": 1})  # replies carry no seq: always kept
-    assert s.accept({"action": "x", "seq": True})  # not a number: not a position
-    assert s.last_seq == 9
+def room(offset: object, target: str = "r", epoch: str = "P1.2", **more: object) -> dict[str, object]:
+    return {"action": "chat", "target": target, "offset": offset, "epoch": epoch, **more}
 
 
-def test_another_processor_numbers_from_its_own_start() -> None:
-    """After a processor restart or a failover (the connection stays open) `seq` starts
-    over: a frame whose epoch names another processor is new, and so are the next ones."""
-    s = Session(secret="s", epoch="P1", last_seq=4000)
-    assert not s.accept({"action": "chat", "epoch": "P1.3", "seq": 12})  # ours: a repeat
-    assert s.accept({"action": "chat", "epoch": "P2.1", "seq": 12})  # a room message of P2
-    assert (s.epoch, s.last_seq) == ("P2", 12)
-    assert s.accept({"action": "whisper", "epoch": "P2", "seq": 13})  # a direct one
-    assert not s.accept({"action": "whisper", "epoch": "P2", "seq": 13})
-    assert parse_qs(urlsplit(s.url("ws://h/wsmesh")).query)["seq"] == ["P2:13"]
+def direct(offset: int, epoch: str = "P1", target: str = "gw1-a.1") -> dict[str, object]:
+    return {"action": "whisper", "target": target, "IsTargetClient": True, "offset": offset,
+            "epoch": epoch}
+
+
+def test_a_frame_whose_offset_is_not_above_the_last_of_its_epoch_is_a_duplicate() -> None:
+    s = Session(epoch="P1", positions={"P1": 0})
+    assert s.accept(room(5))
+    assert not s.accept(room(5))
+    assert not s.accept(room(3))
+    assert s.accept(room(9))
+    assert s.accept(room(1, target="q", epoch="P1.3"))  # each room numbers its own
+    assert s.accept({"action": "room-list", "id": 1})  # replies carry no position: always kept
+    assert s.accept(room(True))  # not a number: not a position
+    assert s.accept(direct(1)) and not s.accept(direct(1)) and s.accept(direct(2))
+    assert not s.accept(direct(2, target="r"))  # a watcher's to a room target: its epoch says
+    assert s.positions == {"P1.2": 9, "P1.3": 1, "P1": 2}
+
+
+def test_a_new_epoch_is_a_stream_of_its_own() -> None:
+    """A room made again, a processor restart or a failover (the connection stays open):
+    a frame of another epoch is new, and so are the next ones of that epoch."""
+    s = Session(secret="s", epoch="P1", positions={"P1": 40, "P1.3": 4000})
+    assert not s.accept(room(12, epoch="P1.3"))  # ours: a repeat
+    assert s.accept(room(12, epoch="P1.9"))  # the room made again
+    query = parse_qs(urlsplit(s.url("ws://h/wsmesh")).query)
+    assert query["positions"] == ["P1:40,P1.9:12,P1.3:4000"]  # direct first
+    assert s.accept(room(12, epoch="P2.1"))  # another processor: the old one's are gone
+    assert s.accept(direct(13, epoch="P2")) and not s.accept(direct(13, epoch="P2"))
+    assert (s.epoch, s.positions) == ("P2", {"P2.1": 12, "P2": 13})
+
+
+def test_leaving_a_room_forgets_its_position_and_the_oldest_go_past_the_bound() -> None:
+    s = Session(epoch="P1", positions={}, client="gw1-a.1")
+    s.accept(room(3))
+    assert s.accept(room(4, action="client-left-room", sender="gw1-a.1"))
+    assert s.positions == {}
+    s.accept(room(4, action="client-left-room", sender="gw2-b.1"))  # somebody else left
+    assert s.positions == {"P1.2": 4}
+    for i in range(MAX_POSITIONS + 1):
+        s.accept(room(1, epoch=f"P1.{i + 10}"))
+    assert len(s.positions) == MAX_POSITIONS and "P1.2" not in s.positions
 
 
 def hello(resumed: bool | None = None, **body: object) -> dict[str, object]:
@@ -62,21 +89,30 @@ def hello(resumed: bool | None = None, **body: object) -> dict[str, object]:
     return {"action": "client-connected", "target": "gw1-a.1", "message_body": b}
 
 
-def test_a_resume_keeps_the_last_seq_and_a_refused_one_starts_over() -> None:
-    s = Session(secret="secret-1", epoch="e1", last_seq=40)
+def test_a_resume_keeps_the_positions_and_a_refused_one_starts_over() -> None:
+    s = Session(secret="secret-1", epoch="e1", positions={"e1": 40, "e1.1": 7})
     assert s.connected(hello(resumed=True)) == "resumed"
-    assert (s.secret, s.epoch, s.last_seq, s.client) == ("secret-2", "e2", 40, "gw1-a.1")
+    assert (s.secret, s.epoch, s.positions, s.client) == (
+        "secret-2", "e1", {"e1": 40, "e1.1": 7}, "gw1-a.1")
     assert s.connected(hello(resumed=False, reason="expired")) == "refused"
-    assert s.last_seq == 0
+    assert (s.epoch, s.positions) == ("e2", {"e2": 0})  # no direct message yet
     assert Session().connected(hello()) == "fresh"
 
 
-def test_the_resume_url_carries_the_secret_and_position_and_keeps_other_parameters() -> None:
-    s = Session(secret="a b/c", epoch="9f3c", last_seq=17)
-    url = s.url("ws://h:1/wsmesh?token=T&resume=old")
+def test_the_resume_url_carries_the_secret_and_positions_and_keeps_other_parameters() -> None:
+    s = Session(secret="a b/c", epoch="9f3c", positions={"9f3c.1": 4, "9f3c": 17, "9f3c.2": 8})
+    url = s.url("ws://h:1/wsmesh?token=T&resume=old&seq=9f3c:3")
     query = parse_qs(urlsplit(url).query)
-    assert query == {"token": ["T"], "resume": ["a b/c"], "seq": ["9f3c:17"]}
+    assert query == {"token": ["T"], "resume": ["a b/c"],
+                     "positions": ["9f3c:17,9f3c.2:8,9f3c.1:4"]}  # direct, then the most recent
     assert Session().url("ws://h:1/wsmesh") == "ws://h:1/wsmesh"  # no session: a fresh connect
+
+
+def test_positions_past_the_url_budget_are_left_out_the_recent_kept() -> None:
+    s = Session(secret="s", epoch="e", positions={f"e.{i}": 1 for i in range(2000)})  # direct left out
+    url = s.url("ws://h/wsmesh")
+    named = parse_qs(urlsplit(url).query)["positions"][0].split(",")
+    assert len(url) < 8192 and named[0] == "e.1999:1" and len(",".join(named)) <= POSITIONS_BYTES
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:

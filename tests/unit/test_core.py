@@ -7,6 +7,7 @@ tests read like what each client sees.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -1075,14 +1076,18 @@ def test_send_room_is_one_delivery_per_gateway_with_exclusions(game: tuple[Mesh,
     assert out.inbox(A) == [] and only(out.inbox(A2)) == decode(frame) and only(out.inbox(B)) == decode(frame)
 
 
-def test_send_clients_groups_by_gateway(game: tuple[Mesh, RecordingOutbox]) -> None:
+def test_send_clients_gives_each_recipient_its_copy_numbered_in_its_stream(
+        game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh, out = game
     mesh.client_connected(A2, 0.0)
-    out.clear()
     frame = protocol.encode("know-yourself", A, b"{}", "bot", is_target_client=True)
-    mesh.command(W, 1, SendClients(clients=(A, B, A2), frame=frame))
-    assert reply_of(out, 1)[0] is None
-    assert sorted((d[1], d[3]) for d in out.deliveries()) == [("g1", (A, A2)), ("g2", (B,))]
+    mesh.command(W, 1, SendClients(clients=(A,), frame=frame))
+    out.clear()
+    mesh.command(W, 2, SendClients(clients=(A, B, A2), frame=frame))
+    assert reply_of(out, 2)[0] is None
+    copies = sorted((d[1], d[3], json.loads(d[2])["offset"]) for d in out.deliveries())
+    assert copies == [("g1", (A,), 2), ("g1", (A2,), 1), ("g2", (B,), 1)]  # A had one already
+    assert {json.loads(d[2])["epoch"] for d in out.deliveries()} == {mesh.epoch}
 
 
 def test_send_clients_with_an_unknown_client_sends_nothing(game: tuple[Mesh, RecordingOutbox]) -> None:
@@ -1107,7 +1112,8 @@ def test_query_commands(game: tuple[Mesh, RecordingOutbox]) -> None:
     mesh.command(W, 1, Query(what=QueryWhat.ROOMS))
     assert [v.name for v in reply_of(out, 1)[2]] == [LOBBY, "other"]
     mesh.command(W, 2, Query(what=QueryWhat.ROOM, room="other"))
-    assert reply_of(out, 2) == (None, "", (RoomView("other", [A], A, {}),))
+    epoch = mesh.rooms["other"].epoch  # with its members' users, count, epoch and newest offset
+    assert reply_of(out, 2) == (None, "", (RoomView("other", [A], A, {}, [""], 1, epoch, 1),))
     mesh.command(W, 3, Query(what=QueryWhat.CLIENT_ROOMS, client=A))
     assert [v.name for v in reply_of(out, 3)[2]] == sorted([LOBBY, "other"])
 

@@ -143,18 +143,35 @@ def test_sessions_check_catches_a_client_its_gateway_does_not_list() -> None:
 # ====================================================================== history
 
 
-def test_history_numbers_room_and_direct_messages_in_one_sequence() -> None:
+def test_history_numbers_each_stream_by_offset_and_all_in_one_internal_sequence() -> None:
     history = History("e")
     r, s = history.open("r", "e.1"), history.open("s", "e.2")
-    assert history.position(r) == protocol.position(1, "e.1", 1)
+    assert history.position(r) == protocol.position(1, "e.1")
     assert history.append(r, b"{}", (), 0.0) == 1
-    assert history.position(s) == protocol.position(1, "e.2", 2)  # its own offsets, one seq
+    assert history.position(s) == protocol.position(1, "e.2")  # its own offsets, one seq
     assert history.append(s, b"{}", (), 0.0) == 2
-    assert history.direct_position() == protocol.position(0, "e", 3)
-    assert history.append_direct([A], b"{}", 0.0) == 3
-    assert history.position(r) == protocol.position(2, "e.1", 4)
+    dm = b'{"action":"dm"}'
+    assert history.append_direct([A, B], dm, 0.0) == [(A, b'{"action":"dm","offset":1,"epoch":"e"}'),
+                                                      (B, b'{"action":"dm","offset":1,"epoch":"e"}')]
+    assert history.append_direct([A], dm, 0.0) == [(A, b'{"action":"dm","offset":2,"epoch":"e"}')]
+    assert history.seq == 4 and history.position(r) == protocol.position(2, "e.1")
     assert history.bounds("r") == (1, 1) and history.bounds("s") == (1, 1)
     history.check()
+
+
+def test_a_clients_position_becomes_the_seq_its_replay_starts_after() -> None:
+    history = History("e", history_size=3)
+    r = history.open("r", "e.1")
+    history.append_direct([B], b"{}", 0.0)  # seq 1: not in r
+    for _ in range(4):  # offsets 1..4 at seqs 2..5; the ring keeps offsets 2, 3, 4
+        history.append(r, b"{}", (), 0.0)
+    rooms = history.rooms
+    assert [rooms.after("r", n) for n in (1, 2, 3, 4)] == [2, 3, 4, 5]
+    assert rooms.after("r", 0) is None  # offset 1 is gone: never a silent gap
+    assert rooms.after("r", 5) is None  # never reached: not a position of ours
+    assert rooms.after("nowhere", 0) == 0 and rooms.after("nowhere", 1) is None
+    assert history.direct.after(B, 1) == 1 and history.direct.after(A, 0) == 0
+    assert rooms.since("r", rooms.after("r", 2) or 0, A) == [(4, b"{}"), (5, b"{}")]
 
 
 def test_since_gives_what_a_client_missed_or_none_once_a_message_is_gone() -> None:
@@ -191,18 +208,19 @@ def test_trim_drops_by_age_then_the_oldest_anywhere_over_the_budget() -> None:
     history.check()
 
 
-def test_a_direct_message_to_several_clients_is_one_held_tuple_counted_per_client() -> None:
+def test_a_direct_message_to_several_clients_is_a_copy_per_client_counted_per_client() -> None:
     frame = b"y" * 50
     history = History("e", direct_history=2)
     history.append_direct([A, B], frame, 0.0)
     a, b = history.direct.streams[A], history.direct.streams[B]
-    assert a.held is not None and b.held is not None and a.held[0] is b.held[0]
-    assert history.direct.held == 2 * (len(frame) + HELD_OVERHEAD)
+    assert a.held is not None and b.held is not None and a.held[0][0] == b.held[0][0]
+    copy = len(frame) - 1 + len(protocol.position(1, "e")) + 1  # each copy has its offset
+    assert history.direct.held == 2 * (copy + HELD_OVERHEAD)
     for _ in range(2):
         history.append_direct([A], frame, 0.0)
     assert [m[0] for m in a.held] == [2, 3] and a.dropped == 1  # at most 2 per client
     history.forget(A)
-    assert history.direct.held == len(frame) + HELD_OVERHEAD and A not in history.direct.streams
+    assert history.direct.held == copy + HELD_OVERHEAD and A not in history.direct.streams
     history.check()
 
 
@@ -210,13 +228,14 @@ def test_replay_merges_a_clients_streams_in_seq_order() -> None:
     history = History("e")
     r, s = history.open("r", "e.1"), history.open("s", "e.2")
     history.append(r, b"1", (), 0.0)
-    history.append_direct([A], b"2", 0.0)
+    history.append_direct([A], b'{"n":2}', 0.0)
     history.append(s, b"3", (), 0.0)
     history.append(r, b"4", (A,), 0.0)  # not for A
     history.append(r, b"5", (), 0.0)
-    assert history.replay(A, [("r", 0), ("s", 0)], 0) == [b"1", b"2", b"3", b"5"]
-    assert history.replay(A, [("r", 2), ("s", 0)], 1) == [b"2", b"3", b"5"]  # joined r at 2
-    assert history.replay(A, [], 9) is None  # a seq this epoch never reached
+    two = b'{"n":2,"offset":1,"epoch":"e"}'
+    assert history.replay(A, [("r", 0), ("s", 0)], 0) == [b"1", two, b"3", b"5"]
+    assert history.replay(A, [("r", 2), ("s", 0)], 1) == [two, b"3", b"5"]  # joined r at 2
+    assert history.replay(A, [("r", 0)], 2) == [b"1", b"5"]
 
 
 def test_history_check_catches_a_miscount() -> None:
@@ -281,7 +300,7 @@ def drive(mesh: Mesh) -> None:
     send(mesh, C, "move", "w-1", {"x": 1}, rid=3)
     mesh.client_away(B, 1.0, "g2")
     send(mesh, A, "say", "r", {"n": 3})
-    mesh.resume("g3", "L", h(B), h("B2"), f"u-{B}", "e", 0, 2.0)
+    mesh.resume("g3", "L", h(B), h("B2"), f"u-{B}", {"e": 0, "e.2": 1}, 2.0)
     mesh.gateway_seen("g1", 5.0)
     mesh.expire(5.0)
 
@@ -443,16 +462,25 @@ class SessionsMachine(RuleBasedStateMachine):
             self.mesh.client_away(client, self.now)
 
     @rule(client=clients, gateway=st.sampled_from(["g1", "g2"]), back=st.integers(0, 4),
-          epoch=st.sampled_from(["e", "e.2", "old", ""]))
-    def resume(self, client: str, gateway: str, back: int, epoch: str) -> None:
+          epoch=st.sampled_from(["e", "old", None]), rooms=st.booleans())
+    def resume(self, client: str, gateway: str, back: int, epoch: str | None, rooms: bool) -> None:
         old = self.session(client)
         self.secret[client] = self.secret.get(client, 0) + 1
         self.out.clear()
-        self.mesh.resume(gateway, "L", old, self.session(client), f"u-{client}", epoch,
-                         max(0, self.mesh.seq - back), self.now)
+        mesh = self.mesh
+        stream = mesh.history.direct.streams.get(client)
+        named = {} if epoch is None else {epoch: max(0, (stream.offset if stream else 0) - back)}
+        if rooms and client in mesh.clients:  # each room back a little from its newest
+            for name in mesh.clients[client].rooms:
+                named[mesh.rooms[name].epoch] = max(0, mesh.room_streams[name].offset - back)
+        mesh.resume(gateway, "L", old, self.session(client), f"u-{client}", named, self.now)
         for call in self.out.of("resumed"):
-            seqs = [protocol.decode_body(frame)["seq"] for frame in call[6]]
-            assert seqs == sorted(set(seqs)), seqs  # in order, each once
+            streams: dict[tuple[str, str], list[int]] = {}
+            for frame in call[6]:
+                f = protocol.decode_body(frame)
+                streams.setdefault((f["epoch"], f["target"]), []).append(f["offset"])
+            for offsets in streams.values():  # per stream in order, each once
+                assert offsets == sorted(set(offsets)), offsets
 
     @rule(dt=st.sampled_from([0.5, 1.5, 3.0]))
     def time_passes(self, dt: float) -> None:

@@ -49,9 +49,10 @@ def whisper(mesh: Mesh, sender: str, to: str, n: int, size: int = 100) -> None:
     send(mesh, sender, "whisper", to, {"n": n, "pad": "x" * size}, to_client=True)
 
 
-def resumed_reason(mesh: Mesh, out: RecordingOutbox, client: str, seq: int) -> str:
+def resumed_reason(mesh: Mesh, out: RecordingOutbox, client: str, offset: int) -> str:
+    """How a resume of `client` having had its direct messages up to `offset` is answered."""
     out.clear()
-    mesh.resume("g3", "L", h(f"s-{client}"), h(f"new-{client}"), "", EPOCH, seq, mesh.now)
+    mesh.resume("g3", "L", h(f"s-{client}"), h(f"new-{client}"), "", {EPOCH: offset}, mesh.now)
     (call,) = out.of("resumed")
     return str(call[4]) or "resumed"
 
@@ -143,7 +144,7 @@ class Discard:
         return Delivery.SENT
 
     def reply(self, watcher: str, command: int, error: ErrorCode | None = None, detail: str = "",
-              rooms: Sequence[RoomView] = ()) -> None:
+              rooms: Sequence[RoomView] = (), answer: object = None) -> None:
         pass
 
     def welcome(self, watcher: str, rooms: Sequence[RoomView]) -> None:

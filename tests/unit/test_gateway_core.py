@@ -17,6 +17,7 @@ from meshstream_zmq.auth import Identity, TokenError
 from meshstream_zmq.errors import CloseCode
 from meshstream_zmq.gateway import (
     HELD_FRAMES,
+    MAX_RESUME_POSITIONS,
     PACED_MESSAGE,
     PING_INTERVAL,
     PING_TIMEOUT,
@@ -642,24 +643,31 @@ def resumed(gw: Gateway, link: str, client: str = "", reason: str = "", rooms: t
 
 def held(gw: Gateway, link: str = "L2", secret: str = "old-secret", epoch: str = "e1",
          seq: int = 7) -> tuple[Connection, pb.ResumeRequest]:
-    conn = gw.connect(link, 0.0, resume=Resume(secret, epoch, seq))
+    conn = gw.connect(link, 0.0, resume=Resume(secret, ((epoch, seq), (f"{epoch}.2", 3))))
     assert conn is not None
     return conn, gw.batch.items[-1].resume
 
 
-@pytest.mark.parametrize(("secret", "position", "expected"), [
+@pytest.mark.parametrize(("secret", "positions", "expected"), [
     (None, "e1:5", None),
-    ("s", None, Resume("s", "", 0)),
-    ("s", "e1:5", Resume("s", "e1", 5)),
-    ("s", "a:b:12", Resume("s", "a:b", 12)),
-    ("s", "e1:x", Resume("s", "", 0)),  # a malformed position: best effort, not an error
-    ("s", ":5", Resume("s", "", 0)),
-    ("s", "e1:-5", Resume("s", "", 0)),
-    ("s" * 1000, "e1:1", Resume("s" * 256, "e1", 1)),
+    ("s", None, Resume("s")),
+    ("s", "", Resume("s")),
+    ("s", "e1:5", Resume("s", (("e1", 5),))),
+    ("s", "a:b:12", Resume("s", (("a:b", 12),))),
+    ("s", "e1:x", Resume("s")),  # a malformed position: best effort, not an error
+    ("s", ":5", Resume("s")),
+    ("s", "e1:-5", Resume("s")),
+    ("s", "e1:²", Resume("s")),
+    ("s", "e" * 65 + ":1", Resume("s")),  # an epoch longer than any of ours
+    ("s" * 1000, "e1:1", Resume("s" * 256, (("e1", 1),))),
+    ("s", "e1:0,e1.1:2,bad,:3,e1.2:9999999999999999999,e1.3:1",
+     Resume("s", (("e1", 0), ("e1.1", 2), ("e1.3", 1)))),  # each malformed one alone ignored
+    ("s", ",".join(f"e.{i}:1" for i in range(MAX_RESUME_POSITIONS + 5)),
+     Resume("s", tuple((f"e.{i}", 1) for i in range(MAX_RESUME_POSITIONS)))),
 ])
-def test_the_resume_query_is_parsed(secret: str | None, position: str | None,
+def test_the_resume_query_is_parsed(secret: str | None, positions: str | None,
                                     expected: Resume | None) -> None:
-    assert parse_resume(secret, position) == expected
+    assert parse_resume(secret, positions) == expected
 
 
 def test_a_held_connection_gets_nothing_until_the_answer_and_its_frames_wait() -> None:
@@ -667,7 +675,8 @@ def test_a_held_connection_gets_nothing_until_the_answer_and_its_frames_wait() -
     welcome(gw)
     conn, request = held(gw, secret="old-secret")
     assert request.session_hash == hashlib.sha256(b"old-secret").digest()
-    assert (request.epoch, request.seq, request.link) == ("e1", 7, conn.id[1:])
+    assert [(p.epoch, p.offset) for p in request.positions] == [("e1", 7), ("e1.2", 3)]
+    assert request.link == conn.id[1:]
     assert request.new_session_hash and request.new_session_hash != request.session_hash
     gw.client_frame(conn, '{"action":"send-room","target":"r1","message_body":{"n":1}}', 0.0)
     gw.flush()
@@ -1207,7 +1216,7 @@ TestGatewayMachine = GatewayMachine.TestCase
 TestGatewayMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 
 
-@pytest.mark.parametrize("resume", [None, Resume("secret", "e1", 5)])
+@pytest.mark.parametrize("resume", [None, Resume("secret", (("e1", 5),))])
 def test_a_connect_that_fails_keeps_nothing_and_takes_no_slot(resume: Resume | None,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug while connecting (the adapter answers 500): the address's slot is not taken,

@@ -263,10 +263,10 @@ def reported(server: GatewayServer) -> list[tuple[str, str]]:
 
 
 async def test_a_resume_is_held_silent_then_answered(server: GatewayServer) -> None:
-    peer = Peer(server, "/wsmesh?resume=old%2Bsecret&seq=e1:41")
+    peer = Peer(server, "/wsmesh?resume=old%2Bsecret&positions=e1:41,e1.2:7,e1.5%3A0&seq=e1:99")
     [item] = [i for i in server.core.batch.items if i.WhichOneof("kind") == "resume"]
     assert item.resume.session_hash == hashlib.sha256(b"old+secret").digest()
-    assert (item.resume.epoch, item.resume.seq) == ("e1", 41)
+    assert [(p.epoch, p.offset) for p in item.resume.positions] == [("e1", 41), ("e1.2", 7), ("e1.5", 0)]
     peer.send(peer.ws.send_text(b'{"action":"send-room","target":"r"}'))
     assert peer.receive() == [] and not server.core.conns
     result = pb.ResumeResult(link=item.resume.link, client="gw2-x.00", rooms=["r"], epoch="e1",

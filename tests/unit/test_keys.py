@@ -27,7 +27,7 @@ def test_keys_command_writes_private_pairs_and_claims(tmp_path: Path,
     out = capsys.readouterr().out
     assert mode(d) == 0o700 and mode(d / "gateways") == 0o700 and mode(d / "watchers") == 0o700
     secrets = sorted(d.rglob("*.key_secret"))
-    assert sorted(p.stem for p in secrets) == ["dice", "echo", "gateway", "processor",
+    assert sorted(p.stem for p in secrets) == ["api", "dice", "echo", "gateway", "processor", "webhooks",
                                                "words-battle-games", "words-battle-lobby"]
     for secret in secrets:
         assert mode(secret) == 0o600, secret
@@ -37,8 +37,8 @@ def test_keys_command_writes_private_pairs_and_claims(tmp_path: Path,
         assert keys.fingerprint(public) in out  # what was written is printed, by fingerprint
     assert "processor host:" in out and "gateways/gateway.key_secret" in out
     assert json.loads((d / "claims.json").read_text()) == {
-        "dice": ["dice-lobby", "dice-*"], "echo": ["echo-*"], "words-battle-games": [],
-        "words-battle-lobby": ["mesh-global"]}
+        "api": [], "dice": ["dice-lobby", "dice-*"], "echo": ["echo-*"], "webhooks": [],
+        "words-battle-games": [], "words-battle-lobby": ["mesh-global"]}
 
 
 def test_keys_are_kept_unless_forced(tmp_path: Path) -> None:
@@ -71,8 +71,8 @@ def test_a_secret_file_others_can_read_is_refused(tmp_path: Path) -> None:
 def test_claims_bound_what_a_watcher_key_may_say_in_its_hello(tmp_path: Path) -> None:
     keys.write_keys(tmp_path, {"dice": keys.Claims.parse(["dice-*"])})
     ring = keys.KeyRing.load(str(tmp_path))
-    assert {p.name for p in ring.watchers.values()} == {"dice", "echo", "words-battle-games",
-                                                          "words-battle-lobby"}
+    assert {p.name for p in ring.watchers.values()} == {"api", "dice", "echo", "webhooks",
+                                                          "words-battle-games", "words-battle-lobby"}
     assert [p.name for p in ring.gateways.values()] == ["gateway"]
     ok = ring.check_hello
     assert ok("watcher:dice", "dice", [], ["dice-"]) == ""
@@ -80,6 +80,10 @@ def test_claims_bound_what_a_watcher_key_may_say_in_its_hello(tmp_path: Path) ->
     assert "mesh-global" in ok("watcher:dice", "dice", ["mesh-global"], [])
     assert "di*" in ok("watcher:dice", "dice", [], ["di"])  # wider than its prefix
     assert "another watcher" in ok("watcher:dice", "words-battle-lobby", [], [])
+    # one key for several processes: NAME.<instance> (the gateways' api.<gateway ID>)
+    assert ok("watcher:api", "api.gw1-abc", [], []) == ""
+    assert "another watcher" in ok("watcher:api", "apix.gw1", [], [])
+    assert "mesh-global" in ok("watcher:api", "api.gw1", ["mesh-global"], [])
     assert ok("watcher:words-battle-lobby", "words-battle-lobby", ["mesh-global"], []) == ""
     assert ok("watcher:words-battle-games", "words-battle-games", [], []) == ""
     assert "mesh-global" in ok("watcher:words-battle-games", "words-battle-games", ["mesh-global"], [])

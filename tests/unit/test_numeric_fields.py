@@ -23,6 +23,7 @@ from meshstream_zmq.core import Mesh
 from meshstream_zmq.errors import ErrorCode
 from meshstream_zmq.gateway import Gateway, parse_resume
 from meshstream_zmq.protocol import MAX_INTEGER, MAX_POSITION, MIN_INTEGER
+from meshstream_zmq.wire import resume_positions
 
 from .outbox import RecordingOutbox, new_mesh
 from .test_gateway_core import Outbox as GatewayOutbox
@@ -169,22 +170,32 @@ seq_texts = (values.map(lambda v: json.dumps(v) if not isinstance(v, str) else v
              | st.sampled_from(["99999999999999999999", "18446744073709551616", "²", "٣", "-0",
                                 "+5", " 5", "5 ", "0x10", "1e3", "0" * 40 + "5", ""])
              | st.text(max_size=30))
-epochs = st.sampled_from([EPOCH, f"{EPOCH}.1", f"{EPOCH}.99", "e0", "e0.1", "", "x" * 70])
+epochs = st.sampled_from([EPOCH, f"{EPOCH}.1", f"{EPOCH}.2", f"{EPOCH}.99", "e0", "e0.1", "",
+                          "x" * 70])
 
 
 @NUMERIC
 @given(secret=st.sampled_from([f"s-{A}", "unknown", ""]), epoch=epochs, seq=seq_texts,
-       away=st.booleans())
-@example(secret=f"s-{A}", epoch=EPOCH, seq="99999999999999999999", away=True)  # issue 20, item 2
+       room_epoch=epochs, room_seq=seq_texts, away=st.booleans())
+@example(secret=f"s-{A}", epoch=EPOCH, seq="99999999999999999999", room_epoch="", room_seq="",
+         away=True)  # issue 20, item 2
 def test_every_resume_position_is_parsed_asked_and_answered(secret: str, epoch: str, seq: str,
+                                                            room_epoch: str, room_seq: str,
                                                             away: bool) -> None:
-    """`?resume=&seq=<epoch>:<n>` through the gateway core (parse_resume, then the
-    ResumeRequest it builds, encoded as on the wire) to the mesh: never an exception."""
-    resume = parse_resume(secret, f"{epoch}:{seq}")
+    """`?resume=&positions=<epoch>:<n>,…` through the gateway core (parse_resume, then the
+    ResumeRequest it builds, encoded as on the wire) to the mesh: never an exception, and
+    each position valid or ignored as the docs say."""
+    resume = parse_resume(secret, f"{epoch}:{seq},{room_epoch}:{room_seq},{EPOCH}.1:0")
     assert resume is not None
-    e, _, n = f"{epoch}:{seq}".rpartition(":")
-    valid = bool(e) and n.isascii() and n.isdigit() and len(n) <= 32 and int(n) <= MAX_POSITION
-    assert (resume.epoch, resume.seq) == ((e[:64], int(n)) if valid else ("", 0))
+
+    def valid(text: str) -> tuple[tuple[str, int], ...]:
+        e, _, n = text.rpartition(":")
+        ok = (bool(e) and len(e) <= 64 and n.isascii() and n.isdigit() and len(n) <= 32
+              and int(n) <= MAX_POSITION)
+        return ((e, int(n)),) if ok else ()
+
+    assert resume.positions == (valid(f"{epoch}:{seq}") + valid(f"{room_epoch}:{room_seq}")
+                                + ((f"{EPOCH}.1", 0),))
 
     gateway = Gateway("gw3-x", 3, GatewayOutbox(), send_queue=1 << 20)
     gateway.processor_out(pb.GatewayOut(seq=1, epoch=EPOCH,
@@ -193,32 +204,38 @@ def test_every_resume_position_is_parsed_asked_and_answered(secret: str, epoch: 
     assert conn is not None
     wire = pb.GatewayBatch.FromString(gateway.batch.SerializeToString())
     (request,) = [i.resume for i in wire.items if i.WhichOneof("kind") == "resume"]
+    positions = resume_positions(request)
+    expected: dict[str, int] = {}
+    for e, n in resume.positions:
+        expected.setdefault(e, n)  # the first of an epoch named twice
+    assert positions == expected
 
     mesh, out = fresh()
     if away:
         mesh.client_away(A, 0.0, "g1")
-    reached = mesh.seq  # (a refusal's leave notices number more)
+    streams = [(mesh.history.direct, A, EPOCH)] + [
+        (mesh.history.rooms, name, room.epoch) for name, room in mesh.rooms.items()]
+    held = all(pool.after(key, positions[e]) is not None for pool, key, e in streams if e in positions)
     mesh.resume("gw3-x", request.link, request.session_hash, request.new_session_hash,
-                request.user, request.epoch, request.seq, 1.0)
+                request.user, positions, 1.0)
     (call,) = out.of("resumed")
     reason = call[4]
-    ours = request.epoch.partition(".")[0] == EPOCH
+    theirs = any(e.partition(".")[0] != EPOCH for e in positions)  # another processor's
     if secret != f"s-{A}":
-        assert reason == ("history-lost" if request.epoch and not ours else "unknown-session")
-    elif not request.epoch or (ours and request.seq <= reached):
-        assert reason == "" and call[3] == A  # resumed (best effort without a position)
+        assert reason == ("history-lost" if theirs else "unknown-session")
     else:
-        assert reason == "history-lost"
+        assert reason == ("" if held and not theirs else "history-lost"), (positions, call)
     mesh.check()
 
 
-def test_the_mesh_itself_takes_any_seq() -> None:
-    """Gateways are trusted, but the mesh does not rely on them for its own safety."""
-    for seq in (-1, MAX_POSITION, MAX_POSITION + 1, 2**64, 10**30, True):
-        mesh, out = fresh()
-        mesh.client_away(A, 0.0, "g1")
-        mesh.resume("g3", "L", session(A), b"n" * 32, "", EPOCH, seq, 1.0)  # type: ignore[arg-type]
-        (call,) = out.of("resumed")
-        # out of range: as no position (best effort); in range but never reached: history-lost
-        assert call[4] == ("history-lost" if seq == MAX_POSITION else ""), (seq, call)
-        mesh.check()
+def test_the_mesh_itself_takes_any_offset() -> None:
+    """Gateways are trusted, but the mesh does not rely on them for its own safety: an
+    offset out of range is one the stream never reached, so history-lost."""
+    for offset in (-1, MAX_POSITION, MAX_POSITION + 1, 2**64, 10**30, True):
+        for epoch in (EPOCH, f"{EPOCH}.1"):
+            mesh, out = fresh()
+            mesh.client_away(A, 0.0, "g1")
+            mesh.resume("g3", "L", session(A), b"n" * 32, "", {epoch: offset}, 1.0)
+            (call,) = out.of("resumed")
+            assert call[4] == "history-lost", (offset, call)
+            mesh.check()

@@ -229,20 +229,18 @@ def test_encode_escapes_strings() -> None:
 
 def test_encode_with_a_position() -> None:
     room = decode(protocol.encode("chat", "r", b'{"n":1}', "g1.1", request_id=b"4",
-                                  position=protocol.position(7, "ep.3", 42)))
+                                  position=protocol.position(7, "ep.3")))
     assert room == {"action": "chat", "target": "r", "message_body": {"n": 1}, "sender": "g1.1",
-                    "offset": 7, "epoch": "ep.3", "seq": 42, "id": 4}
+                    "offset": 7, "epoch": "ep.3", "id": 4}
     direct = decode(protocol.encode("dm", "g2.1", b"{}", "g1.1", is_target_client=True,
-                                    position=protocol.position(0, "ep", 43)))
-    assert (direct["seq"], direct["epoch"]) == (43, "ep") and "offset" not in direct
+                                    position=protocol.position(3, "ep")))
+    assert (direct["offset"], direct["epoch"], direct["IsTargetClient"]) == (3, "ep", True)
     built = protocol.encode("state", "r", b"{}", "bot", request_id=b'"x"')
     odd = 'e"q%d'  # escaped in JSON, and no formatting directive
-    assert decode(protocol.stamp(built, protocol.position(2, odd, 44))) == {
-        **decode(built), "offset": 2, "epoch": odd, "seq": 44}
-    assert decode(protocol.stamp(built, protocol.position(0, "ep", 45))) == {
-        **decode(built), "epoch": "ep", "seq": 45}
-    assert protocol.position_format("ep.3") % (7, 42) == protocol.position(7, "ep.3", 42)
-    assert protocol.direct_position_format(odd) % 9 == protocol.position(0, odd, 9)
+    assert decode(protocol.stamp(built, protocol.position(2, odd))) == {
+        **decode(built), "offset": 2, "epoch": odd}
+    assert protocol.position_format("ep.3") % 7 == protocol.position(7, "ep.3")
+    assert protocol.position_format(odd) % 9 == protocol.position(9, odd)
 
 
 def test_encode_stays_right_past_its_caches() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from meshstream_zmq import LOBBY, protocol
+from meshstream_zmq.client import Session
 from meshstream_zmq.commands import CreateRoom, Join, Remove, SendClients, SendRoom
 from meshstream_zmq.core import RESUMED_ELSEWHERE, EventKind, Mesh
 from meshstream_zmq.errors import ErrorCode
@@ -63,14 +64,13 @@ def say(mesh: Mesh, client: str, room: str, n: int, rid: Any = None) -> None:
     send(mesh, client, "chat", room, {"n": n}, rid=rid)
 
 
-def resume(mesh: Mesh, gateway: str, client: str, *, new: str = "", seq: int | None = None,
-           epoch: str | None = None, user: str | None = None, secret: str = "",
+def resume(mesh: Mesh, gateway: str, client: str, *, new: str = "",
+           seen: dict[str, int] | None = None, user: str | None = None, secret: str = "",
            link: str = "L1", now: float = 1.0) -> None:
-    """A connection on `gateway` presenting `client`'s session (or `secret`), with its last
-    position `seq` (None: none given)."""
+    """A connection on `gateway` presenting `client`'s session (or `secret`), with its
+    positions `seen` (None: none given)."""
     mesh.resume(gateway, link, h(secret or f"secret-{client}"), h(new or f"new-{client}"),
-                f"u-{client}" if user is None else user,
-                "" if seq is None else (EPOCH if epoch is None else epoch), seq or 0, now)
+                f"u-{client}" if user is None else user, seen or {}, now)
 
 
 def result(out: RecordingOutbox) -> dict[str, Any]:
@@ -80,8 +80,13 @@ def result(out: RecordingOutbox) -> dict[str, Any]:
             "rooms": list(rooms), "replay": [json.loads(f) for f in replay], "epoch": epoch}
 
 
-def last_seq(out: RecordingOutbox, client: str) -> int:
-    return max(m["seq"] for m in out.stream(client) if "seq" in m)
+def positions(out: RecordingOutbox, client: str) -> dict[str, int]:
+    """What `client` resumes with, having received what `out` sent it: as the client
+    library keeps them (meshstream_zmq.client.Session)."""
+    session = Session(epoch=EPOCH, positions={EPOCH: 0}, client=client)
+    for frame in out.stream(client):
+        session.accept(frame)
+    return session.positions
 
 
 def texts(frames: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
@@ -91,32 +96,34 @@ def texts(frames: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
 # ------------------------------------------------------------ positions
 
 
-def test_room_messages_carry_offset_epoch_and_seq_direct_ones_the_processor_epoch_and_seq(
+def test_room_messages_carry_their_rooms_offset_and_epoch_direct_ones_their_recipients(
         make: Make) -> None:
     mesh, out = make(A, B)
     send(mesh, A, "join-room", "r")
     send(mesh, B, "join-room", "r")
     say(mesh, A, "r", 1, rid=9)
     send(mesh, B, "whisper", A, {"n": 2}, to_client=True)
+    send(mesh, B, "whisper", A, {"n": 3}, to_client=True)
     stream = out.stream(A)
-    assert [(m["action"], m.get("offset"), m.get("seq")) for m in stream] == [
-        ("client-joined-room", 1, 1), ("client-joined-room", 2, 2), ("chat", 3, 3), ("whisper", None, 4)]
+    assert [(m["action"], m["offset"]) for m in stream] == [
+        ("client-joined-room", 1), ("client-joined-room", 2), ("chat", 3), ("whisper", 1), ("whisper", 2)]
     assert {m["epoch"] for m in stream[:3]} == {mesh.rooms["r"].epoch}
     assert mesh.rooms["r"].epoch.startswith(EPOCH + ".")
-    assert stream[3]["epoch"] == EPOCH and "offset" not in stream[3]  # the processor's own
+    assert stream[3]["epoch"] == EPOCH  # a client's direct messages: the processor's epoch
     assert stream[2]["id"] == 9  # the sender's own copy: same position, with its id
-    assert out.stream(B)[-1]["seq"] == 3 and "id" not in out.stream(B)[-1]
+    assert out.stream(B)[-1]["offset"] == 3 and "id" not in out.stream(B)[-1]
+    assert not any("seq" in m for m in stream + out.stream(B))  # no processor-wide number
 
 
-def test_offsets_are_per_room_seq_is_mesh_wide_a_new_room_has_a_new_epoch(make: Make) -> None:
+def test_offsets_are_per_room_a_new_room_has_a_new_epoch(make: Make) -> None:
     mesh, out = make(A)
     send(mesh, A, "join-room", "r")
     send(mesh, A, "join-room", "s")
     say(mesh, A, "r", 1)
     say(mesh, A, "s", 2)
     say(mesh, A, "r", 3)
-    got = [(m["target"], m["offset"], m["seq"]) for m in out.stream(A)]
-    assert got == [("r", 1, 1), ("s", 1, 2), ("r", 2, 3), ("s", 2, 4), ("r", 3, 5)]
+    got = [(m["target"], m["offset"]) for m in out.stream(A)]
+    assert got == [("r", 1), ("s", 1), ("r", 2), ("s", 2), ("r", 3)]
     first = mesh.rooms["r"].epoch
     send(mesh, A, "leave-room", "r")  # the last member: the room is gone
     out.clear()
@@ -133,8 +140,9 @@ def test_watcher_messages_are_numbered_too(make: Make) -> None:
     mesh.command(W, 3, SendRoom("w-g", protocol.encode("state", "w-g", b'{"n":1}')))
     mesh.command(W, 4, SendClients((A, B), protocol.encode("hint", "", b'{"n":2}')))
     a = out.stream(A)
-    assert [(m["action"], m.get("offset"), m["seq"]) for m in a] == [("state", 1, 1), ("hint", None, 2)]
-    assert out.stream(B)[0]["seq"] == 2
+    assert [(m["action"], m["offset"], m["epoch"]) for m in a] == [
+        ("state", 1, mesh.rooms["w-g"].epoch), ("hint", 1, EPOCH)]
+    assert (out.stream(B)[0]["offset"], out.stream(B)[0]["epoch"]) == (1, EPOCH)
 
 
 # ------------------------------------------------------------ away
@@ -240,7 +248,7 @@ def test_resume_on_another_gateway_keeps_identity_rooms_and_replays_what_was_mis
     send(mesh, A, "join-room", "s")
     send(mesh, B, "join-room", "s")
     say(mesh, B, "r", 0)
-    seen = last_seq(out, A)
+    seen = positions(out, A)
     mesh.client_away(A, 2.0, "g1")
     say(mesh, B, "r", 1)
     say(mesh, C, "r", 2, rid=5)
@@ -248,13 +256,12 @@ def test_resume_on_another_gateway_keeps_identity_rooms_and_replays_what_was_mis
     send(mesh, C, "whisper", A, {"n": 4}, to_client=True)
     say(mesh, B, "r", 5)
     out.clear()
-    resume(mesh, "g3", A, seq=seen, link="L7", now=3.0)
+    resume(mesh, "g3", A, seen=seen, link="L7", now=3.0)
     r = result(out)
     assert (r["gateway"], r["link"], r["client"], r["reason"], r["epoch"]) == ("g3", "L7", A, "", EPOCH)
     assert sorted(r["rooms"]) == ["r", "s"]
     assert texts(r["replay"]) == [("chat", "r", 1), ("chat", "r", 2), ("chat", "s", 3),
                                   ("whisper", A, 4), ("chat", "r", 5)]
-    assert [f["seq"] for f in r["replay"]] == sorted(f["seq"] for f in r["replay"])
     assert "id" not in r["replay"][1]  # C's own copy carried its id, the replay does not
     assert out.inbox(B) == [] and out.inbox(C) == []  # nobody is told
     assert [e[0] for e in out.events()] == [EventKind.CLIENT_BACK] * 3
@@ -270,7 +277,7 @@ def test_replay_honours_exclude_lists_and_starts_at_the_join(make: Make) -> None
     mesh.watcher_hello(W, "game", [], ["w-"], 0.0)
     mesh.command(W, 1, CreateRoom("w-g"))
     mesh.command(W, 2, Join(A, "w-g"))
-    seen = last_seq(out, A) if out.stream(A) else 0
+    seen = positions(out, A)
     mesh.client_away(A, 1.0, "g1")
     mesh.command(W, 3, SendRoom("w-g", protocol.encode("state", "w-g", b'{"n":1}'), exclude=(A,)))
     mesh.command(W, 4, SendRoom("w-g", protocol.encode("state", "w-g", b'{"n":2}')))
@@ -280,7 +287,7 @@ def test_replay_honours_exclude_lists_and_starts_at_the_join(make: Make) -> None
     say(mesh, B, "later", 4)
     mesh.command(W, 6, Remove(A, "later"))  # left while away: nothing of that room
     out.clear()
-    resume(mesh, "g2", A, seq=seen)
+    resume(mesh, "g2", A, seen=seen)
     r = result(out)
     assert texts(r["replay"]) == [("state", "w-g", 2)]
     assert r["rooms"] == ["w-g"]
@@ -339,7 +346,7 @@ def test_a_still_connected_session_is_taken_over_and_stale_reports_ignored(make:
     send(mesh, A, "join-room", "r")
     send(mesh, B, "join-room", "r")
     out.clear()
-    resume(mesh, "g3", A, seq=last_seq(out, B) if out.stream(B) else 0)
+    resume(mesh, "g3", A, seen=positions(out, A))
     assert out.of("close") == [("close", "g1", A, RESUMED_ELSEWHERE, "resumed elsewhere")]
     assert [c[0] for c in out.calls if c[0] in ("close", "resumed")] == ["close", "resumed"]
     assert result(out)["client"] == A
@@ -356,28 +363,43 @@ def test_a_take_over_on_the_same_gateway_is_left_to_the_gateway(make: Make) -> N
     assert out.of("close") == [] and result(out)["client"] == A
 
 
-def test_an_epoch_mismatch_is_history_lost_and_ends_the_session(make: Make) -> None:
+def test_a_position_of_a_stream_it_does_not_have_is_ignored(make: Make) -> None:
+    """An epoch none of its streams has (a room made again since, or it left): as if not
+    named, so that stream is replayed from when it went away."""
+    mesh, out = make(A, B)
+    send(mesh, A, "join-room", "r")
+    send(mesh, B, "join-room", "r")
+    mesh.client_away(A, 1.0, "g1")
+    say(mesh, B, "r", 1)
+    out.clear()
+    resume(mesh, "g2", A, seen={f"{EPOCH}.77": 9})
+    assert result(out)["client"] == A and texts(result(out)["replay"]) == [("chat", "r", 1)]
+
+
+def test_a_position_of_another_processor_is_history_lost_and_ends_the_session(make: Make) -> None:
+    """It had messages of a processor that is gone (a restart while it stayed connected,
+    its gateway listing it to the new one): they are lost with it, never a silent gap."""
     mesh, out = make(A, B)
     send(mesh, A, "join-room", "r")
     send(mesh, B, "join-room", "r")
     mesh.client_away(A, 1.0, "g1")
     out.clear()
-    resume(mesh, "g2", A, seq=3, epoch="an-older-processor")
+    resume(mesh, "g2", A, seen={EPOCH: 0, "an-older-processor.2": 3})
     assert result(out)["reason"] == "history-lost" and result(out)["epoch"] == EPOCH
     assert A not in mesh.clients
-    assert [m["action"] for m in out.inbox(B)] == ["client-left-room"]  # never a silent gap
+    assert [m["action"] for m in out.inbox(B)] == ["client-left-room"]
 
 
 def test_a_missed_message_no_longer_held_is_history_lost(make: Make) -> None:
     mesh, out = make(A, B, history_size=2)
     send(mesh, A, "join-room", "r")
     send(mesh, B, "join-room", "r")
-    seen = last_seq(out, A)
+    seen = positions(out, A)
     mesh.client_away(A, 1.0, "g1")
     for n in range(3):
         say(mesh, B, "r", n)
     out.clear()
-    resume(mesh, "g2", A, seq=seen)
+    resume(mesh, "g2", A, seen=seen)
     assert result(out)["reason"] == "history-lost" and A not in mesh.clients
 
 
@@ -387,14 +409,14 @@ def test_direct_history_is_bounded_too(make: Make) -> None:
     send(mesh, B, "whisper", A, {"n": 1}, to_client=True)
     send(mesh, B, "whisper", A, {"n": 2}, to_client=True)
     out.clear()
-    resume(mesh, "g2", A, seq=0)
+    resume(mesh, "g2", A, seen={EPOCH: 0})
     assert result(out)["reason"] == "history-lost"
 
 
 def test_a_position_this_epoch_never_reached_is_history_lost(make: Make) -> None:
     mesh, out = make(A)
     mesh.client_away(A, 1.0, "g1")
-    resume(mesh, "g2", A, seq=10_000)
+    resume(mesh, "g2", A, seen={EPOCH: 10_000})
     assert result(out)["reason"] == "history-lost"
 
 
@@ -489,7 +511,7 @@ def test_all_histories_together_stay_within_the_byte_budget(make: Make) -> None:
     for room in ("r", "s"):
         send(mesh, A, "join-room", room)
         send(mesh, B, "join-room", room)
-    seen = last_seq(out, A)
+    seen = positions(out, A)
     mesh.client_away(A, 1.0, "g1")
     for n in range(6):
         say(mesh, B, "rs"[n % 2], n)
@@ -501,7 +523,7 @@ def test_all_histories_together_stay_within_the_byte_budget(make: Make) -> None:
     assert newest == list(range(mesh.seq - len(newest) + 1, mesh.seq + 1))  # the newest, in any room
     assert {name for name, _ in held} == {"r", "s"}
     out.clear()
-    resume(mesh, "g2", A, seq=seen)
+    resume(mesh, "g2", A, seen=seen)
     assert result(out)["reason"] == "history-lost"
     mesh.check()
 

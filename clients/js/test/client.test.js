@@ -40,7 +40,7 @@ test("join, publish and receive between two clients; direct messages", { skip },
   assert.equal(own.sender, a.clientId, "the acknowledgement is your own copy");
   const msg = await got;
   assert.deepEqual([msg.target, msg.sender, msg.message_body.text], [room, a.clientId, "hi"]);
-  assert.equal(typeof msg.seq, "number");
+  assert.deepEqual([typeof msg.offset, typeof msg.epoch, msg.seq], ["number", "string", undefined]);
 
   const whisper = next(b, (m) => m.action === "whisper");
   a.sendTo(b.clientId, "whisper", { text: "psst" });

@@ -23,7 +23,7 @@ test("backoff doubles from min to max with ±50 % jitter", () => {
   assert.equal(backoff(2, { min: 100, max: 300, rand: mid }), 300);
 });
 
-test("Resume keeps the session and position, and says which closes to resume", () => {
+test("Resume keeps the session and positions, and says which closes to resume", () => {
   const r = new Resume();
   // a server without sessions: never resume, the URL is left alone
   assert.equal(r.connected({ client: "gw1-a.1" }), "fresh");
@@ -31,14 +31,20 @@ test("Resume keeps the session and position, and says which closes to resume", (
   assert.equal(r.url("ws://h:1/wsmesh"), "ws://h:1/wsmesh");
 
   assert.equal(r.connected({ client: "gw1-a.2", session: "s3cr/t+", epoch: "E1" }), "fresh");
-  assert.equal(r.accept({ action: "chat" }), true, "no seq: accepted, nothing kept");
-  assert.equal(r.accept({ action: "chat", seq: 5 }), true);
-  assert.equal(r.accept({ action: "chat", seq: 7 }), true);
-  assert.equal(r.accept({ action: "chat", seq: 7 }), false, "a repeat is dropped");
-  assert.equal(r.accept({ action: "chat", seq: 6 }), false, "an older one too");
-  const u = new URL(r.url("ws://h:1/wsmesh?x=1"));
+  assert.equal(r.accept({ action: "chat" }), true, "no position: accepted, nothing kept");
+  assert.equal(r.accept({ action: "chat", target: "r", offset: 5, epoch: "E1.2" }), true);
+  assert.equal(r.accept({ action: "chat", target: "r", offset: 7, epoch: "E1.2" }), true);
+  assert.equal(r.accept({ action: "chat", target: "r", offset: 7, epoch: "E1.2" }), false, "a repeat is dropped");
+  assert.equal(r.accept({ action: "chat", target: "r", offset: 6, epoch: "E1.2" }), false, "an older one too");
+  assert.equal(r.accept({ action: "chat", target: "q", offset: 1, epoch: "E1.3" }), true, "each room its own");
+  // a direct message, even one whose target is a room (as watchers send): its epoch says
+  assert.equal(r.accept({ action: "w", target: "r", offset: 1, epoch: "E1" }), true);
+  assert.equal(r.accept({ action: "w", target: "gw1-a.2", IsTargetClient: true, offset: 1, epoch: "E1" }), false);
+  assert.equal(r.accept({ action: "chat", target: "r", offset: 8, epoch: "E1.2" }), true);
+  const u = new URL(r.url("ws://h:1/wsmesh?x=1&seq=old"));
   assert.equal(u.searchParams.get("resume"), "s3cr/t+");
-  assert.equal(u.searchParams.get("seq"), "E1:7");
+  assert.equal(u.searchParams.get("positions"), "E1:1,E1.2:8,E1.3:1", "direct first, then the most recent");
+  assert.equal(u.searchParams.get("seq"), null);
   assert.equal(u.searchParams.get("x"), "1");
 
   for (const code of [1001, 1006, 1011, 1012, 1013, 1014]) {
@@ -50,30 +56,33 @@ test("Resume keeps the session and position, and says which closes to resume", (
     assert.ok(!RECONNECT_CODES.has(code));
   }
 
-  // resumed: a new secret, the position kept
+  // resumed: a new secret, the positions kept
   assert.equal(r.connected({ client: "gw1-a.2", session: "new", epoch: "E1", resumed: true }), "resumed");
   assert.equal(r.session, "new");
-  assert.equal(r.lastSeq, 7);
-  // refused: a new identity, a new position
+  assert.deepEqual([r.positions.get("E1"), r.positions.get("E1.2")], [1, 8]);
+  // we leave a room: its position goes
+  assert.equal(r.accept({ action: "client-left-room", target: "q", sender: "gw1-a.2", offset: 2, epoch: "E1.3" }), true);
+  assert.equal(r.positions.has("E1.3"), false);
+  // refused: a new identity, new positions
   assert.equal(r.connected({ client: "gw2-b.1", session: "o", epoch: "E2", resumed: false, reason: "expired" }),
     "refused");
-  assert.equal(r.lastSeq, 0);
-  assert.equal(r.epoch, "E2");
-  assert.equal(r.accept({ action: "chat", seq: 1 }), true, "seqs of a new epoch count");
+  assert.deepEqual([[...r.positions], r.epoch], [[["E2", 0]], "E2"]);
   r.reset();
   assert.equal(r.shouldResume(1006), false);
 });
 
-test("Resume: another processor (a restart or a failover) numbers from its own start", () => {
+test("Resume: a room made again, or another processor, is a stream of its own", () => {
   const r = new Resume();
   r.connected({ client: "gw1-a.1", session: "s", epoch: "P1" });
-  assert.equal(r.accept({ action: "chat", epoch: "P1.3", seq: 4000 }), true);
-  assert.equal(r.accept({ action: "chat", epoch: "P1.3", seq: 12 }), false, "ours: a repeat");
-  assert.equal(r.accept({ action: "chat", epoch: "P2.1", seq: 12 }), true, "a room message of P2");
-  assert.equal(r.epoch, "P2");
-  assert.equal(r.accept({ action: "whisper", epoch: "P2", seq: 13 }), true, "a direct one");
-  assert.equal(r.accept({ action: "whisper", epoch: "P2", seq: 13 }), false);
-  assert.equal(new URL(r.url("ws://h/wsmesh")).searchParams.get("seq"), "P2:13");
+  assert.equal(r.accept({ action: "chat", target: "r", epoch: "P1.3", offset: 40 }), true);
+  assert.equal(r.accept({ action: "chat", target: "r", epoch: "P1.3", offset: 12 }), false, "ours: a repeat");
+  assert.equal(r.accept({ action: "chat", target: "r", epoch: "P1.9", offset: 1 }), true, "the room made again");
+  assert.equal(new URL(r.url("ws://h/wsmesh")).searchParams.get("positions"), "P1:0,P1.9:1,P1.3:40");
+  assert.equal(r.accept({ action: "chat", target: "r", epoch: "P2.1", offset: 1 }), true, "a room of P2");
+  assert.equal(r.epoch, "P2", "another processor: the old one's positions are gone with it");
+  assert.equal(r.accept({ action: "whisper", IsTargetClient: true, epoch: "P2", offset: 13 }), true);
+  assert.equal(r.accept({ action: "whisper", IsTargetClient: true, epoch: "P2", offset: 13 }), false);
+  assert.equal(new URL(r.url("ws://h/wsmesh")).searchParams.get("positions"), "P2:13,P2.1:1");
 });
 
 test("refreshDelay: a fifth of the token's remaining life ahead, 1 s to `lead` ahead", () => {
