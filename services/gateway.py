@@ -515,8 +515,9 @@ class GatewayServer:
         self.stopping = False
         self.close_code = CloseCode.SERVICE_RESTART  # for every client when stopping (run)
         # What plain GETs may read: the page (--web-dir) at /, the JavaScript client
-        # library (clients/js) at /client/. Only files directly in these directories.
-        self.static = {"/client/": CLIENT_DIR, "/": Path(config.resolved_web_dir).resolve()}
+        # library (clients/js) at /client/. Only files directly in these directories, read
+        # once here (never from disk in the event loop): changes need a gateway restart.
+        self.static = static_files({"/client/": CLIENT_DIR, "/": Path(config.resolved_web_dir)})
         self.last_payload = b""
         self.last_wire = b""
         # The admin page's viewers, each with the rooms view it asked for (search, cursor),
@@ -775,22 +776,11 @@ class GatewayServer:
         return _response(200 if ok else 503, body.encode(), "text/plain")
 
     def static_file(self, path: str) -> Response:
-        """A file directly in one of the static directories, or 404."""
-        prefix = next((p for p in self.static if path.startswith(p)), None)
-        if prefix is None:
+        """A file directly in one of the static directories (as read at start), or 404."""
+        found = self.static.get(path)
+        if found is None:
             return _response(404, b"not found\n", "text/plain")
-        root = self.static[prefix]
-        try:
-            file = (root / (path[len(prefix):] or "index.html")).resolve()
-            found = file.parent == root and file.is_file()
-        except (OSError, ValueError):  # a name too long for the file system, a NUL
-            found = False
-        if found:
-            ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-            if ctype.startswith("text/") or ctype.endswith("javascript"):
-                ctype += "; charset=utf-8"
-            return _response(200, file.read_bytes(), ctype)
-        return _response(404, b"not found\n", "text/plain")
+        return _response(200, *found)
 
     # ------------------------------------------------------------ run
 
@@ -926,6 +916,42 @@ document.getElementById("f").onsubmit = (e) => {
 
 def _reply(reply: pb.Reply) -> pb.Reply:
     return reply  # the API reads the whole reply (api.Plan.answer)
+
+
+MAX_STATIC_FILE = 8 << 20  # bytes of one static file served at most (a bigger one: 404, logged)
+MAX_STATIC_FILES = 1000  # files served from one static directory at most
+
+
+def static_files(roots: dict[str, Path]) -> dict[str, tuple[bytes, str]]:
+    """URL path -> (content, content type) of the regular files directly in each root
+    (`prefix` + name; the prefix itself is its index.html), read once; a symlink only if it
+    stays in its root. A file over MAX_STATIC_FILE, past MAX_STATIC_FILES, or unreadable is
+    left out with a warning."""
+    served: dict[str, tuple[bytes, str]] = {}
+    for prefix, root in roots.items():
+        try:
+            root = root.resolve()
+            files = sorted(f for f in root.iterdir() if f.resolve().parent == root and f.is_file())
+        except OSError as exc:
+            log.warning("static directory unreadable",
+                        extra={"fields": {"dir": str(root), "error": str(exc)}})
+            continue
+        for n, file in enumerate(files):
+            try:
+                if n >= MAX_STATIC_FILES or file.stat().st_size > MAX_STATIC_FILE:
+                    raise OSError("over the static files' bounds")
+                content = file.read_bytes()
+            except OSError as exc:
+                log.warning("static file not served",
+                            extra={"fields": {"file": str(file), "error": str(exc)}})
+                continue
+            ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+            if ctype.startswith("text/") or ctype.endswith("javascript"):
+                ctype += "; charset=utf-8"
+            served[prefix + file.name] = (content, ctype)
+            if file.name == "index.html":
+                served[prefix] = served[prefix + file.name]
+    return served
 
 
 @functools.cache
