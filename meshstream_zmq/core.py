@@ -212,6 +212,29 @@ class Mesh:
 
     # ------------------------------------------------------------ gateways
 
+    def gateway_listed(self, gateway: str, index: int,
+                       listed: Sequence[tuple[str, Sequence[str], str, bytes]],
+                       resumes: Sequence[bytes], now: float) -> None:
+        """A gateway's hello as it comes: its clients as (client, rooms, user, session hash)
+        and the new session hashes of the resumes asked in the same batch. Its list is what
+        it had applied when it sent the hello: a client this processor knows keeps its rooms
+        here (ops to the gateway may have been on their way; its sync after the welcome
+        repairs the mirror). A client resumed here after the gateway sent the hello (the
+        answer on its way; or away since, the gateway dropped) is not listed, but its
+        resume, asked again after the hello, names the session now in force: it stays."""
+        known = self.clients
+        clients = [(c, list(rooms) if c not in known else [r for r in known[c].rooms if r != LOBBY])
+                   for c, rooms, _, _ in listed]
+        sessions = {c: session for c, _, _, session in listed if session}
+        names = {c for c, _, _, _ in listed}
+        for new_session in resumes:
+            client = self.sessions.get(new_session)
+            state = known.get(client) if client is not None else None
+            if state is not None and client not in names and state.gateway in (gateway, ""):
+                clients.append((state.id, [room for room in state.rooms if room != LOBBY]))
+                sessions[state.id] = new_session
+        self.gateway_hello(gateway, index, clients, now, {c: u for c, _, u, _ in listed if u}, sessions)
+
     def gateway_hello(self, gateway: str, index: int, clients: Iterable[tuple[str, Sequence[str]]],
                       now: float, users: Mapping[str, str] | None = None,
                       sessions: Mapping[str, bytes] | None = None) -> None:
@@ -387,6 +410,11 @@ class Mesh:
         `new_session_hash`, so a second resume of the same secret is `unknown-session`."""
         self.now = now
         gw = self.presence.gateway(gateway, now)
+        again = self.sessions.get(new_session_hash)
+        if again is not None and self.clients[again].gateway in (gateway, ""):
+            # asked again (after a hello or a gap) once it succeeded here: its answer may
+            # have been lost, so it is answered again, the new session being the one in force
+            session_hash = new_session_hash
         client = self.sessions.get(session_hash)
         state = self.clients.get(client) if client is not None else None
         if state is None:

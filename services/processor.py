@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 
 import zmq
 
-from meshstream_zmq import LOBBY, links, new_epoch, protocol
+from meshstream_zmq import links, new_epoch, protocol
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
 from meshstream_zmq.admin import ALONE, PROCESSOR, AdminView, Serving
@@ -288,12 +288,8 @@ class Processor:
                 mesh, item.admin_query, now, time.time(), serving))
         elif kind == "resume":
             r = item.resume
-            # Asked again (after a hello or a gap) once it succeeded: its answer may have been
-            # lost, so it is answered again, the new session being the one in force.
-            again = mesh.sessions.get(r.new_session_hash)
-            session = r.new_session_hash if again is not None and \
-                mesh.clients[again].gateway in (gateway, "") else r.session_hash  # here, or away
-            mesh.resume(gateway, r.link, session, r.new_session_hash, r.user, resume_positions(r), now)
+            mesh.resume(gateway, r.link, r.session_hash, r.new_session_hash, r.user,
+                        resume_positions(r), now)
         elif kind == "resync":  # it missed GatewayOuts: the mesh's view of its clients
             log.warning("gateway resync", extra={"fields": {"gateway": gateway}})
             obs.DROPS.labels("gateway-resync").inc()
@@ -304,25 +300,10 @@ class Processor:
             log.info("gateway hello", extra={"fields": {
                 "gateway": gateway, "clients": len(hello.clients)}})
             self.out.forget(gateway)  # its numbering starts over with the welcome
-            # Its mirror is what it had applied when it sent the hello: a client this processor
-            # knows keeps its rooms here (ops to the gateway may have been on their way), and
-            # the gateway is sent them after its welcome (a sync).
-            known = mesh.clients
-            clients = [(c.client, list(c.rooms) if c.client not in known else
-                        [room for room in known[c.client].rooms if room != LOBBY]) for c in hello.clients]
-            sessions = {c.client: c.session_hash for c in hello.clients if c.session_hash}
-            # A client resumed here after the gateway sent this hello (the answer on its way;
-            # since away, if the gateway was dropped) is not listed, but its resume, asked
-            # again after the hello, names the session now in force: it stays, or is back.
-            listed = {c for c, _ in clients}
-            for r in [i.resume for i in batch.items if i.HasField("resume")] if batch else []:
-                client = mesh.sessions.get(r.new_session_hash)
-                state = known.get(client) if client is not None else None
-                if state is not None and client not in listed and state.gateway in (gateway, ""):
-                    clients.append((state.id, [room for room in state.rooms if room != LOBBY]))
-                    sessions[state.id] = r.new_session_hash
-            mesh.gateway_hello(gateway, hello.index, clients, now,
-                               {c.client: c.user for c in hello.clients if c.user}, sessions)
+            mesh.gateway_listed(
+                gateway, hello.index, [(c.client, c.rooms, c.user, c.session_hash) for c in hello.clients],
+                [i.resume.new_session_hash for i in batch.items if i.HasField("resume")] if batch else [],
+                now)
             self.acked.pop(gateway, None)
             if self.peers.hello(gateway):  # else a slow joiner: welcomed with its subscription
                 self.out.welcome_gateway(gateway)

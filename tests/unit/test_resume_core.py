@@ -537,3 +537,22 @@ def test_a_deleted_room_gives_its_history_bytes_back(make: Make) -> None:
     assert "r" not in mesh.rooms
     assert mesh.history.rooms.held == 0
     mesh.check()  # the count equals what the remaining rooms hold
+
+
+def test_a_gateways_hello_keeps_what_the_processor_knows_and_resumes_answered_since(
+        make: Make) -> None:
+    """Mesh.gateway_listed: a hello lists what the gateway had applied when it sent it. A
+    client the processor knows keeps its rooms (ops may have been on their way); one that
+    resumed on that gateway after the hello was sent, not listed, stays (its resume, asked
+    again in the same batch, names the session in force) and is answered again."""
+    mesh, out = make(A, A2)
+    send(mesh, A, "join-room", "r")
+    mesh.client_away(A2, 1.0, "g1")
+    resume(mesh, "g1", A2, new="second")  # answered; the answer is on its way
+    out.clear()
+    mesh.gateway_listed("g1", 1, [(A, [], f"u-{A}", h(f"secret-{A}"))], [h("second")], 2.0)
+    assert mesh.clients[A].rooms == {LOBBY, "r"}  # not left: the hello was older than the join
+    assert mesh.clients[A2].gateway == "g1" and out.inbox(A) == []
+    out.clear()
+    resume(mesh, "g1", A2, secret="secret-" + A2, new="second")  # asked again after the hello
+    assert result(out)["client"] == A2  # answered again, the session in force
