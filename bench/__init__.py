@@ -15,6 +15,7 @@
     capacity.py        per-core rates of a gateway and the processor (`--scenarios capacity`)
     failover_bench.py  a processor pair's active one SIGKILLed under chat (`--scenarios failover`)
     stuck_gateway_bench.py  chat through 2 gateways while a third stops reading (`--scenarios stuck-gateway`)
+    api_bench.py       HTTP API publishes beside a watcher, per gateway CPU-second (`--scenarios api`)
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@
                                                          # reading (bench.stuck_gateway_bench; when asked)
     python -m bench.run --scenarios handshakes           # header-stuffed handshakes, gateway memory per
                                                          # round (bench.handshake_bench; when asked)
+    python -m bench.run --scenarios api                  # publishes through the HTTP API, single and
+                                                         # batched, beside a watcher (bench.api_bench)
 
 The default harness is the repository's own (`--harness own`, bench.harness): bench/node's
 loadgen.js, whose clients live in several worker processes (`--lg-workers`), drives
@@ -87,6 +89,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {  # the issue's loads
     "failover": {},  # bench.failover_bench, only when named: a processor pair, the active one killed
     "stuck-gateway": {},  # bench.stuck_gateway_bench, only when named: a gateway that stops reading
     "handshakes": {},  # bench.handshake_bench, only when named: heads that never end, RSS per round
+    "api": {},  # bench.api_bench, only when named: the HTTP API's publishes per gateway CPU-second
 }
 QUICK: dict[str, dict[str, Any]] = {
     "fanout": {"clients": 200, "messages": 300},
@@ -97,6 +100,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "failover": {"quick": True},
     "stuck-gateway": {"quick": True},
     "handshakes": {"quick": True},
+    "api": {"quick": True},
 }
 
 
@@ -227,7 +231,8 @@ def pipeline_floor(quick: bool, repeat: int, chat: dict[str, Any]) -> dict[str, 
 # Scenarios with a module of their own (its own cluster or pair, meshstream alone, no peers
 # and no rounds): the name in --scenarios -> the module's name under bench/.
 OWN_MODULES = {"resume": "resume_bench", "capacity": "capacity", "failover": "failover_bench",
-               "stuck-gateway": "stuck_gateway_bench", "handshakes": "handshake_bench"}
+               "stuck-gateway": "stuck_gateway_bench", "handshakes": "handshake_bench",
+               "api": "api_bench"}
 
 
 def module_scenario(name: str, opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -248,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default="fanout,chat,idle",
-                    help="comma list of fanout,chat,idle,resume,capacity,failover,stuck-gateway (the "
-                         "last four: only when named)")
+                    help="comma list of fanout,chat,idle,resume,capacity,failover,stuck-gateway,"
+                         "handshakes,api (all but the first three: only when named)")
     ap.add_argument("--baseline", metavar="DIR",
                     help="another meshstream checkout (e.g. `git worktree add /tmp/base HEAD~3`), "
                          "run as target 'baseline' beside this one: an A/B in one run")

@@ -36,6 +36,9 @@ MAX_MEMBERS = 1000  # members in a /api/rooms/{room} page (the default and the m
 MAX_KEY = 128  # characters of an idempotency key
 MAX_ID = 256  # characters of a client ID or a user
 MAX_REASON = 123  # bytes of a close reason (what a WebSocket close frame holds)
+# Requests answered on one kept-alive connection: the last answer closes it (a long-lived
+# connection would otherwise pin a backend to one gateway process of a port for ever)
+MAX_REQUESTS = 1000
 TIMEOUT = "timeout"  # the SDK's code of a command whose reply never came
 
 # The HTTP status of each error code a command or a request can end with (others: 400).
@@ -105,12 +108,14 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """A request head: method, path (percent-encoded), query string, headers (lower-cased)."""
+    """A request head: method, path (percent-encoded), query string, headers (lower-cased),
+    HTTP version."""
 
     method: str
     path: str
     query: str
     headers: Mapping[str, Sequence[str]]
+    version: str = "HTTP/1.1"
 
     def header(self, name: str) -> str | None:
         """The one value of `name`; None if absent or given more than once."""
@@ -139,7 +144,7 @@ def head(data: bytes) -> Head | Failure:
     parts = lines[0].rstrip("\r").split(" ")
     if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0") or not parts[0].isalpha():
         return Failure.of(ErrorCode.BAD_REQUEST, "not an HTTP/1.1 request line")
-    method, target, _ = parts
+    method, target, version = parts
     if not target.startswith(PREFIX) or not target.isprintable() or not target.isascii():
         return Failure.of(ErrorCode.BAD_REQUEST, "bad request target")
     headers: dict[str, list[str]] = {}
@@ -152,7 +157,14 @@ def head(data: bytes) -> Head | Failure:
             return Failure.of(ErrorCode.BAD_REQUEST, "bad header line")
         headers.setdefault(name.lower(), []).append(value.strip())
     path, _, query = target.partition("?")
-    return Head(method, path, query, headers)
+    return Head(method, path, query, headers, version)
+
+
+def keep_alive(h: Head) -> bool:
+    """Whether the client lets its connection be kept after the answer: HTTP/1.1 unless it
+    says `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`."""
+    tokens = {t.strip().lower() for v in h.headers.get("connection", ()) for t in v.split(",")}
+    return "keep-alive" in tokens if h.version == "HTTP/1.0" else "close" not in tokens
 
 
 def body_length(h: Head, limit: int) -> int | Failure:

@@ -96,6 +96,7 @@ class Config:
     admin_token: str = ""  # /admin needs it (Bearer); unset: /admin answers loopback clients only
     api_key: str = ""  # the server API (/api/, docs/api.md) needs it (`apikey`); unset: the API is off
     api_max_body: int = 64 * 1024  # bytes of one server API request's body; more: 413
+    api_idle_timeout: float = 30.0  # seconds a server API connection is kept open between requests
     restarts: int = 0  # set by the supervisor: how often this child was restarted (shown in /admin)
     heartbeat: float = 0.5  # seconds between heartbeats, every direction
     peer_timeout: float = 3.0  # silence after which a gateway, watcher or processor is dead
@@ -205,7 +206,7 @@ class Config:
         need(self.gateways >= 0, "gateways", "must be 0 or more")
         need(0 <= self.metrics_port < 65536, "metrics-port", "must be 0 (off) to 65535")
         for flag in ("max-frame", "send-queue", "heartbeat", "peer-timeout", "failover-timeout",
-                     "time-scale", "history-age", "direct-history-age"):
+                     "time-scale", "history-age", "direct-history-age", "api-idle-timeout"):
             need(getattr(self, flag.replace("-", "_")) > 0, flag, "must be more than 0")
         for flag in ("rate-limit", "rate-burst", "max-rooms-per-client", "max-connections",
                      "max-connections-per-ip", "resume-window", "history-size", "history-bytes",

@@ -146,6 +146,8 @@ def _gateway_options(gw: argparse.ArgumentParser) -> None:
                                       "prefer MESHSTREAM_API_KEY: ps shows flags)")
     gw.add_argument("--api-max-body", type=int,
                     help="bytes of one server API request's body (65536); more: 413")
+    gw.add_argument("--api-idle-timeout", type=float,
+                    help="seconds a server API connection is kept open between requests (30)")
 
 
 def _webhook_options(p: argparse.ArgumentParser, short: bool) -> None:

@@ -164,7 +164,8 @@ class ClientProtocol(asyncio.Protocol):
     that waits for it; a plain buffer goes as soon as its connection does.
     """
 
-    __slots__ = ("server", "transport", "head", "ws", "conn", "fragments", "timer", "viewing", "api")
+    __slots__ = ("server", "transport", "head", "ws", "conn", "fragments", "timer", "viewing", "api",
+                 "served")
 
     def __init__(self, server: GatewayServer) -> None:
         self.server = server
@@ -176,8 +177,10 @@ class ClientProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None  # the open or the close deadline
         self.viewing = False  # an admin page's WebSocket (/admin/ws), not a client
         # A server API request (/api/, never given to websockets): its head (None: being
-        # refused), the body's length (-1: complete, being answered) and the body so far.
+        # refused), the body's length (-1: complete, being answered) and the body so far
+        # (once complete: the bytes that came after it, the next request's).
         self.api: tuple[api.Head | None, int, bytearray] | None = None
+        self.served = 0  # API requests answered on this connection (kept alive: api_answered)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -370,21 +373,55 @@ class ClientProtocol(asyncio.Protocol):
         return None
 
     def api_body(self, data: bytes | bytearray) -> None:
-        """Body bytes of an API request; once all are here, it is answered (what follows, a
-        pipelined request, is not read: the answer closes the connection)."""
+        """Body bytes of an API request; once all are here, it is answered, and nothing more
+        is read until then (bytes already here past the body wait for the answer: the next
+        request of a kept connection is read after it, api_answered)."""
         assert self.api is not None and self.transport is not None
         h, length, body = self.api
         if h is None or length < 0:  # refused, or complete: what follows is not read
             return
-        body += data[:length - len(body)]
+        body += data  # past `length`: at most the one read that completed it
         if len(body) < length:
             return
-        self.api = (h, -1, body)
+        self.api = (h, -1, body[length:])
         self.transport.pause_reading()
         if self.timer is not None:  # complete in time: the processor's answer has its own
             self.timer.cancel()
             self.timer = None
-        self.server.loop.create_task(self.server.api_request(self, h, bytes(body)))
+        self.server.loop.create_task(self.server.api_request(self, h, bytes(body[:length])))
+
+    def api_answered(self, h: api.Head, status: int, document: dict[str, Any]) -> None:
+        """The answer to a whole API request (docs/api.md, "Connections"). HTTP/1.1
+        keep-alive: the connection then waits for the next request as a new one would, for
+        --api-idle-timeout s, unless the client asked to close, this was its MAX_REQUESTS-th
+        request, the answer is a 500 or the gateway is stopping (then it closes)."""
+        transport = self.transport
+        assert transport is not None
+        if transport.is_closing() or self.api is None:  # gone while its answer was being made
+            return
+        self.served += 1
+        left = api.MAX_REQUESTS - self.served
+        if status == 500 or left <= 0 or self.server.stopping or not api.keep_alive(h):
+            return self.api_answer(status, document, head_only=h.method == "HEAD")
+        idle = self.server.config.api_idle_timeout
+        response = _response(status, api.encode(document), "application/json",
+                             [("Keep-Alive", f"timeout={int(idle)}, max={left}")], connection="keep-alive")
+        if h.method == "HEAD":  # a GET's headers, Content-Length too, no body
+            response = dataclasses.replace(response, body=b"")
+        transport.write(response.serialize())
+        rest = self.api[2]
+        self.api, self.head = None, bytearray()  # as a new connection: the next head
+        self.timer = self.server.loop.call_later(idle, self.idle)
+        transport.resume_reading()
+        if rest:
+            self.head_received(bytes(rest))
+        return None
+
+    def idle(self) -> None:
+        """A kept API connection without a whole next request in time: closed."""
+        self.timer = None
+        if self.transport is not None:
+            self.transport.close()
 
     def api_answer(self, status: int, document: dict[str, Any],
                    headers: list[tuple[str, str]] | None = None, head_only: bool = False) -> None:
@@ -723,7 +760,7 @@ class GatewayServer:
             self.bad_http(500, h.path, link.address())
             failure = api.Failure.of(ErrorCode.INTERNAL_ERROR)
             status, document = failure.status, failure.json()
-        link.api_answer(status, document, head_only=h.method == "HEAD")
+        link.api_answered(h, status, document)
 
     # ------------------------------------------------------------ HTTP
 
@@ -891,11 +928,12 @@ def ready_file(run_dir: str, index: int) -> Path:
 
 
 def _response(status: int, body: bytes, ctype: str,
-              extra: list[tuple[str, str]] | None = None) -> Response:
-    """A plain HTTP response. `Connection: close`: every answer but an upgrade ends its
-    connection (`ws` half-closes it), so a pipelined request is never read."""
+              extra: list[tuple[str, str]] | None = None, connection: str = "close") -> Response:
+    """A plain HTTP response. `Connection: close`: every answer but an upgrade and a kept
+    server API connection's (ClientProtocol.api_answered) ends its connection (`ws`
+    half-closes it), so a pipelined request is never read."""
     headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
-                       ("Cache-Control", "no-cache"), ("Connection", "close"), *(extra or [])])
+                       ("Cache-Control", "no-cache"), ("Connection", connection), *(extra or [])])
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 

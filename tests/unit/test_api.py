@@ -29,6 +29,14 @@ def test_a_head_is_read_and_the_key_compared() -> None:
     assert isinstance(api.head(b"GARBAGE\r\n\r\n"), api.Failure)
 
 
+def test_http_1_1_is_kept_alive_unless_asked_and_http_1_0_only_when_asked() -> None:
+    assert api.keep_alive(head("GET /api/rooms HTTP/1.1\n\n"))
+    assert not api.keep_alive(head("GET /api/rooms HTTP/1.1\nConnection: close\n\n"))
+    assert not api.keep_alive(head("GET /api/rooms HTTP/1.1\nConnection: TE, Close\n\n"))
+    assert not api.keep_alive(head("GET /api/rooms HTTP/1.0\n\n"))
+    assert api.keep_alive(head("GET /api/rooms HTTP/1.0\nConnection: Keep-Alive\n\n"))
+
+
 def test_bodies_need_a_length_within_the_limit() -> None:
     assert api.body_length(head("GET /api/rooms HTTP/1.1\n\n"), 10) == 0
     for text, code in (("POST /api/publish HTTP/1.1\n\n", "bad-request"),
