@@ -1,0 +1,273 @@
+"""The processor's inputs in a replicated log: NATS JetStream (issue 17), the I/O part.
+
+The processor core is deterministic: replaying its inputs reproduces its state. So its
+inputs are appended, in order, to one subject of one stream per shard, and a processor
+(restarted, or a standby taking over) rebuilds its state by reading them back. What the
+log must give, and how JetStream gives it:
+
+- **Order and no loss**: one subject, one writer; each append acknowledged once stored
+  (on a quorum of `replicas` nodes). Appends are pipelined (`publish_async`): never one
+  round trip per input.
+- **One writer (fencing)**: every append carries `Nats-Expected-Last-Subject-Sequence`,
+  the sequence the writer believes is last. The stream holds nothing else on that
+  subject, so a writer predicts it exactly (its previous append's, + 1). A takeover
+  appends its record at the last sequence *it* applied (`take_over`): from then on the
+  old writer's next append finds another last sequence and fails, whatever its state
+  (paused, partitioned): it is `Fenced` and must stop emitting at once.
+- **No doubles on a retry**: `Nats-Msg-Id` (writer ID and entry number) within the
+  stream's duplicate window.
+
+This module knows entries only as bytes; what they hold is the processor's business.
+`JetStreamLog` is asyncio (nats-py); the processor's loop is not, and reaches it through
+a thread (`LogThread`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import ssl
+import threading
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import nats
+from nats.aio.msg import Msg
+from nats.errors import NoServersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import api
+from nats.js.errors import NotFoundError
+
+WRONG_LAST_SEQUENCE = 10071  # JetStream's error code: the expected last sequence did not match
+DUPLICATE_WINDOW = 120.0  # seconds a Nats-Msg-Id is remembered by the stream
+READ_BATCH = 256  # entries fetched at once when reading back
+T = TypeVar("T")
+
+
+class LogUnavailable(Exception):
+    """The log cannot be reached, or did not acknowledge in time."""
+
+
+class Fenced(Exception):
+    """Another writer took over the log: this one must stop emitting at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """Where the log is: `urls` of the NATS servers, the stream and subject of one shard."""
+
+    urls: Sequence[str]
+    stream: str = "meshstream-0"
+    subject: str = "meshstream.0.in"
+    replicas: int = 1
+    timeout: float = 2.0  # seconds to connect, and for an acknowledgement
+    creds: str = ""  # a NATS credentials file (the user names it)
+    tls_ca: str = ""  # TLS to NATS: the CA file to trust (tls:// URLs)
+
+
+class JetStreamLog:
+    """One writer's (or reader's) view of a shard's log. `open` first."""
+
+    def __init__(self, config: LogConfig, writer: str) -> None:
+        self.config = config
+        self.writer = writer  # this process's name in Nats-Msg-Id (unique per start)
+        self.nc: nats.NATS | None = None
+        self.js: nats.js.JetStreamContext | None = None
+        self.last = 0  # the sequence this writer expects to be last once its appends are stored
+        self.appended = 0  # entries this writer has sent
+        self.inbox = ""
+        self.answers: dict[str, asyncio.Future[dict[str, object]]] = {}  # by entry, unanswered
+
+    async def open(self) -> int:
+        """Connect and make sure the stream exists; the sequence of the last entry (0: none)."""
+        c = self.config
+        tls = ssl.create_default_context(cafile=c.tls_ca) if c.tls_ca else None
+        try:
+            nc = await asyncio.wait_for(nats.connect(
+                list(c.urls), connect_timeout=c.timeout, max_reconnect_attempts=-1,
+                user_credentials=c.creds or None, tls=tls), c.timeout * 2)
+        except (NoServersError, OSError, TimeoutError, NatsTimeout) as exc:
+            raise LogUnavailable(f"no NATS server at {', '.join(c.urls)}: {exc}") from None
+        self.nc = nc
+        self.js = nc.jetstream(timeout=c.timeout)
+        # Appends are answered on an inbox of our own, matched by entry: nats-py's
+        # publish_async leaves an API error (the fence) unanswered until its timeout.
+        self.inbox = nc.new_inbox()
+        await nc.subscribe(self.inbox + ".*", cb=self._answered)
+        try:
+            info = await self.js.stream_info(c.stream)
+        except NotFoundError:
+            info = await self.js.add_stream(api.StreamConfig(
+                name=c.stream, subjects=[c.subject], storage=api.StorageType.FILE,
+                num_replicas=c.replicas, duplicate_window=DUPLICATE_WINDOW, allow_direct=True))
+        except (NatsTimeout, TimeoutError) as exc:
+            raise LogUnavailable(f"JetStream did not answer: {exc}") from None
+        self.last = info.state.last_seq
+        return self.last
+
+    def append(self, data: bytes) -> asyncio.Future[int]:
+        """Append one entry after everything this writer appended before: its sequence once
+        stored, or `Fenced`, or `LogUnavailable`. Pipelined: call again without awaiting
+        (the publishes leave in the order of the calls: each task's first step queues it)."""
+        assert self.nc is not None, "open() first"
+        expected = self.last
+        self.last += 1
+        self.appended += 1
+        token = str(self.appended)
+        answer: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        self.answers[token] = answer
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(expected),
+                   "Nats-Msg-Id": f"{self.writer}:{token}"}
+        sent = asyncio.ensure_future(self.nc.publish(self.config.subject, data,
+                                                     reply=f"{self.inbox}.{token}", headers=headers))
+        return asyncio.ensure_future(self._stored(token, sent, answer, expected + 1))
+
+    async def _answered(self, msg: Msg) -> None:
+        answer = self.answers.pop(msg.subject.rpartition(".")[2], None)
+        if answer is not None and not answer.done():
+            try:
+                answer.set_result(json.loads(msg.data))
+            except ValueError:
+                answer.set_result({"error": {"description": "not JSON"}})
+
+    async def _stored(self, token: str, sent: asyncio.Future[None],
+                      answer: asyncio.Future[dict[str, object]], predicted: int) -> int:
+        try:
+            await sent
+            ack = await asyncio.wait_for(answer, self.config.timeout)
+        except (NatsTimeout, TimeoutError, OSError, nats.errors.Error) as exc:
+            raise LogUnavailable(f"no acknowledgement: {exc!r}") from None
+        finally:
+            self.answers.pop(token, None)
+        error = ack.get("error")
+        if isinstance(error, dict):
+            if error.get("err_code") == WRONG_LAST_SEQUENCE:
+                raise Fenced(f"the log has another writer: {error.get('description')}")
+            raise LogUnavailable(f"JetStream refused an append: {error.get('description')}")
+        if ack.get("seq") != predicted:  # nothing else writes our subject: a foreign writer
+            raise Fenced(f"stored at {ack.get('seq')}, expected {predicted}")
+        return predicted
+
+    async def take_over(self, applied: int, record: bytes) -> int:
+        """Become the writer: append `record` right after `applied`, the last sequence this
+        process applied; `Fenced` if the log has more (read it, then try again)."""
+        self.last = applied
+        return await self.append(record)
+
+    async def read(self, start: int = 1) -> AsyncIterator[tuple[int, bytes]]:
+        """The entries from sequence `start` to the last one stored when called, in order."""
+        assert self.js is not None, "open() first"
+        info = await self.js.stream_info(self.config.stream)
+        end = info.state.last_seq
+        if start > end:
+            return
+        sub = await self.js.pull_subscribe(
+            self.config.subject, stream=self.config.stream, config=api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
+                ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0))
+        try:
+            seq = start - 1
+            while seq < end:
+                for msg in await sub.fetch(min(READ_BATCH, end - seq), timeout=self.config.timeout):
+                    seq = msg.metadata.sequence.stream
+                    yield seq, msg.data
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+            self.nc = None
+
+
+class LogThread:
+    """A JetStreamLog in a thread of its own, for a caller without an event loop (the
+    processor's): `append` queues an entry and returns its number at once (1, 2, 3…);
+    `stored_through()` is the highest number stored with every one before it, and raises
+    the first failure (`Fenced`, `LogUnavailable`): after one nothing more is appended.
+    `fileno()` becomes readable when that changes (for the caller's poller)."""
+
+    def __init__(self, config: LogConfig, writer: str) -> None:
+        self.log = JetStreamLog(config, writer)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="log", daemon=True)
+        self.lock = threading.Lock()
+        self.done: set[int] = set()  # stored, beyond `through`
+        self.through = 0
+        self.failure: Exception | None = None
+        self.sent = 0
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def fileno(self) -> int:
+        return self._r
+
+    def open(self) -> int:
+        """Connect (LogUnavailable if it cannot): the sequence of the last entry stored."""
+        self.thread.start()
+        return int(self._call(self.log.open()))
+
+    def read(self, start: int = 1) -> list[tuple[int, bytes]]:
+        async def all_of() -> list[tuple[int, bytes]]:
+            return [entry async for entry in self.log.read(start)]
+        return list(self._call(all_of()))  # type: ignore[call-overload]
+
+    def take_over(self, applied: int, record: bytes) -> int:
+        return int(self._call(self.log.take_over(applied, record)))
+
+    def append(self, data: bytes) -> int:
+        """Queue an entry; its number."""
+        self.sent += 1
+        number = self.sent
+        self.loop.call_soon_threadsafe(self._append, number, data)
+        return number
+
+    def _append(self, number: int, data: bytes) -> None:
+        if self.failure is not None:
+            return
+        self.log.append(data).add_done_callback(lambda f: self._done(number, f))
+
+    def _done(self, number: int, future: asyncio.Future[int]) -> None:
+        if future.cancelled():  # at close
+            return
+        error = future.exception()
+        if error is not None and not isinstance(error, Exception):
+            return
+        with self.lock:
+            if self.failure is None and error is not None:
+                self.failure = error
+            elif error is None:
+                self.done.add(number)
+                while self.through + 1 in self.done:
+                    self.through += 1
+                    self.done.discard(self.through)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._w, b"!")
+
+    def stored_through(self) -> int:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._r, 4096):
+                pass
+        with self.lock:
+            if self.failure is not None:
+                raise self.failure
+            return self.through
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            with contextlib.suppress(Exception):
+                self._call(self.log.close())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+        for fd in (self._r, self._w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _call(self, coro: Coroutine[object, object, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(self.log.config.timeout * 10)
