@@ -3,7 +3,7 @@
 The package holds what every process shares: the pure routing core
 (`core`), the client JSON protocol (`protocol`), the internal protobuf
 schema (`meshstream_pb2`, generated from `proto/`), configuration and
-endpoints (`config`), and the watcher SDK (`watcher`).
+endpoints (`config`), and the watcher SDK (`aio`).
 """
 
 import secrets

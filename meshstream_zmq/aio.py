@@ -12,19 +12,23 @@
 
     asyncio.run(bot.run())
 
-The same protocol as the blocking `meshstream_zmq.watcher.Watcher` (one DEALER, CURVE
-with the watcher's key, hello, heartbeats, failover to the other processor of a pair;
-docs/watchers.md) and the same frames (`meshstream_zmq.watcher_protocol`), in tasks:
+The Python SDK of the watcher protocol (one DEALER, CURVE with the watcher's key, hello,
+heartbeats, failover to the other processor of a pair; docs/watchers.md), the frames built
+and read by `meshstream_zmq.watcher_protocol`, in tasks:
 
 - a receiving task reads the socket and resolves command replies at once, so a handler
   awaiting a reply never waits behind other frames;
 - frames and events go to one queue per room (its *lane*): a room's are handled one at a
-  time, in order; rooms run concurrently. A lane holds at most `room_queue` items (1000):
+  time, in order; rooms run concurrently. A handler may name another lane for its frames
+  (`@bot.on(action, lane=fn)`: the lobby's requests all come in `mesh-global`, but only
+  those about the same room need to wait for each other). A lane holds at most
+  `room_queue` items (1000):
   a client frame past that is answered `rate-limited`, an event past it is dropped; both
   are counted (`meshstream_watcher_overflow`) and logged, at most every 5 s;
 - heartbeats come from a task of their own: a handler that awaits for ever stalls its
   room only (a handler that blocks the loop, e.g. with time.sleep, stalls everything:
   that is the caller's bug);
+- timers: `bot.call_later(seconds, fn, *args)` on the loop's clock, `bot.now()`;
 - `bot.rooms` is the set of rooms this watcher runs now (from the welcome's snapshot and
   the ROOM_CREATED / ROOM_DELETED events); the ones a `create_room(watcher=…)` gave it
   are listed in every hello, so they are taken again after a processor restart.
@@ -75,6 +79,7 @@ EVENT_PREFIX = b"event."
 ROOM_PREFIX = b"room."  # the outbound topic of a room's room-wide messages: b"room." + name
 
 Handler = Callable[[Any], Awaitable[Any] | Any]
+LaneOf = Callable[[Message], str]  # which lane a client frame waits in (default: its room)
 
 
 @dataclass(slots=True)
@@ -165,6 +170,7 @@ class AsyncWatcher:
         self.observe = observe or bool(observe_rooms)
         self.observe_rooms = list(observe_rooms)
         self.handlers: dict[str, Handler] = {}
+        self.lane_of: dict[str, LaneOf] = {}  # by action, as `handlers`
         self.event_handlers: dict[EventKind, list[Handler]] = {}
         self.room_message_handlers: list[Handler] = []
         self.welcome_handlers: list[Handler] = []
@@ -186,11 +192,17 @@ class AsyncWatcher:
 
     # ------------------------------------------------------------ registration
 
-    def on(self, action: str) -> Callable[[Handler], Handler]:
+    def on(self, action: str, *, lane: LaneOf | None = None) -> Callable[[Handler], Handler]:
         """Handle client frames with this action ("*": any action without its own handler).
-        A handler may be a coroutine function; it runs in the frame's room's lane."""
+        A handler may be a coroutine function; it runs in the frame's room's lane, or in
+        the one `lane(message)` names: frames with the same lane are handled one at a
+        time, in order (a lane that cannot be told, because `lane` raises, is the room)."""
         def register(fn: Handler) -> Handler:
             self.handlers[action] = fn
+            if lane is None:
+                self.lane_of.pop(action, None)
+            else:
+                self.lane_of[action] = lane
             return fn
         return register
 
@@ -246,8 +258,9 @@ class AsyncWatcher:
         return self.command(wp.send_clients(clients, action, body, sender=sender, target=target,
                                             is_target_client=is_target_client))
 
-    def error(self, msg: Message, code: ErrorCode, detail: str = "") -> CommandFuture[None]:
-        """Answer a client frame with an error frame (its id echoed)."""
+    def error(self, msg: Message, code: ErrorCode | CommandError, detail: str = "") -> CommandFuture[None]:
+        """Answer a client frame with an error frame (its id echoed); given a failed
+        command's `CommandError`, with its code if clients know it, else `watcher-error`."""
         return self.command(wp.error(msg, code, detail))
 
     def join(self, client: str, room: str, request_id: bytes = b"") -> CommandFuture[None]:
@@ -280,6 +293,31 @@ class AsyncWatcher:
     def client_rooms(self, client: str) -> CommandFuture[list[RoomState]]:
         """Fails with `unknown-client` when there is no such client."""
         return self.command(wp.client_rooms(client))
+
+    # ------------------------------------------------------------ timers
+
+    def now(self) -> float:
+        """The clock of `call_later` (the loop's, monotonic), in seconds."""
+        return asyncio.get_running_loop().time()
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> asyncio.TimerHandle:
+        """Call `fn(*args)` in `delay` seconds (`cancel()` the handle to stop it). It runs on
+        the loop, in no lane: between two awaits of any handler, so state it shares with
+        handlers is consistent as long as they change it between awaits. A coroutine
+        function runs in a task of its own; an exception is logged. After `close()` it
+        does nothing."""
+        return asyncio.get_running_loop().call_later(max(0.0, delay), self._timer, fn, args)
+
+    def _timer(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        if self.sock is None:
+            return  # closed meanwhile
+        if inspect.iscoroutinefunction(fn):
+            self._spawn(self._call(fn, *args))
+            return
+        try:  # now, not in a task: a timer cancelled once due must not run later
+            fn(*args)
+        except Exception:
+            log.exception("timer failed", extra={"fields": {"timer": getattr(fn, "__name__", "?")}})
 
     def _send(self, payload: bytes) -> bool:
         assert self.sock is not None
@@ -385,7 +423,7 @@ class AsyncWatcher:
             frames = await sock.recv_multipart()
             self.last_heard = time.monotonic()
             try:
-                self._dispatch(frames)
+                self.dispatch(frames)
             except Exception:  # a bug here must not stop the receiving
                 log.exception("dispatch failed")
 
@@ -460,7 +498,8 @@ class AsyncWatcher:
 
     # ------------------------------------------------------------ what comes in
 
-    def _dispatch(self, frames: list[bytes]) -> None:
+    def dispatch(self, frames: list[bytes]) -> None:
+        """One message from the processor (the receiving task's; tests feed it by hand)."""
         got = wp.decode(frames)
         if isinstance(got, pb.Reply):
             self._reply(got)
@@ -503,7 +542,7 @@ class AsyncWatcher:
                 self.rooms.add(item.room)
             elif item.kind is EventKind.ROOM_DELETED and not self.observe:
                 self.rooms.discard(item.room)
-        room = item.room or LOBBY  # the lobby's watcher gets the room-less client events
+        room = self._lane(item)
         lane = self.lanes.get(room)
         if lane is None:
             lane = self.lanes[room] = _Lane(deque())
@@ -513,6 +552,22 @@ class AsyncWatcher:
         lane.queue.append((self.acks.generation, item))
         if lane.task is None:
             lane.task = self._spawn(self._drain(room, lane))
+
+    def _lane(self, item: Message | Event | RoomMessage) -> str:
+        room = item.room or LOBBY  # the lobby's watcher gets the room-less client events
+        if not isinstance(item, Message):
+            return room
+        lane_of = self.lane_of.get(item.action if item.action in self.handlers else "*")
+        if lane_of is None:
+            return room
+        try:
+            return str(lane_of(item))
+        except Exception:  # a bug in the lane function (a body it did not expect): the room's
+            suppressed = self._throttle.due("lane", time.monotonic())
+            if suppressed is not None:  # a client can cause it at will: at most every 5 s
+                log.exception("lane failed", extra={"fields": {
+                    "action": obs.bounded(item.action, 80), "suppressed": suppressed}})
+            return room
 
     def _overflow(self, room: str, item: Message | Event | RoomMessage) -> None:
         kind = "message" if isinstance(item, Message) else "event"
@@ -552,10 +607,10 @@ class AsyncWatcher:
             self.error(msg, ErrorCode.WATCHER_ERROR)
         self.acks.done(msg.seq, generation)
 
-    async def _call(self, fn: Handler, arg: Any) -> Any:
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A handler's exception is logged, never fatal: one bad frame must not stop a room."""
         try:
-            result = fn(arg)
+            result = fn(*args)
             if inspect.isawaitable(result):
                 result = await result
             return result

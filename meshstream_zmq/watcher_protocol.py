@@ -1,10 +1,9 @@
 """The watcher's end of the watcher protocol (docs/watchers.md), without sockets.
 
-What both Python SDKs share: the values handlers see (`Message`, `Event`, `RoomState`),
-a command's failure (`CommandError`), what goes on the wire (`hello`, `heartbeat`,
-`goodbye`, `command` and one `Op` per command), and what comes off it (`decode`).
-`meshstream_zmq.watcher` (a blocking loop with callbacks) and `meshstream_zmq.aio`
-(asyncio) are the two adapters around it; a bug in the frame layout is fixed here once.
+The values handlers see (`Message`, `Event`, `RoomState`), a command's failure
+(`CommandError`), what goes on the wire (`hello`, `heartbeat`, `goodbye`, `command` and one
+`Op` per command), and what comes off it (`decode`), apart from the sockets and tasks of
+the SDK around it (`meshstream_zmq.aio`): the frame layout can be tested without either.
 """
 
 from __future__ import annotations
@@ -184,8 +183,15 @@ def send_clients(clients: Iterable[str], action: str, body: Mapping[str, Any] | 
         _no_value)
 
 
-def error(msg: Message, code: ErrorCode, detail: str = "") -> Op[None]:
-    """An error frame answering a client frame (its id echoed)."""
+_CLIENT_CODES = {code.value: code for code in ErrorCode}
+
+
+def error(msg: Message, code: ErrorCode | CommandError, detail: str = "") -> Op[None]:
+    """An error frame answering a client frame (its id echoed). For a failed command, the
+    processor's code when it is one clients know (`already-member`, `watcher-unavailable`,
+    …), else `watcher-error` (e.g. `timeout`: the processor did not answer)."""
+    if isinstance(code, CommandError):
+        code = _CLIENT_CODES.get(code.code, ErrorCode.WATCHER_ERROR)
     body = {"code": code.value, "message": detail or code.message, "action": msg.action}
     frame = pb.ClientMessage(action="error", target=msg.room, body=protocol.encode_body(body),
                              request_id=msg.request_id)

@@ -11,7 +11,6 @@ from typing import Protocol
 
 from meshstream_zmq import observability as obs
 from meshstream_zmq.config import Config
-from meshstream_zmq.watcher import Watcher
 
 # name -> "module:function" building the watcher from a Config
 BUNDLED: dict[str, str] = {
@@ -26,7 +25,7 @@ log = logging.getLogger("meshstream.watchers")
 
 
 class AsyncService(Protocol):
-    """A watcher on the asyncio SDK (meshstream_zmq/aio.py), or a service around one."""
+    """A watcher (meshstream_zmq/aio.py's `AsyncWatcher`), or a service around one."""
 
     async def run(self) -> None: ...
 
@@ -39,9 +38,9 @@ def bundled(config: Config) -> list[str]:
     return list(DEFAULT) + (["webhooks"] if config.webhook_url else [])
 
 
-def load(name: str) -> Callable[[Config], Watcher | AsyncService]:
+def load(name: str) -> Callable[[Config], AsyncService]:
     module, _, func = BUNDLED[name].partition(":")
-    build: Callable[[Config], Watcher | AsyncService] = getattr(importlib.import_module(module), func)
+    build: Callable[[Config], AsyncService] = getattr(importlib.import_module(module), func)
     return build
 
 
@@ -57,11 +56,5 @@ def run_watcher(name: str, config: Config) -> int:
         raise SystemExit(f"unknown watcher {name!r}; known: {', '.join(BUNDLED)}")
     obs.setup(f"watcher {name}", config.log_level)
     obs.serve_metrics(config.metrics_port)
-    watcher = load(name)(config)
-    if isinstance(watcher, Watcher):
-        signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
-        signal.signal(signal.SIGINT, lambda *_: watcher.stop())
-        watcher.run()
-    else:
-        asyncio.run(_serve(watcher))
+    asyncio.run(_serve(load(name)(config)))
     return 0

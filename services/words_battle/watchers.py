@@ -7,23 +7,22 @@ processor events and client frames into `Game` calls and carries out the effects
 (sends, removals, timers). What they tell each other is the rooms' settings,
 `GameRoomSettings`. Either can be SIGKILLed without disturbing the other.
 
-Neither ever waits for the processor: a query's answer comes to a callback (see
-meshstream_zmq.watcher), and whatever must happen after it is done there.
+Both are handlers on the asyncio SDK (meshstream_zmq.aio): a handler awaits the
+processor's answers while the SDK serves other lanes (other game rooms; for the lobby,
+requests about other rooms) and holds the rest of its own lane until it returns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import deque
-from collections.abc import Callable
-from typing import Any
 
 from meshstream_zmq import LOBBY
+from meshstream_zmq.aio import AsyncWatcher, CommandError, Event, Message, RoomState
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind, valid_room_name
 from meshstream_zmq.errors import ErrorCode
 from meshstream_zmq.observability import bounded
-from meshstream_zmq.watcher import CommandFuture, Event, Message, RoomState, Timer, Watcher
 from services.words_battle.dictionary import word_set
 from services.words_battle.game import (
     BOT,
@@ -41,17 +40,19 @@ from services.words_battle.room_settings import GameRoomSettings
 
 log = logging.getLogger("meshstream.words_battle")
 
-_CLIENT_CODES = {code.value: code for code in ErrorCode}
-
 LOBBY_WATCHER = "words-battle-lobby"
 GAMES_WATCHER = "words-battle-games"
+RANDOM_LANE = "random-match"  # every join-random-room's lane (never a game room's name: a hyphen)
 
 
-def _room_or_none(answer: CommandFuture[RoomState]) -> RoomState | None:
-    """A `query_room` answer: the room, or None when there is none (other errors raise)."""
-    if answer.error is not None and answer.error.code == ErrorCode.UNKNOWN_ROOM.value:
-        return None
-    return answer.result()
+async def _room_or_none(bot: AsyncWatcher, room: str) -> RoomState | None:
+    """The processor's state of `room`, or None when there is none (other errors raise)."""
+    try:
+        return await bot.query_room(room)
+    except CommandError as exc:
+        if exc.code == ErrorCode.UNKNOWN_ROOM.value:
+            return None
+        raise
 
 
 def _started(state: RoomState) -> bool:
@@ -59,33 +60,47 @@ def _started(state: RoomState) -> bool:
     return settings is not None and settings.started
 
 
+def requested_room(msg: Message) -> str:
+    """A lobby `join-room`'s lane: the room it asks for. Two requests for one room are
+    served in order (the second finds the room the first made); others concurrently."""
+    room = msg.body.get("roomname")
+    return room[:64] if isinstance(room, str) else msg.room
+
+
 class LobbyWatcher:
     """The watcher of `mesh-global`: where `join-room` and `join-random-room` go.
 
     A `Lobby` decides; this carries the decision out with the processor (is the
-    room there, create it, join the client). Each request takes a few round trips
-    and the `Lobby`'s view must not change in between, so requests are served one
-    at a time, in order: the others wait in `queue` (the loop keeps running).
+    room there, create it, join the client), a few round trips during which other
+    requests are served: those for other friend rooms concurrently, those for the
+    same room after it (a lane per requested room, `requested_room`), and random
+    matches one at a time (they share one pending room: `RANDOM_LANE`). Each `Lobby`
+    decision is made and recorded with no await in between: concurrent requests never
+    see a half-made one.
+    A request that fails (e.g. a query with no answer) is answered `watcher-error`
+    by the SDK.
     """
 
     def __init__(self, config: Config) -> None:
-        self.bot = Watcher(LOBBY_WATCHER, rooms=[LOBBY], config=config)
+        self.bot = AsyncWatcher(LOBBY_WATCHER, rooms=[LOBBY], config=config)
         self.lobby = Lobby()
-        self.queue: deque[Message] = deque()
-        self.current: Message | None = None  # the request being served
-        self._serving = False
-        self.bot.on("join-room")(self.join_room)
-        self.bot.on("join-random-room")(self.join_random_room)
+        self.bot.on("join-room", lane=requested_room)(self.join_room)
+        self.bot.on("join-random-room", lane=lambda msg: RANDOM_LANE)(self.join_random_room)
         self.bot.on("leave-room")(self.leave_room)
         self.bot.on("*")(self.readonly)
 
     # ------------------------------------------------------------ handlers
 
-    def join_room(self, msg: Message) -> None:
+    async def join_room(self, msg: Message) -> None:
         if "playerlimit" not in msg.body and "setplayername" not in msg.body:
-            self._plain_join(msg)  # not the Words Battle client: gomeshstream's lobby join
-            return
-        self._enqueue(msg)
+            await self._plain_join(msg)  # not the Words Battle client: gomeshstream's lobby join
+        else:
+            await self._friend(msg)
+
+    async def join_random_room(self, msg: Message) -> None:
+        if self.lobby.pending_random_room is None:
+            await self._reoffer(msg)
+        await self._match(msg)
 
     def leave_room(self, msg: Message) -> None:
         """As the unclaimed lobby (docs/protocol.md): nobody leaves it."""
@@ -95,189 +110,112 @@ class LobbyWatcher:
         """Any other action to the lobby: as the unclaimed lobby, `lobby-readonly`."""
         self.bot.error(msg, ErrorCode.LOBBY_READONLY)
 
-    def _plain_join(self, msg: Message) -> None:
+    async def _plain_join(self, msg: Message) -> None:
         """`{"action":"join-room","target":"mesh-global","message_body":{"roomname":R}}`
         answered as the unclaimed lobby answers it (docs/protocol.md): `already-member` for
         no room or the lobby itself, `bad-room-name` for a name that is not one, else the
         client joins R with the built-in notices (the processor has already applied the join
         policies: private rooms, rooms per client). A refused join is an `error` with the
-        frame's id, never silence."""
+        frame's id, never silence: the processor's own code (already-member,
+        watcher-unavailable, …), or watcher-error for one clients do not know (timeout)."""
         room = msg.body.get("roomname")
         if room is None or room == LOBBY:
             self.bot.error(msg, ErrorCode.ALREADY_MEMBER)
         elif not valid_room_name(room):
             self.bot.error(msg, ErrorCode.BAD_ROOM_NAME)
         else:
-            self.bot.join(msg.client, room, msg.request_id).add_done_callback(
-                lambda joined: self._plain_joined(joined, msg))
-
-    def _plain_joined(self, joined: CommandFuture[None], msg: Message) -> None:
-        error = joined.error
-        if error is None:
-            return
-        # The processor's own code (already-member, watcher-unavailable, …), or watcher-error
-        # for one that is not a client code (e.g. `timeout`: the processor did not answer).
-        self.bot.error(msg, _CLIENT_CODES.get(error.code, ErrorCode.WATCHER_ERROR))
-
-    def join_random_room(self, msg: Message) -> None:
-        self._enqueue(msg)
-
-    # ------------------------------------------------------------ one request at a time
-
-    def _enqueue(self, msg: Message) -> None:
-        self.queue.append(msg)
-        self._serve()
-
-    def _serve(self) -> None:
-        if self._serving:
-            return  # the loop below, further up the stack, takes the next one
-        self._serving = True
-        try:
-            while self.current is None and self.queue:
-                msg = self.current = self.queue.popleft()
-                self._step(msg, self._friend if msg.action == "join-room" else self._random, msg)
-        finally:
-            self._serving = False
-
-    def _done(self, msg: Message) -> None:
-        """`msg` is served: on to the next request."""
-        if self.current is msg:
-            self.current = None
-            self._serve()
-
-    def _step(self, msg: Message, fn: Callable[..., None], *args: Any) -> None:
-        """Run one step of serving `msg`; if it fails, the client is told and `msg` is done."""
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("lobby request failed", extra={"fields": {
-                "action": bounded(msg.action), "client": bounded(msg.client)}})
-            if self.current is msg:
-                self.bot.error(msg, ErrorCode.WATCHER_ERROR)
-                self._done(msg)
-
-    def _then(self, answer: CommandFuture[Any], msg: Message, fn: Callable[..., None],
-              *args: Any) -> None:
-        """Go on with `fn(answer, msg, *args)` once the processor has answered."""
-        answer.add_done_callback(lambda done: self._step(msg, fn, done, msg, *args))
+            try:
+                await self.bot.join(msg.client, room, msg.request_id)
+            except CommandError as exc:
+                self.bot.error(msg, exc)
 
     def _fail(self, msg: Message, room: str, reason: str) -> None:
         self.bot.send_clients([msg.client], "fail-join-room-notify", {"message": reason},
                               sender=BOT, target=room or msg.room)
 
+    def _refuse(self, msg: Message, error: LobbyError) -> None:
+        self._fail(msg, str(msg.body.get("roomname", "")), error.message)
+
     # ------------------------------------------------------------ friend rooms
 
-    def _friend(self, msg: Message) -> None:
+    async def _friend(self, msg: Message) -> None:
         decision = self.lobby.join_friend(msg.client, msg.body)
         if isinstance(decision, LobbyError):
-            self._fail(msg, str(msg.body.get("roomname", "")), decision.message)
-            return self._done(msg)
-        self._then(self.bot.query_room(decision.room), msg, self._friend_room, decision)
-
-    def _friend_room(self, answer: CommandFuture[RoomState], msg: Message,
-                     decision: JoinDecision) -> None:
-        state = _room_or_none(answer)
+            return self._refuse(msg, decision)
+        state = await _room_or_none(self.bot, decision.room)
         if state is None and not decision.new_room:
             self.lobby.room_closed(decision.room)  # its game ended: the name is free again
-            again = self.lobby.join_friend(msg.client, msg.body)
-            assert isinstance(again, JoinDecision)  # the body was valid a moment ago
-            decision = again
-        self._open(msg, decision, state)
+            decision = self.lobby.join_friend(msg.client, msg.body)  # a new room: checked again
+            if isinstance(decision, LobbyError):
+                return self._refuse(msg, decision)
+        await self._open(msg, decision, state)
 
     # ------------------------------------------------------------ random rooms
 
-    def _random(self, msg: Message) -> None:
-        if self.lobby.pending_random_room is None:
-            self._reoffer(msg, self.lobby.unconfirmed_random_rooms)
-        else:
-            self._match(msg)
-
-    def _reoffer(self, msg: Message, rooms: list[str]) -> None:
+    async def _reoffer(self, msg: Message) -> None:
         """Nothing pending: a filled random room whose second player left before the game
         started has space again (the games watcher keeps it waiting for a player). Ask
-        about each, oldest first, then match."""
-        if not rooms:
-            return self._match(msg)
-        self._then(self.bot.query_room(rooms[0]), msg, self._reoffer_answer, rooms)
+        about each, oldest first, until one is pending again."""
+        for room in self.lobby.unconfirmed_random_rooms:
+            state = await _room_or_none(self.bot, room)
+            if state is None:
+                self.lobby.room_closed(room)
+            elif _started(state):
+                self.lobby.random_room_started(room)
+            elif len(state.members) == 1 and msg.client not in state.members:
+                self.lobby.random_room_has_space(room, waiting=state.members[0])
+                return
 
-    def _reoffer_answer(self, answer: CommandFuture[RoomState], msg: Message,
-                        rooms: list[str]) -> None:
-        room, state = rooms[0], _room_or_none(answer)
-        if state is None:
-            self.lobby.room_closed(room)
-        elif _started(state):
-            self.lobby.random_room_started(room)
-        elif len(state.members) == 1 and msg.client not in state.members:
-            self.lobby.random_room_has_space(room, waiting=state.members[0])
-            return self._match(msg)
-        self._reoffer(msg, rooms[1:])
-
-    def _match(self, msg: Message) -> None:
-        decision = self.lobby.join_random(msg.client, msg.body)
-        if isinstance(decision, LobbyError):
-            self._fail(msg, str(msg.body.get("roomname", "")), decision.message)
-            return self._done(msg)
-        self._then(self.bot.query_room(decision.room), msg, self._random_room, decision)
-
-    def _random_room(self, answer: CommandFuture[RoomState], msg: Message,
-                     decision: JoinDecision) -> None:
-        state = _room_or_none(answer)
-        if not decision.new_room and (state is None or _started(state) or len(state.members) >= 2):
+    async def _match(self, msg: Message) -> None:
+        while True:  # at most twice: a room gone or full meanwhile is closed, then a new one opens
+            decision = self.lobby.join_random(msg.client, msg.body)
+            if isinstance(decision, LobbyError):
+                return self._refuse(msg, decision)
+            state = await _room_or_none(self.bot, decision.room)
+            if decision.new_room or not (state is None or _started(state) or len(state.members) >= 2):
+                return await self._open(msg, decision, state)
             self.lobby.room_closed(decision.room)  # gone or full meanwhile: open a fresh one
-            self._match(msg)
-            return
-        self._open(msg, decision, state)
 
     # ------------------------------------------------------------ both
 
-    def _open(self, msg: Message, decision: JoinDecision, state: RoomState | None) -> None:
+    async def _open(self, msg: Message, decision: JoinDecision, state: RoomState | None) -> None:
         """Make sure the decided room exists as a Words Battle room (`state` is what the
-        processor said of it), then join the client to it."""
+        processor said of it), then join the client to it (or tell it why not, e.g. the
+        games watcher is down)."""
         room = decision.room
         if state is None:
             settings = GameRoomSettings(random_room=decision.random_room,
                                         player_limit=decision.player_limit)
-            created = self.bot.create_room(room, watcher=GAMES_WATCHER,
-                                           settings=settings.to_settings())
-            return self._then(created, msg, self._created, room)
-        if GameRoomSettings.from_settings(state.settings) is None:
-            self._fail(msg, room, f"{room} is already in use; pick another name")
-            return self._done(msg)
-        self._enter(msg, room)
-
-    def _created(self, answer: CommandFuture[None], msg: Message, room: str) -> None:
-        if answer.error is not None:
-            self._fail(msg, room, f"cannot open {room}: {answer.error.message}")
-            return self._done(msg)
-        self._enter(msg, room)
-
-    def _enter(self, msg: Message, room: str) -> None:
-        self._then(self.bot.join(msg.client, room), msg, self._entered, room)
-
-    def _entered(self, answer: CommandFuture[None], msg: Message, room: str) -> None:
-        """Joined, or the client is told why not (e.g. the games watcher is down)."""
-        if answer.error is not None:
-            self._fail(msg, room, f"cannot join {room} now: {answer.error.message}")
-        self._done(msg)
+            try:
+                await self.bot.create_room(room, watcher=GAMES_WATCHER, settings=settings.to_settings())
+            except CommandError as exc:
+                return self._fail(msg, room, f"cannot open {room}: {exc.message}")
+        elif GameRoomSettings.from_settings(state.settings) is None:
+            return self._fail(msg, room, f"{room} is already in use; pick another name")
+        try:
+            await self.bot.join(msg.client, room)
+        except CommandError as exc:
+            self._fail(msg, room, f"cannot join {room} now: {exc.message}")
 
 
 class GamesWatcher:
     """The watcher of the game rooms: one `Game` per room, in `games`.
 
     A room's `Game` is made when the room is created (`ROOM_CREATED`), from the
-    settings the lobby gave it, which takes a query: what comes for the room
-    meanwhile waits in `loading` and is handled, in order, once the answer is in.
+    settings the lobby gave it, which takes a query: the room's lane holds what comes
+    for it meanwhile, handled in order once the game is there. Everything else is
+    synchronous: a `Game` changes only in handlers and timers that do not await.
     """
 
     def __init__(self, config: Config) -> None:
-        self.bot = Watcher(GAMES_WATCHER, config=config)
+        self.bot = AsyncWatcher(GAMES_WATCHER, config=config)
         self.words = word_set()
         self.timing = Timing(scale=config.time_scale)
         self.games: dict[str, Game] = {}
-        self.loading: dict[str, list[Message | Event]] = {}
-        self.timers: dict[tuple[str, int], Timer] = {}
+        self.timers: dict[tuple[str, int], asyncio.TimerHandle] = {}
         self.started: set[str] = set()  # rooms whose "started" setting is set (the lobby reads it)
         self.bot.on_event(EventKind.ROOM_CREATED)(self.created)
+        self.bot.on_event(EventKind.ROOM_DELETED)(self.deleted)
         self.bot.on_event(EventKind.CLIENT_JOINED_ROOM)(self.joined)
         self.bot.on_event(EventKind.CLIENT_LEFT_ROOM)(self.left)
         # A player whose connection dropped keeps its seat (CLIENT_AWAY needs nothing: its
@@ -288,18 +226,39 @@ class GamesWatcher:
 
     # ------------------------------------------------------------ handlers
 
-    def created(self, ev: Event) -> None:
+    async def created(self, ev: Event) -> None:
         room = ev.room
-        if room in self.games or room in self.loading:
+        if room in self.games:
             return  # the processor restarted and the gateways made the room again: same game
-        self.loading[room] = []
-        self.bot.query_room(room).add_done_callback(lambda answer: self._loaded(room, answer))
+        try:
+            state = await _room_or_none(self.bot, room)
+        except CommandError:
+            log.exception("cannot read a new room's settings", extra={"fields": {"room": bounded(room)}})
+            state = None
+        settings = GameRoomSettings.from_settings(state.settings) if state is not None else None
+        if settings is not None and room in self.bot.rooms:  # (not deleted meanwhile)
+            self.games[room] = Game(room, random_room=settings.random_room, words=self.words,
+                                    timing=self.timing, player_limit=settings.player_limit)
+
+    def deleted(self, ev: Event) -> None:
+        """The room is gone (our `close`, or the end of a game after a restart): so is its game."""
+        self._forget(ev.room)
 
     def joined(self, ev: Event) -> None:
-        self._handle(ev.room, ev)
+        game = self.games.get(ev.room)
+        if game is not None:
+            self.apply(ev.room, game.join(ev.client, self.bot.now()))
 
     def left(self, ev: Event) -> None:
-        self._handle(ev.room, ev)
+        game = self.games.get(ev.room)
+        if game is None:
+            return
+        if ev.client in game.players:  # it is out of the room already: no Kick to carry out
+            effects = game.leave(ev.client, self.bot.now())
+            self.apply(ev.room, [e for e in effects
+                                 if not (isinstance(e, Kick) and e.client == ev.client)])
+        if not game.players:
+            self.close(ev.room)
 
     def back(self, ev: Event) -> None:
         """A player resumed its session: its page gets the game's current state (`Game.rejoin`),
@@ -307,64 +266,12 @@ class GamesWatcher:
         room, or none: then every game the client plays in."""
         rooms = [ev.room] if ev.room else [r for r, g in self.games.items() if ev.client in g.players]
         for room in rooms:
-            self._handle(room, ev)
+            game = self.games.get(room)
+            if game is not None:
+                self.apply(room, game.rejoin(ev.client, self.bot.now()))
 
     def frame(self, msg: Message) -> None:
-        self._handle(msg.room, msg)
-
-    def welcome(self, rooms: list[RoomState]) -> None:
-        """After a restart the games' state is gone: end those games cleanly."""
-        for state in rooms:
-            if state.name in self.games:
-                continue
-            self.loading.pop(state.name, None)
-            if state.members:
-                self.bot.send_room(state.name, "room-bot-end-game",
-                                   {"message": "The game server restarted; this game was stopped.",
-                                    "client_list": [], "word_list": []}, sender=BOT)
-            self.bot.delete_room(state.name)
-
-    # ------------------------------------------------------------ rooms
-
-    def _loaded(self, room: str, answer: CommandFuture[RoomState]) -> None:
-        waiting = self.loading.pop(room, None)
-        if waiting is None:
-            return  # given up meanwhile (see welcome)
-        try:
-            state = _room_or_none(answer)
-        except Exception:
-            log.exception("cannot read a new room's settings", extra={"fields": {"room": bounded(room)}})
-            state = None
-        settings = GameRoomSettings.from_settings(state.settings) if state is not None else None
-        if settings is not None:
-            self.games[room] = Game(room, random_room=settings.random_room, words=self.words,
-                                    timing=self.timing, player_limit=settings.player_limit)
-            self.bot.assigned = sorted(self.games)  # taken again in any later hello
-        for item in waiting:
-            try:
-                self._handle(room, item)
-            except Exception:  # as the SDK does for a handler that raises
-                log.exception("handler failed", extra={"fields": {"room": bounded(room)}})
-                if isinstance(item, Message):
-                    self.bot.error(item, ErrorCode.WATCHER_ERROR)
-
-    def _handle(self, room: str, item: Message | Event) -> None:
-        if room in self.loading:
-            self.loading[room].append(item)
-            return
-        game = self.games.get(room)
-        if isinstance(item, Message):
-            self._frame(item, game)
-        elif game is None:
-            return
-        elif item.kind is EventKind.CLIENT_JOINED_ROOM:
-            self.apply(room, game.join(item.client, self.bot.now()))
-        elif item.kind is EventKind.CLIENT_BACK:
-            self.apply(room, game.rejoin(item.client, self.bot.now()))
-        elif item.kind is EventKind.CLIENT_LEFT_ROOM:
-            self._left(item, game)
-
-    def _frame(self, msg: Message, game: Game | None) -> None:
+        game = self.games.get(msg.room)
         if game is None:
             self.bot.error(msg, ErrorCode.UNKNOWN_ROOM)
             return
@@ -373,16 +280,21 @@ class GamesWatcher:
         if msg.action == "leave-room" and Kick(msg.client) not in effects:
             self.bot.remove(msg.client, msg.room)  # not a player (e.g. refused): still leaves the room
 
-    def _left(self, ev: Event, game: Game) -> None:
-        if ev.client in game.players:  # it is out of the room already: no Kick to carry out
-            effects = game.leave(ev.client, self.bot.now())
-            self.apply(ev.room, [e for e in effects
-                                 if not (isinstance(e, Kick) and e.client == ev.client)])
-        if not game.players:
-            self.close(ev.room)
+    def welcome(self, rooms: list[RoomState]) -> None:
+        """After a restart the games' state is gone: end those games cleanly."""
+        for state in rooms:
+            if state.name in self.games:
+                continue
+            if state.members:
+                self.bot.send_room(state.name, "room-bot-end-game",
+                                   {"message": "The game server restarted; this game was stopped.",
+                                    "client_list": [], "word_list": []}, sender=BOT)
+            self.bot.delete_room(state.name)
+
+    # ------------------------------------------------------------ effects
 
     def apply(self, room: str, effects: list[Effect]) -> None:
-        """Carry out a game's effects."""
+        """Carry out a game's effects (sent at once; a failure goes to the SDK's log)."""
         for effect in effects:
             if isinstance(effect, Send):
                 target = effect.target or room
@@ -417,20 +329,22 @@ class GamesWatcher:
             self.apply(room, game.on_timer(token, self.bot.now()))
 
     def close(self, room: str) -> None:
-        """Forget the room's game (cancelling its timers) and delete the room."""
+        """Forget the room's game and delete the room."""
+        self._forget(room)
+        self.bot.delete_room(room)
+
+    def _forget(self, room: str) -> None:
         self.games.pop(room, None)
-        self.bot.assigned = sorted(self.games)
         self.started.discard(room)
         for key in [k for k in self.timers if k[0] == room]:
             self.timers.pop(key).cancel()
-        self.bot.delete_room(room)
 
 
-def build_lobby(config: Config) -> Watcher:
+def build_lobby(config: Config) -> AsyncWatcher:
     """`meshstream watcher words-battle-lobby` (see services/watchers.py)."""
     return LobbyWatcher(config).bot
 
 
-def build_games(config: Config) -> Watcher:
+def build_games(config: Config) -> AsyncWatcher:
     """`meshstream watcher words-battle-games` (see services/watchers.py)."""
     return GamesWatcher(config).bot

@@ -9,7 +9,6 @@ is claimed, as under `make run`), JWT on, --direct-messages shared-room and
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import Any
 import jwt
 import pytest
 
+from meshstream_zmq.aio import AsyncWatcher, Event, Message
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind
-from meshstream_zmq.watcher import Event, Message, Watcher
 from tests.conftest import Client, Cluster, clients_on
 from tests.integration.support import DEADLINE, join, module_cluster, sync, uid, wait_for
 
@@ -141,30 +140,27 @@ async def test_the_lobby_form_through_the_claimed_lobby_needs_the_pass_too(
 
 async def test_watchers_see_the_user_with_frames_and_events(secure_cluster: Cluster,
                                                             user: Callable[..., Any]) -> None:
-    bot = Watcher("vault", prefixes=["private-vault-"],
-                  config=Config(run_dir=secure_cluster.run_dir, port=secure_cluster.port))
+    bot = AsyncWatcher("vault", prefixes=["private-vault-"],
+                       config=Config(run_dir=secure_cluster.run_dir, port=secure_cluster.port))
 
     @bot.on("join-room")
-    def let_in(msg: Message) -> None:  # the watcher decides: users named "ann" only
+    async def let_in(msg: Message) -> None:  # the watcher decides: users named "ann" only
         if msg.user == "ann":
-            bot.join(msg.client, msg.room)
+            await bot.join(msg.client, msg.room)
         else:
-            bot.send_clients([msg.client], "refused", {"user": msg.user})
+            await bot.send_clients([msg.client], "refused", {"user": msg.user})
 
     @bot.on("whoami")
-    def whoami(msg: Message) -> None:
-        bot.send_clients([msg.client], "you-are", {"user": msg.user})
+    async def whoami(msg: Message) -> None:
+        await bot.send_clients([msg.client], "you-are", {"user": msg.user})
 
     @bot.on_event(EventKind.CLIENT_JOINED_ROOM)
-    def joined(ev: Event) -> None:
-        bot.send_room(ev.room, "joined-as", {"client": ev.client, "user": ev.user})
+    async def joined(ev: Event) -> None:
+        await bot.send_room(ev.room, "joined-as", {"client": ev.client, "user": ev.user})
 
-    ready = threading.Event()
-    bot.on_welcome(lambda rooms: ready.set())
-    thread = threading.Thread(target=bot.run, daemon=True)
-    thread.start()
+    await bot.start()
     try:
-        assert ready.wait(DEADLINE), "watcher never welcomed"
+        await bot.wait_welcomed(DEADLINE)
         ann, bob = await user("ann"), await user("bob")
         room = uid("private-vault")
         await bob.send({"action": "join-room", "target": room})  # no pass: the watcher decides
@@ -174,8 +170,7 @@ async def test_watchers_see_the_user_with_frames_and_events(secure_cluster: Clus
         await ann.send({"action": "whoami", "target": room})
         assert (await ann.expect("you-are"))["message_body"] == {"user": "ann"}
     finally:
-        bot.stop()
-        thread.join(5)
+        await bot.close()
 
 
 # ------------------------------------------------------------------ enumeration

@@ -1,53 +1,52 @@
-"""The Python watcher SDK against a real processor (watcher in a thread of the test)."""
+"""The Python watcher SDK (meshstream_zmq/aio.py) against a real processor, in the test's
+loop: handlers, commands and errors, timers, claims, the goodbye, away and back. (Lanes,
+a stalled room, a full lane and a silent processor: test_aio_watcher.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import os
-import signal
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import websockets
 
+from meshstream_zmq import meshstream_pb2 as pb
+from meshstream_zmq.aio import AsyncWatcher, CommandError, Event, Message, RoomState
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind
 from meshstream_zmq.errors import ErrorCode
-from meshstream_zmq.watcher import CommandFuture, Event, Message, RoomState, Watcher
 from tests.conftest import Client, Cluster
 from tests.integration.support import wait_for
 
 
-def start(bot: Watcher) -> threading.Thread:
-    ready = threading.Event()
-    bot.on_welcome(lambda rooms: ready.set())
-    thread = threading.Thread(target=bot.run, daemon=True)
-    thread.start()
-    assert ready.wait(15), "watcher never welcomed"
-    return thread
+@contextlib.asynccontextmanager
+async def serving(bot: AsyncWatcher) -> AsyncIterator[AsyncWatcher]:
+    await bot.start()
+    try:
+        await bot.wait_welcomed(15)
+        yield bot
+    finally:
+        await bot.close()
 
 
 async def test_handlers_commands_and_errors(cluster: Cluster, connect) -> None:
     config = Config(run_dir=cluster.run_dir, port=cluster.port)
-    bot = Watcher("sdk-test", prefixes=["sdk-"], config=config)
+    bot = AsyncWatcher("sdk-test", prefixes=["sdk-"], config=config)
     seen: list[Event] = []
 
     @bot.on("join-room")
-    def join(msg: Message) -> None:
-        bot.join(msg.client, msg.room)
+    async def join(msg: Message) -> None:
+        await bot.join(msg.client, msg.room)
 
     @bot.on_event(EventKind.CLIENT_JOINED_ROOM)
-    def joined(ev: Event) -> None:
+    async def joined(ev: Event) -> None:
         seen.append(ev)
-
-        def welcome(rooms: CommandFuture[list[RoomState]]) -> None:
-            bot.send_room(ev.room, "welcome", {"rooms": [r.name for r in rooms.result()]},
-                          sender="sdk-bot")
-        bot.client_rooms(ev.client).add_done_callback(welcome)
+        rooms: list[RoomState] = await bot.client_rooms(ev.client)
+        await bot.send_room(ev.room, "welcome", {"rooms": [r.name for r in rooms]}, sender="sdk-bot")
 
     @bot.on("boom")
-    def boom(msg: Message) -> None:
+    def boom(msg: Message) -> None:  # a plain function is a handler too
         raise RuntimeError("handler bug")
 
     @bot.on("later")
@@ -58,14 +57,13 @@ async def test_handlers_commands_and_errors(cluster: Cluster, connect) -> None:
         assert fired is not cancelled
 
     @bot.on("ask")
-    def ask(msg: Message) -> None:
-        def answer(room: CommandFuture[RoomState]) -> None:  # an error reply comes here too
-            assert room.error is not None
-            bot.send_clients([msg.client], "answer", {"code": room.error.code})
-        bot.query_room("no-such-room").add_done_callback(answer)
+    async def ask(msg: Message) -> None:
+        try:
+            await bot.query_room("no-such-room")
+        except CommandError as exc:  # an error reply raises where it is awaited
+            await bot.send_clients([msg.client], "answer", {"code": exc.code})
 
-    thread = start(bot)
-    try:
+    async with serving(bot):
         a: Client = await connect()
         await a.send({"action": "join-room", "target": "sdk-1"})
         welcome = await a.expect("welcome", target="sdk-1")
@@ -89,58 +87,55 @@ async def test_handlers_commands_and_errors(cluster: Cluster, connect) -> None:
         await a.send({"action": "ask", "target": "sdk-1"})
         answer = await a.expect("answer")
         assert answer["message_body"]["code"] == ErrorCode.UNKNOWN_ROOM.value
-    finally:
-        bot.stop()
-        thread.join(5)
 
 
-def test_claim_conflict_is_refused(cluster: Cluster) -> None:
+async def test_claim_conflict_is_refused(cluster: Cluster) -> None:
     config = Config(run_dir=cluster.run_dir, port=cluster.port)
-    first = Watcher("first", prefixes=["x-"], config=config)
-    thread = start(first)
-    second = Watcher("second", prefixes=["x-"], config=config)
-    second.connect()
-    try:
-        deadline = time.monotonic() + 10
-        assert second.sock is not None
-        while time.monotonic() < deadline and second.sock.poll(100) == 0:
-            pass
-        reply = second.sock.recv_multipart()
-        from meshstream_zmq import meshstream_pb2 as pb
+    refused: list[str] = []
+    async with serving(AsyncWatcher("first", prefixes=["x-"], config=config)):
+        second = AsyncWatcher("second", prefixes=["x-"], config=config)
+        dispatch = second.dispatch
 
-        out = pb.WatcherOut.FromString(reply[-1])
-        assert out.reply.error == ErrorCode.CLAIM_CONFLICT.value
-        assert not second.welcomed
-    finally:
-        second.close()
-        first.stop()
-        thread.join(5)
+        def spy(frames: list[bytes]) -> None:  # what the processor answers the hello
+            out = pb.WatcherOut.FromString(frames[-1])
+            if out.WhichOneof("kind") == "reply" and out.reply.id == 0 and out.reply.error:
+                refused.append(out.reply.error)
+            dispatch(frames)
+
+        second.dispatch = spy  # type: ignore[method-assign]
+        await second.start()
+        try:
+            await wait_for(lambda: refused, what="the hello refused")
+            assert refused[0] == ErrorCode.CLAIM_CONFLICT.value
+            assert not second.welcomed
+        finally:
+            await second.close()
 
 
 async def test_a_clean_goodbye_does_not_disown_the_frames_it_handled(cluster: Cluster, connect) -> None:
     """The goodbye carries the last frame handled: frames handled just before a clean stop
     (not yet acknowledged by a heartbeat) do not get watcher-restarted."""
     config = Config(run_dir=cluster.run_dir, port=cluster.port)
-    bot = Watcher("sdk-bye", prefixes=["bye-"], config=config)
+    bot = AsyncWatcher("sdk-bye", prefixes=["bye-"], config=config)
 
     @bot.on("join-room")
-    def join(msg: Message) -> None:
-        bot.join(msg.client, msg.room)
-        bot.send_clients([msg.client], "in", {}, target=msg.room)
+    async def join(msg: Message) -> None:
+        await bot.join(msg.client, msg.room)
+        await bot.send_clients([msg.client], "in", {}, target=msg.room)
 
     @bot.on("last")
-    def last(msg: Message) -> None:  # handled, answered, and the watcher stops at once
-        bot.send_clients([msg.client], "done", {}, target=msg.room)
+    async def last(msg: Message) -> None:  # handled, answered, and the watcher stops at once
+        await bot.send_clients([msg.client], "done", {}, target=msg.room)
         bot.stop()
 
-    thread = start(bot)
+    running = asyncio.ensure_future(bot.run())  # until stop(), then close(): the goodbye
+    await bot.wait_welcomed(15)
     a: Client = await connect()
     await a.send({"action": "join-room", "target": "bye-1"})
     await a.expect("in", target="bye-1")
     await a.send({"action": "last", "target": "bye-1", "id": "last"})
     await a.expect("done", target="bye-1")
-    thread.join(5)
-    assert not thread.is_alive()
+    await asyncio.wait_for(running, 5)
     # Its rooms now answer watcher-unavailable (claims reserved until it says hello again).
     deadline = time.monotonic() + 10
     while True:
@@ -152,44 +147,6 @@ async def test_a_clean_goodbye_does_not_disown_the_frames_it_handled(cluster: Cl
     assert not [m for m in a.inbox if m["action"] == "error" and m.get("id") == "last"], a.inbox
 
 
-async def test_a_silent_processor_is_said_hello_to_again_and_commands_fail_meanwhile(
-        cluster: Cluster) -> None:
-    """The processor stops answering (SIGSTOP): after the peer timeout the SDK fails new
-    commands at once (processor-unavailable) and says hello again; once the processor is
-    back it is welcomed again and commands work."""
-    config = Config(run_dir=cluster.run_dir, port=cluster.port)
-    bot = Watcher("sdk-silence", prefixes=["quiet-"], config=config)
-    welcomes: list[int] = []
-    outcomes: list[str] = []
-    bot.on_welcome(lambda rooms: welcomes.append(len(rooms)))
-
-    def tick() -> None:  # on the watcher's own thread: one command while silent, one after
-        if bot.silent and not outcomes:
-            bot.query_rooms().add_done_callback(
-                lambda f: outcomes.append(f.error.code if f.error else "ok"))
-        elif outcomes == [ErrorCode.PROCESSOR_UNAVAILABLE.value] and bot.welcomed:
-            outcomes.append("again")
-            bot.query_rooms().add_done_callback(
-                lambda f: outcomes.append(f.error.code if f.error else "ok"))
-        bot.call_later(0.05, tick)
-
-    bot.call_later(0, tick)
-    thread = start(bot)
-    processor = cluster.kill("processor", signal.SIGSTOP)
-    try:
-        await wait_for(lambda: outcomes, what="a command while the processor is silent")
-        assert outcomes == [ErrorCode.PROCESSOR_UNAVAILABLE.value] and not bot.welcomed
-    finally:
-        os.kill(processor, signal.SIGCONT)
-    try:
-        await wait_for(lambda: len(outcomes) == 3, what="a command once welcomed again")
-        assert outcomes[1:] == ["again", "ok"] and len(welcomes) >= 2
-        assert not bot.silent
-    finally:
-        bot.stop()
-        thread.join(5)
-
-
 async def test_away_and_back_reach_the_handlers_and_the_leave_waits_for_the_window(
         cluster_factory: Callable[..., Cluster]) -> None:
     """A client that loses its connection: CLIENT_AWAY (with its user) and no leave; it
@@ -197,49 +154,47 @@ async def test_away_and_back_reach_the_handlers_and_the_leave_waits_for_the_wind
     resume window (2 s here) has passed, not before."""
     cluster = cluster_factory(args=["--resume-window", "2"])
     config = Config(run_dir=cluster.run_dir, port=cluster.port)
-    bot = Watcher("sdk-away", prefixes=["away-"], config=config)
-    seen: list[Event] = []  # appended from the watcher's thread
+    bot = AsyncWatcher("sdk-away", prefixes=["away-"], config=config)
+    seen: list[Event] = []
     for kind in (EventKind.CLIENT_JOINED_ROOM, EventKind.CLIENT_AWAY, EventKind.CLIENT_BACK,
                  EventKind.CLIENT_LEFT_ROOM):
         bot.on_event(kind)(seen.append)
 
     @bot.on("join-room")
-    def join(msg: Message) -> None:
-        bot.join(msg.client, msg.room)
+    async def join(msg: Message) -> None:
+        await bot.join(msg.client, msg.room)
 
     def events(kind: EventKind, client: str) -> list[Event]:
-        return [e for e in list(seen) if e.kind is kind and e.client == client]
+        return [e for e in seen if e.kind is kind and e.client == client]
 
-    thread = start(bot)
     opened: list[Client] = []
-    try:
-        c = Client(await websockets.connect(cluster.url))
-        opened.append(c)
-        hello = (await c.expect("client-connected"))["message_body"]
-        c.id, session = hello["client"], hello["session"]
-        assert isinstance(session, str) and session and c.id not in session
-        await c.send({"action": "join-room", "target": "away-1"})
-        await wait_for(lambda: events(EventKind.CLIENT_JOINED_ROOM, c.id), what="joined")
+    async with serving(bot):
+        try:
+            c = Client(await websockets.connect(cluster.url))
+            opened.append(c)
+            hello = (await c.expect("client-connected"))["message_body"]
+            c.id, session = hello["client"], hello["session"]
+            assert isinstance(session, str) and session and c.id not in session
+            await c.send({"action": "join-room", "target": "away-1"})
+            await wait_for(lambda: events(EventKind.CLIENT_JOINED_ROOM, c.id), what="joined")
 
-        c.ws.transport.abort()  # the connection is lost: no closing handshake
-        away = await wait_for(lambda: events(EventKind.CLIENT_AWAY, c.id), what="away")
-        assert away[0].room in ("away-1", "") and away[0].user == ""  # anonymous
+            c.ws.transport.abort()  # the connection is lost: no closing handshake
+            away = await wait_for(lambda: events(EventKind.CLIENT_AWAY, c.id), what="away")
+            assert away[0].room in ("away-1", "") and away[0].user == ""  # anonymous
 
-        back = Client(await websockets.connect(f"{cluster.url}?resume={session}"))
-        opened.append(back)
-        hello = (await back.expect("client-connected"))["message_body"]
-        assert hello["resumed"] is True and hello["client"] == c.id
-        await wait_for(lambda: events(EventKind.CLIENT_BACK, c.id), what="back")
-        assert not events(EventKind.CLIENT_LEFT_ROOM, c.id), "away is not a leave"
+            back = Client(await websockets.connect(f"{cluster.url}?resume={session}"))
+            opened.append(back)
+            hello = (await back.expect("client-connected"))["message_body"]
+            assert hello["resumed"] is True and hello["client"] == c.id
+            await wait_for(lambda: events(EventKind.CLIENT_BACK, c.id), what="back")
+            assert not events(EventKind.CLIENT_LEFT_ROOM, c.id), "away is not a leave"
 
-        lost_at = time.monotonic()
-        back.ws.transport.abort()
-        await wait_for(lambda: len(events(EventKind.CLIENT_AWAY, c.id)) >= 2, what="away again")
-        await wait_for(lambda: events(EventKind.CLIENT_LEFT_ROOM, c.id), what="left")
-        assert time.monotonic() - lost_at >= 1.5, "the leave waits for the window"
-    finally:
-        for client in opened:
-            with contextlib.suppress(Exception):
-                await client.close()
-        bot.stop()
-        thread.join(5)
+            lost_at = time.monotonic()
+            back.ws.transport.abort()
+            await wait_for(lambda: len(events(EventKind.CLIENT_AWAY, c.id)) >= 2, what="away again")
+            await wait_for(lambda: events(EventKind.CLIENT_LEFT_ROOM, c.id), what="left")
+            assert time.monotonic() - lost_at >= 1.5, "the leave waits for the window"
+        finally:
+            for client in opened:
+                with contextlib.suppress(Exception):
+                    await client.close()

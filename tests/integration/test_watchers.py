@@ -56,23 +56,24 @@ async def test_echo_watcher_answers_its_rooms(cluster: Cluster, echo, connect) -
 # ------------------------------------------------------------------ a watcher SIGKILLed mid-frame
 
 HANGING_WATCHER = """
-import sys, time
+import asyncio, sys
+from meshstream_zmq.aio import AsyncWatcher
 from meshstream_zmq.config import Config
-from meshstream_zmq.watcher import Watcher
 
-bot = Watcher("hang-test", prefixes=["hang-"], config=Config(run_dir=sys.argv[1], port=int(sys.argv[2])))
+bot = AsyncWatcher("hang-test", prefixes=["hang-"],
+                   config=Config(run_dir=sys.argv[1], port=int(sys.argv[2])))
 
 @bot.on("join-room")
-def join(msg):
-    bot.join(msg.client, msg.room)
+async def join(msg):
+    await bot.join(msg.client, msg.room)
     print("joined", flush=True)
 
 @bot.on("hang")
-def hang(msg):  # received, never acknowledged: pending in the processor until the kill
+async def hang(msg):  # received, never acknowledged: pending in the processor until the kill
     print("hung", flush=True)
-    time.sleep(120)
+    await asyncio.Event().wait()
 
-bot.run()
+asyncio.run(bot.run())
 """
 
 

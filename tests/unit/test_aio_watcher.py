@@ -199,3 +199,58 @@ async def test_a_full_lane_refuses_frames_and_acknowledges_them(processor: FakeP
         await processor.wait(lambda _: processor.heartbeats()[-1:] == [refused])
     finally:
         await bot.close()
+
+
+async def test_a_handler_may_name_its_frames_lane(processor: FakeProcessor) -> None:
+    """`on(action, lane=fn)`: frames of one lane wait for each other whatever their room; a
+    frame whose lane cannot be told (fn raises) stays in its room's lane."""
+    bot = watcher(processor)
+    release = asyncio.Event()
+    handled: list[int] = []
+
+    def lane(msg: Message) -> str:
+        return str(msg.body["lane"])  # a KeyError without one
+
+    @bot.on("work", lane=lane)
+    async def work(msg: Message) -> None:
+        if msg.body["n"] == 1:
+            await release.wait()
+        handled.append(msg.body["n"])
+
+    await bot.start()
+    try:
+        await bot.wait_welcomed(5)
+        await processor.frame("r-a", "work", lane="x", n=1)  # holds lane x
+        await processor.frame("r-b", "work", lane="x", n=2)  # another room, the same lane: waits
+        await processor.frame("r-a", "work", n=3)  # no lane: r-a's, not held up by x
+        await processor.wait(lambda _: handled == [3])
+        assert set(bot.lanes) == {"x"} and len(bot.lanes["x"].queue) == 1
+        release.set()
+        await processor.wait(lambda _: handled == [3, 1, 2])
+        await processor.wait(lambda _: processor.heartbeats()[-1:] == [3])
+    finally:
+        await bot.close()
+
+
+async def test_timers_fire_once_and_cancelled_ones_never(processor: FakeProcessor) -> None:
+    bot = watcher(processor)
+    fired: list[str] = []
+    done = asyncio.Event()
+
+    async def later(what: str) -> None:  # a coroutine function runs in a task of its own
+        fired.append(what)
+        await bot.send_clients(["c1"], what, {})
+        done.set()
+
+    await bot.start()
+    try:
+        await bot.wait_welcomed(5)
+        cancelled = bot.call_later(0.01, fired.append, "cancelled")
+        bot.call_later(0.02, fired.append, "plain")
+        bot.call_later(0.05, later, "awaited")
+        cancelled.cancel()
+        await asyncio.wait_for(done.wait(), 5)
+        assert fired == ["plain", "awaited"]
+        assert processor.sends() == ["awaited"]
+    finally:
+        await bot.close()
