@@ -109,6 +109,18 @@ class Config:
     webhook_timeout: float = 10.0  # seconds one POST may take before it is retried
     web_dir: str = ""
     log_level: str = "info"
+    # The processor's inputs in a replicated log (meshstream_zmq/journal.py, docs/design.md
+    # "The log"): "off" (state in memory only), or nats://HOST:PORT[,nats://…] (JetStream).
+    log: str = "off"
+    log_replicas: int = 1  # copies of the log's stream (a NATS cluster: 3)
+    log_stream: str = "meshstream-0"  # the stream's name (its subject: meshstream.<name>.in)
+    log_creds: str = ""  # a NATS credentials file (the user names it)
+    log_tls_ca: str = ""  # TLS to NATS (tls:// URLs): the CA file to trust
+
+    @property
+    def log_urls(self) -> list[str]:
+        """The NATS servers of --log (none when off)."""
+        return [] if self.log == "off" else [u.strip() for u in self.log.split(",") if u.strip()]
 
     @property
     def endpoints(self) -> Endpoints:
@@ -225,6 +237,14 @@ class Config:
             need(not value or (sep == ":" and port.isdigit() and 0 < int(port) < 65533),
                  flag, "must be HOST:PORT with PORT from 1 to 65532 (PORT+3 are used too)")
         need(not self.peer or bool(self.tcp), "peer", "needs --tcp (the pair talks over TCP)")
+        need(self.log == "off" or (bool(self.log_urls) and all(
+            u.startswith(("nats://", "tls://")) and u.rpartition(":")[2].isdigit() for u in self.log_urls)),
+             "log", "must be off, or nats://HOST:PORT (tls://HOST:PORT) URLs separated by commas")
+        need(self.log == "off" or not self.peer, "log",
+             "is not yet supported with --peer (a standby tailing the log: issue 17); use --log off")
+        need(1 <= self.log_replicas <= 5, "log-replicas", "must be 1 to 5")
+        need(bool(self.log_stream) and all(c.isalnum() or c in "-_" for c in self.log_stream),
+             "log-stream", "must be letters, digits, - and _")
         need(not self.backup or bool(self.peer), "backup", "needs --peer (the primary)")
         need(not self.webhook_url or self.webhook_url.startswith(("http://", "https://")),
              "webhook-url", "must be an http:// or https:// URL")

@@ -340,6 +340,7 @@ class Gateway:
         # the processor link
         self.link = Link.HELLO
         self.processor_epoch = ""
+        self.processor_run = ""  # the processor process (with a log its epoch outlives it)
         self.last_beat: float | None = None
         self.in_seq = 0  # last client frame numbered
         self.out_seq = 0  # last GatewayOut seen (0: none since the welcome)
@@ -754,6 +755,14 @@ class Gateway:
         unacked = self.unacked
         while unacked and unacked[0].seq <= acked:
             unacked.popleft()
+        if beat.run != self.processor_run:
+            if self.processor_run and beat.run:
+                # The same epoch from another process: a processor restarted from its log
+                # (--log). What it did not acknowledge may never have been processed.
+                self.out.notice("warning", "processor restarted from its log",
+                                {"gateway": self.id, "epoch": beat.epoch})
+                self._abandon_unacked()
+            self.processor_run = beat.run
 
     def processor_out(self, out: pb.GatewayOut) -> None:
         """One GatewayOut: deliveries, membership changes, closes, the welcome."""
@@ -817,6 +826,7 @@ class Gateway:
                         for conn in conns.values():
                             self._queue(conn, lost)
                 self._welcomed(op.welcome.epoch)
+                self.processor_run = op.welcome.run
             elif kind == "sync":
                 if self.up:  # else a hello overtook it: the welcome starts afresh
                     self._synced(op.sync)

@@ -61,11 +61,15 @@ class LogConfig:
 
     urls: Sequence[str]
     stream: str = "meshstream-0"
-    subject: str = "meshstream.0.in"
     replicas: int = 1
     timeout: float = 2.0  # seconds to connect, and for an acknowledgement
     creds: str = ""  # a NATS credentials file (the user names it)
     tls_ca: str = ""  # TLS to NATS: the CA file to trust (tls:// URLs)
+
+    @property
+    def subject(self) -> str:
+        """The stream's one subject: the inputs."""
+        return f"meshstream.{self.stream}.in"
 
 
 class JetStreamLog:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from . import meshstream_pb2 as pb
-from .wire import deliver_op, length_delimited
+from .wire import deliver_op, length_delimited, varint
 
 LAG_BYTES = 64 << 20  # a gateway's unapplied output past this: stalled
 # A long drain is flushed every this many room messages: the gateways start writing
@@ -47,6 +47,10 @@ class GatewayOutput:
 
     def __init__(self, epoch: str, lag_bytes: int = LAG_BYTES, lag_age: float = 3.0) -> None:
         self.epoch = epoch
+        self.run = ""  # this processor process (Welcome.run; fixed length: its bytes are counted)
+        # `GatewayOut.epoch` (field 3) encoded once: a GatewayOut is its ops, b"\x10" (field
+        # 2, `seq`) + varint(seq), then this, as upb writes them (test_link.py checks it).
+        self.epoch_field = length_delimited(3, epoch.encode()) if epoch else b""
         self.lag_bytes = lag_bytes
         self.lag_age = lag_age
         self.streams: dict[str, GatewayStream] = {}
@@ -93,7 +97,8 @@ class GatewayOutput:
         self._op(gateway, pb.GatewayOp(close=pb.CloseClient(client=client, code=code, reason=reason)))
 
     def welcome_gateway(self, gateway: str) -> None:
-        op = length_delimited(1, pb.GatewayOp(welcome=pb.Welcome(epoch=self.epoch)).SerializeToString())
+        op = length_delimited(1, pb.GatewayOp(welcome=pb.Welcome(
+            epoch=self.epoch, run=self.run)).SerializeToString())
         if gateway in self.holding:  # what waited for the welcome comes after it
             self.holding.discard(gateway)
             self._ops(gateway).insert(0, op)
@@ -139,8 +144,7 @@ class GatewayOutput:
             ops = stream.ops
             stream.ops = []
             seq = stream.seq = stream.seq + 1
-            # A GatewayOut is its `ops` fields then `seq` and `epoch` (field order is free).
-            ops.append(pb.GatewayOut(seq=seq, epoch=self.epoch).SerializeToString())
+            ops.append(b"\x10" + varint(seq) + self.epoch_field)  # seq > 0: always written
             payload = b"".join(ops)
             stream.unapplied.append((seq, len(payload), now))
             stream.unapplied_bytes += len(payload)

@@ -292,13 +292,15 @@ class CloseClient(_message.Message):
     def __init__(self, client: _Optional[str] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("epoch",)
+    __slots__ = ("epoch", "run")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
     epoch: str
-    def __init__(self, epoch: _Optional[str] = ...) -> None: ...
+    run: str
+    def __init__(self, epoch: _Optional[str] = ..., run: _Optional[str] = ...) -> None: ...
 
 class ProcessorBeat(_message.Message):
-    __slots__ = ("epoch", "acked")
+    __slots__ = ("epoch", "acked", "run")
     class AckedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -308,9 +310,11 @@ class ProcessorBeat(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     ACKED_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
     epoch: str
     acked: _containers.ScalarMap[str, int]
-    def __init__(self, epoch: _Optional[str] = ..., acked: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    run: str
+    def __init__(self, epoch: _Optional[str] = ..., acked: _Optional[_Mapping[str, int]] = ..., run: _Optional[str] = ...) -> None: ...
 
 class PairBeat(_message.Message):
     __slots__ = ("state", "term", "backup", "epoch")
@@ -562,3 +566,39 @@ class Reply(_message.Message):
     next: str
     since: int
     def __init__(self, id: _Optional[int] = ..., error: _Optional[str] = ..., message: _Optional[str] = ..., rooms: _Optional[_Iterable[_Union[RoomState, _Mapping]]] = ..., position: _Optional[_Union[Position, _Mapping]] = ..., clients: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[bytes]] = ..., next: _Optional[str] = ..., since: _Optional[int] = ...) -> None: ...
+
+class LogEntry(_message.Message):
+    __slots__ = ("time", "inputs", "start")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    time: float
+    inputs: _containers.RepeatedCompositeFieldContainer[LogInput]
+    start: str
+    def __init__(self, time: _Optional[float] = ..., inputs: _Optional[_Iterable[_Union[LogInput, _Mapping]]] = ..., start: _Optional[str] = ...) -> None: ...
+
+class LogInput(_message.Message):
+    __slots__ = ("gateway", "watcher", "subscription", "watcher_gone", "beat")
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    WATCHER_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    WATCHER_GONE_FIELD_NUMBER: _ClassVar[int]
+    BEAT_FIELD_NUMBER: _ClassVar[int]
+    gateway: bytes
+    watcher: LoggedWatcherIn
+    subscription: bytes
+    watcher_gone: str
+    beat: bool
+    def __init__(self, gateway: _Optional[bytes] = ..., watcher: _Optional[_Union[LoggedWatcherIn, _Mapping]] = ..., subscription: _Optional[bytes] = ..., watcher_gone: _Optional[str] = ..., beat: _Optional[bool] = ...) -> None: ...
+
+class LoggedWatcherIn(_message.Message):
+    __slots__ = ("identity", "payload", "user", "has_user")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    HAS_USER_FIELD_NUMBER: _ClassVar[int]
+    identity: bytes
+    payload: bytes
+    user: str
+    has_user: bool
+    def __init__(self, identity: _Optional[bytes] = ..., payload: _Optional[bytes] = ..., user: _Optional[str] = ..., has_user: _Optional[bool] = ...) -> None: ...

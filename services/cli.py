@@ -53,6 +53,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     sec.add_argument("--direct-messages", choices=["on", "shared-room", "off"],
                      help="who may message a client directly (default: on)")
     sec.add_argument("--max-rooms-per-client", type=int, help="rooms one client may be in (0: no limit)")
+    lg = p.add_argument_group("the processor's log (docs/design.md, \"The log\")")
+    lg.add_argument("--log", metavar="off|nats://HOST:PORT[,…]",
+                    help="where the processor's inputs are kept: off (memory only, the default) "
+                         "or a NATS JetStream server or cluster")
+    lg.add_argument("--log-replicas", type=int, help="copies of the log's stream (1; a cluster: 3)")
+    lg.add_argument("--log-stream", help="the log's stream name (meshstream-0)")
+    lg.add_argument("--log-creds", metavar="FILE", help="NATS credentials file for the log")
+    lg.add_argument("--log-tls-ca", metavar="FILE", help="CA file for TLS to NATS (tls:// URLs)")
     rec = p.add_argument_group("recovery (docs/protocol.md, \"Sessions and resume\")")
     rec.add_argument("--resume-window", type=float, help="seconds a dropped client may resume (60)")
     rec.add_argument("--history-size", type=int, help="room messages kept per room (1000)")

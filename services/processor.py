@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
+import select
 import signal
+import struct
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 
 import zmq
@@ -32,6 +36,7 @@ from meshstream_zmq.commands import Answer
 from meshstream_zmq.config import Config
 from meshstream_zmq.core import Delivery, EventKind, Mesh, RoomPass, RoomView
 from meshstream_zmq.errors import ErrorCode
+from meshstream_zmq.journal import Fenced, LogConfig, LogThread, LogUnavailable
 from meshstream_zmq.link import FLUSH_BROADCASTS, GatewayOutput, Peers
 from meshstream_zmq.pair import Pair, State
 from meshstream_zmq.wire import (
@@ -40,6 +45,7 @@ from meshstream_zmq.wire import (
     decode_command,
     fill_answer,
     fill_rooms,
+    length_delimited,
     resume_positions,
 )
 
@@ -47,6 +53,7 @@ log = logging.getLogger("meshstream.processor")
 
 DRAIN = 2000  # messages read from one socket before looking at the others
 PROBE = pb.WatcherOut(reply=pb.Reply(id=0)).SerializeToString()
+BEAT_INPUT = length_delimited(2, pb.LogInput(beat=True).SerializeToString())  # a LogEntry.inputs field
 ROOM_TOPIC = b"room."  # + a room's name: its room-wide messages, for observers (aio.py)
 EVENT_TOPICS = {k: f"event.{k.name.lower().replace('_', '-')}".encode() for k in EventKind}
 
@@ -137,6 +144,57 @@ class ZmqOutbox(GatewayOutput):
             pub.send_multipart([gateway.encode() + b".", payload], flags=zmq.NOBLOCK)
 
 
+class Withheld:
+    """Outputs that wait for their turn's log entry to be stored (docs/design.md, "The
+    log"): a turn's sends are queued, sealed with its entry's number, and released in
+    order once the log has that entry, so nothing caused by an input leaves before the
+    input is in the log. `socket(s)` is what the outbox sends to instead of `s`."""
+
+    def __init__(self, router: zmq.Socket) -> None:
+        self.router = router
+        self.turn: list[tuple[zmq.Socket, list[bytes]]] = []
+        self.entries: deque[tuple[int, list[tuple[zmq.Socket, list[bytes]]]]] = deque()
+
+    def socket(self, sock: zmq.Socket) -> _Queued:
+        return _Queued(sock, self.turn)
+
+    def seal(self, number: int) -> None:
+        if self.turn:
+            self.entries.append((number, self.turn[:]))
+            self.turn.clear()
+
+    def release(self, through: int) -> list[str]:
+        """Send what entries up to `through` made; the watchers found gone meanwhile
+        (their identities, hex): inputs of the next turn."""
+        gone: list[str] = []
+        while self.entries and self.entries[0][0] <= through:
+            for sock, frames in self.entries.popleft()[1]:
+                try:
+                    sock.send_multipart(frames, flags=zmq.NOBLOCK)
+                except zmq.ZMQError as exc:
+                    if sock is self.router and exc.errno == zmq.EHOSTUNREACH:
+                        obs.DROPS.labels("watcher-unreachable").inc()
+                        gone.append(frames[0].hex())
+                    else:
+                        obs.DROPS.labels("watcher-hwm").inc()
+        return gone
+
+
+class _Queued:
+    """A socket's stand-in that queues sends (Withheld); a replay's discards them."""
+
+    def __init__(self, sock: zmq.Socket | None, turn: list[tuple[zmq.Socket, list[bytes]]]) -> None:
+        self.sock = sock
+        self.turn = turn
+
+    def send_multipart(self, frames: list[bytes], flags: int = 0) -> None:
+        if self.sock is not None:
+            self.turn.append((self.sock, frames))
+
+
+DISCARD = _Queued(None, [])  # what a replay sends to: its outputs were sent when first made
+
+
 class Processor:
     def __init__(self, config: Config, context: zmq.Context | None = None) -> None:
         self.config = config
@@ -152,18 +210,28 @@ class Processor:
             if config.peer else None
         self.serving = self.pair is None
         self.peer_alive = True  # as last logged
-        self.fresh_state()
+        self.run_id = secrets.token_hex(8)  # this process (ProcessorBeat.run, Welcome.run)
+        # The log (--log): every input recorded per turn, outputs withheld until stored.
+        self.journal: LogThread | None = None
+        self.withheld: Withheld | None = None
+        self.recording: list[bytes] | None = None  # this turn's LogEntry.inputs fields, encoded
+        self.last_time = 0.0  # with a log, time is the wall clock, never going back
         self.running = True
         self.envelopes_in = 0  # counted here, published to the metric at each beat
         self.admin = AdminView(stale=config.peer_timeout)  # the figures /admin shows
         self.throttle = obs.Throttle()
         self.longest = 0.0  # seconds: the loop's longest stretch of work so far
+        if config.log_urls:
+            self.recover()
+        else:
+            self.fresh_state()
 
-    def fresh_state(self) -> None:
+    def fresh_state(self, epoch: str = "") -> None:
         """A new epoch and empty state: at start, and on becoming the active one of a pair
-        (the gateways' and watchers' hellos then rebuild it)."""
-        self.epoch = new_epoch()
+        (the gateways' and watchers' hellos then rebuild it); with a log, its epoch."""
+        self.epoch = epoch or new_epoch()
         self.out = ZmqOutbox(self.pub, self.router, self.epoch, lag_age=self.config.peer_timeout)
+        self.out.run = self.run_id
         self.mesh = Mesh(self.out, gateway_timeout=self.config.peer_timeout,
                          watcher_timeout=self.config.peer_timeout, room_pass=self.room_pass,
                          max_rooms_per_client=self.config.max_rooms_per_client,
@@ -215,6 +283,8 @@ class Processor:
     # ------------------------------------------------------------ inputs
 
     def on_gateway(self, payload: bytes, now: float) -> None:
+        if self.recording is not None:
+            self.recording.append(length_delimited(2, length_delimited(1, payload)))
         try:
             batch = pb.GatewayBatch.FromString(payload)
         except Exception:  # noqa: BLE001 - not from a meshstream gateway: drop it, say so
@@ -328,6 +398,8 @@ class Processor:
         log.error("dropped a GatewayBatch", extra={"fields": {"reason": reason, "bytes": size}})
 
     def on_subscription(self, msg: bytes) -> None:
+        if self.recording is not None:
+            self.recording.append(length_delimited(2, length_delimited(3, msg)))
         gateway = self.peers.subscription(msg)
         self.out.rooms_observed = any(t.startswith(ROOM_TOPIC) for t in self.peers.subscriptions)
         if gateway is not None:
@@ -335,6 +407,10 @@ class Processor:
 
     def on_watcher(self, frames: list[bytes], now: float, user: str | None = None) -> None:
         """`user`: the ZAP User-Id of the sender's CURVE key (None without keys: trusted)."""
+        if self.recording is not None:
+            logged = pb.LoggedWatcherIn(identity=frames[0], payload=frames[-1], user=user or "",
+                                        has_user=user is not None)
+            self.recording.append(length_delimited(2, length_delimited(2, logged.SerializeToString())))
         identity = frames[0].hex()
         msg = pb.WatcherIn()
         try:
@@ -380,15 +456,21 @@ class Processor:
                 self.failed("watcher command", now, command=msg.command.WhichOneof("kind"))
                 self.out.reply(identity, msg.command.id, ErrorCode.INTERNAL_ERROR)
 
+    def watcher_gone(self, watcher: str) -> None:
+        """A watcher found gone when something was sent to it (with a log: when released)."""
+        if self.recording is not None:
+            self.recording.append(length_delimited(2, length_delimited(4, watcher.encode())))
+        log.warning("watcher disconnected", extra={"fields": {
+            "watcher": watcher, "name": self.mesh.watcher_name(watcher)}})
+        self.mesh.watcher_gone(watcher)
+
     def probe_watchers(self) -> None:
         """A watcher that exited or was SIGKILLed is gone within a heartbeat, not after the
         peer timeout: its pending frames are answered `watcher-restarted` at once. (A frame
         sent to it meanwhile finds it gone the same way: see Mesh._forward.)"""
         for watcher in self.mesh.live_watchers():
             if self.out.probe(watcher) is Delivery.GONE:
-                log.warning("watcher disconnected", extra={"fields": {
-                    "watcher": watcher, "name": self.mesh.watcher_name(watcher)}})
-                self.mesh.watcher_gone(watcher)
+                self.watcher_gone(watcher)
 
     def on_command(self, watcher: str, cmd: pb.Command) -> None:
         try:
@@ -401,6 +483,8 @@ class Processor:
     # ------------------------------------------------------------ loop
 
     def beat(self, now: float) -> None:
+        if self.recording is not None:
+            self.recording.append(BEAT_INPUT)
         if self.pair is not None:
             pair = pb.PairBeat(state=self.pair.state.value, term=self.pair.term,
                                backup=self.pair.backup, epoch=self.epoch)
@@ -431,8 +515,8 @@ class Processor:
         for gateway in [g for g in self.peers.state if not self.mesh.knows_gateway(g)]:
             self.peers.dropped(gateway)
         self.probe_watchers()
-        self.pub.send_multipart([b"processor", self.processor_beat().SerializeToString()],
-                                flags=zmq.NOBLOCK)  # XPUB without NODROP: never EAGAIN
+        self.out.pub.send_multipart([b"processor", self.processor_beat().SerializeToString()],
+                                    flags=zmq.NOBLOCK)  # XPUB without NODROP: never EAGAIN
         obs.CLIENTS.set(len(self.mesh.clients))
         obs.ROOMS.set(len(self.mesh.rooms))
         obs.ENVELOPES_IN.inc(self.envelopes_in)
@@ -442,8 +526,8 @@ class Processor:
 
     def processor_beat(self) -> pb.ProcessorBeat:
         """Every known gateway is listed: one missing from the map must say hello again."""
-        return pb.ProcessorBeat(epoch=self.epoch, acked={g: self.acked.get(g, 0)
-                                                         for g in self.mesh.gateways})
+        return pb.ProcessorBeat(epoch=self.epoch, run=self.run_id,
+                                acked={g: self.acked.get(g, 0) for g in self.mesh.gateways})
 
     def drop_stalled(self, gateways: list[str]) -> None:
         """Gateways that stopped applying what they are sent (GatewayOutput.stalled): each
@@ -466,20 +550,27 @@ class Processor:
         pair_sub = self.links.pair_sub
         if pair_sub is not None:
             poller.register(pair_sub, zmq.POLLIN)
+        journal = self.journal
+        if journal is not None:
+            poller.register(journal.fileno(), zmq.POLLIN)
         interval = self.config.heartbeat
-        next_beat = time.monotonic()
+        next_beat = self.clock()
         log.info("processor ready", extra={"fields": {
             "epoch": self.epoch, **self.config.endpoints.__dict__,
             **({} if self.pair is None else {"pair": self.pair.role, "peer": self.config.peer})}})
         pull, pub, router = self.pull, self.pub, self.router
         while self.running:
-            now = time.monotonic()
+            now = self.clock()
             if now >= next_beat:
                 self.beat(now)
+                self.flush(now)  # a turn of its own (so a replay of the log flushes here too)
+                self.seal(now)
                 next_beat = now + interval
-                self.took(time.monotonic() - now)
+                self.took(self.clock() - now)
             ready = dict(poller.poll(int(max(0.0, next_beat - now) * 1000)))
-            now = time.monotonic()
+            now = self.clock()
+            if journal is not None and journal.fileno() in ready:
+                self.stored(now)
             if pair_sub is not None and pair_sub in ready:
                 for _ in range(DRAIN):
                     try:
@@ -514,8 +605,106 @@ class Processor:
                         break
                     self.on_watcher(frames, now, user)
             self.flush(now)
-            self.took(time.monotonic() - now)
+            self.seal(now)
+            self.took(self.clock() - now)
         self.close()
+
+    # ------------------------------------------------------------ the log
+
+    def clock(self) -> float:
+        """Seconds for the core: monotonic; with a log the wall clock, never going back (the
+        log's entries carry it: a processor replaying them elsewhere has another monotonic)."""
+        if self.journal is None:
+            return time.monotonic()
+        self.last_time = max(self.last_time, time.time())
+        return self.last_time
+
+    def seal(self, now: float) -> None:
+        """The turn's inputs become one log entry; its outputs wait for it to be stored."""
+        if self.journal is None or self.withheld is None:
+            return
+        if self.recording:
+            entry = b"".join([b"\x09", struct.pack("<d", now), *self.recording])
+            self.recording.clear()
+            self.withheld.seal(self.journal.append(entry))
+        elif self.withheld.turn:  # outputs of no input (none today): after all before them
+            self.withheld.seal(self.journal.sent)
+
+    def stored(self, now: float) -> None:
+        """The log stored more entries: their outputs go. A failure (the log lost, or another
+        writer took it over) stops this processor: it must not emit what the log does not
+        have; restarted, it reads the log again."""
+        assert self.journal is not None and self.withheld is not None
+        try:
+            through = self.journal.stored_through()
+        except (LogUnavailable, Fenced) as exc:
+            log.error("the log failed: stopping", extra={"fields": {"reason": str(exc)[:300]}})
+            self.running = False
+            return
+        gone = self.withheld.release(through)
+        for watcher in gone:
+            if self.mesh.watcher_name(watcher):
+                self.watcher_gone(watcher)
+        if gone:
+            self.flush(now)
+            self.seal(now)
+
+    def recover(self) -> None:
+        """Read the log (--log) and replay it: the same epoch and state as the processor
+        that wrote it; an empty log gets its first entry, a new epoch. Then every turn's
+        inputs are appended, and its outputs withheld until stored."""
+        c = self.config
+        stream = c.log_stream
+        journal = LogThread(LogConfig(c.log_urls, stream=stream, replicas=c.log_replicas,
+                                      creds=c.log_creds, tls_ca=c.log_tls_ca),
+                            writer=f"processor-{self.run_id}")
+        self.journal = journal
+        last = journal.open()
+        entries = journal.read(1) if last else []
+        started = time.monotonic()
+        if not entries:
+            self.fresh_state()
+            start = pb.LogEntry(time=self.clock(), start=self.epoch).SerializeToString()
+            journal.append(start)
+            while journal.stored_through() < 1:
+                select.select([journal], [], [], c.peer_timeout)
+        else:
+            first = pb.LogEntry.FromString(entries[0][1])
+            if not first.start:
+                raise LogUnavailable(f"the log's stream {stream} does not start with a start entry")
+            self.fresh_state(first.start)
+            self.out.pub = self.out.router = DISCARD  # type: ignore[assignment]
+            for _, data in entries[1:]:
+                self.replay(pb.LogEntry.FromString(data))
+            log.info("log replayed", extra={"fields": {
+                "entries": len(entries), "epoch": self.epoch,
+                "seconds": round(time.monotonic() - started, 3)}})
+        # The log's last sequence is ours: later appends are fenced on it.
+        self.withheld = Withheld(self.router)
+        self.out.pub = self.withheld.socket(self.pub)  # type: ignore[assignment]
+        self.out.router = self.withheld.socket(self.router)  # type: ignore[assignment]
+        self.recording = []
+
+    def replay(self, entry: pb.LogEntry) -> None:
+        """One logged turn, applied as the run loop applied it (its flushes included)."""
+        now = entry.time
+        self.last_time = max(self.last_time, now)
+        for item in entry.inputs:
+            kind = item.WhichOneof("kind")
+            if kind == "gateway":
+                self.on_gateway(item.gateway, now)
+                if self.out.broadcasts >= FLUSH_BROADCASTS:
+                    self.flush(now)
+            elif kind == "watcher":
+                w = item.watcher
+                self.on_watcher([w.identity, w.payload], now, w.user if w.has_user else None)
+            elif kind == "subscription":
+                self.on_subscription(item.subscription)
+            elif kind == "watcher_gone":
+                self.watcher_gone(item.watcher_gone)
+            elif kind == "beat":
+                self.beat(now)
+        self.flush(now)
 
     def took(self, seconds: float) -> None:
         """One stretch of work without a poll (a beat, or a drain and its flush): the
@@ -530,6 +719,8 @@ class Processor:
             self.drop_stalled(self.out.over)
 
     def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
         self.links.close()  # the sockets, and the ZAP thread if any
 
 
@@ -558,6 +749,9 @@ def main(config: Config) -> None:
     except links.LinkError as exc:  # e.g. TCP beyond loopback without keys, a live instance
         log.error("refusing to start", extra={"fields": {"reason": str(exc)}})
         raise SystemExit(f"meshstream processor: {exc}") from None
+    except (LogUnavailable, Fenced) as exc:  # the log: unreachable, or not ours to write
+        log.error("refusing to start: the log", extra={"fields": {"reason": str(exc)[:300]}})
+        raise SystemExit(2) from None
     obs.tune_gc()
 
     def stop(*_: object) -> None:

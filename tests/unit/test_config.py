@@ -58,3 +58,22 @@ def test_meshstream_exits_2_before_starting_anything(role: str, tmp_path: object
     assert done.returncode == 2, done.stderr
     assert "--direct-messages (MESHSTREAM_DIRECT_MESSAGES): must be one of" in done.stderr
     assert not list(tmp_path.iterdir())  # type: ignore[attr-defined]  # no socket, no pid file
+
+
+@pytest.mark.parametrize(("log", "ok"), [
+    ("off", True), ("nats://127.0.0.1:4222", True), ("nats://a:1,nats://b:2, tls://c:3", True),
+    ("", False), ("bogus", False), ("nats://host", False), ("http://h:1", False), (",", False),
+])
+def test_the_log_is_off_or_nats_urls(log: str, ok: bool) -> None:
+    problems = Config(log=log).problems()
+    assert (problems == []) is ok, problems
+    if not ok:
+        assert problems[0].startswith("--log (MESHSTREAM_LOG): must be off, or nats://")
+
+
+def test_the_log_with_a_pair_and_bad_log_settings_are_refused() -> None:
+    pair = Config(log="nats://h:1", peer="10.0.0.2:7000", tcp="10.0.0.1:7000").problems()
+    assert any("not yet supported with --peer" in p for p in pair)
+    assert any(p.startswith("--log-replicas") for p in Config(log_replicas=0).problems())
+    assert any(p.startswith("--log-stream") for p in Config(log_stream="a.b").problems())
+    assert Config(log="nats://h:1").log_urls == ["nats://h:1"] and Config().log_urls == []

@@ -188,6 +188,27 @@ def test_acknowledged_frames_are_forgotten_and_a_new_epoch_answers_the_rest() ->
     gw.check()
 
 
+def test_a_processor_restarted_from_its_log_keeps_the_epoch_and_its_unacked_are_answered() -> None:
+    """With a log (--log) a restarted processor has the same epoch: its beats name a new
+    `run`, and what the old process never acknowledged may never have been processed."""
+    gw, out = make()
+    welcome(gw, "e1")
+    conn = gw.connect("L1", 0.0)
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r1", acked={GW: 0}), 0.5)
+    for action in ("a", "b"):
+        gw.client_frame(conn, json.dumps({"action": action, "id": action}), 0.0)
+    gw.flush()
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r1", acked={GW: 1}), 1.0)
+    assert [u.action for u in gw.unacked] == ["b"]
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r2", acked={GW: 1}), 2.0)  # restarted
+    assert gw.link is Link.UP and not gw.unacked  # the same processor: no hello, no resync
+    gw.flush()
+    last = out.frames_for("L1")[-1]
+    assert (last["message_body"]["code"], last["id"]) == ("processor-restarted", "b")
+    assert "processor restarted from its log" in out.notices
+    gw.check()
+
+
 def test_a_processor_that_forgets_the_gateway_gets_a_hello() -> None:
     gw, out = make()
     welcome(gw, "e1")

@@ -14,7 +14,7 @@ from meshstream_zmq.commands import Disconnect
 from meshstream_zmq.config import Config
 from meshstream_zmq.errors import CloseCode
 from meshstream_zmq.gateway import LINK, Link
-from meshstream_zmq.link import PEER, GatewayOutput, Peer, Peers
+from meshstream_zmq.link import PEER, GatewayOutput, GatewayStream, Peer, Peers
 from services.processor import Processor
 from tests.unit.outbox import new_mesh
 from tests.unit.test_gateway_core import deliver, joined, make, out_msg, welcome
@@ -39,6 +39,18 @@ def test_each_gateway_gets_one_numbered_gatewayout_per_take() -> None:
     assert gateway_out(dict(out.take(0.1))["g1"]).seq == 2
     assert out.take(0.2) == []  # nothing touched: nothing sent
     out.check()
+
+
+@pytest.mark.parametrize("seq", [1, 127, 128, 16383, 16384, 2**40])
+def test_a_gatewayout_is_byte_for_byte_what_upb_writes(seq: int) -> None:
+    """take() writes `seq` and `epoch` itself (no message built per GatewayOut)."""
+    out = GatewayOutput("1a2507a79c839c5-é")
+    out.streams["g1"] = GatewayStream("g1", seq=seq - 1)  # its next GatewayOut is `seq`
+    out.broadcast(["g1"], "r", b'{"x":1}')
+    [(_, payload)] = out.take(0.0)
+    decoded = gateway_out(payload)
+    assert (decoded.seq, decoded.epoch) == (seq, "1a2507a79c839c5-é")
+    assert payload == decoded.SerializeToString()
 
 
 def test_a_gateway_that_applies_what_it_is_sent_is_never_stalled() -> None:

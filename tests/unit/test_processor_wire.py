@@ -195,7 +195,7 @@ class FakeRouter:
 def processor_of(mesh: Any, out: Any) -> Any:
     """The processor's input half around a core and a recording outbox (no sockets); an
     input that fails in the core fails the test."""
-    ns = SimpleNamespace(mesh=mesh, out=out, acked={}, serving=True, peers=Peers())
+    ns = SimpleNamespace(mesh=mesh, out=out, acked={}, serving=True, peers=Peers(), recording=None)
     ns.on_item = functools.partial(Processor.on_item, ns)
 
     def failed(what: str, now: float, **fields: object) -> None:

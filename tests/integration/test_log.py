@@ -1,0 +1,130 @@
+"""The processor on its log (--log, a real nats-server with JetStream; issue 17): SIGKILLed
+and restarted by the supervisor, it replays the log and is the same processor: the same
+epoch, every room's history, an away client's session (it resumes exactly), and the
+connected clients carry on. A fresh core replaying the same log twice finds the same state."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshstream_zmq import meshstream_pb2 as pb
+from meshstream_zmq.config import Config
+from meshstream_zmq.journal import LogConfig, LogThread
+from services.processor import Processor
+from tests.conftest import Cluster
+from tests.integration.nats_server import nats_server
+from tests.integration.support import DEADLINE, join, kill, sync, uid
+from tests.integration.test_resume import Tracked, resume, tracked
+
+
+@pytest.fixture
+def logged(tmp_path: Path) -> Iterator[tuple[Cluster, str]]:
+    (tmp_path / "cluster").mkdir()
+    with nats_server(tmp_path / "js") as (url, _):
+        c = Cluster(tmp_path / "cluster", gateways=1, args=["--log", url, "--resume-window", "120"])
+        try:
+            yield c, url
+        finally:
+            c.stop()
+
+
+async def processor_back(c: Tracked) -> None:
+    """Until a request is answered by a processor again (errors meanwhile)."""
+    deadline = time.monotonic() + DEADLINE * 2
+    while True:
+        rid = uid("up")
+        await c.send({"action": "list-rooms", "id": rid})
+        reply = await c.next(lambda m, rid=rid: m.get("id") == rid, timeout=DEADLINE)
+        if reply["action"] == "room-list":
+            return
+        assert time.monotonic() < deadline, "the processor did not come back"
+        await asyncio.sleep(0.2)
+
+
+async def say(c: Tracked, room: str, n: int) -> None:
+    await c.request({"action": "chat", "target": room, "message_body": {"n": n}, "id": uid("say")}, "chat")
+
+
+def replayed(url: str, tmp: Path) -> Processor:
+    """A fresh processor core that read the whole log (its own private sockets)."""
+    config = Config(log=url, run_dir=str(tmp), port=1)
+    p = Processor(config)
+    p.close()
+    return p
+
+
+async def test_a_processor_sigkilled_comes_back_from_its_log_the_same(
+        logged: tuple[Cluster, str], tmp_path: Path) -> None:
+    cluster, url = logged
+    room = uid("logged")
+    a, b, c = [await tracked(cluster.url) for _ in range(3)]
+    for client in (a, b, c):
+        await join(client, room)
+    for n in range(5):
+        await say(a, room, n)
+    await sync(b)
+    await sync(c)
+    epoch = a.epoch
+    c.lose()  # away, with its session
+    await sync(a)
+    await say(b, room, 5)  # missed by c
+    old = cluster.roles("processor")["processor"]
+    kill(cluster, "processor")
+    await processor_back(a)
+    assert cluster.roles("processor")["processor"] != old
+
+    # the same processor: its epoch, the room's history, the away client's session
+    page = await a.request({"action": "history", "target": room, "id": uid("h")}, "history")
+    said = [m["message_body"].get("n") for m in page["message_body"]["messages"] if m["action"] == "chat"]
+    assert said == [0, 1, 2, 3, 4, 5]
+    back, hello = await resume(cluster.url, c)
+    assert hello["message_body"]["resumed"] is True, hello
+    assert hello["message_body"]["epoch"] == epoch
+    missed = await back.next(lambda m: m.get("action") == "chat", timeout=DEADLINE)
+    assert missed["message_body"] == {"n": 5}  # exactly what it missed, once (Tracked checks)
+    await say(b, room, 6)  # and life goes on, numbered on
+    got = await a.next(lambda m: m.get("action") == "chat" and m["message_body"] == {"n": 6})
+    assert got["offset"] == page["message_body"]["messages"][-1]["offset"] + 1
+
+    # replayed twice from the same log: the same state, whole and consistent
+    one, two = replayed(url, tmp_path / "r1"), replayed(url, tmp_path / "r2")
+    for p in (one, two):
+        p.mesh.check()
+        assert p.epoch == epoch
+    assert one.mesh.snapshot()["rooms"] == two.mesh.snapshot()["rooms"]
+    assert one.mesh.snapshot()["history"] == two.mesh.snapshot()["history"]
+    assert set(one.mesh.rooms[room].members) == {a.id, b.id, back.id}
+    for client in (a, b, back):
+        await client.close()
+
+
+def test_an_empty_log_gets_its_first_entry_and_a_new_epoch(tmp_path: Path) -> None:
+    with nats_server(tmp_path / "js") as (url, _):
+        p = replayed(url, tmp_path / "r")
+        log = LogThread(LogConfig([url]), "reader")
+        try:
+            log.open()
+            [(_, first)] = log.read()
+        finally:
+            log.close()
+        assert pb.LogEntry.FromString(first).start == p.epoch
+        assert replayed(url, tmp_path / "r2").epoch == p.epoch  # kept for good
+
+
+def test_an_unreachable_log_stops_the_processor_with_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port
+
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "processor", "--log", f"nats://127.0.0.1:{free_port()}",
+         "--run-dir", str(tmp_path / "run"), "--port", str(free_port())],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr[-500:]
+    assert "no NATS server" in done.stderr
