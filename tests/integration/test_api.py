@@ -211,3 +211,18 @@ async def test_rooms_are_paged(api_cluster: Cluster) -> None:
         assert rest["rooms"][0]["name"] == "api-page-2"
     finally:
         await a.close()
+
+
+async def test_wrong_keys_from_one_address_are_limited_and_logged_without_the_key(
+        tmp_path: Path) -> None:
+    """security.md, Limits: 10 wrong server API keys per address and gateway process, then
+    `429`; each logged `wrong api key` (rate-limited), never the key itself."""
+    cluster = Cluster(tmp_path, gateways=1, env={"MESHSTREAM_API_KEY": KEY})
+    try:
+        wrong = "wrong-key-that-must-not-be-logged-0123"
+        statuses = [(await call(cluster, "GET", "/api/rooms", key=wrong))[0] for _ in range(11)]
+        assert statuses == [401] * 10 + [429]
+        log = cluster.read_log()
+        assert "wrong api key" in log and wrong not in log
+    finally:
+        cluster.stop()

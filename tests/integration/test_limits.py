@@ -281,6 +281,13 @@ TIMED = {
     "request heads held at once per gateway process (every connection still in its handshake)":
         "tests/integration/test_http.py heads held at once",
     "wrong admin tokens per address and gateway process": "tests/integration/test_admin.py guesses",
+    # the server API's, on a cluster with a key (tests/integration/test_api*.py)
+    "wrong server API keys per address and gateway process": "tests/integration/test_api.py wrong keys",
+    "server API request body": "tests/integration/test_api.py oversize",
+    "server API requests per kept connection; idle between two":
+        "tests/integration/test_api_keepalive.py max requests, idle timeout",
+    "server API batch, broadcast": "tests/integration/test_api.py batch of 101, tests/unit/test_api.py",
+    "idempotency keys remembered (the processor's)": "tests/unit/test_core_api.py bounded table",
 }
 
 

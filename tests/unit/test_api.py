@@ -119,3 +119,11 @@ def test_a_batch_answers_each_request_in_order() -> None:
     assert doc["results"][3]["result"]["results"][1]["error"]["code"] == "unknown-room"
     too_many = json.dumps({"requests": [{"rooms": {}}] * 101}).encode()
     assert isinstance(api.route("POST", "/api/batch", "", too_many), api.Failure)
+
+
+def test_a_broadcast_names_at_most_100_rooms() -> None:
+    rooms = [f"r{i}" for i in range(101)]
+    body = json.dumps({"rooms": rooms, "data": {}}).encode()
+    assert isinstance(api.route("POST", "/api/broadcast", "", body), api.Failure)
+    body = json.dumps({"rooms": rooms[:100], "data": {}}).encode()
+    assert isinstance(api.route("POST", "/api/broadcast", "", body), api.Plan)
