@@ -191,6 +191,7 @@ class LobbyWatcher:
             except CommandError as exc:
                 return self._fail(msg, room, f"cannot open {room}: {exc.message}")
         elif GameRoomSettings.from_settings(state.settings) is None:
+            self.lobby.room_closed(room)  # not ours: not a room to match players to
             return self._fail(msg, room, f"{room} is already in use; pick another name")
         try:
             await self.bot.join(msg.client, room)

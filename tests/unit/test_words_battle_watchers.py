@@ -163,6 +163,20 @@ async def test_random_matches_share_one_lane_and_friend_joins_pass_them() -> Non
     assert (enter.join.client, enter.join.room) == ("c2", "r1")
 
 
+async def test_a_random_room_named_like_a_foreign_room_is_not_matched_to_again() -> None:
+    """c1 asks for random room r1, but a room of that name exists that the lobby did not
+    make: c1 is told, and c2's random join is not sent to that foreign room."""
+    lobby, sock = lobby_watcher()
+    await frame(lobby.bot, "c1", "join-random-room", "mesh-global", {"roomname": "r1"})
+    (query,) = sock.take()
+    await reply(lobby.bot, query, rooms=(pb.RoomState(name="r1", members=["x"]),))  # no settings
+    (fail,) = sock.take()
+    assert fail.send_clients.clients == ["c1"] and "already in use" in fail.send_clients.message.body.decode()
+    await frame(lobby.bot, "c2", "join-random-room", "mesh-global", {"roomname": "r2"})
+    (query,) = sock.take()
+    assert query.query.room == "r2"  # a room of its own, not the foreign r1
+
+
 async def test_a_query_that_fails_tells_the_client_and_frees_the_lane() -> None:
     lobby, sock = lobby_watcher()
     await frame(lobby.bot, "c1", "join-random-room", "mesh-global", {"roomname": "r1"}, rid=b"1")
