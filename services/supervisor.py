@@ -12,6 +12,7 @@ behind.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -22,6 +23,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import multiprocess
@@ -342,7 +344,22 @@ def run(config: Config, watchers: list[str] | None = None, processor: bool = Tru
                 os.unlink(pid_file)
             except OSError:
                 pass
+        clean_run_dir(run_dir)
     return 0
+
+
+def clean_run_dir(run_dir: str) -> None:
+    """Once every child is gone: what they left in the run directory (ready files, the
+    restart status, IPC sockets), and the directory itself if nothing else is in it."""
+    root = Path(run_dir)
+    left = [*root.glob("gateway-*.ready"), root / RESTART_STATUS]
+    left += [root / name for name in ("inbound", "outbound", "watchers")
+             if (root / name).is_socket()]
+    for path in left:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    with contextlib.suppress(OSError):
+        root.rmdir()  # refused while anything else is in it: left as it is
 
 
 def shutdown(kids: list[Child]) -> int:

@@ -97,3 +97,21 @@ def test_a_child_whose_supervisor_is_already_gone_exits_at_once(tmp_path: Path) 
         assert not list(tmp_path.iterdir()), "the processor started (it creates its IPC sockets)"
     finally:
         supervisor.shutdown([kid])
+
+
+def test_a_stopped_cluster_leaves_no_run_directory_behind(tmp_path: Path) -> None:
+    """The run directory (sockets, ready files, pid file) goes with the supervisor; a file
+    it did not make keeps it (and that file) as it is."""
+    from tests.conftest import Cluster
+
+    cluster = Cluster(tmp_path, gateways=2)
+    run_dir = Path(cluster.run_dir)
+    assert (run_dir / "supervisor.pid").exists()
+    cluster.stop()
+    assert not run_dir.exists(), list(run_dir.iterdir())
+    (tmp_path / "second").mkdir()
+    other = Cluster(tmp_path / "second", gateways=1)
+    mine = Path(other.run_dir) / "notes.txt"
+    mine.write_text("mine")
+    other.stop()
+    assert [p.name for p in Path(other.run_dir).iterdir()] == ["notes.txt"]
