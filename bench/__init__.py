@@ -16,6 +16,7 @@
     failover_bench.py  a processor pair's active one SIGKILLed under chat (`--scenarios failover`)
     stuck_gateway_bench.py  chat through 2 gateways while a third stops reading (`--scenarios stuck-gateway`)
     api_bench.py       HTTP API publishes beside a watcher, per gateway CPU-second (`--scenarios api`)
+    link_bench.py      both link ends' Python per chat message, in one process (`--scenarios link`)
 """
 
 from __future__ import annotations
@@ -41,5 +42,6 @@ def scenario_main(parser: Callable[[], argparse.ArgumentParser],
     exit 0 when `passed(results)`."""
     results, text = run_scenario(parser().parse_args(argv))
     print(text)
-    print(f"\nraw: {Path(results['path']).relative_to(REPO)}")
+    path = Path(results["path"])
+    print(f"\nraw: {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
     return 0 if passed(results) else 1

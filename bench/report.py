@@ -1,6 +1,6 @@
 """What `make bench` prints and keeps: per-target medians, meshstream's ratios to its peers
-and to the issue's targets, a per-process table, the pipeline floor beside the chat
-figures, and every raw run in bench-results/bench-<time>.json."""
+and to the issue's targets, each round's order of the targets, a per-process table, the
+pipeline floor beside the chat figures, and every raw run in bench-results/bench-<time>.json."""
 
 from __future__ import annotations
 
@@ -89,8 +89,19 @@ def floor_lines(summary: dict[str, dict[str, Any]], floor: dict[str, Any] | None
     return lines
 
 
+def order_line(orders: list[list[str]]) -> str:
+    """Each round's order of the targets (bench.run.round_order), and whether the rounds
+    balance it: every target in every place equally often."""
+    places = max(map(len, orders), default=0)
+    line = "order per round: " + "; ".join(f"r{i} {' '.join(o)}" for i, o in enumerate(orders, 1))
+    if places > 1 and len(orders) % places:
+        line += (f" (unbalanced: {len(orders)} round(s); a multiple of {places} puts every target "
+                 "in every place)")
+    return line
+
+
 def report(scenario: str, summary: dict[str, dict[str, Any]], opts: dict[str, Any],
-           floor: dict[str, Any] | None = None) -> str:
+           floor: dict[str, Any] | None = None, orders: list[list[str]] | None = None) -> str:
     cols = COLUMNS[scenario]
     load = " ".join(f"--{k} {v}" for k, v in opts.items())
     lines = [f"\n== {scenario} ({load}); medians of successful runs"]
@@ -98,6 +109,8 @@ def report(scenario: str, summary: dict[str, dict[str, Any]], opts: dict[str, An
     for name, s in summary.items():
         rows.append([name, f"{s['ok_runs']}/{s['runs']}"] + [fmt(s.get(k)) for _, k in cols])
     lines.append(table(rows))
+    if orders:
+        lines.append(order_line(orders))
     ms = summary.get("meshstream")
     if ms and ms.get("ok_runs"):
         metric, peer, bound, better = TARGETS[scenario]

@@ -19,6 +19,8 @@
                                                          # round (bench.handshake_bench; when asked)
     python -m bench.run --scenarios api                  # publishes through the HTTP API, single and
                                                          # batched, beside a watcher (bench.api_bench)
+    python -m bench.run --scenarios link                 # both link ends' Python per chat message, in
+                                                         # one process, no sockets (bench.link_bench)
 
 The default harness is the repository's own (`--harness own`, bench.harness): bench/node's
 loadgen.js, whose clients live in several worker processes (`--lg-workers`), drives
@@ -26,9 +28,13 @@ meshstream and the peers of bench/peers (raw_ws: one `websockets` process; nodes
 socket.io); bench/node is `npm ci`-ed once. `--harness shared` uses ../shared/bench
 (`--shared-dir`) instead, as an outside cross-check: copied to bench-results/harness
 (git-ignored), `npm ci`-ed and given a venv for its Python peers, once. Either way every
-target is driven by the same loadgen.js and targets alternate (A B C A B C) because the
-machine is noisy. Without Node, meshstream alone is driven by bench/loadgen.py, a small
-Python load generator speaking the same protocol (slow: a smoke test, not a figure).
+target is driven by the same loadgen.js and every round runs each target once because the
+machine is noisy, in an order rotated from round to round (A B C, B C A, C A B; A B, B A for
+two: `round_order`): the target run second in a round measured 5-14 % more chat CPU per
+message and up to 1.5x less fanout than when run first, so no target always runs in the same
+place; rounds a multiple of the targets' count balance it. Without Node, meshstream alone is
+driven by bench/loadgen.py, a small Python load generator speaking the same protocol (slow:
+a smoke test, not a figure).
 
 For every run the driver samples each server process from /proc (summed and per
 process): CPU (utime+stime) between the loadgen's measure-start/measure-end markers,
@@ -55,8 +61,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import REPO, log
 from bench.harness import (
@@ -90,6 +97,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {  # the issue's loads
     "stuck-gateway": {},  # bench.stuck_gateway_bench, only when named: a gateway that stops reading
     "handshakes": {},  # bench.handshake_bench, only when named: heads that never end, RSS per round
     "api": {},  # bench.api_bench, only when named: the HTTP API's publishes per gateway CPU-second
+    "link": {},  # bench.link_bench, only when named: both link ends' Python per chat message
 }
 QUICK: dict[str, dict[str, Any]] = {
     "fanout": {"clients": 200, "messages": 300},
@@ -101,7 +109,35 @@ QUICK: dict[str, dict[str, Any]] = {
     "stuck-gateway": {"quick": True},
     "handshakes": {"quick": True},
     "api": {"quick": True},
+    "link": {"quick": True},
 }
+
+
+# ------------------------------------------------------------------ the rounds
+
+T = TypeVar("T")
+
+
+def round_order(targets: Sequence[T], rnd: int) -> list[T]:
+    """Round `rnd`'s (from 1) order: the targets rotated by one place per round (A B C,
+    B C A, C A B; A B, B A), since the place in a round moves the figures (the module
+    docstring), and a fixed order would always favour the same target."""
+    k = (rnd - 1) % len(targets) if targets else 0
+    return [*targets[k:], *targets[:k]]
+
+
+def run_rounds(targets: Sequence[Target], rounds: int,
+               one: Callable[[Target, int], dict[str, Any]]) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """`one(target, round)` for every target in every round, in `round_order`: the runs,
+    each marked with its `place` in its round (from 1), and each round's order by name."""
+    runs: list[dict[str, Any]] = []
+    orders: list[list[str]] = []
+    for rnd in range(1, rounds + 1):
+        order = round_order(targets, rnd)
+        orders.append([t.name for t in order])
+        for place, target in enumerate(order, 1):
+            runs.append({**one(target, rnd), "place": place})
+    return runs, orders
 
 
 # ------------------------------------------------------------------ one run
@@ -232,7 +268,7 @@ def pipeline_floor(quick: bool, repeat: int, chat: dict[str, Any]) -> dict[str, 
 # and no rounds): the name in --scenarios -> the module's name under bench/.
 OWN_MODULES = {"resume": "resume_bench", "capacity": "capacity", "failover": "failover_bench",
                "stuck-gateway": "stuck_gateway_bench", "handshakes": "handshake_bench",
-               "api": "api_bench"}
+               "api": "api_bench", "link": "link_bench"}
 
 
 def module_scenario(name: str, opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -254,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default="fanout,chat,idle",
                     help="comma list of fanout,chat,idle,resume,capacity,failover,stuck-gateway,"
-                         "handshakes,api (all but the first three: only when named)")
+                         "handshakes,api,link (all but the first three: only when named)")
     ap.add_argument("--baseline", metavar="DIR",
                     help="another meshstream checkout (e.g. `git worktree add /tmp/base HEAD~3`), "
                          "run as target 'baseline' beside this one: an A/B in one run")
@@ -340,16 +376,18 @@ def main(argv: list[str] | None = None) -> int:
             reports.append(text)
             log(text)
             continue
-        runs = []
-        for rnd in range(1, args.rounds + 1):
-            for target in targets:
-                runs.append(run_one(args, scenario, target, rnd, logdir, loads[scenario]))
-                time.sleep(args.pause)
+        def one(target: Target, rnd: int, scenario: str = scenario) -> dict[str, Any]:
+            res = run_one(args, scenario, target, rnd, logdir, loads[scenario])
+            time.sleep(args.pause)
+            return res
+
+        runs, orders = run_rounds(targets, args.rounds, one)
         if scenario == "chat" and args.floor:  # measured next to the chat runs: the box drifts
             floor = results["pipeline_floor"] = pipeline_floor(args.quick, args.rounds, loads["chat"])
         summary = {t.name: median_of([r for r in runs if r["target"] == t.name]) for t in targets}
-        results["scenarios"][scenario] = {"load": loads[scenario], "summary": summary, "runs": runs}
-        reports.append(report(scenario, summary, loads[scenario], floor))
+        results["scenarios"][scenario] = {"load": loads[scenario], "summary": summary, "runs": runs,
+                                          "orders": orders}
+        reports.append(report(scenario, summary, loads[scenario], floor, orders))
         log(reports[-1])
         if args.plots:
             png = plot(scenario, summary, runs, loads[scenario], out_dir / f"{scenario}-{stamp}.png")
