@@ -65,6 +65,7 @@ RESUME_FAILURE_ADDRESSES = 4096  # source addresses with failed resumes tracked 
 TOO_MANY_FAILED_RESUMES = "too-many-failed-resumes"  # the reason of that 1013 close
 GUESSES = ("unknown-session", "expired")  # the answers to a resume that count as failed
 RETAINED = 65536  # connected/disconnected/away items kept from refused batches, at most
+KEPT_BATCH_BYTES = 16 << 20  # batches kept for a logged processor while it is unreachable, at most
 
 # The adapter's token check: a token (None: none given) -> who, or why not.
 Verifier = Callable[[str | None], Identity | TokenError]
@@ -262,13 +263,16 @@ class Waiting(NamedTuple):
 
 
 class Unacked(NamedTuple):
-    """A client frame forwarded to the processor and not yet acknowledged by it."""
+    """A client frame forwarded to the processor and not yet acknowledged by it (whole:
+    a processor restarted from its log is sent it again)."""
 
     seq: int
     client: str
     action: str
     target: str
     request_id: bytes
+    body: bytes = b""
+    is_target_client: bool = False
 
 
 class GatewayOutbox(Protocol):
@@ -346,6 +350,12 @@ class Gateway:
         self.out_seq = 0  # last GatewayOut seen (0: none since the welcome)
         self.unacked: deque[Unacked] = deque()
         self.retained: list[pb.GatewayItem] = []  # from refused batches: sent first next time
+        # A processor with a log (ProcessorBeat.logged) that is unreachable is restarting
+        # and will be back with its state: batches wait for it whole, in order, their
+        # frames unanswered (bounded: past KEPT_BATCH_BYTES the oldest are refused).
+        self.processor_logged = False
+        self.kept: deque[bytes] = deque()
+        self.kept_bytes = 0
         self.stopping: tuple[int, str] | None = None  # close_all's code and reason, once called
         self.resync_from: set[str] | None = None  # while a Resync is unanswered: the clients then
         # this tick's output
@@ -645,11 +655,12 @@ class Gateway:
         run.client.append(conn.id)
         run.action.append(parsed.action)
         run.target.append(parsed.target)
-        run.body.append(b"" if parsed.body == protocol.EMPTY_BODY else parsed.body)
+        body = b"" if parsed.body == protocol.EMPTY_BODY else parsed.body
+        run.body.append(body)
         run.is_target_client.append(parsed.is_target_client)
         run.request_id.append(parsed.request_id)
         self.unacked.append(Unacked(self.in_seq, conn.id, parsed.action, parsed.target,
-                                    parsed.request_id))
+                                    parsed.request_id, body, parsed.is_target_client))
         self._wake()
         return None
 
@@ -755,19 +766,23 @@ class Gateway:
         unacked = self.unacked
         while unacked and unacked[0].seq <= acked:
             unacked.popleft()
+        self.processor_logged = beat.logged
         if beat.run != self.processor_run:
             if self.processor_run and beat.run:
                 # The same epoch from another process: a processor restarted from its log
-                # (--log). What it did not acknowledge may never have been processed.
+                # (--log). What it did not acknowledge it may never have had: sent again.
                 self.out.notice("warning", "processor restarted from its log",
                                 {"gateway": self.id, "epoch": beat.epoch})
-                self._abandon_unacked()
+                self._resend()
             self.processor_run = beat.run
 
     def processor_out(self, out: pb.GatewayOut) -> None:
         """One GatewayOut: deliveries, membership changes, closes, the welcome."""
         if (out.seq != self.out_seq + 1 and self.up and out.epoch == self.processor_epoch
                 and not any(op.HasField("welcome") for op in out.ops)):  # a welcome starts over
+            if out.seq <= self.out_seq:  # sent again by a processor restarted from its log
+                self.drops["duplicate-out"] += 1
+                return
             self._gap(self.out_seq + 1, out.seq)
         self.out_seq = out.seq
         conns = self.conns
@@ -827,6 +842,7 @@ class Gateway:
                             self._queue(conn, lost)
                 self._welcomed(op.welcome.epoch)
                 self.processor_run = op.welcome.run
+                self.processor_logged = op.welcome.logged
             elif kind == "sync":
                 if self.up:  # else a hello overtook it: the welcome starts afresh
                     self._synced(op.sync)
@@ -889,6 +905,24 @@ class Gateway:
             if asked is not None:
                 self.close(asked, close.code, close.reason)
 
+    def _resend(self) -> None:
+        """Every frame not yet acknowledged, again, after a Resent (with its own seq: the
+        processor skips those it has applied, and waits for this before any other)."""
+        self._item().resent.SetInParent()
+        run = None
+        for u in self.unacked:
+            if run is None or u.seq != run.first_seq + len(run.client):  # runs are consecutive
+                run = self.batch.items.add().frames
+                run.first_seq = u.seq
+            run.client.append(u.client)
+            run.action.append(u.action)
+            run.target.append(u.target)
+            run.body.append(u.body)
+            run.is_target_client.append(u.is_target_client)
+            run.request_id.append(u.request_id)
+        self.open_frames = None  # new frames start a run of their own
+        self.drops["resent"] += len(self.unacked)
+
     def _abandon_unacked(self) -> None:
         """Frames a (new or forgetful) processor never acknowledged may be lost: say so."""
         for u in self.unacked:
@@ -900,6 +934,12 @@ class Gateway:
     def _hello(self) -> None:
         """(Re)introduce this gateway with every client and its rooms (the resync)."""
         self.resync_from = None
+        for kept in self.kept:  # their frames are answered as unacknowledged ones are; what
+            for item in pb.GatewayBatch.FromString(kept).items:  # they said goes on (_refused)
+                if item.WhichOneof("kind") in ("connected", "disconnected", "away", "resume", "resync"):
+                    self.retained.append(item)
+        self.kept.clear()
+        self.kept_bytes = 0
         item = self._item()
         item.hello.index = self.index
         for conn in self.conns.values():
@@ -937,10 +977,28 @@ class Gateway:
                 retained, self.retained = self.retained, []
                 batch = pb.GatewayBatch(gateway=self.id, items=[*retained, *batch.items])
             batch.received = self.out_seq
-            if not self.out.push_batch(batch.SerializeToString()):
+            if self.kept or self.processor_logged:
+                self._keep(batch.SerializeToString())
+            elif not self.out.push_batch(batch.SerializeToString()):
                 self._refused(batch)
+        elif self.kept:
+            self._keep(b"")  # try again what waits
         if self.dirty:
             self._write_dirty()
+
+    def _keep(self, batch: bytes) -> None:
+        """Send what waits for a logged processor, then `batch`, in order, as far as it
+        takes them; keep the rest (the oldest past KEPT_BATCH_BYTES refused: answered)."""
+        kept = self.kept
+        if batch:
+            kept.append(batch)
+            self.kept_bytes += len(batch)
+        while kept and self.out.push_batch(kept[0]):
+            self.kept_bytes -= len(kept.popleft())
+        while self.kept_bytes > KEPT_BATCH_BYTES and kept:
+            oldest = kept.popleft()
+            self.kept_bytes -= len(oldest)
+            self._refused(pb.GatewayBatch.FromString(oldest))
 
     def _refused(self, batch: pb.GatewayBatch) -> None:
         """The processor is unreachable: every client frame in the batch gets an error and

@@ -40,6 +40,9 @@ class GatewayStream:
     ops: list[bytes] = field(default_factory=list)  # encoded `ops` fields, this tick
     unapplied: deque[tuple[int, int, float]] = field(default_factory=deque)  # (seq, bytes, sent)
     unapplied_bytes: int = 0
+    # Those GatewayOuts themselves, for a processor restarted from its log to send again
+    # (`unsent`): what the last one made, it may never have sent. Bounded as `unapplied`.
+    retained: deque[bytes] = field(default_factory=deque)
 
 
 class GatewayOutput:
@@ -48,6 +51,7 @@ class GatewayOutput:
     def __init__(self, epoch: str, lag_bytes: int = LAG_BYTES, lag_age: float = 3.0) -> None:
         self.epoch = epoch
         self.run = ""  # this processor process (Welcome.run; fixed length: its bytes are counted)
+        self.logged = False  # it keeps a log (Welcome.logged)
         # `GatewayOut.epoch` (field 3) encoded once: a GatewayOut is its ops, b"\x10" (field
         # 2, `seq`) + varint(seq), then this, as upb writes them (test_link.py checks it).
         self.epoch_field = length_delimited(3, epoch.encode()) if epoch else b""
@@ -98,7 +102,7 @@ class GatewayOutput:
 
     def welcome_gateway(self, gateway: str) -> None:
         op = length_delimited(1, pb.GatewayOp(welcome=pb.Welcome(
-            epoch=self.epoch, run=self.run)).SerializeToString())
+            epoch=self.epoch, run=self.run, logged=self.logged)).SerializeToString())
         if gateway in self.holding:  # what waited for the welcome comes after it
             self.holding.discard(gateway)
             self._ops(gateway).insert(0, op)
@@ -148,6 +152,7 @@ class GatewayOutput:
             payload = b"".join(ops)
             stream.unapplied.append((seq, len(payload), now))
             stream.unapplied_bytes += len(payload)
+            stream.retained.append(payload)
             if stream.unapplied_bytes > self.lag_bytes:
                 self.over.append(stream.gateway)
             out.append((stream.gateway, payload))
@@ -163,6 +168,13 @@ class GatewayOutput:
         unapplied = stream.unapplied
         while unapplied and unapplied[0][0] <= seq:
             stream.unapplied_bytes -= unapplied.popleft()[1]
+            stream.retained.popleft()
+
+    def unsent(self, gateway: str) -> list[bytes]:
+        """Every GatewayOut `gateway` has not said it applied, oldest first: to send again
+        (it skips those it has: their seqs are not above its last)."""
+        stream = self.streams.get(gateway)
+        return list(stream.retained) if stream is not None else []
 
     def stalled(self, now: float) -> list[str]:
         """Gateways past `lag_bytes` of unapplied output, or whose oldest unapplied
@@ -186,6 +198,7 @@ class GatewayOutput:
     def check(self) -> None:
         for gateway, s in self.streams.items():
             assert s.unapplied_bytes == sum(n for _, n, _ in s.unapplied), gateway
+            assert [len(p) for p in s.retained] == [n for _, n, _ in s.unapplied], gateway
             assert [q for q, _, _ in s.unapplied] == sorted({q for q, _, _ in s.unapplied}), gateway
             assert bool(s.ops) == (s in self.touched), gateway
 

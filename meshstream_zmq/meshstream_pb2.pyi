@@ -54,7 +54,7 @@ class GatewayBatch(_message.Message):
     def __init__(self, gateway: _Optional[str] = ..., items: _Optional[_Iterable[_Union[GatewayItem, _Mapping]]] = ..., received: _Optional[int] = ...) -> None: ...
 
 class GatewayItem(_message.Message):
-    __slots__ = ("hello", "heartbeat", "connected", "disconnected", "away", "resume", "frames", "admin_query", "resync")
+    __slots__ = ("hello", "heartbeat", "connected", "disconnected", "away", "resume", "frames", "admin_query", "resync", "resent")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,7 @@ class GatewayItem(_message.Message):
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     ADMIN_QUERY_FIELD_NUMBER: _ClassVar[int]
     RESYNC_FIELD_NUMBER: _ClassVar[int]
+    RESENT_FIELD_NUMBER: _ClassVar[int]
     hello: GatewayHello
     heartbeat: Heartbeat
     connected: ClientConnected
@@ -73,7 +74,12 @@ class GatewayItem(_message.Message):
     frames: ClientFrames
     admin_query: AdminQuery
     resync: Resync
-    def __init__(self, hello: _Optional[_Union[GatewayHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., connected: _Optional[_Union[ClientConnected, _Mapping]] = ..., disconnected: _Optional[str] = ..., away: _Optional[str] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ..., frames: _Optional[_Union[ClientFrames, _Mapping]] = ..., admin_query: _Optional[_Union[AdminQuery, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ...) -> None: ...
+    resent: Resent
+    def __init__(self, hello: _Optional[_Union[GatewayHello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., connected: _Optional[_Union[ClientConnected, _Mapping]] = ..., disconnected: _Optional[str] = ..., away: _Optional[str] = ..., resume: _Optional[_Union[ResumeRequest, _Mapping]] = ..., frames: _Optional[_Union[ClientFrames, _Mapping]] = ..., admin_query: _Optional[_Union[AdminQuery, _Mapping]] = ..., resync: _Optional[_Union[Resync, _Mapping]] = ..., resent: _Optional[_Union[Resent, _Mapping]] = ...) -> None: ...
+
+class Resent(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class Resync(_message.Message):
     __slots__ = ()
@@ -292,15 +298,17 @@ class CloseClient(_message.Message):
     def __init__(self, client: _Optional[str] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("epoch", "run")
+    __slots__ = ("epoch", "run", "logged")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
+    LOGGED_FIELD_NUMBER: _ClassVar[int]
     epoch: str
     run: str
-    def __init__(self, epoch: _Optional[str] = ..., run: _Optional[str] = ...) -> None: ...
+    logged: bool
+    def __init__(self, epoch: _Optional[str] = ..., run: _Optional[str] = ..., logged: _Optional[bool] = ...) -> None: ...
 
 class ProcessorBeat(_message.Message):
-    __slots__ = ("epoch", "acked", "run")
+    __slots__ = ("epoch", "acked", "run", "logged")
     class AckedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -311,10 +319,12 @@ class ProcessorBeat(_message.Message):
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     ACKED_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
+    LOGGED_FIELD_NUMBER: _ClassVar[int]
     epoch: str
     acked: _containers.ScalarMap[str, int]
     run: str
-    def __init__(self, epoch: _Optional[str] = ..., acked: _Optional[_Mapping[str, int]] = ..., run: _Optional[str] = ...) -> None: ...
+    logged: bool
+    def __init__(self, epoch: _Optional[str] = ..., acked: _Optional[_Mapping[str, int]] = ..., run: _Optional[str] = ..., logged: _Optional[bool] = ...) -> None: ...
 
 class PairBeat(_message.Message):
     __slots__ = ("state", "term", "backup", "epoch")
@@ -578,18 +588,20 @@ class LogEntry(_message.Message):
     def __init__(self, time: _Optional[float] = ..., inputs: _Optional[_Iterable[_Union[LogInput, _Mapping]]] = ..., start: _Optional[str] = ...) -> None: ...
 
 class LogInput(_message.Message):
-    __slots__ = ("gateway", "watcher", "subscription", "watcher_gone", "beat")
+    __slots__ = ("gateway", "watcher", "subscription", "watcher_gone", "beat", "recovered")
     GATEWAY_FIELD_NUMBER: _ClassVar[int]
     WATCHER_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     WATCHER_GONE_FIELD_NUMBER: _ClassVar[int]
     BEAT_FIELD_NUMBER: _ClassVar[int]
+    RECOVERED_FIELD_NUMBER: _ClassVar[int]
     gateway: bytes
     watcher: LoggedWatcherIn
     subscription: bytes
     watcher_gone: str
     beat: bool
-    def __init__(self, gateway: _Optional[bytes] = ..., watcher: _Optional[_Union[LoggedWatcherIn, _Mapping]] = ..., subscription: _Optional[bytes] = ..., watcher_gone: _Optional[str] = ..., beat: _Optional[bool] = ...) -> None: ...
+    recovered: bool
+    def __init__(self, gateway: _Optional[bytes] = ..., watcher: _Optional[_Union[LoggedWatcherIn, _Mapping]] = ..., subscription: _Optional[bytes] = ..., watcher_gone: _Optional[str] = ..., beat: _Optional[bool] = ..., recovered: _Optional[bool] = ...) -> None: ...
 
 class LoggedWatcherIn(_message.Message):
     __slots__ = ("identity", "payload", "user", "has_user")

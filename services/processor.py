@@ -24,6 +24,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import zmq
 
@@ -54,6 +55,7 @@ log = logging.getLogger("meshstream.processor")
 DRAIN = 2000  # messages read from one socket before looking at the others
 PROBE = pb.WatcherOut(reply=pb.Reply(id=0)).SerializeToString()
 BEAT_INPUT = length_delimited(2, pb.LogInput(beat=True).SerializeToString())  # a LogEntry.inputs field
+RECOVERED_INPUT = length_delimited(2, pb.LogInput(recovered=True).SerializeToString())
 ROOM_TOPIC = b"room."  # + a room's name: its room-wide messages, for observers (aio.py)
 EVENT_TOPICS = {k: f"event.{k.name.lower().replace('_', '-')}".encode() for k in EventKind}
 
@@ -215,6 +217,10 @@ class Processor:
         self.journal: LogThread | None = None
         self.withheld: Withheld | None = None
         self.recording: list[bytes] | None = None  # this turn's LogEntry.inputs fields, encoded
+        # Restarted from the log: gateways whose frames wait for their Resent, and those
+        # owed every GatewayOut they have not applied (sent again on their subscription).
+        self.recovering: set[str] = set()
+        self.resend: set[str] = set()
         self.last_time = 0.0  # with a log, time is the wall clock, never going back
         self.running = True
         self.envelopes_in = 0  # counted here, published to the metric at each beat
@@ -232,6 +238,7 @@ class Processor:
         self.epoch = epoch or new_epoch()
         self.out = ZmqOutbox(self.pub, self.router, self.epoch, lag_age=self.config.peer_timeout)
         self.out.run = self.run_id
+        self.out.logged = bool(self.config.log_urls)
         self.mesh = Mesh(self.out, gateway_timeout=self.config.peer_timeout,
                          watcher_timeout=self.config.peer_timeout, room_pass=self.room_pass,
                          max_rooms_per_client=self.config.max_rooms_per_client,
@@ -302,7 +309,8 @@ class Processor:
             self.out.received(gateway, batch.received)
         client_frame = mesh.client_frame
         empty = protocol.EMPTY_BODY
-        last_seq = 0  # of the last client frame: the one to acknowledge
+        last_seq = acked = self.acked.get(gateway, 0)  # the last client frame applied
+        waiting = gateway in self.recovering  # for its Resent: frames would come out of order
         for item in batch.items:
             if known:
                 # Hot path: reading `frames` of an item of another kind gives an empty
@@ -310,9 +318,18 @@ class Processor:
                 run = item.frames
                 clients = run.client
                 if clients:
+                    if waiting:
+                        continue  # sent again after its Resent
+                    columns: tuple[Sequence[Any], ...] = (
+                        clients, run.action, run.target, run.body, run.is_target_client,
+                        run.request_id)
+                    if run.first_seq <= last_seq:  # sent again: what was applied is skipped
+                        done = last_seq - run.first_seq + 1
+                        if done >= len(clients):
+                            continue
+                        columns = tuple(column[done:] for column in columns)
                     for client, action, target, body, to_client, request_id in zip(
-                            clients, run.action, run.target, run.body, run.is_target_client,
-                            run.request_id, strict=True):
+                            *columns, strict=True):
                         try:
                             client_frame(client, action, target, body or empty, to_client, request_id)
                         except Exception:  # a bug: this frame fails, not the processor
@@ -323,6 +340,10 @@ class Processor:
                     last_seq = run.first_seq + len(clients) - 1
                     continue
             kind = item.WhichOneof("kind")
+            if kind == "resent":  # every frame it has not had acknowledged follows, again
+                waiting = False
+                self.recovering.discard(gateway)
+                continue
             if not known and kind != "hello":
                 # Not (or no longer) introduced to this processor, e.g. frames sent just
                 # after a processor restart: left unacknowledged, so the gateway reports
@@ -334,7 +355,9 @@ class Processor:
                 self.failed(f"gateway {kind}", now)
             if kind == "hello":
                 known = True
-        if last_seq > 0:
+                last_seq = acked = 0  # its numbering is acknowledged afresh
+                waiting = False
+        if last_seq > acked:
             self.acked[gateway] = last_seq
         return None
 
@@ -370,6 +393,7 @@ class Processor:
             log.info("gateway hello", extra={"fields": {
                 "gateway": gateway, "clients": len(hello.clients)}})
             self.out.forget(gateway)  # its numbering starts over with the welcome
+            self.recovering.discard(gateway)  # what it had not had acknowledged, it answered
             mesh.gateway_listed(
                 gateway, hello.index, [(c.client, c.rooms, c.user, c.session_hash) for c in hello.clients],
                 [i.resume.new_session_hash for i in batch.items if i.HasField("resume")] if batch else [],
@@ -400,6 +424,12 @@ class Processor:
     def on_subscription(self, msg: bytes) -> None:
         if self.recording is not None:
             self.recording.append(length_delimited(2, length_delimited(3, msg)))
+        if self.resend and msg[:1] == b"\x01" and msg.endswith(b"."):  # a gateway's, again
+            owed = msg[1:-1].decode(errors="replace")
+            if owed in self.resend:
+                self.resend.discard(owed)
+                for payload in self.out.unsent(owed):
+                    self.out.pub.send_multipart([msg[1:], payload], flags=zmq.NOBLOCK)
         gateway = self.peers.subscription(msg)
         self.out.rooms_observed = any(t.startswith(ROOM_TOPIC) for t in self.peers.subscriptions)
         if gateway is not None:
@@ -526,7 +556,7 @@ class Processor:
 
     def processor_beat(self) -> pb.ProcessorBeat:
         """Every known gateway is listed: one missing from the map must say hello again."""
-        return pb.ProcessorBeat(epoch=self.epoch, run=self.run_id,
+        return pb.ProcessorBeat(epoch=self.epoch, run=self.run_id, logged=self.journal is not None,
                                 acked={g: self.acked.get(g, 0) for g in self.mesh.gateways})
 
     def drop_stalled(self, gateways: list[str]) -> None:
@@ -684,6 +714,8 @@ class Processor:
         self.out.pub = self.withheld.socket(self.pub)  # type: ignore[assignment]
         self.out.router = self.withheld.socket(self.router)  # type: ignore[assignment]
         self.recording = []
+        if entries:
+            self.recovered()  # the first entry of this run
 
     def replay(self, entry: pb.LogEntry) -> None:
         """One logged turn, applied as the run loop applied it (its flushes included)."""
@@ -704,7 +736,17 @@ class Processor:
                 self.watcher_gone(item.watcher_gone)
             elif kind == "beat":
                 self.beat(now)
+            elif kind == "recovered":
+                self.recovered()
         self.flush(now)
+
+    def recovered(self) -> None:
+        """Serving on after a replay (logged, so that a later replay waits as this one did):
+        every gateway's frames wait for its Resent, and it is owed its unapplied output."""
+        if self.recording is not None:
+            self.recording.append(RECOVERED_INPUT)
+        self.recovering = set(self.mesh.gateways)
+        self.resend = set(self.mesh.gateways)
 
     def took(self, seconds: float) -> None:
         """One stretch of work without a poll (a beat, or a drain and its flush): the

@@ -128,3 +128,54 @@ def test_an_unreachable_log_stops_the_processor_with_exit_2(tmp_path: Path) -> N
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr[-500:]
     assert "no NATS server" in done.stderr
+
+
+@pytest.fixture
+def steady(tmp_path: Path) -> Iterator[Cluster]:
+    """Two gateways on a log, and a peer timeout long enough that the gateways keep
+    forwarding through a processor restart (their frames wait in ZeroMQ meanwhile)."""
+    (tmp_path / "cluster").mkdir()
+    with nats_server(tmp_path / "js") as (url, _):
+        c = Cluster(tmp_path / "cluster", gateways=2, args=["--log", url, "--peer-timeout", "15"])
+        try:
+            yield c
+        finally:
+            c.stop()
+
+
+async def test_chat_through_a_processor_sigkill_loses_and_repeats_nothing(steady: Cluster) -> None:
+    """Every frame a client sent is handled exactly once across a processor SIGKILL: the
+    gateways send again what was not acknowledged, the restarted processor skips what its
+    log has, every GatewayOut a gateway missed is sent again; nobody sees an error."""
+    cluster = steady
+    room = uid("steady")
+    clients = [await tracked(cluster.url) for _ in range(4)]  # on both gateways
+    for c in clients:
+        await join(c, room)
+    for c in clients:
+        await sync(c)
+    sender = clients[0]
+    epoch = sender.epoch
+    count, killed = 300, False
+    for n in range(count):
+        await sender.send({"action": "chat", "target": room, "message_body": {"n": n}, "id": f"s{n}"})
+        if n == count // 3 and not killed:
+            kill(cluster, "processor")
+            killed = True
+        await asyncio.sleep(0.01)  # a steady chat, not a burst (the rate limit is 200/s)
+
+    async def all_of(c: Tracked, own: bool) -> list[int]:
+        got: list[int] = []
+        while len(got) < count:
+            m = await c.next(lambda m: m.get("action") in ("chat", "error"), timeout=DEADLINE * 2)
+            assert m["action"] == "chat", m  # no processor-restarted, messages-lost, …
+            if own:
+                assert m.get("id") == f"s{m['message_body']['n']}"  # each request answered
+            got.append(m["message_body"]["n"])
+        return got
+
+    for c in clients:  # Tracked fails on a repeat or disorder within the room's stream
+        assert await all_of(c, c is sender) == list(range(count)), c.id
+    assert {c.epoch for c in clients} == {epoch}
+    for c in clients:
+        await c.close()

@@ -17,6 +17,7 @@ from meshstream_zmq.auth import Identity, TokenError
 from meshstream_zmq.errors import CloseCode
 from meshstream_zmq.gateway import (
     HELD_FRAMES,
+    KEPT_BATCH_BYTES,
     MAX_RESUME_POSITIONS,
     PACED_MESSAGE,
     PING_INTERVAL,
@@ -188,24 +189,45 @@ def test_acknowledged_frames_are_forgotten_and_a_new_epoch_answers_the_rest() ->
     gw.check()
 
 
-def test_a_processor_restarted_from_its_log_keeps_the_epoch_and_its_unacked_are_answered() -> None:
+def test_a_processor_restarted_from_its_log_is_sent_every_unacknowledged_frame_again() -> None:
     """With a log (--log) a restarted processor has the same epoch: its beats name a new
-    `run`, and what the old process never acknowledged may never have been processed."""
+    `run`. It may never have had what the old process did not acknowledge: a Resent, then
+    those frames again with their own seqs (the processor skips what it applied)."""
     gw, out = make()
     welcome(gw, "e1")
     conn = gw.connect("L1", 0.0)
     gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r1", acked={GW: 0}), 0.5)
-    for action in ("a", "b"):
-        gw.client_frame(conn, json.dumps({"action": action, "id": action}), 0.0)
+    for action in ("a", "b", "c"):
+        gw.client_frame(conn, json.dumps({"action": action, "target": "r", "id": action}), 0.0)
     gw.flush()
     gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r1", acked={GW: 1}), 1.0)
-    assert [u.action for u in gw.unacked] == ["b"]
+    assert [u.action for u in gw.unacked] == ["b", "c"]
     gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r2", acked={GW: 1}), 2.0)  # restarted
-    assert gw.link is Link.UP and not gw.unacked  # the same processor: no hello, no resync
+    gw.client_frame(conn, json.dumps({"action": "d", "target": "r"}), 2.0)
     gw.flush()
-    last = out.frames_for("L1")[-1]
-    assert (last["message_body"]["code"], last["id"]) == ("processor-restarted", "b")
+    assert gw.link is Link.UP  # the same processor: no hello, no resync, nothing answered
+    items = out.batches[-1].items
+    assert items[0].HasField("resent")
+    assert frames_of([out.batches[-1]]) == [(2, conn.id, "b", "r"), (3, conn.id, "c", "r"),
+                                            (4, conn.id, "d", "r")]
+    assert [f["action"] for f in out.frames_for("L1")] == ["client-connected"]
     assert "processor restarted from its log" in out.notices
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r2", acked={GW: 4}), 3.0)
+    assert not gw.unacked
+    gw.check()
+
+
+def test_a_gatewayout_sent_again_is_skipped_a_new_one_applied() -> None:
+    gw, out = make()
+    welcome(gw, "e1")
+    conn = gw.connect("L1", 0.0)
+    frame = b'{"action":"x"}'
+    out_msg(gw, pb.GatewayOp(deliver=pb.Deliver(frame=frame, clients=[conn.id])), seq=2)
+    out_msg(gw, pb.GatewayOp(deliver=pb.Deliver(frame=frame, clients=[conn.id])), seq=2)  # again
+    out_msg(gw, pb.GatewayOp(deliver=pb.Deliver(frame=b'{"action":"y"}', clients=[conn.id])), seq=3)
+    gw.flush()
+    assert [f["action"] for f in out.frames_for("L1")] == ["client-connected", "x", "y"]
+    assert gw.drops["duplicate-out"] == 1 and gw.link is Link.UP
     gw.check()
 
 
@@ -277,6 +299,35 @@ def test_a_refused_batch_answers_every_frame_in_it() -> None:
     codes = [(f["message_body"]["code"], f["id"]) for f in out.frames_for("L1")[1:]]
     assert codes == [("processor-unavailable", 1), ("processor-unavailable", 2)]
     assert not gw.unacked and gw.drops == {"processor-unreachable": 2}  # one per client frame
+
+
+def test_batches_wait_whole_for_a_logged_processor_that_is_unreachable() -> None:
+    """A processor with a log (its beats say `logged`) that cannot be reached is restarting
+    and comes back with its state: batches wait for it in order, their frames unanswered
+    and unacknowledged; past KEPT_BATCH_BYTES the oldest are refused as usual."""
+    gw, out = make()
+    welcome(gw)
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r1", logged=True, acked={GW: 0}), 0.5)
+    conn = gw.connect("L1", 0.0)
+    gw.flush()
+    out.accept = False
+    for n in range(3):
+        gw.client_frame(conn, json.dumps({"action": "a", "target": "r", "id": n}), 0.0)
+        gw.flush()
+    assert [f["action"] for f in out.frames_for("L1")] == ["client-connected"]  # none answered
+    assert len(gw.kept) == 3 and [u.seq for u in gw.unacked] == [1, 2, 3]
+    out.accept = True
+    gw.client_frame(conn, json.dumps({"action": "a", "target": "r", "id": 3}), 0.0)
+    gw.flush()
+    assert [s for s, *_ in frames_of(out.batches)] == [1, 2, 3, 4] and not gw.kept  # in order
+    out.accept = False
+    big = json.dumps({"action": "a", "target": "r", "message_body": {"x": "y" * 60000}})
+    for _ in range(KEPT_BATCH_BYTES // 60000 + 2):
+        gw.client_frame(conn, big, 0.0)
+        gw.flush()
+    assert gw.kept_bytes <= KEPT_BATCH_BYTES and gw.drops["processor-unreachable"] >= 1
+    assert out.frames_for("L1")[-1]["message_body"]["code"] == "processor-unavailable"
+    gw.check()
 
 
 def test_a_refused_hello_is_retried_not_counted_as_a_drop() -> None:
