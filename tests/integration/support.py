@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -154,18 +155,19 @@ PAIR_DEADLINE = 30.0  # for anything to happen (2 shared cores, 6 interpreters);
 
 
 def free_block(n: int = 4) -> int:
-    """A port P with P..P+n-1 free on loopback (a processor's --tcp takes four)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + n >= 65536:
-            continue
+    """A port P with P..P+n-1 free on loopback (a processor's --tcp takes four). Drawn below
+    Linux's ephemeral range (32768 up), where the kernel gives no connection a local port:
+    with every test's connections about, a free block there is rare (failed once under
+    load); bound with SO_REUSEADDR, as ZeroMQ binds."""
+    rng = random.Random()
+    for _ in range(2000):
+        base = rng.randrange(20000, 32768 - n)
+        held: list[socket.socket] = []
         try:
-            held = []
             for p in range(base, base + n):
                 t = socket.socket()
                 held.append(t)
+                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 t.bind(("127.0.0.1", p))
         except OSError:
             continue

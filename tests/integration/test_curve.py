@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from zmq.utils.monitor import recv_monitor_message
 from meshstream_zmq import keys
 from meshstream_zmq import meshstream_pb2 as pb
 from tests.conftest import ROOT, Client, Cluster, free_port
+from tests.integration.support import free_block
 from tests.integration.test_words_battle import wait_for_watchers
 
 DEADLINE = 20.0
@@ -36,15 +36,7 @@ def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 def tcp_base() -> int:
     """A port P with P, P+1, P+2 free now (the processor binds all three)."""
-    while True:
-        base = free_port()
-        try:
-            for p in (base + 1, base + 2):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
+    return free_block(3)
 
 
 @pytest.fixture(scope="module")
