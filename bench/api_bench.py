@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import log, scenario_main
-from bench.harness import CACHE, HOST, MESHSTREAM_BENCH_ENV, Server, Target
+from bench.harness import CACHE, HOST, MESHSTREAM_BENCH_ENV, Server, Target, save
 from bench.report import fmt
 from bench.resume_bench import quantile
 from bench.sampling import CLK_TCK, cpu_ticks
@@ -438,9 +438,7 @@ def run_scenario(o: argparse.Namespace) -> tuple[dict[str, Any], str]:
     results["rounds"] = rounds
     results["summary"] = summarize(rounds, o.rounds, srv.restarts())
     text = table(rounds, results["summary"], opts)
-    path = CACHE / f"api-{stamp}.json"
-    path.write_text(json.dumps(results, indent=1))
-    results["path"] = str(path)
+    save(results, f"api-{stamp}")
     return results, text
 
 

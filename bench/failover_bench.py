@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import REPO, log, scenario_main
-from bench.harness import CACHE, HOST, free_port, ws_upgrade_ok
+from bench.harness import CACHE, HOST, free_port, save, ws_upgrade_ok
 from bench.sampling import alive, tree
 
 FAILOVER_DEFAULTS: dict[str, Any] = {"rounds": 5, "failover_timeout": 2.0, "interval": 0.02,
@@ -557,9 +557,7 @@ def run_scenario(o: argparse.Namespace) -> tuple[dict[str, Any], str]:
     results["rounds"] = rounds
     results["summary"] = summarize(rounds, o.failover_timeout)
     text = table(rounds, results["summary"], opts)
-    path = CACHE / f"failover-{stamp}.json"
-    path.write_text(json.dumps(results, indent=1))
-    results["path"] = str(path)
+    save(results, f"failover-{stamp}")
     return results, text
 
 

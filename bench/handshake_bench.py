@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -35,7 +34,7 @@ from collections import Counter
 from typing import Any
 
 from bench import log, scenario_main
-from bench.harness import CACHE, HOST, Server, meshstream_target
+from bench.harness import CACHE, HOST, Server, meshstream_target, save
 from bench.sampling import proc_name, rss_kb, tree
 
 DEFAULTS: dict[str, Any] = {"rounds": 6, "conns": 800, "lines": 120, "line_bytes": 8000,
@@ -141,9 +140,7 @@ def run_scenario(o: argparse.Namespace) -> tuple[dict[str, Any], str]:
         lines.append(f"{r['round']:>5}  {r['answers']}" + "".join(
             f"  {r['rss'].get(n, 0) >> 20:>10}" for n in names))
     lines.append(f"verdict: {results['verdict']}")
-    path = CACHE / f"handshakes-{stamp}.json"
-    path.write_text(json.dumps(results, indent=1))
-    results["path"] = str(path)
+    save(results, f"handshakes-{stamp}")
     return results, "\n".join(lines)
 
 

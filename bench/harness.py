@@ -13,6 +13,7 @@ stops it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench import REPO, log
 from bench.sampling import TreeSampler, alive, listening, tree
@@ -37,6 +39,15 @@ SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 
 
 # ------------------------------------------------------------------ the harnesses
+
+def save(results: dict[str, Any], name: str, where: Path = CACHE) -> Path:
+    """`results` as <where>/<name>.json, its path recorded in them ("path")."""
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / f"{name}.json"
+    path.write_text(json.dumps(results, indent=1))
+    results["path"] = str(path)
+    return path
+
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""

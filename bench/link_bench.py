@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import log, scenario_main
-from bench.harness import CACHE
+from bench.harness import CACHE, save
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq.config import Config
 from meshstream_zmq.gateway import Connection, Gateway, Link
@@ -270,11 +270,7 @@ def run_scenario(o: argparse.Namespace) -> tuple[dict[str, Any], str]:
              f"deliveries {made:,} of {owed:,} owed -> {results['verdict']}"]
     if notices:
         lines.append(f"{len(notices)} notice(s) from the gateway cores, first: {notices[0]}")
-    out = Path(o.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"link-{results['time']}.json"
-    path.write_text(json.dumps(results, indent=1))
-    results["path"] = str(path)
+    save(results, f"link-{results['time']}", Path(o.out))
     return results, "\n".join(lines)
 
 

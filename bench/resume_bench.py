@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import REPO, log, scenario_main
-from bench.harness import CACHE, HOST, free_port, ws_upgrade_ok
+from bench.harness import CACHE, HOST, free_port, save, ws_upgrade_ok
 from bench.sampling import alive, listening, tree
 
 RESUME_DEFAULTS: dict[str, Any] = {"clients": 10000, "rooms": 2500, "rate": 0.1, "fill": 30.0,
@@ -435,9 +435,7 @@ def run_scenario(o: argparse.Namespace) -> tuple[dict[str, Any], str]:
         text = f"\n== resume: FAILED: {exc} (logs in {logdir})"
     finally:
         alarm.cancel()
-    path = CACHE / f"resume-{stamp}.json"
-    path.write_text(json.dumps(results, indent=1))
-    results["path"] = str(path)
+    save(results, f"resume-{stamp}")
     return results, text
 
 

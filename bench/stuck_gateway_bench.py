@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import REPO, log, scenario_main
-from bench.harness import CACHE, HOST, Server, Target
+from bench.harness import CACHE, HOST, Server, Target, save
 from bench.report import fmt
 from bench.resume_bench import quantile
 
@@ -540,9 +540,7 @@ def run_scenario(o: argparse.Namespace) -> tuple[dict[str, Any], str]:
     text = table(rounds, results["summary"], opts)
     if Path(o.checkout).resolve() != REPO:
         text += f"\n(meshstream run of {results['checkout']})"
-    path = CACHE / f"stuck-gateway-{stamp}.json"
-    path.write_text(json.dumps(results, indent=1))
-    results["path"] = str(path)
+    save(results, f"stuck-gateway-{stamp}")
     return results, text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import random
@@ -21,6 +22,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from meshstream_zmq.aio import AsyncWatcher
 from meshstream_zmq.client import split_frames
 from tests.conftest import ROOT, Client, Cluster, _die_with_the_tests, clients_on, title  # noqa: F401 - re-exported
 
@@ -269,3 +271,14 @@ def serving(proc: Proc) -> bool:
     lines = [line for line in proc.text().splitlines()
              if '"processor active"' in line or '"processor passive' in line]
     return bool(lines) and '"processor active"' in lines[-1]
+
+
+@contextlib.asynccontextmanager
+async def welcomed(bot: AsyncWatcher) -> AsyncIterator[AsyncWatcher]:
+    """An asyncio watcher started and welcomed for the block, closed after it."""
+    await bot.start()
+    try:
+        await bot.wait_welcomed(15)
+        yield bot
+    finally:
+        await bot.close()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,17 +13,7 @@ from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind
 from meshstream_zmq.errors import ErrorCode
 from tests.conftest import Client, Cluster
-from tests.integration.support import wait_for
-
-
-@contextlib.asynccontextmanager
-async def serving(bot: AsyncWatcher) -> AsyncIterator[AsyncWatcher]:
-    await bot.start()
-    try:
-        await bot.wait_welcomed(15)
-        yield bot
-    finally:
-        await bot.close()
+from tests.integration.support import wait_for, welcomed
 
 
 async def test_awaited_commands_handlers_and_a_room_that_stalls(cluster: Cluster, connect) -> None:
@@ -64,7 +52,7 @@ async def test_awaited_commands_handlers_and_a_room_that_stalls(cluster: Cluster
     async def boom(msg: Message) -> None:
         raise RuntimeError("handler bug")
 
-    async with serving(bot):
+    async with welcomed(bot):
         a: Client = await connect()
         await a.send({"action": "join-room", "target": "aio-1"})
         got = await a.expect("in", target="aio-1")
@@ -107,7 +95,7 @@ async def test_a_full_room_lane_refuses_frames_and_counts_them(cluster: Cluster,
         await release.wait()
         await bot.send_clients([msg.client], "worked", {"n": msg.body["n"]}, target=msg.room)
 
-    async with serving(bot):
+    async with welcomed(bot):
         a: Client = await connect()
         await a.send({"action": "join-room", "target": "full-1"})
         await a.expect("in")
@@ -127,7 +115,7 @@ async def test_silence_fails_commands_at_once_and_the_welcome_comes_back(cluster
     bot = AsyncWatcher("aio-silence", prefixes=["quiet-"], config=config)
     welcomes: list[int] = []
     bot.on_welcome(lambda rooms: welcomes.append(len(rooms)))
-    async with serving(bot):
+    async with welcomed(bot):
         processor = cluster.kill("processor", signal.SIGSTOP)
         try:
             await wait_for(lambda: bot.silent, what="the processor found silent")

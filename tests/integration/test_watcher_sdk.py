@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import websockets
 
@@ -17,17 +17,7 @@ from meshstream_zmq.config import Config
 from meshstream_zmq.core import EventKind
 from meshstream_zmq.errors import ErrorCode
 from tests.conftest import Client, Cluster
-from tests.integration.support import wait_for
-
-
-@contextlib.asynccontextmanager
-async def serving(bot: AsyncWatcher) -> AsyncIterator[AsyncWatcher]:
-    await bot.start()
-    try:
-        await bot.wait_welcomed(15)
-        yield bot
-    finally:
-        await bot.close()
+from tests.integration.support import wait_for, welcomed
 
 
 async def test_handlers_commands_and_errors(cluster: Cluster, connect) -> None:
@@ -63,7 +53,7 @@ async def test_handlers_commands_and_errors(cluster: Cluster, connect) -> None:
         except CommandError as exc:  # an error reply raises where it is awaited
             await bot.send_clients([msg.client], "answer", {"code": exc.code})
 
-    async with serving(bot):
+    async with welcomed(bot):
         a: Client = await connect()
         await a.send({"action": "join-room", "target": "sdk-1"})
         welcome = await a.expect("welcome", target="sdk-1")
@@ -92,7 +82,7 @@ async def test_handlers_commands_and_errors(cluster: Cluster, connect) -> None:
 async def test_claim_conflict_is_refused(cluster: Cluster) -> None:
     config = Config(run_dir=cluster.run_dir, port=cluster.port)
     refused: list[str] = []
-    async with serving(AsyncWatcher("first", prefixes=["x-"], config=config)):
+    async with welcomed(AsyncWatcher("first", prefixes=["x-"], config=config)):
         second = AsyncWatcher("second", prefixes=["x-"], config=config)
         dispatch = second.dispatch
 
@@ -168,7 +158,7 @@ async def test_away_and_back_reach_the_handlers_and_the_leave_waits_for_the_wind
         return [e for e in seen if e.kind is kind and e.client == client]
 
     opened: list[Client] = []
-    async with serving(bot):
+    async with welcomed(bot):
         try:
             c = Client(await websockets.connect(cluster.url))
             opened.append(c)
