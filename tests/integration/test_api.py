@@ -226,3 +226,35 @@ async def test_wrong_keys_from_one_address_are_limited_and_logged_without_the_ke
         assert "wrong api key" in log and wrong not in log
     finally:
         cluster.stop()
+
+
+async def test_the_api_over_https(tmp_path: Path) -> None:
+    """The same API on a TLS gateway port (--tls-cert): a publish (to the lobby, which
+    always is) over HTTPS, with a certificate made here."""
+    import ssl
+
+    from tests.integration.test_gateway_security import self_signed
+
+    cert, key = self_signed(tmp_path)
+    trust = ssl.create_default_context(cafile=str(cert))
+    cluster = Cluster(tmp_path, gateways=1, args=["--tls-cert", str(cert), "--tls-key", str(key)],
+                      env={"MESHSTREAM_API_KEY": KEY}, tls=trust)
+    try:
+        def publish() -> tuple[int, Any]:
+            conn = http.client.HTTPSConnection("127.0.0.1", cluster.port, timeout=20, context=trust)
+            try:
+                body = json.dumps({"room": "mesh-global", "data": {"n": 1}})
+                conn.request("POST", "/api/publish", body=body, headers={
+                    "Authorization": f"apikey {KEY}", "Content-Type": "application/json"})
+                r = conn.getresponse()
+                return r.status, json.loads(r.read())
+            finally:
+                conn.close()
+
+        deadline = time.monotonic() + 20
+        while (answer := await asyncio.to_thread(publish))[0] == 503 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)  # until the gateway's API watcher is welcomed
+        status, body = answer
+        assert status == 200 and body["offset"] >= 1 and body["epoch"], body
+    finally:
+        cluster.stop()
