@@ -370,8 +370,15 @@ def bench_zmq(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         i = 0
         batches = w.batches
-        last_progress = time.monotonic()
+        last_progress = next_ack = time.monotonic()
+        applied = dict.fromkeys(w.gateways, 0)  # each fake gateway's last GatewayOut read
         while received < expected:
+            if time.monotonic() >= next_ack:  # as a gateway says what it applied (each batch):
+                for gw, seq in applied.items():  # else flow control drops it as stalled
+                    ack = pb.GatewayBatch(gateway=gw, received=seq)
+                    ack.items.add().heartbeat.SetInParent()
+                    push.send_multipart([b"gateway", ack.SerializeToString()])
+                next_ack = time.monotonic() + 0.5
             while i < len(batches) and (sent_frames - received / spans_per_frame) < window:
                 _, payload, n = batches[i]
                 push.send_multipart([b"gateway", payload])
@@ -385,7 +392,9 @@ def bench_zmq(w: Workload, args: argparse.Namespace) -> dict[str, Any]:
                         _, payload = sock.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    received += len(pb.GatewayOut.FromString(payload).ops)
+                    gateway_out = pb.GatewayOut.FromString(payload)
+                    received += len(gateway_out.ops)
+                    applied[subs[sock]] = gateway_out.seq
                     outs += 1
                     got = True
             if got:

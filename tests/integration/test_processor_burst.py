@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from google.protobuf.message import DecodeError
 
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq.config import Config
@@ -62,8 +63,21 @@ class FakeGateway:
         self.sub.setsockopt(zmq.SUBSCRIBE, GW.encode() + b".")
         self.sub.connect(ep.outbound)
         self.seqs: list[int] = []
+        self.in_seq = 0  # of the last client frame sent
 
     def send(self, payload: bytes) -> None:
+        """As a gateway sends: its client frames numbered on (the processor skips a frame
+        whose seq it has acknowledged: a gateway sends again what a restart may have lost)."""
+        try:
+            batch = pb.GatewayBatch.FromString(payload)
+        except DecodeError:  # not a GatewayBatch at all: sent as it is
+            batch = None
+        if batch is not None:
+            for item in batch.items:
+                if item.frames.client:
+                    item.frames.first_seq = self.in_seq + 1
+                    self.in_seq += len(item.frames.client)
+            payload = batch.SerializeToString()
         self.push.send_multipart([b"gateway", payload])
 
     def read(self, timeout_ms: int = 200) -> list[pb.GatewayOp]:
