@@ -489,8 +489,10 @@ async def test_a_standby_processor_takes_over_and_a_cut_between_the_two_splits_n
         reply = await chat_until_the_game_answers(a, room, UP, deployment.logs)
         print(f"failover across hosts: the game answered {time.monotonic() - cut:.2f} s after the cut")
         assert reply["message_body"]["useravatar"] == "al"
-        text = reply["message_body"]["message"]
-        await b.next(is_("send-message", room, a.id, message=text))
+        # b's gateway may take the standby a moment after a's: what the game relayed before
+        # it did never reached b (a new epoch, nothing replayed; failed ~1 run in 8). So b
+        # plays on through the standby itself.
+        await chat_until_the_game_answers(b, room, UP, deployment.logs)
         assert states(standby)[-1] == "active"
         assert all("processor: backup" in health_text(addr) for addr in gateways)
 
