@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import ssl
@@ -205,6 +206,8 @@ class LogThread:
         self.through = 0
         self.failure: Exception | None = None
         self.sent = 0
+        self.queued: list[tuple[int, bytes]] = []  # appended, not yet handed to the log's thread
+        self.signalled = False  # the pipe holds news the caller has not read
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
@@ -226,16 +229,23 @@ class LogThread:
         return int(self._call(self.log.take_over(applied, record)))
 
     def append(self, data: bytes) -> int:
-        """Queue an entry; its number."""
+        """Queue an entry; its number. The log's thread is woken once for what queued
+        meanwhile, not once per entry (a wake-up costs more than the append: profiled)."""
         self.sent += 1
-        number = self.sent
-        self.loop.call_soon_threadsafe(self._append, number, data)
-        return number
+        with self.lock:
+            self.queued.append((self.sent, data))
+            wake = len(self.queued) == 1
+        if wake:
+            self.loop.call_soon_threadsafe(self._append_queued)
+        return self.sent
 
-    def _append(self, number: int, data: bytes) -> None:
-        if self.failure is not None:
-            return
-        self.log.append(data).add_done_callback(lambda f: self._done(number, f))
+    def _append_queued(self) -> None:
+        with self.lock:
+            queued, self.queued = self.queued, []
+        for number, data in queued:
+            if self.failure is not None:
+                return
+            self.log.append(data).add_done_callback(functools.partial(self._done, number))
 
     def _done(self, number: int, future: asyncio.Future[int]) -> None:
         if future.cancelled():  # at close
@@ -251,6 +261,9 @@ class LogThread:
                 while self.through + 1 in self.done:
                     self.through += 1
                     self.done.discard(self.through)
+            if self.signalled:  # the caller has not read the last news yet: one wake-up
+                return
+            self.signalled = True
         with contextlib.suppress(BlockingIOError):
             os.write(self._w, b"!")
 
@@ -259,6 +272,7 @@ class LogThread:
             while os.read(self._r, 4096):
                 pass
         with self.lock:
+            self.signalled = False
             if self.failure is not None:
                 raise self.failure
             return self.through
