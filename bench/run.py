@@ -21,6 +21,8 @@
                                                          # batched, beside a watcher (bench.api_bench)
     python -m bench.run --scenarios link                 # both link ends' Python per chat message, in
                                                          # one process, no sockets (bench.link_bench)
+    python -m bench.run --scenarios log                  # chat with --log off vs a nats-server, and a
+                                                         # processor restart with 100k held (bench.log_bench)
 
 The default harness is the repository's own (`--harness own`, bench.harness): bench/node's
 loadgen.js, whose clients live in several worker processes (`--lg-workers`), drives
@@ -98,6 +100,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {  # the issue's loads
     "handshakes": {},  # bench.handshake_bench, only when named: heads that never end, RSS per round
     "api": {},  # bench.api_bench, only when named: the HTTP API's publishes per gateway CPU-second
     "link": {},  # bench.link_bench, only when named: both link ends' Python per chat message
+    "log": {},  # bench.log_bench, only when named: the processor's log's cost, and its restart
 }
 QUICK: dict[str, dict[str, Any]] = {
     "fanout": {"clients": 200, "messages": 300},
@@ -110,6 +113,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "handshakes": {"quick": True},
     "api": {"quick": True},
     "link": {"quick": True},
+    "log": {"quick": True},
 }
 
 
@@ -268,7 +272,7 @@ def pipeline_floor(quick: bool, repeat: int, chat: dict[str, Any]) -> dict[str, 
 # and no rounds): the name in --scenarios -> the module's name under bench/.
 OWN_MODULES = {"resume": "resume_bench", "capacity": "capacity", "failover": "failover_bench",
                "stuck-gateway": "stuck_gateway_bench", "handshakes": "handshake_bench",
-               "api": "api_bench", "link": "link_bench"}
+               "api": "api_bench", "link": "link_bench", "log": "log_bench"}
 
 
 def module_scenario(name: str, opts: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -290,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default="fanout,chat,idle",
                     help="comma list of fanout,chat,idle,resume,capacity,failover,stuck-gateway,"
-                         "handshakes,api,link (all but the first three: only when named)")
+                         "handshakes,api,link,log (all but the first three: only when named)")
     ap.add_argument("--baseline", metavar="DIR",
                     help="another meshstream checkout (e.g. `git worktree add /tmp/base HEAD~3`), "
                          "run as target 'baseline' beside this one: an A/B in one run")

@@ -110,7 +110,10 @@ class Config:
     web_dir: str = ""
     log_level: str = "info"
     # The processor's inputs in a replicated log (meshstream_zmq/journal.py, docs/design.md
-    # "The log"): "off" (state in memory only), or nats://HOST:PORT[,nats://…] (JetStream).
+    # "The log"): "off" (state in memory only), "embedded" (`meshstream run` starts a
+    # nats-server of its own and points the processor at it: services/embedded_log.py; the
+    # default of `meshstream run` with a processor and no --peer), or
+    # nats://HOST:PORT[,nats://…] (JetStream).
     log: str = "off"
     log_replicas: int = 1  # copies of the log's stream (a NATS cluster: 3)
     log_stream: str = "meshstream-0"  # the stream's name (its subject: meshstream.<name>.in)
@@ -119,8 +122,10 @@ class Config:
 
     @property
     def log_urls(self) -> list[str]:
-        """The NATS servers of --log (none when off)."""
-        return [] if self.log == "off" else [u.strip() for u in self.log.split(",") if u.strip()]
+        """The NATS servers of --log (none when off; embedded: the supervisor names it)."""
+        if self.log in ("off", "embedded"):
+            return []
+        return [u.strip() for u in self.log.split(",") if u.strip()]
 
     @property
     def endpoints(self) -> Endpoints:
@@ -237,9 +242,9 @@ class Config:
             need(not value or (sep == ":" and port.isdigit() and 0 < int(port) < 65533),
                  flag, "must be HOST:PORT with PORT from 1 to 65532 (PORT+3 are used too)")
         need(not self.peer or bool(self.tcp), "peer", "needs --tcp (the pair talks over TCP)")
-        need(self.log == "off" or (bool(self.log_urls) and all(
+        need(self.log in ("off", "embedded") or (bool(self.log_urls) and all(
             u.startswith(("nats://", "tls://")) and u.rpartition(":")[2].isdigit() for u in self.log_urls)),
-             "log", "must be off, or nats://HOST:PORT (tls://HOST:PORT) URLs separated by commas")
+             "log", "must be off, embedded, or nats://HOST:PORT (tls://HOST:PORT) URLs separated by commas")
         need(self.log == "off" or not self.peer, "log",
              "is not yet supported with --peer (a standby tailing the log: issue 17); use --log off")
         need(1 <= self.log_replicas <= 5, "log-replicas", "must be 1 to 5")

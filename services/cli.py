@@ -54,8 +54,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                      help="who may message a client directly (default: on)")
     sec.add_argument("--max-rooms-per-client", type=int, help="rooms one client may be in (0: no limit)")
     lg = p.add_argument_group("the processor's log (docs/design.md, \"The log\")")
-    lg.add_argument("--log", metavar="off|nats://HOST:PORT[,…]",
-                    help="where the processor's inputs are kept: off (memory only, the default) "
+    lg.add_argument("--log", metavar="off|embedded|nats://HOST:PORT[,…]",
+                    help="where the processor's inputs are kept: off (memory only), embedded "
+                         "(`run` starts a nats-server of its own, data in the run directory: "
+                         "the default of `run` with a processor and no --peer; otherwise off) "
                          "or a NATS JetStream server or cluster")
     lg.add_argument("--log-replicas", type=int, help="copies of the log's stream (1; a cluster: 3)")
     lg.add_argument("--log-stream", help="the log's stream name (meshstream-0)")
@@ -181,6 +183,17 @@ def config_from(args: argparse.Namespace) -> Config:
     return Config.from_env().with_overrides(**values)
 
 
+def with_log_default(args: argparse.Namespace, config: Config) -> Config:
+    """`meshstream run` with a processor keeps its inputs in a nats-server of its own
+    (--log embedded: a processor SIGKILL loses nothing) unless --log or MESHSTREAM_LOG
+    says otherwise; with --peer, off (a pair on the log is not supported yet). Every
+    other role: off unless told."""
+    if args.role != "run" or not args.processor or config.peer or args.log is not None \
+            or os.environ.get("MESHSTREAM_LOG"):
+        return config
+    return config.with_overrides(log="embedded")
+
+
 def keys_command(args: argparse.Namespace) -> int:
     from meshstream_zmq import keys
 
@@ -215,14 +228,20 @@ Then start every process with --keys-dir DIR (or MESHSTREAM_KEYS_DIR=DIR).""")
 def preflight(config: Config, watchers: list[str], processor: bool = True) -> None:
     """`meshstream run`'s checks before any child starts (each child would repeat them and
     be restarted forever): TCP beyond loopback without keys, the run directory, a live
-    instance on the same sockets, the TLS certificate and key, the JWT key, missing key
-    files. Without a processor (a gateway host) only what this host's children need."""
+    instance on the same sockets, nats-server for --log embedded, the TLS certificate and
+    key, the JWT key, missing key files. Without a processor (a gateway host) only what this
+    host's children need."""
     from meshstream_zmq import keys, links
     from services.gateway import StartupError, client_tokens, tls_context
 
     if processor:
         links.check_bind(config)
         links.prepare_ipc(config)
+        if config.log == "embedded":
+            from services import embedded_log
+
+            if embedded_log.missing():
+                raise links.LinkError(embedded_log.missing())
     try:
         tls_context(config)
         client_tokens(config)
@@ -296,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"meshstream {args.role}: {exc}", file=sys.stderr)
         return 2
+    config = with_log_default(args, config)
     problems = config.problems()
     if problems:  # before any child starts: a child would raise and be restarted forever
         print(f"meshstream {args.role}: cannot start:", *problems, sep="\n  ", file=sys.stderr)
@@ -312,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.first_index < 1:
             print("meshstream run: --first-index must be 1 or more", file=sys.stderr)
             return 2
+        if config.log == "embedded" and not args.processor:
+            print("meshstream run: --log embedded is the processor's log: not with --no-processor",
+                  file=sys.stderr)
+            return 2
         if not args.processor and config.endpoints.inbound.startswith("ipc://"):
             print("meshstream run: --no-processor needs the processor's address: --tcp HOST:PORT "
                   "or --inbound/--outbound/--watchers-endpoint (docs/deploy.md)", file=sys.stderr)
@@ -323,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return supervisor.run(config, watchers, processor=args.processor,
                               first_index=args.first_index)
+    if config.log == "embedded":
+        print(f"meshstream {args.role}: --log embedded is started by `meshstream run`; here name "
+              "a NATS server (--log nats://HOST:PORT) or --log off", file=sys.stderr)
+        return 2
     if args.role == "processor":
         from services import processor
 

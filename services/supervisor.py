@@ -8,6 +8,10 @@ child as the supervisor holds it; only `metrics_port` differs per child. `ps` sh
 each by its title. Each child's first act is to ask the kernel for SIGTERM when the
 supervisor dies (PR_SET_PDEATHSIG), so even a SIGKILLed supervisor leaves nothing
 behind.
+
+With `--log embedded` (the default of `meshstream run` with a processor) the first child
+is the processor's log, a nats-server (services/embedded_log.py): started and ready before
+the others, a processor started only while it accepts connections, stopped last.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import ssl
 import sys
@@ -31,6 +36,7 @@ from multiprocess.connection import wait
 
 from meshstream_zmq import observability as obs
 from meshstream_zmq.config import Config
+from services import embedded_log
 
 log = logging.getLogger("meshstream.supervisor")
 
@@ -50,8 +56,9 @@ SPAWN = multiprocess.get_context("spawn")
 
 
 def role_title(role: str, arg: int | str) -> str:
-    """'processor', 'gateway 2', 'watcher echo': what `ps` shows after 'meshstream: '."""
-    return role if role == "processor" else f"{role} {arg}"
+    """'processor', 'gateway 2', 'watcher echo': what `ps` shows after 'meshstream: '
+    ('log': the embedded nats-server, which `ps` shows as itself)."""
+    return role if arg == "" else f"{role} {arg}"
 
 
 def _die_with_parent(parent: int) -> None:
@@ -129,6 +136,31 @@ class Child:
         return min(5.0, 0.25 * 2 ** (len(self.crashes) - 1)) if len(self.crashes) > 1 else 0.0
 
 
+@dataclass
+class LogServer(Child):
+    """`--log embedded`: nats-server on `port` (chosen at start, kept for its restarts)."""
+
+    port: int = 0
+
+    def start(self) -> None:
+        self.proc = embedded_log.start(self.config.run_dir, self.port, os.getpid())
+        log.info("started", extra={"fields": {"child": self.name, "pid": self.proc.pid,
+                                              "port": self.port}})
+
+    def wait_ready(self) -> str:
+        """Until it accepts connections: "" then, or why not."""
+        deadline = time.monotonic() + embedded_log.READY_TIMEOUT
+        while not embedded_log.accepting(self.port):
+            if self.proc.exitcode is not None:
+                return (f"nats-server exited ({self.proc.exitcode}): "
+                        f"{embedded_log.last_words(self.config.run_dir)}")
+            if time.monotonic() > deadline:
+                return f"nats-server took no connection on port {self.port} in " \
+                       f"{embedded_log.READY_TIMEOUT:g} s"
+            time.sleep(0.02)
+        return ""
+
+
 def children(config: Config, watchers: list[str], processor: bool = True,
              first_index: int = 1) -> list[Child]:
     """The processor (unless a gateway host's `--no-processor`), gateways K..K+N-1
@@ -140,7 +172,12 @@ def children(config: Config, watchers: list[str], processor: bool = True,
     def port(offset: int) -> int:
         return base + offset if base else 0
 
-    out = [Child("processor", "", config)] if processor else []
+    out: list[Child] = []
+    if processor and config.log == "embedded":  # the processor's log, on a port of its own
+        server = LogServer("log", "", config, port=embedded_log.free_port())
+        config = replace(config, log=embedded_log.url(server.port))
+        out.append(server)
+    out += [Child("processor", "", config)] if processor else []
     out += [Child("gateway", first_index + i - 1, replace(config, metrics_port=port(i)))
             for i in range(1, config.gateways + 1)]
     out += [Child("watcher", name, replace(config, metrics_port=port(config.gateways + j)))
@@ -268,6 +305,7 @@ def run(config: Config, watchers: list[str] | None = None, processor: bool = Tru
         first_index: int = 1) -> int:
     obs.setup("supervisor", config.log_level)
     kids = children(config, watchers or [], processor, first_index)
+    server = next((k for k in kids if isinstance(k, LogServer)), None)
     run_dir = config.resolved_run_dir
     stopping = False
     restart_asked = False
@@ -291,8 +329,16 @@ def run(config: Config, watchers: list[str] | None = None, processor: bool = Tru
     old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     pid_file = write_pid(run_dir)
     try:
+        if server is not None:  # first, and ready: without it a processor exits at once
+            server.start()
+            why = server.wait_ready()
+            if why:
+                print(f"meshstream run: the embedded log (--log embedded): {why}",
+                      file=sys.stderr, flush=True)
+                return 2
         for kid in kids:
-            kid.start()
+            if kid.proc is None:
+                kid.start()
         announced = False
         while not stopping:
             now = time.monotonic()
@@ -308,7 +354,10 @@ def run(config: Config, watchers: list[str] | None = None, processor: bool = Tru
                 if kid is busy and rolling is not None and rolling.phase == "stopping":
                     continue  # the rolling restart reaps and starts it
                 if kid.proc is None:
-                    if now >= kid.restart_at:
+                    if now >= kid.restart_at and kid.role == "processor" and server is not None \
+                            and not embedded_log.accepting(server.port):
+                        kid.restart_at = now + POLL  # its log first (being restarted too)
+                    elif now >= kid.restart_at:
                         kid.start()
                 elif kid.proc.exitcode is not None:
                     kid.reap(now)
@@ -344,14 +393,17 @@ def run(config: Config, watchers: list[str] | None = None, processor: bool = Tru
                 os.unlink(pid_file)
             except OSError:
                 pass
-        clean_run_dir(run_dir)
+        clean_run_dir(run_dir, embedded=server is not None)
     return 0
 
 
-def clean_run_dir(run_dir: str) -> None:
+def clean_run_dir(run_dir: str, embedded: bool = False) -> None:
     """Once every child is gone: what they left in the run directory (ready files, the
-    restart status, IPC sockets), and the directory itself if nothing else is in it."""
+    restart status, IPC sockets; `embedded`: the embedded log's store, settings and log),
+    and the directory itself if nothing else is in it."""
     root = Path(run_dir)
+    if embedded:
+        shutil.rmtree(root / embedded_log.DIR, ignore_errors=True)
     left = [*root.glob("gateway-*.ready"), root / RESTART_STATUS]
     left += [root / name for name in ("inbound", "outbound", "watchers")
              if (root / name).is_socket()]
@@ -363,7 +415,16 @@ def clean_run_dir(run_dir: str) -> None:
 
 
 def shutdown(kids: list[Child]) -> int:
-    """SIGTERM everyone, wait, then SIGKILL what is left: never leave a process behind."""
+    """SIGTERM everyone, wait, then SIGKILL what is left: never leave a process behind.
+    The embedded log last, once the processor (its writer) is gone."""
+    servers: list[Child] = [k for k in kids if isinstance(k, LogServer)]
+    stopped = terminate([k for k in kids if k not in servers]) + terminate(servers)
+    log.info("stopped", extra={"fields": {"children": stopped}})
+    return 0
+
+
+def terminate(kids: list[Child]) -> int:
+    """Stop these children (SIGKILL after STOP_GRACE); how many were running."""
     live = [k.proc for k in kids if k.proc is not None and k.proc.exitcode is None]
     gateways = {k.proc for k in kids if k.role == "gateway"}
     for proc in reversed(live):  # watchers and gateways first, the processor last
@@ -377,6 +438,4 @@ def shutdown(kids: list[Child]) -> int:
         if proc.exitcode is None:
             proc.kill()
             proc.join()
-    log.info("stopped", extra={"fields": {"children": len(live)}})
-    return 0
-
+    return len(live)

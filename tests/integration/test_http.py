@@ -72,11 +72,15 @@ def test_http_does_not_break_the_gateway(cluster: Cluster) -> None:
 
 
 def test_process_titles(cluster: Cluster) -> None:
-    """`ps` shows each process by role (what `make run` prints in ps/top); the one other
-    process is multiprocess's resource tracker (docs/operations.md)."""
+    """`ps` shows each process by role (what `make run` prints in ps/top); the others are
+    multiprocess's resource tracker and the embedded log's nats-server, shown as itself
+    with its settings in the run directory (docs/operations.md)."""
     procs = cluster.processes()
     helpers = [p for p in procs if "multiprocess.resource_tracker" in " ".join(p.cmdline())]
     assert len(helpers) <= 1
+    log = [p for p in procs if p.name() == "nats-server"]
+    assert [p.cmdline()[1:] for p in log] == [["-c", f"{cluster.run_dir}/log/nats-server.conf"]]
+    helpers += log
     titles = sorted(title(p) for p in procs if p not in helpers)
     assert titles == ["meshstream: gateway 1", "meshstream: gateway 2", "meshstream: processor"]
     assert sorted(roles(cluster)) == ["gateway 1", "gateway 2", "processor"]

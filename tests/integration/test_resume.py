@@ -210,7 +210,10 @@ async def test_after_the_window_the_members_are_told_and_the_resume_is_refused(
     await b.close()
 
 
-async def test_a_processor_restart_is_never_a_silent_gap(cluster: Cluster) -> None:
+async def test_a_processor_restart_is_never_a_silent_gap(cluster_factory: Callable[..., Cluster]) -> None:
+    """Memory only (--log off): a restarted processor is a new epoch, and a resume says
+    so. With the log (the default) it is the same epoch: test_embedded_log.py."""
+    cluster = cluster_factory(args=["--log", "off"])
     a, b = await pair(cluster)
     room = uid("epoch")
     await join(a, room)

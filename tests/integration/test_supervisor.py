@@ -115,3 +115,17 @@ def test_a_stopped_cluster_leaves_no_run_directory_behind(tmp_path: Path) -> Non
     mine.write_text("mine")
     other.stop()
     assert [p.name for p in Path(other.run_dir).iterdir()] == ["notes.txt"]
+
+
+def test_the_embedded_log_is_the_first_child_and_the_processor_is_pointed_at_it(tmp_path: Path) -> None:
+    config = Config(gateways=1, run_dir=str(tmp_path), log="embedded")
+    kids = supervisor.children(config, ["echo"])
+    server = kids[0]
+    assert isinstance(server, supervisor.LogServer) and server.name == "log" and server.port
+    url = f"nats://127.0.0.1:{server.port}"
+    assert [(k.name, k.config.log) for k in kids[1:]] == [
+        ("processor", url), ("gateway 1", url), ("watcher echo", url)]
+    # no processor here (a gateway host): no log either
+    assert [k.name for k in supervisor.children(config, [], processor=False)] == ["gateway 1"]
+    assert not any(isinstance(k, supervisor.LogServer)
+                   for k in supervisor.children(replace(config, log="off"), []))

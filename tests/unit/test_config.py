@@ -61,14 +61,45 @@ def test_meshstream_exits_2_before_starting_anything(role: str, tmp_path: object
 
 
 @pytest.mark.parametrize(("log", "ok"), [
-    ("off", True), ("nats://127.0.0.1:4222", True), ("nats://a:1,nats://b:2, tls://c:3", True),
+    ("off", True), ("embedded", True), ("nats://127.0.0.1:4222", True),
+    ("nats://a:1,nats://b:2, tls://c:3", True),
     ("", False), ("bogus", False), ("nats://host", False), ("http://h:1", False), (",", False),
 ])
-def test_the_log_is_off_or_nats_urls(log: str, ok: bool) -> None:
+def test_the_log_is_off_embedded_or_nats_urls(log: str, ok: bool) -> None:
     problems = Config(log=log).problems()
     assert (problems == []) is ok, problems
     if not ok:
-        assert problems[0].startswith("--log (MESHSTREAM_LOG): must be off, or nats://")
+        assert problems[0].startswith("--log (MESHSTREAM_LOG): must be off, embedded, or nats://")
+
+
+@pytest.mark.parametrize(("argv", "env", "log"), [
+    (["run"], "", "embedded"),  # one box: the processor's log is on by default
+    (["run", "--log", "off"], "", "off"),
+    (["run"], "off", "off"),
+    (["run", "--log", "nats://h:1"], "", "nats://h:1"),
+    (["run", "--no-processor", "--tcp", "10.0.0.5:7000"], "", "off"),
+    (["run", "--tcp", "127.0.0.1:7000", "--peer", "127.0.0.1:7100"], "", "off"),  # not with a pair yet
+    (["processor"], "", "off"),
+    (["gateway"], "", "off"),
+])
+def test_meshstream_run_keeps_its_processors_log_in_a_nats_server_of_its_own(
+        argv: list[str], env: str, log: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services import cli
+
+    monkeypatch.delenv("MESHSTREAM_LOG", raising=False)
+    if env:
+        monkeypatch.setenv("MESHSTREAM_LOG", env)
+    args = cli.parser().parse_args(argv)
+    assert cli.with_log_default(args, cli.config_from(args)).log == log
+
+
+@pytest.mark.parametrize("role", ["processor", "gateway"])
+def test_only_meshstream_run_starts_an_embedded_log(role: str, tmp_path: object) -> None:
+    done = subprocess.run([sys.executable, "-m", "services.cli", role, "--log", "embedded",
+                           "--port", "18798", "--run-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "--log embedded is started by `meshstream run`" in done.stderr
 
 
 def test_the_log_with_a_pair_and_bad_log_settings_are_refused() -> None:
