@@ -66,6 +66,9 @@ TOO_MANY_FAILED_RESUMES = "too-many-failed-resumes"  # the reason of that 1013 c
 GUESSES = ("unknown-session", "expired")  # the answers to a resume that count as failed
 RETAINED = 65536  # connected/disconnected/away items kept from refused batches, at most
 KEPT_BATCH_BYTES = 16 << 20  # batches kept for a logged processor while it is unreachable, at most
+# Client frames' bodies in one batch, at most: past it the batch goes at once, within the
+# tick (a processor with --log stores each batch in one log entry: NATS bounds a message).
+BATCH_BYTES = 256 << 10
 
 # The adapter's token check: a token (None: none given) -> who, or why not.
 Verifier = Callable[[str | None], Identity | TokenError]
@@ -360,6 +363,7 @@ class Gateway:
         self.resync_from: set[str] | None = None  # while a Resync is unanswered: the clients then
         # this tick's output
         self.batch = pb.GatewayBatch(gateway=gateway_id)
+        self.batch_bytes = 0  # client frames' bodies and targets in it (BATCH_BYTES)
         self.open_frames: pb.ClientFrames | None = None  # the batch's last item, if frames
         self.dirty: list[Connection] = []
         self.paced: set[Connection] = set()  # connections with a backlog (Connection.backlog)
@@ -661,7 +665,11 @@ class Gateway:
         run.request_id.append(parsed.request_id)
         self.unacked.append(Unacked(self.in_seq, conn.id, parsed.action, parsed.target,
                                     parsed.request_id, body, parsed.is_target_client))
-        self._wake()
+        self.batch_bytes += len(body) + len(parsed.target)
+        if self.batch_bytes > BATCH_BYTES:
+            self._send_batch()
+        else:
+            self._wake()
         return None
 
     def pong(self, conn: Connection) -> None:
@@ -970,6 +978,13 @@ class Gateway:
     def flush(self) -> None:
         """End of tick: one batch to the processor, one write per connection with frames."""
         self.woken = False
+        self._send_batch()
+        if self.dirty:
+            self._write_dirty()
+
+    def _send_batch(self) -> None:
+        """This tick's batch so far to the processor (with what waits before it)."""
+        self.batch_bytes = 0
         if self.batch.items:
             batch, self.batch = self.batch, pb.GatewayBatch(gateway=self.id)
             self.open_frames = None
@@ -983,8 +998,6 @@ class Gateway:
                 self._refused(batch)
         elif self.kept:
             self._keep(b"")  # try again what waits
-        if self.dirty:
-            self._write_dirty()
 
     def _keep(self, batch: bytes) -> None:
         """Send what waits for a logged processor, then `batch`, in order, as far as it

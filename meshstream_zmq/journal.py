@@ -183,10 +183,13 @@ class JetStreamLog:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def close(self) -> None:
+    async def close(self, drain: bool = True) -> None:
+        """Drain (what was published goes, answers awaited) unless the log failed: then
+        at once (a stalled server would hold a drain for its whole timeout)."""
         if self.nc is not None:
             with contextlib.suppress(Exception):
-                await self.nc.drain()
+                await asyncio.wait_for(self.nc.drain() if drain else self.nc.close(),
+                                       self.config.timeout)
             self.nc = None
 
 
@@ -280,7 +283,7 @@ class LogThread:
     def close(self) -> None:
         if self.thread.is_alive():
             with contextlib.suppress(Exception):
-                self._call(self.log.close())
+                self._call(self.log.close(drain=self.failure is None))
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
         for fd in (self._r, self._w):

@@ -37,8 +37,10 @@ READY_TIMEOUT = 20.0  # seconds for a starting server to accept connections (it 
 SYNC_INTERVAL = "always"
 MAX_FILE_STORE = "1GB"  # the stream, on disk (nothing trims it yet: docs/operations.md)
 MAX_MEMORY_STORE = "64MB"  # JetStream's memory streams: the log uses none
-# One entry is one turn's inputs, which nothing bounds yet but the drain's 2000 messages:
-# NATS's largest (its default is 1 MB). A larger one stops the processor (the log failed).
+# One entry is one turn's inputs, sealed past 512 KiB (services/processor.py,
+# LOG_ENTRY_BYTES), but one input is never split: a gateway's hello lists every client
+# (≈ 100 bytes each). Room above NATS's default of 1 MB for that; an entry larger still
+# stops the processor (the log failed).
 MAX_PAYLOAD = "64MB"
 GOMEMLIMIT = "256MiB"  # the Go runtime's soft heap limit: it collects harder beyond this
 

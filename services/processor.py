@@ -57,6 +57,10 @@ PROBE = pb.WatcherOut(reply=pb.Reply(id=0)).SerializeToString()
 BEAT_INPUT = length_delimited(2, pb.LogInput(beat=True).SerializeToString())  # a LogEntry.inputs field
 RECOVERED_INPUT = length_delimited(2, pb.LogInput(recovered=True).SerializeToString())
 ROOM_TOPIC = b"room."  # + a room's name: its room-wide messages, for observers (aio.py)
+# A turn's inputs past this many bytes are sealed into a log entry at once, mid-drain (NATS
+# bounds a message: max_payload, 1 MB by default). One input larger alone is an entry alone
+# (a gateway's batch of frames is bounded, BATCH_BYTES; a hello lists every client).
+LOG_ENTRY_BYTES = 512 << 10
 EVENT_TOPICS = {k: f"event.{k.name.lower().replace('_', '-')}".encode() for k in EventKind}
 
 
@@ -217,6 +221,7 @@ class Processor:
         self.journal: LogThread | None = None
         self.withheld: Withheld | None = None
         self.recording: list[bytes] | None = None  # this turn's LogEntry.inputs fields, encoded
+        self.recorded = 0  # their payloads' bytes (LOG_ENTRY_BYTES)
         # Restarted from the log: gateways whose frames wait for their Resent, and those
         # owed every GatewayOut they have not applied (sent again on their subscription).
         self.recovering: set[str] = set()
@@ -292,6 +297,7 @@ class Processor:
     def on_gateway(self, payload: bytes, now: float) -> None:
         if self.recording is not None:
             self.recording.append(length_delimited(2, length_delimited(1, payload)))
+            self.recorded += len(payload)
         try:
             batch = pb.GatewayBatch.FromString(payload)
         except Exception:  # noqa: BLE001 - not from a meshstream gateway: drop it, say so
@@ -441,6 +447,7 @@ class Processor:
             logged = pb.LoggedWatcherIn(identity=frames[0], payload=frames[-1], user=user or "",
                                         has_user=user is not None)
             self.recording.append(length_delimited(2, length_delimited(2, logged.SerializeToString())))
+            self.recorded += len(frames[-1])
         identity = frames[0].hex()
         msg = pb.WatcherIn()
         try:
@@ -626,6 +633,9 @@ class Processor:
                     received += 1
                     if self.out.broadcasts >= FLUSH_BROADCASTS:
                         self.flush(now)
+                    if self.recorded > LOG_ENTRY_BYTES:
+                        self.flush(now)  # as at a turn's end: a replay flushes there too
+                        self.seal(now)
                 self.envelopes_in += received
             if router in ready:
                 for _ in range(DRAIN):
@@ -634,6 +644,9 @@ class Processor:
                     except zmq.Again:
                         break
                     self.on_watcher(frames, now, user)
+                    if self.recorded > LOG_ENTRY_BYTES:
+                        self.flush(now)
+                        self.seal(now)
             self.flush(now)
             self.seal(now)
             self.took(self.clock() - now)
@@ -656,6 +669,7 @@ class Processor:
         if self.recording:
             entry = b"".join([b"\x09", struct.pack("<d", now), *self.recording])
             self.recording.clear()
+            self.recorded = 0
             self.withheld.seal(self.journal.append(entry))
         elif self.withheld.turn:  # outputs of no input (none today): after all before them
             self.withheld.seal(self.journal.sent)

@@ -179,3 +179,26 @@ async def test_chat_through_a_processor_sigkill_loses_and_repeats_nothing(steady
     assert {c.epoch for c in clients} == {epoch}
     for c in clients:
         await c.close()
+
+
+async def test_a_burst_larger_than_a_nats_message_is_stored_in_parts(
+        logged: tuple[Cluster, str]) -> None:
+    """Large frames from many clients at once, far more than NATS's 1 MB max_payload in one
+    turn of the processor's loop: each is answered, by the same processor (it seals a turn's
+    entry early past LOG_ENTRY_BYTES; the gateway sends a batch past BATCH_BYTES)."""
+    cluster, _ = logged
+    clients = [await tracked(cluster.url) for _ in range(40)]
+    rooms = [uid("big") for _ in clients]
+    for c, room in zip(clients, rooms, strict=True):
+        await join(c, room)
+    before = cluster.roles("processor")["processor"]
+    body = {"text": "x" * 60_000}  # under the 64 KiB frame limit; 40 of them: 2.4 MB
+    await asyncio.gather(*(c.send({"action": "chat", "target": room, "message_body": body,
+                                   "id": f"big-{room}"})
+                           for c, room in zip(clients, rooms, strict=True)))
+    for c, room in zip(clients, rooms, strict=True):
+        m = await c.next(lambda m: m.get("action") in ("chat", "error"), timeout=DEADLINE * 2)
+        assert m["action"] == "chat" and m.get("id") == f"big-{room}", m.get("message_body", m)
+    assert cluster.roles("processor")["processor"] == before  # never stopped
+    for c in clients:
+        await c.close()

@@ -156,6 +156,26 @@ def test_frames_wait_for_the_welcome_then_travel_numbered_in_one_batch() -> None
     gw.check()
 
 
+def test_a_batch_past_its_byte_bound_goes_within_the_tick() -> None:
+    """A processor with --log stores a batch in one NATS message: a tick's frames are
+    split into batches of about BATCH_BYTES, numbered on, in order."""
+    from meshstream_zmq.gateway import BATCH_BYTES
+
+    gw, out = make(rate_limit=0.0)
+    welcome(gw)
+    conn = gw.connect("L1", 0.0)
+    big = "x" * 60_000
+    n = 3 * BATCH_BYTES // 60_000
+    for i in range(n):
+        gw.client_frame(conn, json.dumps({"action": "chat", "target": "r", "message_body": {"t": big},
+                                          "id": i}), 0.0)
+    gw.flush()
+    assert len(out.batches) >= 3
+    assert all(b.ByteSize() < BATCH_BYTES + 70_000 for b in out.batches)
+    assert [seq for seq, *_ in frames_of(out.batches)] == list(range(1, n + 1))
+    gw.check()
+
+
 def test_bad_frames_are_answered_at_the_gateway_with_their_id() -> None:
     gw, out = make()
     welcome(gw)
