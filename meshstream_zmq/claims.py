@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .rooms import MAX_ROOM_NAME
+
+if TYPE_CHECKING:
+    from .meshstream_pb2 import ProcessorState
 
 OWNERS_KEPT = 65536  # rooms in the owner cache: targets are client-chosen, so it is bounded
 
@@ -198,3 +201,40 @@ class Claims:
                          for w in self.watchers.values()],
             "owners": {room: None if o is None else o.id for room, o in self.owners.items()},
         }
+
+    def dump_into(self, msg: ProcessorState.Claims) -> None:
+        """The state into a snapshot (meshstream_zmq/snapshot.py), in its own order."""
+        index = {}
+        for i, w in enumerate(self.watchers.values()):
+            index[w.id] = i
+            m = msg.watchers.add(id=w.id, name=w.name, last_seen=w.last_seen, alive=w.alive,
+                                 sent=w.sent)
+            m.rooms.extend(sorted(w.rooms))
+            m.prefixes.extend(w.prefixes)
+            m.assigned.extend(sorted(w.assigned))
+            if w.unacked:
+                seqs, clients, actions, targets, request_ids = zip(*w.unacked, strict=True)
+                m.unacked_seqs.extend(seqs)
+                m.unacked_clients.extend(clients)
+                m.unacked_actions.extend(actions)
+                m.unacked_targets.extend(targets)
+                m.unacked_request_ids.extend(request_ids)
+        msg.owner_rooms.extend(self.owners)
+        msg.owners.extend(-1 if o is None else index[o.id] for o in self.owners.values())
+
+    def load_from(self, msg: ProcessorState.Claims) -> None:
+        """The state of a snapshot, in place of this one's (`watchers` is not rebound)."""
+        self.watchers.clear()
+        self.owners.clear()
+        entries = []
+        for m in msg.watchers:
+            w = self.watchers[m.id] = WatcherEntry(
+                m.id, m.name, frozenset(m.rooms), tuple(m.prefixes), m.last_seen, m.alive,
+                set(m.assigned), m.sent, deque(zip(m.unacked_seqs, m.unacked_clients,
+                                                   m.unacked_actions, m.unacked_targets,
+                                                   m.unacked_request_ids, strict=True)))
+            entries.append(w)
+        for room, i in zip(msg.owner_rooms, msg.owners, strict=True):
+            if i < -1:
+                raise ValueError(f"owner index {i}")
+            self.owners[room] = None if i == -1 else entries[i]

@@ -11,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from .rooms import RoomView
+
+if TYPE_CHECKING:
+    from .meshstream_pb2 import ProcessorState
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,31 @@ class Answer:
     messages: tuple[bytes, ...] = ()
     since: int | None = None
     next: str = ""
+
+    def dump_into(self, msg: ProcessorState.Answer) -> None:
+        """Into a snapshot (an idempotency key's remembered answer: meshstream_zmq/snapshot.py)."""
+        for view in self.rooms:
+            v = msg.rooms.add(name=view.name, maker=view.maker, count=view.count,
+                              epoch=view.epoch, offset=view.offset)
+            v.members.extend(view.members)
+            v.setting_keys.extend(view.settings)
+            v.setting_values.extend(view.settings.values())
+            v.users.extend(view.users)
+        msg.offset, msg.epoch, msg.next = self.offset, self.epoch, self.next
+        msg.clients.extend(self.clients)
+        msg.messages.extend(self.messages)
+        if self.since is not None:
+            msg.since = self.since
+
+    @staticmethod
+    def load_from(msg: ProcessorState.Answer) -> Answer:
+        return Answer(
+            rooms=tuple(RoomView(v.name, list(v.members), v.maker,
+                                 dict(zip(v.setting_keys, v.setting_values, strict=True)),
+                                 list(v.users), v.count, v.epoch, v.offset) for v in msg.rooms),
+            offset=msg.offset, epoch=msg.epoch, clients=tuple(msg.clients),
+            messages=tuple(msg.messages), since=msg.since if msg.HasField("since") else None,
+            next=msg.next)
 
 
 Command = (CreateRoom | DeleteRoom | Join | Remove | SendRoom | SendClients | Disconnect | Query

@@ -18,7 +18,7 @@ import heapq
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import Enum, IntEnum
-from typing import Any, Protocol, assert_never
+from typing import TYPE_CHECKING, Any, Protocol, assert_never
 
 from . import LOBBY, protocol
 from .claims import Claims, Unacked, WatcherEntry
@@ -43,6 +43,9 @@ from .history import History
 from .rooms import MAX_ROOM_NAME as MAX_ROOM_NAME
 from .rooms import PRIVATE_PREFIX, Room, Rooms, RoomView, valid_room_name
 from .sessions import ClientEntry, GatewayEntry, Sessions, gateway_of
+
+if TYPE_CHECKING:
+    from .meshstream_pb2 import ProcessorState
 
 MAX_LIST_PAGE = 100  # names in one `room-list` or `member-list` page: the default and the most
 RESUMED_ELSEWHERE = 4002  # close code of a connection whose session another one resumed
@@ -255,7 +258,9 @@ class Mesh:
             self.drop_gateway(other.id)
         gw = self.presence.gateway(gateway, now, index)
         listed = dict(clients)
-        for client in [c for c in gw.clients if c not in listed]:
+        # Sets are walked sorted wherever the order shows (outputs, seqs): a replay in another
+        # process (another string hash seed), or a loaded snapshot, must do the same.
+        for client in sorted(c for c in gw.clients if c not in listed):
             self.client_disconnected(client)
         for client, rooms in listed.items():
             state = self.clients.get(client)
@@ -272,7 +277,7 @@ class Mesh:
             if session and session != state.session:
                 self.presence.set_session(state, session)
             have = state.rooms
-            for room in [r for r in have if r not in rooms and r != LOBBY]:
+            for room in sorted(r for r in have if r not in rooms and r != LOBBY):
                 self._leave(client, room, notify=True)  # the others must hear of it
             for room in rooms:
                 if room not in have and valid_room_name(room):
@@ -292,7 +297,8 @@ class Mesh:
         gw = self.gateways.get(gateway)
         if gw is None:
             return
-        clients = [(c, sorted(r for r in self.clients[c].rooms if r != LOBBY)) for c in gw.clients]
+        clients = [(c, sorted(r for r in self.clients[c].rooms if r != LOBBY))
+                   for c in sorted(gw.clients)]
         self.out.sync(gateway, clients, [(c, code, reason) for c, (code, reason) in gw.closing.items()])
 
     def drop_gateway(self, gateway: str) -> None:
@@ -302,7 +308,7 @@ class Mesh:
         gw = self.presence.drop_gateway(gateway)
         if gw is None:
             return
-        for client in list(gw.clients):
+        for client in sorted(gw.clients):
             self.client_away(client, self.now)
 
     def expire(self, now: float) -> list[str]:
@@ -369,7 +375,7 @@ class Mesh:
     def _end(self, state: ClientEntry) -> None:
         """The client is gone for good: it leaves every room, with the notices and events."""
         client = state.id
-        for room in list(state.rooms):
+        for room in sorted(state.rooms):
             if room != LOBBY:
                 self._leave(client, room, notify=True, mirror=False)
         self._remove_member(self.rooms[LOBBY], state)
@@ -1194,3 +1200,28 @@ class Mesh:
                 "event_seq": self.event_seq, "now": self.now,
                 "idempotent": {k: (when, None if a is None else dataclasses.asdict(a))
                                for k, (when, a) in self.idempotent.items()}}
+
+    def dump_into(self, msg: ProcessorState.Mesh) -> None:
+        """The whole state into a snapshot (meshstream_zmq/snapshot.py, which also writes
+        the epoch); the configuration (bounds, timeouts, policies) is not state."""
+        msg.event_seq, msg.now = self.event_seq, self.now
+        self.membership.dump_into(msg.rooms)
+        self.presence.dump_into(msg.sessions)
+        self.history.dump_into(msg.history)
+        self.claims.dump_into(msg.claims)
+        for key, (when, answer) in self.idempotent.items():
+            m = msg.idempotent.add(key=key, when=when)
+            if answer is not None:
+                answer.dump_into(m.answer)
+
+    def load_from(self, msg: ProcessorState.Mesh, epoch: str) -> None:
+        """A snapshot's state in place of this mesh's (made with this run's configuration;
+        the shared tables are filled, not rebound). The caller checks it (`check`)."""
+        self.epoch = epoch
+        self.event_seq, self.now = msg.event_seq, msg.now
+        self.membership.load_from(msg.rooms, epoch)
+        self.presence.load_from(msg.sessions)
+        self.history.load_from(msg.history, epoch, {n: r.epoch for n, r in self.rooms.items()})
+        self.claims.load_from(msg.claims)
+        self.idempotent = {m.key: (m.when, Answer.load_from(m.answer) if m.HasField("answer") else None)
+                           for m in msg.idempotent}

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import protocol
+
+if TYPE_CHECKING:
+    from .meshstream_pb2 import ProcessorState
 
 # One held message: (seq, frame, the clients it was not for, when). A stream's offsets
 # are implied: it holds consecutive ones, the newest being its `offset`. A direct message
@@ -197,6 +200,48 @@ class Pool:
                                  for seq, frame, exclude, when in s.held]}
                             for s in self.streams.values()]}
 
+    def dump_into(self, msg: ProcessorState.Pool) -> None:
+        """The streams into a snapshot (meshstream_zmq/snapshot.py), their messages column
+        by column; the bounds are configuration, the byte counts derived: not written."""
+        for s in self.streams.values():
+            m = msg.streams.add(key=s.key, offset=s.offset, dropped=s.dropped)
+            if s.held:
+                seqs, frames, excludes, times = zip(*s.held, strict=True)
+                m.seqs.extend(seqs)
+                m.frames.extend(frames)
+                m.times.extend(times)
+                for i, exclude in enumerate(excludes):
+                    if exclude:
+                        m.excluding.append(i)
+                        m.excluded_counts.append(len(exclude))
+                        m.excluded.extend(exclude)
+        msg.holding.extend(self.holding)
+
+    def load_from(self, msg: ProcessorState.Pool, positions: Callable[[str], bytes]) -> None:
+        """The streams of a snapshot, in place of these (`streams` is not rebound);
+        `positions(key)`: a stream's position format. Under a smaller `size` than the
+        snapshot's the oldest held go, as the ring would have dropped them."""
+        self.streams.clear()
+        self.holding.clear()
+        for m in msg.streams:
+            stream = self.streams[m.key] = Stream(m.key, positions(m.key), m.offset, None, m.dropped)
+            if not m.seqs:
+                continue
+            excludes: list[Sequence[str]] = [()] * len(m.seqs)
+            names = iter(m.excluded)
+            for i, n in zip(m.excluding, m.excluded_counts, strict=True):
+                excludes[i] = tuple(islice(names, n))
+            held = deque(zip(m.seqs, m.frames, excludes, m.times, strict=True))
+            while len(held) > self.size:
+                stream.dropped = held.popleft()[0]
+            stream.held = held or None
+        for key in msg.holding:
+            stream = self.streams[key]
+            if stream.held is not None:
+                self.holding[key] = stream
+        self.frames = sum(len(h[1]) for s in self.holding.values() for h in s.held or ())
+        self.count = sum(len(s.held or ()) for s in self.holding.values())
+
 
 class History:
     """Room messages and direct messages, numbered and held. A room's stream is opened
@@ -345,3 +390,19 @@ class History:
         return {"seq": self.seq, "direct_positions": self.direct_positions,
                 "rooms": self.rooms.snapshot(), "direct": self.direct.snapshot(),
                 "drops": dict(self.drops)}
+
+    def dump_into(self, msg: ProcessorState.History) -> None:
+        msg.seq = self.seq
+        self.rooms.dump_into(msg.rooms)
+        self.direct.dump_into(msg.direct)
+        msg.drop_reasons.extend(self.drops)
+        msg.drop_counts.extend(self.drops.values())
+
+    def load_from(self, msg: ProcessorState.History, epoch: str, rooms: Mapping[str, str]) -> None:
+        """The state of a snapshot in place of this one's; `epoch`: the processor's,
+        `rooms`: each room's epoch (their streams' position formats are made from them)."""
+        self.seq = msg.seq
+        self.direct_positions = protocol.position_format(epoch)
+        self.rooms.load_from(msg.rooms, lambda room: protocol.position_format(rooms[room]))
+        self.direct.load_from(msg.direct, lambda _: self.direct_positions)
+        self.drops = Counter(dict(zip(msg.drop_reasons, msg.drop_counts, strict=True)))

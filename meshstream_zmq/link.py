@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from . import meshstream_pb2 as pb
 from .wire import deliver_op, length_delimited, varint
@@ -200,7 +201,48 @@ class GatewayOutput:
             assert s.unapplied_bytes == sum(n for _, n, _ in s.unapplied), gateway
             assert [len(p) for p in s.retained] == [n for _, n, _ in s.unapplied], gateway
             assert [q for q, _, _ in s.unapplied] == sorted({q for q, _, _ in s.unapplied}), gateway
+            assert not s.unapplied or s.unapplied[-1][0] <= s.seq, gateway
             assert bool(s.ops) == (s in self.touched), gateway
+        assert all(self.streams.get(s.gateway) is s for s in self.touched)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data, in the order the state holds it (the sockets and this process's
+        `run` are not state)."""
+        return {"epoch": self.epoch, "broadcasts": self.broadcasts, "over": list(self.over),
+                "holding": sorted(self.holding), "touched": [s.gateway for s in self.touched],
+                "streams": [{"gateway": s.gateway, "seq": s.seq, "ops": list(s.ops),
+                             "unapplied": [list(u) for u in s.unapplied],
+                             "unapplied_bytes": s.unapplied_bytes, "retained": list(s.retained)}
+                            for s in self.streams.values()]}
+
+    def dump_into(self, msg: pb.ProcessorState.Output) -> None:
+        """The state into a snapshot (meshstream_zmq/snapshot.py, which writes the epoch)."""
+        for s in self.streams.values():
+            m = msg.streams.add(gateway=s.gateway, seq=s.seq)
+            m.ops.extend(s.ops)
+            m.unapplied.extend(seq for seq, _, _ in s.unapplied)
+            m.sent.extend(sent for _, _, sent in s.unapplied)
+            m.retained.extend(s.retained)
+        msg.touched.extend(s.gateway for s in self.touched)
+        msg.broadcasts = self.broadcasts
+        msg.over.extend(self.over)
+        msg.holding.extend(sorted(self.holding))
+
+    def load_from(self, msg: pb.ProcessorState.Output, epoch: str) -> None:
+        """A snapshot's state in place of this one's (the configuration, `run` and `logged`
+        stay this process's)."""
+        self.epoch = epoch
+        self.epoch_field = length_delimited(3, epoch.encode()) if epoch else b""
+        self.streams = {}
+        for m in msg.streams:
+            retained = deque(m.retained)
+            unapplied = deque(zip(m.unapplied, map(len, retained), m.sent, strict=True))
+            self.streams[m.gateway] = GatewayStream(m.gateway, m.seq, list(m.ops), unapplied,
+                                                    sum(map(len, retained)), retained)
+        self.touched = [self.streams[g] for g in msg.touched]
+        self.broadcasts = msg.broadcasts
+        self.over = list(msg.over)
+        self.holding = set(msg.holding)
 
 
 class Peer(Enum):
@@ -269,3 +311,21 @@ class Peers:
 
     def dropped(self, gateway: str) -> None:
         self._move(gateway, "dropped")
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"state": {g: p.value for g, p in self.state.items()},
+                "subscriptions": sorted(self.subscriptions)}
+
+    def dump_into(self, msg: pb.ProcessorState.Processor) -> None:
+        """Into a snapshot's processor part (meshstream_zmq/snapshot.py)."""
+        msg.peers.extend(self.state)
+        msg.peer_states.extend(p.value for p in self.state.values())
+        msg.subscriptions.extend(sorted(self.subscriptions))
+
+    def load_from(self, msg: pb.ProcessorState.Processor) -> None:
+        """A snapshot's state in place of this one's; an unknown state raises ValueError."""
+        state = {g: Peer(v) for g, v in zip(msg.peers, msg.peer_states, strict=True)}
+        if Peer.UNKNOWN in state.values():
+            raise ValueError("a gateway in state unknown is not kept")
+        self.state = state
+        self.subscriptions = set(msg.subscriptions)

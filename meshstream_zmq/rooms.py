@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import LOBBY, protocol
+
+if TYPE_CHECKING:
+    from .meshstream_pb2 import ProcessorState
 
 MAX_ROOM_NAME = 64
 PRIVATE_PREFIX = "private-"  # Pusher's convention: joined with a room token (or by its watcher)
@@ -130,6 +133,29 @@ class Rooms:
              "gateways": dict(r.gateways), "maker": r.maker, "settings": dict(r.settings),
              "keep": r.keep, "epoch": r.epoch}
             for r in self.rooms.values()]}
+
+    def dump_into(self, msg: ProcessorState.Rooms) -> None:
+        """The state into a snapshot (meshstream_zmq/snapshot.py), in its own order."""
+        msg.incarnations = self.incarnations
+        for r in self.rooms.values():
+            m = msg.rooms.add(name=r.name, maker=r.maker, keep=r.keep, epoch=r.epoch)
+            m.members.extend(r.members)
+            m.marks.extend(r.members.values())
+            m.gateways.extend(r.gateways)
+            m.counts.extend(r.gateways.values())
+            m.setting_keys.extend(r.settings)
+            m.setting_values.extend(r.settings.values())
+
+    def load_from(self, msg: ProcessorState.Rooms, epoch: str) -> None:
+        """The state of a snapshot, in place of this one's (`rooms` is not rebound)."""
+        self.epoch = epoch
+        self.incarnations = msg.incarnations
+        self.rooms.clear()
+        for m in msg.rooms:
+            self.rooms[m.name] = Room(
+                m.name, dict(zip(m.members, m.marks, strict=True)),
+                Counter(dict(zip(m.gateways, m.counts, strict=True))), m.maker,
+                dict(zip(m.setting_keys, m.setting_values, strict=True)), m.keep, m.epoch)
 
 
 def _uncount(counts: Counter[str], gateway: str) -> None:

@@ -10,9 +10,12 @@ liveness, clients and the closes asked of them. It keeps; `Mesh` decides.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import LOBBY
+
+if TYPE_CHECKING:
+    from .meshstream_pb2 import ProcessorState
 
 EXPIRED_KEPT = 65536  # hashes of sessions whose window passed, kept to answer `expired`
 
@@ -188,3 +191,37 @@ class Sessions:
             "away": [[c, until] for c, until in self.away.items()],
             "expired": list(self.expired),
         }
+
+    def dump_into(self, msg: ProcessorState.Sessions) -> None:
+        """The state into a snapshot (meshstream_zmq/snapshot.py), in its own order; a
+        gateway's clients are not written (they are the clients on it)."""
+        for s in self.clients.values():
+            m = msg.clients.add(id=s.id, gateway=s.gateway, user=s.user, session=s.session,
+                                away_seq=s.away_seq)
+            m.rooms.extend(sorted(s.rooms))
+        for g in self.gateways.values():
+            m = msg.gateways.add(id=g.id, index=g.index, last_seen=g.last_seen)
+            m.closing.extend(g.closing)
+            m.closing_codes.extend(code for code, _ in g.closing.values())
+            m.closing_reasons.extend(reason for _, reason in g.closing.values())
+        msg.sessions.extend(self.sessions.values())
+        msg.away.extend(self.away)
+        msg.away_until.extend(self.away.values())
+        msg.expired.extend(self.expired)
+
+    def load_from(self, msg: ProcessorState.Sessions) -> None:
+        """The state of a snapshot, in place of this one's (the tables are not rebound)."""
+        for table in (self.clients, self.gateways, self.sessions, self.away, self.expired):
+            table.clear()
+        for g in msg.gateways:
+            self.gateways[g.id] = GatewayEntry(g.id, g.index, g.last_seen, closing=dict(zip(
+                g.closing, zip(g.closing_codes, g.closing_reasons, strict=True), strict=True)))
+        for m in msg.clients:
+            self.clients[m.id] = ClientEntry(m.id, m.gateway, set(m.rooms), m.user, m.session,
+                                             m.away_seq)
+            if m.gateway:
+                self.gateways[m.gateway].clients.add(m.id)
+        for client in msg.sessions:
+            self.sessions[self.clients[client].session] = client
+        self.away.update(zip(msg.away, msg.away_until, strict=True))
+        self.expired.update(dict.fromkeys(msg.expired))
