@@ -143,6 +143,8 @@ class Serving:
 
     role: str = "alone"
     term: int = 0
+    log: bool = False  # on a log (--log): the standby follows it
+    standby_behind: int | None = None  # its lag, entries, from its last PairBeat (None: unheard)
 
 
 ALONE = Serving()
@@ -230,7 +232,8 @@ class AdminView:
             rooms.append({"name": name, "count": len(room.members), "watcher": owner,
                           "members": list(room.members)[:MEMBERS_SHOWN]})
         return {
-            "serving": {"role": serving.role, "term": serving.term},
+            "serving": {"role": serving.role, "term": serving.term, **(
+                {"standby_behind": serving.standby_behind} if serving.log else {})},
             "processes": processes,
             "gateways": gateways,
             "watchers": claims,

@@ -245,8 +245,9 @@ class Config:
         need(self.log in ("off", "embedded") or (bool(self.log_urls) and all(
             u.startswith(("nats://", "tls://")) and u.rpartition(":")[2].isdigit() for u in self.log_urls)),
              "log", "must be off, embedded, or nats://HOST:PORT (tls://HOST:PORT) URLs separated by commas")
-        need(self.log == "off" or not self.peer, "log",
-             "is not yet supported with --peer (a standby tailing the log: issue 17); use --log off")
+        need(self.log != "embedded" or not self.peer, "log",
+             "embedded cannot be shared by a pair: with --peer, point both at a NATS cluster "
+             "(--log nats://…) or use --log off")
         need(1 <= self.log_replicas <= 5, "log-replicas", "must be 1 to 5")
         need(bool(self.log_stream) and all(c.isalnum() or c in "-_" for c in self.log_stream),
              "log-stream", "must be letters, digits, - and _")

@@ -69,6 +69,10 @@ KEPT_BATCH_BYTES = 16 << 20  # batches kept for a logged processor while it is u
 # Client frames' bodies in one batch, at most: past it the batch goes at once, within the
 # tick (a processor with --log stores each batch in one log entry: NATS bounds a message).
 BATCH_BYTES = 256 << 10
+WAIT_TIMEOUTS = 10  # peer timeouts a gateway waits for a silent processor on a log (Link.WAIT)
+# GatewayOuts past a missing one, held while a processor on a log sends the missing again
+# (after a restart or a takeover), for up to two heartbeats; past that, a gap.
+EARLY_OUTS = 4096
 
 # The adapter's token check: a token (None: none given) -> who, or why not.
 Verifier = Callable[[str | None], Identity | TokenError]
@@ -132,6 +136,10 @@ class Link(Enum):
     HELLO = "hello"  # hello sent (again every heartbeat); client frames are refused
     UP = "up"  # welcomed by this processor epoch; client frames are forwarded
     RESYNC = "resync"  # up, but GatewayOuts were lost: a Resync asked, its sync awaited
+    # A processor on a log fell silent: it (restarted) or its standby (taken over) comes back
+    # with the same state and epoch. Frames are taken and kept for it, bounded; its beat
+    # brings the link up again and what it did not acknowledge is sent again.
+    WAIT = "wait"
 
 
 # Every legal transition of the link, h11-style: (state, event) -> state. Events: the
@@ -151,8 +159,16 @@ LINK: dict[tuple[Link, str], Link] = {
     (Link.RESYNC, "gap"): Link.RESYNC,  # asked again: the sync may be among the lost
     (Link.RESYNC, "sync"): Link.UP,
     (Link.UP, "sync"): Link.UP,  # the answer to a Resync a hello overtook: still in order
+    (Link.UP, "wait"): Link.WAIT,  # silent, but on a log (ProcessorBeat.logged)
+    (Link.WAIT, "wait"): Link.WAIT,
+    (Link.WAIT, "beat"): Link.UP,  # back (the same epoch, us in its acknowledgements)
+    (Link.WAIT, "silence"): Link.HELLO,  # waited WAIT_TIMEOUTS peer timeouts: given up
+    (Link.WAIT, "forgot"): Link.HELLO,
+    (Link.WAIT, "welcome"): Link.UP,
+    (Link.WAIT, "gap"): Link.RESYNC,
+    (Link.WAIT, "sync"): Link.WAIT,
 }
-UP = (Link.UP, Link.RESYNC)  # client frames are forwarded
+UP = (Link.UP, Link.RESYNC, Link.WAIT)  # client frames are taken
 
 
 class Connection:
@@ -357,8 +373,12 @@ class Gateway:
         # and will be back with its state: batches wait for it whole, in order, their
         # frames unanswered (bounded: past KEPT_BATCH_BYTES the oldest are refused).
         self.processor_logged = False
-        self.kept: deque[bytes] = deque()
+        self.kept: deque[tuple[bytes, int]] = deque()  # (a batch, the last frame seq numbered then)
         self.kept_bytes = 0
+        self.pushed_seq = 0  # frames up to this one were handed to ZeroMQ (the rest: kept)
+        self.waiting_since = 0.0  # Link.WAIT since
+        self.early: dict[int, pb.GatewayOut] = {}  # by seq: past a missing one (EARLY_OUTS)
+        self.early_beats = 0  # heartbeats the missing one has been awaited
         self.stopping: tuple[int, str] | None = None  # close_all's code and reason, once called
         self.resync_from: set[str] | None = None  # while a Resync is unanswered: the clients then
         # this tick's output
@@ -737,13 +757,29 @@ class Gateway:
         if self.last_beat is None:
             self.last_beat = now  # silence is counted from the first heartbeat on
         if now - self.last_beat > self.peer_timeout:
-            if self._move("silence") in UP:
+            if self.link is Link.UP and self.processor_logged:
+                self._move("wait")
+                self.waiting_since = now
+                self.out.notice("warning", "processor silent: keeping frames for it", {"gateway": self.id})
+            elif self.link is Link.WAIT and now - self.waiting_since <= WAIT_TIMEOUTS * self.peer_timeout:
+                self._move("wait")
+            elif self._move("silence") in UP:
                 self.out.notice("warning", "processor silent", {"gateway": self.id})
             if self.pair:  # try the other processor (and, silent too, this one again)
                 self.last_beat = now
                 self.out.switch_processor()
                 self.out.notice("warning", "trying the other processor", {"gateway": self.id})
-        if self.up:
+        if self.early:
+            self.early_beats += 1
+            if self.early_beats > 2:  # not sent again: lost
+                self._gap(self.out_seq + 1, min(self.early))
+                self.out_seq = min(self.early) - 1
+                self._apply_early()
+        if self.link is Link.WAIT:  # a heartbeat alone, to the processor tried: it may take over
+            beat = pb.GatewayBatch(gateway=self.id, received=self.out_seq)
+            beat.items.add().heartbeat.SetInParent()
+            self.out.push_batch(beat.SerializeToString())
+        elif self.up:
             beat = self._item().heartbeat
             beat.SetInParent()
             if stats is not None:
@@ -758,7 +794,15 @@ class Gateway:
             q = self._item().admin_query
             q.id, q.search, q.after = query, search, after
 
-    def processor_beat(self, beat: pb.ProcessorBeat, now: float) -> None:
+    def processor_beat(self, beat: pb.ProcessorBeat, now: float, other: bool = False) -> None:
+        """The processor's beat; `other`: from the pair's processor we are not talking to
+        (heeded only while waiting for a processor on a log: it has taken over)."""
+        if other:
+            if self.link is not Link.WAIT or beat.epoch != self.processor_epoch \
+                    or self.id not in beat.acked or not beat.logged:
+                return
+            self.out.switch_processor()
+            self.out.notice("warning", "the other processor took over", {"gateway": self.id})
         self.last_beat = now
         if not self.up:
             return
@@ -775,23 +819,47 @@ class Gateway:
         while unacked and unacked[0].seq <= acked:
             unacked.popleft()
         self.processor_logged = beat.logged
+        if self.link is Link.WAIT:
+            self._move("beat")
+            self.out.notice("info", "processor back: the same state", {"gateway": self.id})
         if beat.run != self.processor_run:
             if self.processor_run and beat.run:
                 # The same epoch from another process: a processor restarted from its log
                 # (--log). What it did not acknowledge it may never have had: sent again.
-                self.out.notice("warning", "processor restarted from its log",
+                self.out.notice("warning", "processor restarted from its log (or its standby took over)",
                                 {"gateway": self.id, "epoch": beat.epoch})
                 self._resend()
             self.processor_run = beat.run
 
     def processor_out(self, out: pb.GatewayOut) -> None:
-        """One GatewayOut: deliveries, membership changes, closes, the welcome."""
+        """One GatewayOut: deliveries, membership changes, closes, the welcome. Of an epoch
+        on a log, a GatewayOut is the same whichever processor sends it (the log made both):
+        one sent again is skipped, one past a missing one held a while for it."""
         if (out.seq != self.out_seq + 1 and self.up and out.epoch == self.processor_epoch
                 and not any(op.HasField("welcome") for op in out.ops)):  # a welcome starts over
-            if out.seq <= self.out_seq:  # sent again by a processor restarted from its log
+            if out.seq <= self.out_seq or out.seq in self.early:  # sent again (from the log)
                 self.drops["duplicate-out"] += 1
                 return
+            if self.processor_logged and len(self.early) < EARLY_OUTS:
+                if not self.early:
+                    self.early_beats = 0
+                self.early[out.seq] = out
+                return
             self._gap(self.out_seq + 1, out.seq)
+        self._apply_out(out)
+        if self.early:
+            self._apply_early()
+
+    def _apply_early(self) -> None:
+        early = self.early
+        while self.out_seq + 1 in early:
+            self._apply_out(early.pop(self.out_seq + 1))
+        if early and min(early) <= self.out_seq:
+            for seq in [q for q in early if q <= self.out_seq]:
+                del early[seq]
+        self.early_beats = 0
+
+    def _apply_out(self, out: pb.GatewayOut) -> None:
         self.out_seq = out.seq
         conns = self.conns
         dirty = self.dirty
@@ -914,13 +982,17 @@ class Gateway:
                 self.close(asked, close.code, close.reason)
 
     def _resend(self) -> None:
-        """Every frame not yet acknowledged, again, after a Resent (with its own seq: the
-        processor skips those it has applied, and waits for this before any other)."""
-        self._item().resent.SetInParent()
+        """Every frame handed to ZeroMQ and not yet acknowledged, again, after a Resent
+        (with its own seq: the processor skips those it has applied, and waits for this
+        before any other); ahead of the batches kept meanwhile (they hold the later ones)."""
+        batch = pb.GatewayBatch(gateway=self.id, received=self.out_seq)
+        batch.items.add().resent.SetInParent()
         run = None
         for u in self.unacked:
+            if u.seq > self.pushed_seq:
+                break
             if run is None or u.seq != run.first_seq + len(run.client):  # runs are consecutive
-                run = self.batch.items.add().frames
+                run = batch.items.add().frames
                 run.first_seq = u.seq
             run.client.append(u.client)
             run.action.append(u.action)
@@ -928,8 +1000,11 @@ class Gateway:
             run.body.append(u.body)
             run.is_target_client.append(u.is_target_client)
             run.request_id.append(u.request_id)
-        self.open_frames = None  # new frames start a run of their own
-        self.drops["resent"] += len(self.unacked)
+        self.drops["resent"] += sum(len(i.frames.client) for i in batch.items)
+        data = batch.SerializeToString()
+        self.kept.appendleft((data, self.pushed_seq))
+        self.kept_bytes += len(data)
+        self._keep(b"")
 
     def _abandon_unacked(self) -> None:
         """Frames a (new or forgetful) processor never acknowledged may be lost: say so."""
@@ -942,7 +1017,7 @@ class Gateway:
     def _hello(self) -> None:
         """(Re)introduce this gateway with every client and its rooms (the resync)."""
         self.resync_from = None
-        for kept in self.kept:  # their frames are answered as unacknowledged ones are; what
+        for kept, _ in self.kept:  # their frames are answered as unacknowledged ones are; what
             for item in pb.GatewayBatch.FromString(kept).items:  # they said goes on (_refused)
                 if item.WhichOneof("kind") in ("connected", "disconnected", "away", "resume", "resync"):
                     self.retained.append(item)
@@ -994,7 +1069,9 @@ class Gateway:
             batch.received = self.out_seq
             if self.kept or self.processor_logged:
                 self._keep(batch.SerializeToString())
-            elif not self.out.push_batch(batch.SerializeToString()):
+            elif self.out.push_batch(batch.SerializeToString()):
+                self.pushed_seq = self.in_seq
+            else:
                 self._refused(batch)
         elif self.kept:
             self._keep(b"")  # try again what waits
@@ -1004,12 +1081,14 @@ class Gateway:
         takes them; keep the rest (the oldest past KEPT_BATCH_BYTES refused: answered)."""
         kept = self.kept
         if batch:
-            kept.append(batch)
+            kept.append((batch, self.in_seq))
             self.kept_bytes += len(batch)
-        while kept and self.out.push_batch(kept[0]):
-            self.kept_bytes -= len(kept.popleft())
+        while kept and self.link is not Link.WAIT and self.out.push_batch(kept[0][0]):
+            data, last = kept.popleft()
+            self.kept_bytes -= len(data)
+            self.pushed_seq = max(self.pushed_seq, last)
         while self.kept_bytes > KEPT_BATCH_BYTES and kept:
-            oldest = kept.popleft()
+            oldest, _ = kept.popleft()
             self.kept_bytes -= len(oldest)
             self._refused(pb.GatewayBatch.FromString(oldest))
 

@@ -8,14 +8,20 @@ log must give, and how JetStream gives it:
 - **Order and no loss**: one subject, one writer; each append acknowledged once stored
   (on a quorum of `replicas` nodes). Appends are pipelined (`publish_async`): never one
   round trip per input.
-- **One writer (fencing)**: every append carries `Nats-Expected-Last-Subject-Sequence`,
-  the sequence the writer believes is last. The stream holds nothing else on that
-  subject, so a writer predicts it exactly (its previous append's, + 1). A takeover
+- **One writer (fencing)**: every append carries `Nats-Expected-Last-Sequence`, the
+  sequence the writer believes is last. The stream holds nothing but its one subject, so
+  a writer predicts it exactly (its previous append's, + 1). (Not the per-subject
+  header: a replicated stream refuses it while an earlier append is in flight, so it
+  cannot be pipelined; nor `Nats-Expected-Last-Msg-Id`: refused on a replicated stream,
+  it stops the stream, nats-server 2.15.) A takeover
   appends its record at the last sequence *it* applied (`take_over`): from then on the
   old writer's next append finds another last sequence and fails, whatever its state
   (paused, partitioned): it is `Fenced` and must stop emitting at once.
 - **No doubles on a retry**: `Nats-Msg-Id` (writer ID and entry number) within the
-  stream's duplicate window.
+  stream's duplicate window. An append not answered (its NATS node died: the client
+  reconnects to another) is published again, the same entry at the same expected
+  sequence, after the one before it is stored, until `timeout` × `RETRY_FOR`: the
+  stream stores it once whatever became of the first copy.
 
 This module knows entries only as bytes; what they hold is the processor's business.
 `JetStreamLog` is asyncio (nats-py); the processor's loop is not, and reaches it through
@@ -31,19 +37,24 @@ import json
 import os
 import ssl
 import threading
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats
 from nats.aio.msg import Msg
 from nats.errors import NoServersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 WRONG_LAST_SEQUENCE = 10071  # JetStream's error code: the expected last sequence did not match
 DUPLICATE_WINDOW = 120.0  # seconds a Nats-Msg-Id is remembered by the stream
+# An append is published again until timeout × RETRY_FOR (10 s by default): past a NATS
+# node's death, the client's reconnection and, when the node led the stream, the election
+# of another leader (raft: 4 to 9 s without a heartbeat). Well within DUPLICATE_WINDOW.
+RETRY_FOR = 8
+MSG_ID = "Nats-Msg-Id"
 READ_BATCH = 256  # entries fetched at once when reading back
 T = TypeVar("T")
 
@@ -63,7 +74,7 @@ class LogConfig:
     urls: Sequence[str]
     stream: str = "meshstream-0"
     replicas: int = 1
-    timeout: float = 2.0  # seconds to connect, and for an acknowledgement
+    timeout: float = 2.0  # seconds to connect, and for an acknowledgement (RETRY_FOR)
     creds: str = ""  # a NATS credentials file (the user names it)
     tls_ca: str = ""  # TLS to NATS: the CA file to trust (tls:// URLs)
 
@@ -71,6 +82,17 @@ class LogConfig:
     def subject(self) -> str:
         """The stream's one subject: the inputs."""
         return f"meshstream.{self.stream}.in"
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """One publish of an entry: its answer's key on our inbox, the answer, the publish,
+    and the next reconnection (done: the connection it left on is gone, and maybe it)."""
+
+    key: str
+    answer: asyncio.Future[dict[str, object]]
+    sent: asyncio.Future[None]
+    reconnected: asyncio.Future[None]
 
 
 class JetStreamLog:
@@ -85,14 +107,23 @@ class JetStreamLog:
         self.appended = 0  # entries this writer has sent
         self.inbox = ""
         self.answers: dict[str, asyncio.Future[dict[str, object]]] = {}  # by entry, unanswered
+        self.previous: tuple[int, asyncio.Future[int]] | None = None  # the last append: (seq, stored)
+        self.reconnected: asyncio.Future[None] | None = None  # done at the next reconnection
+        self.follower: Any = None  # the subscription tailing the log (follow)
 
     async def open(self) -> int:
         """Connect and make sure the stream exists; the sequence of the last entry (0: none)."""
         c = self.config
         tls = ssl.create_default_context(cafile=c.tls_ca) if c.tls_ca else None
         try:
+            # A silent server (paused, cut off) is left after 3 unanswered pings, well
+            # within an append's RETRY_FOR; a dead one at once (its connection closes).
+            # Reconnected, what was not answered is published again at once.
+            self.reconnected = asyncio.get_running_loop().create_future()
             nc = await asyncio.wait_for(nats.connect(
                 list(c.urls), connect_timeout=c.timeout, max_reconnect_attempts=-1,
+                reconnect_time_wait=c.timeout / 4, ping_interval=c.timeout,
+                max_outstanding_pings=2, reconnected_cb=self._reconnected,
                 user_credentials=c.creds or None, tls=tls), c.timeout * 2)
         except (NoServersError, OSError, TimeoutError, NatsTimeout) as exc:
             raise LogUnavailable(f"no NATS server at {', '.join(c.urls)}: {exc}") from None
@@ -122,13 +153,27 @@ class JetStreamLog:
         self.last += 1
         self.appended += 1
         token = str(self.appended)
+        headers = {"Nats-Expected-Last-Sequence": str(expected), MSG_ID: f"{self.writer}:{token}"}
+        copy = self._publish(token, data, headers)
+        # published again, it waits for the entry before it (this writer's, at `expected`)
+        before = self.previous[1] if self.previous and self.previous[0] == expected else None
+        stored = asyncio.ensure_future(self._stored(token, data, headers, copy, expected + 1, before))
+        self.previous = (expected + 1, stored)
+        return stored
+
+    def _publish(self, key: str, data: bytes, headers: dict[str, str]) -> Copy:
+        """Publish one copy of an entry, answered on our inbox under `key`."""
+        assert self.nc is not None and self.reconnected is not None
         answer: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
-        self.answers[token] = answer
-        headers = {"Nats-Expected-Last-Subject-Sequence": str(expected),
-                   "Nats-Msg-Id": f"{self.writer}:{token}"}
+        self.answers[key] = answer
         sent = asyncio.ensure_future(self.nc.publish(self.config.subject, data,
-                                                     reply=f"{self.inbox}.{token}", headers=headers))
-        return asyncio.ensure_future(self._stored(token, sent, answer, expected + 1))
+                                                     reply=f"{self.inbox}.{key}", headers=headers))
+        return Copy(key, answer, sent, self.reconnected)
+
+    async def _reconnected(self) -> None:
+        done, self.reconnected = self.reconnected, asyncio.get_running_loop().create_future()
+        if done is not None:
+            done.set_result(None)
 
     async def _answered(self, msg: Msg) -> None:
         answer = self.answers.pop(msg.subject.rpartition(".")[2], None)
@@ -138,23 +183,82 @@ class JetStreamLog:
             except ValueError:
                 answer.set_result({"error": {"description": "not JSON"}})
 
-    async def _stored(self, token: str, sent: asyncio.Future[None],
-                      answer: asyncio.Future[dict[str, object]], predicted: int) -> int:
+    async def _stored(self, token: str, data: bytes, headers: dict[str, str], copy: Copy,
+                      predicted: int, before: asyncio.Future[int] | None) -> int:
+        """Until the entry is known stored at `predicted` (answered so, or found there),
+        publishing it again when a copy is not answered; `Fenced` when another writer's
+        entry is there; `LogUnavailable` past timeout × RETRY_FOR."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout * RETRY_FOR
+        copies, why = 1, "not answered"
+        while True:
+            ack = await self._answer(copy, deadline, len(data))
+            if ack is not None:
+                if await self._verdict(ack, headers[MSG_ID], predicted, alone=before is None):
+                    return predicted
+                why = str(ack.get("error"))[:200]
+                if before is None or before.done():  # no leader yet, or no telling: in a moment
+                    await asyncio.wait([copy.reconnected], timeout=self.config.timeout / 8)
+            if loop.time() >= deadline:
+                raise LogUnavailable(f"no acknowledgement in {self.config.timeout * RETRY_FOR:g} s "
+                                     f"({copies} copies): {why}")
+            if before is not None:  # never after another writer's entry where ours was lost
+                try:
+                    await asyncio.wait_for(asyncio.shield(before), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    raise LogUnavailable("no acknowledgement of the entry before") from None
+            copy = self._publish(f"{token}-{copies}", data, headers)
+            copies += 1
+
+    async def _answer(self, copy: Copy, deadline: float, size: int) -> dict[str, object] | None:
+        """A copy's answer; None if none came within `timeout`, or before the connection it
+        left on was lost and made again."""
         try:
-            await sent
-            ack = await asyncio.wait_for(answer, self.config.timeout)
-        except (NatsTimeout, TimeoutError, OSError, nats.errors.Error) as exc:
-            raise LogUnavailable(f"no acknowledgement: {exc!r}") from None
-        finally:
-            self.answers.pop(token, None)
+            await copy.sent
+        except nats.errors.MaxPayloadError:
+            raise LogUnavailable(f"an entry of {size} bytes is larger than the NATS servers' "
+                                 "max_payload") from None
+        except (OSError, nats.errors.Error):
+            pass  # not sent (no connection): never answered; again once reconnected
+        wait = max(0.0, min(self.config.timeout, deadline - asyncio.get_running_loop().time()))
+        either: list[asyncio.Future[Any]] = [copy.answer, copy.reconnected]
+        await asyncio.wait(either, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        self.answers.pop(copy.key, None)
+        return copy.answer.result() if copy.answer.done() else None
+
+    async def _verdict(self, ack: dict[str, object], msg_id: str, predicted: int,
+                       alone: bool) -> bool:
+        """What an answer says: stored (True), not yet (False: publish again), or raises.
+        A copy of an entry already stored is answered `duplicate` with its sequence, or,
+        on a stream of one replica, "wrong last sequence" (the check comes first there):
+        then the stream is asked what it holds at `predicted`. `alone`: no entry of this
+        writer before it is in flight (nothing at `predicted` then means another writer)."""
         error = ack.get("error")
-        if isinstance(error, dict):
-            if error.get("err_code") == WRONG_LAST_SEQUENCE:
+        if not isinstance(error, dict):
+            if ack.get("seq") != predicted:  # nothing else writes our subject: a foreign writer
+                raise Fenced(f"stored at {ack.get('seq')}, expected {predicted}")
+            return True
+        if error.get("err_code") == WRONG_LAST_SEQUENCE:
+            there = await self._writer_of(predicted)
+            if there == msg_id:
+                return True
+            if there or (there == "" and alone):  # another's entry there, or the log is short
                 raise Fenced(f"the log has another writer: {error.get('description')}")
+            return False  # the entry before ours is not stored yet (lost with a node), or unknown
+        if "err_code" in error:
             raise LogUnavailable(f"JetStream refused an append: {error.get('description')}")
-        if ack.get("seq") != predicted:  # nothing else writes our subject: a foreign writer
-            raise Fenced(f"stored at {ack.get('seq')}, expected {predicted}")
-        return predicted
+        return False  # no JetStream answer (no responders while the stream has no leader)
+
+    async def _writer_of(self, seq: int) -> str | None:
+        """The Nats-Msg-Id of the entry at `seq`: "" if none is there, None if unknown."""
+        assert self.js is not None
+        try:
+            msg = await self.js.get_msg(self.config.stream, seq, direct=True)
+        except NotFoundError:
+            return ""
+        except (NatsTimeout, TimeoutError, OSError, nats.errors.Error):
+            return None
+        return str((msg.headers or {}).get(MSG_ID, "?"))
 
     async def take_over(self, applied: int, record: bytes) -> int:
         """Become the writer: append `record` right after `applied`, the last sequence this
@@ -169,10 +273,19 @@ class JetStreamLog:
         end = info.state.last_seq
         if start > end:
             return
-        sub = await self.js.pull_subscribe(
-            self.config.subject, stream=self.config.stream, config=api.ConsumerConfig(
-                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
-                ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0))
+        # A consumer is placed on one of the stream's nodes, maybe a dead one the cluster
+        # does not know dead yet (minutes): it is then never made. Another try, another node.
+        deadline = asyncio.get_running_loop().time() + self.config.timeout * RETRY_FOR
+        while True:
+            try:
+                sub = await self.js.pull_subscribe(
+                    self.config.subject, stream=self.config.stream, config=api.ConsumerConfig(
+                        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
+                        ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0))
+                break
+            except (NatsTimeout, ServiceUnavailableError):
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
         try:
             seq = start - 1
             while seq < end:
@@ -182,6 +295,28 @@ class JetStreamLog:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def follow(self, start: int, entry: Callable[[int, bytes, int], None]) -> None:
+        """Every entry from sequence `start` on, as it is stored, in order, to `entry(seq,
+        data, behind)` (`behind`: entries stored after it, not yet delivered): a standby
+        tailing the log. An ordered consumer: a gap or a lost server starts it again at
+        the next sequence by itself."""
+        assert self.js is not None, "open() first"
+
+        async def delivered(msg: Msg) -> None:
+            entry(msg.metadata.sequence.stream, msg.data, msg.metadata.num_pending)
+
+        await self.unfollow()
+        self.follower = await self.js.subscribe(
+            self.config.subject, stream=self.config.stream, cb=delivered, ordered_consumer=True,
+            config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                                      opt_start_seq=start))
+
+    async def unfollow(self) -> None:
+        follower, self.follower = self.follower, None
+        if follower is not None:
+            with contextlib.suppress(Exception):
+                await follower.unsubscribe()
 
     async def close(self, drain: bool = True) -> None:
         """Drain (what was published goes, answers awaited) unless the log failed: then
@@ -211,6 +346,8 @@ class LogThread:
         self.sent = 0
         self.queued: list[tuple[int, bytes]] = []  # appended, not yet handed to the log's thread
         self.signalled = False  # the pipe holds news the caller has not read
+        self.arrived: list[tuple[int, bytes]] = []  # entries a follow delivered, not yet taken
+        self.behind = 0
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
@@ -229,6 +366,8 @@ class LogThread:
         return list(self._call(all_of()))  # type: ignore[call-overload]
 
     def take_over(self, applied: int, record: bytes) -> int:
+        """Become the writer (JetStreamLog.take_over), the record stored when it returns;
+        later appends follow it."""
         return int(self._call(self.log.take_over(applied, record)))
 
     def append(self, data: bytes) -> int:
@@ -280,10 +419,43 @@ class LogThread:
                 raise self.failure
             return self.through
 
-    def close(self) -> None:
+    def follow(self, start: int) -> None:
+        """Tail the log from sequence `start`: entries gather for `followed()`, and
+        `fileno()` becomes readable when some arrived."""
+        self._call(self.log.follow(start, self._followed))
+
+    def unfollow(self) -> None:
+        """Stop tailing; what arrived and was not taken is dropped (read it again)."""
+        self._call(self.log.unfollow())
+        with self.lock:
+            self.arrived.clear()
+
+    def followed(self) -> tuple[list[tuple[int, bytes]], int]:
+        """The entries that arrived since the last call, in order, and how many more the
+        log had stored then (the standby's lag)."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._r, 4096):
+                pass
+        with self.lock:
+            self.signalled = False
+            arrived, self.arrived = self.arrived, []
+            return arrived, self.behind
+
+    def _followed(self, seq: int, data: bytes, behind: int) -> None:
+        with self.lock:
+            self.arrived.append((seq, data))
+            self.behind = behind
+            if self.signalled:
+                return
+            self.signalled = True
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._w, b"!")
+
+    def close(self, abandon: bool = False) -> None:
+        """Drain what was appended, unless the log failed or the caller `abandon`s it."""
         if self.thread.is_alive():
             with contextlib.suppress(Exception):
-                self._call(self.log.close(drain=self.failure is None))
+                self._call(self.log.close(drain=self.failure is None and not abandon))
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
         for fd in (self._r, self._w):

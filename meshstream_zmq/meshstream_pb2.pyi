@@ -327,16 +327,18 @@ class ProcessorBeat(_message.Message):
     def __init__(self, epoch: _Optional[str] = ..., acked: _Optional[_Mapping[str, int]] = ..., run: _Optional[str] = ..., logged: _Optional[bool] = ...) -> None: ...
 
 class PairBeat(_message.Message):
-    __slots__ = ("state", "term", "backup", "epoch")
+    __slots__ = ("state", "term", "backup", "epoch", "log_behind")
     STATE_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     BACKUP_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LOG_BEHIND_FIELD_NUMBER: _ClassVar[int]
     state: str
     term: int
     backup: bool
     epoch: str
-    def __init__(self, state: _Optional[str] = ..., term: _Optional[int] = ..., backup: _Optional[bool] = ..., epoch: _Optional[str] = ...) -> None: ...
+    log_behind: int
+    def __init__(self, state: _Optional[str] = ..., term: _Optional[int] = ..., backup: _Optional[bool] = ..., epoch: _Optional[str] = ..., log_behind: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("kind", "client", "room", "seq", "user")
@@ -614,3 +616,292 @@ class LoggedWatcherIn(_message.Message):
     user: str
     has_user: bool
     def __init__(self, identity: _Optional[bytes] = ..., payload: _Optional[bytes] = ..., user: _Optional[str] = ..., has_user: _Optional[bool] = ...) -> None: ...
+
+class ProcessorSnapshot(_message.Message):
+    __slots__ = ("version", "crc32", "state")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CRC32_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    crc32: int
+    state: bytes
+    def __init__(self, version: _Optional[int] = ..., crc32: _Optional[int] = ..., state: _Optional[bytes] = ...) -> None: ...
+
+class ProcessorState(_message.Message):
+    __slots__ = ("log_seq", "epoch", "mesh", "output", "processor")
+    class Mesh(_message.Message):
+        __slots__ = ("event_seq", "now", "rooms", "sessions", "history", "claims", "idempotent")
+        EVENT_SEQ_FIELD_NUMBER: _ClassVar[int]
+        NOW_FIELD_NUMBER: _ClassVar[int]
+        ROOMS_FIELD_NUMBER: _ClassVar[int]
+        SESSIONS_FIELD_NUMBER: _ClassVar[int]
+        HISTORY_FIELD_NUMBER: _ClassVar[int]
+        CLAIMS_FIELD_NUMBER: _ClassVar[int]
+        IDEMPOTENT_FIELD_NUMBER: _ClassVar[int]
+        event_seq: int
+        now: float
+        rooms: ProcessorState.Rooms
+        sessions: ProcessorState.Sessions
+        history: ProcessorState.History
+        claims: ProcessorState.Claims
+        idempotent: _containers.RepeatedCompositeFieldContainer[ProcessorState.Idempotent]
+        def __init__(self, event_seq: _Optional[int] = ..., now: _Optional[float] = ..., rooms: _Optional[_Union[ProcessorState.Rooms, _Mapping]] = ..., sessions: _Optional[_Union[ProcessorState.Sessions, _Mapping]] = ..., history: _Optional[_Union[ProcessorState.History, _Mapping]] = ..., claims: _Optional[_Union[ProcessorState.Claims, _Mapping]] = ..., idempotent: _Optional[_Iterable[_Union[ProcessorState.Idempotent, _Mapping]]] = ...) -> None: ...
+    class Rooms(_message.Message):
+        __slots__ = ("incarnations", "rooms")
+        INCARNATIONS_FIELD_NUMBER: _ClassVar[int]
+        ROOMS_FIELD_NUMBER: _ClassVar[int]
+        incarnations: int
+        rooms: _containers.RepeatedCompositeFieldContainer[ProcessorState.Room]
+        def __init__(self, incarnations: _Optional[int] = ..., rooms: _Optional[_Iterable[_Union[ProcessorState.Room, _Mapping]]] = ...) -> None: ...
+    class Room(_message.Message):
+        __slots__ = ("name", "members", "marks", "gateways", "counts", "maker", "setting_keys", "setting_values", "keep", "epoch")
+        NAME_FIELD_NUMBER: _ClassVar[int]
+        MEMBERS_FIELD_NUMBER: _ClassVar[int]
+        MARKS_FIELD_NUMBER: _ClassVar[int]
+        GATEWAYS_FIELD_NUMBER: _ClassVar[int]
+        COUNTS_FIELD_NUMBER: _ClassVar[int]
+        MAKER_FIELD_NUMBER: _ClassVar[int]
+        SETTING_KEYS_FIELD_NUMBER: _ClassVar[int]
+        SETTING_VALUES_FIELD_NUMBER: _ClassVar[int]
+        KEEP_FIELD_NUMBER: _ClassVar[int]
+        EPOCH_FIELD_NUMBER: _ClassVar[int]
+        name: str
+        members: _containers.RepeatedScalarFieldContainer[str]
+        marks: _containers.RepeatedScalarFieldContainer[int]
+        gateways: _containers.RepeatedScalarFieldContainer[str]
+        counts: _containers.RepeatedScalarFieldContainer[int]
+        maker: str
+        setting_keys: _containers.RepeatedScalarFieldContainer[str]
+        setting_values: _containers.RepeatedScalarFieldContainer[str]
+        keep: bool
+        epoch: str
+        def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., marks: _Optional[_Iterable[int]] = ..., gateways: _Optional[_Iterable[str]] = ..., counts: _Optional[_Iterable[int]] = ..., maker: _Optional[str] = ..., setting_keys: _Optional[_Iterable[str]] = ..., setting_values: _Optional[_Iterable[str]] = ..., keep: _Optional[bool] = ..., epoch: _Optional[str] = ...) -> None: ...
+    class Sessions(_message.Message):
+        __slots__ = ("clients", "gateways", "sessions", "away", "away_until", "expired")
+        CLIENTS_FIELD_NUMBER: _ClassVar[int]
+        GATEWAYS_FIELD_NUMBER: _ClassVar[int]
+        SESSIONS_FIELD_NUMBER: _ClassVar[int]
+        AWAY_FIELD_NUMBER: _ClassVar[int]
+        AWAY_UNTIL_FIELD_NUMBER: _ClassVar[int]
+        EXPIRED_FIELD_NUMBER: _ClassVar[int]
+        clients: _containers.RepeatedCompositeFieldContainer[ProcessorState.Client]
+        gateways: _containers.RepeatedCompositeFieldContainer[ProcessorState.Gateway]
+        sessions: _containers.RepeatedScalarFieldContainer[str]
+        away: _containers.RepeatedScalarFieldContainer[str]
+        away_until: _containers.RepeatedScalarFieldContainer[float]
+        expired: _containers.RepeatedScalarFieldContainer[bytes]
+        def __init__(self, clients: _Optional[_Iterable[_Union[ProcessorState.Client, _Mapping]]] = ..., gateways: _Optional[_Iterable[_Union[ProcessorState.Gateway, _Mapping]]] = ..., sessions: _Optional[_Iterable[str]] = ..., away: _Optional[_Iterable[str]] = ..., away_until: _Optional[_Iterable[float]] = ..., expired: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    class Client(_message.Message):
+        __slots__ = ("id", "gateway", "rooms", "user", "session", "away_seq")
+        ID_FIELD_NUMBER: _ClassVar[int]
+        GATEWAY_FIELD_NUMBER: _ClassVar[int]
+        ROOMS_FIELD_NUMBER: _ClassVar[int]
+        USER_FIELD_NUMBER: _ClassVar[int]
+        SESSION_FIELD_NUMBER: _ClassVar[int]
+        AWAY_SEQ_FIELD_NUMBER: _ClassVar[int]
+        id: str
+        gateway: str
+        rooms: _containers.RepeatedScalarFieldContainer[str]
+        user: str
+        session: bytes
+        away_seq: int
+        def __init__(self, id: _Optional[str] = ..., gateway: _Optional[str] = ..., rooms: _Optional[_Iterable[str]] = ..., user: _Optional[str] = ..., session: _Optional[bytes] = ..., away_seq: _Optional[int] = ...) -> None: ...
+    class Gateway(_message.Message):
+        __slots__ = ("id", "index", "last_seen", "closing", "closing_codes", "closing_reasons")
+        ID_FIELD_NUMBER: _ClassVar[int]
+        INDEX_FIELD_NUMBER: _ClassVar[int]
+        LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+        CLOSING_FIELD_NUMBER: _ClassVar[int]
+        CLOSING_CODES_FIELD_NUMBER: _ClassVar[int]
+        CLOSING_REASONS_FIELD_NUMBER: _ClassVar[int]
+        id: str
+        index: int
+        last_seen: float
+        closing: _containers.RepeatedScalarFieldContainer[str]
+        closing_codes: _containers.RepeatedScalarFieldContainer[int]
+        closing_reasons: _containers.RepeatedScalarFieldContainer[str]
+        def __init__(self, id: _Optional[str] = ..., index: _Optional[int] = ..., last_seen: _Optional[float] = ..., closing: _Optional[_Iterable[str]] = ..., closing_codes: _Optional[_Iterable[int]] = ..., closing_reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+    class History(_message.Message):
+        __slots__ = ("seq", "rooms", "direct", "drop_reasons", "drop_counts")
+        SEQ_FIELD_NUMBER: _ClassVar[int]
+        ROOMS_FIELD_NUMBER: _ClassVar[int]
+        DIRECT_FIELD_NUMBER: _ClassVar[int]
+        DROP_REASONS_FIELD_NUMBER: _ClassVar[int]
+        DROP_COUNTS_FIELD_NUMBER: _ClassVar[int]
+        seq: int
+        rooms: ProcessorState.Pool
+        direct: ProcessorState.Pool
+        drop_reasons: _containers.RepeatedScalarFieldContainer[str]
+        drop_counts: _containers.RepeatedScalarFieldContainer[int]
+        def __init__(self, seq: _Optional[int] = ..., rooms: _Optional[_Union[ProcessorState.Pool, _Mapping]] = ..., direct: _Optional[_Union[ProcessorState.Pool, _Mapping]] = ..., drop_reasons: _Optional[_Iterable[str]] = ..., drop_counts: _Optional[_Iterable[int]] = ...) -> None: ...
+    class Pool(_message.Message):
+        __slots__ = ("streams", "holding")
+        STREAMS_FIELD_NUMBER: _ClassVar[int]
+        HOLDING_FIELD_NUMBER: _ClassVar[int]
+        streams: _containers.RepeatedCompositeFieldContainer[ProcessorState.Stream]
+        holding: _containers.RepeatedScalarFieldContainer[str]
+        def __init__(self, streams: _Optional[_Iterable[_Union[ProcessorState.Stream, _Mapping]]] = ..., holding: _Optional[_Iterable[str]] = ...) -> None: ...
+    class Stream(_message.Message):
+        __slots__ = ("key", "offset", "dropped", "seqs", "frames", "times", "excluding", "excluded_counts", "excluded")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        OFFSET_FIELD_NUMBER: _ClassVar[int]
+        DROPPED_FIELD_NUMBER: _ClassVar[int]
+        SEQS_FIELD_NUMBER: _ClassVar[int]
+        FRAMES_FIELD_NUMBER: _ClassVar[int]
+        TIMES_FIELD_NUMBER: _ClassVar[int]
+        EXCLUDING_FIELD_NUMBER: _ClassVar[int]
+        EXCLUDED_COUNTS_FIELD_NUMBER: _ClassVar[int]
+        EXCLUDED_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        offset: int
+        dropped: int
+        seqs: _containers.RepeatedScalarFieldContainer[int]
+        frames: _containers.RepeatedScalarFieldContainer[bytes]
+        times: _containers.RepeatedScalarFieldContainer[float]
+        excluding: _containers.RepeatedScalarFieldContainer[int]
+        excluded_counts: _containers.RepeatedScalarFieldContainer[int]
+        excluded: _containers.RepeatedScalarFieldContainer[str]
+        def __init__(self, key: _Optional[str] = ..., offset: _Optional[int] = ..., dropped: _Optional[int] = ..., seqs: _Optional[_Iterable[int]] = ..., frames: _Optional[_Iterable[bytes]] = ..., times: _Optional[_Iterable[float]] = ..., excluding: _Optional[_Iterable[int]] = ..., excluded_counts: _Optional[_Iterable[int]] = ..., excluded: _Optional[_Iterable[str]] = ...) -> None: ...
+    class Claims(_message.Message):
+        __slots__ = ("watchers", "owner_rooms", "owners")
+        WATCHERS_FIELD_NUMBER: _ClassVar[int]
+        OWNER_ROOMS_FIELD_NUMBER: _ClassVar[int]
+        OWNERS_FIELD_NUMBER: _ClassVar[int]
+        watchers: _containers.RepeatedCompositeFieldContainer[ProcessorState.Watcher]
+        owner_rooms: _containers.RepeatedScalarFieldContainer[str]
+        owners: _containers.RepeatedScalarFieldContainer[int]
+        def __init__(self, watchers: _Optional[_Iterable[_Union[ProcessorState.Watcher, _Mapping]]] = ..., owner_rooms: _Optional[_Iterable[str]] = ..., owners: _Optional[_Iterable[int]] = ...) -> None: ...
+    class Watcher(_message.Message):
+        __slots__ = ("id", "name", "rooms", "prefixes", "last_seen", "alive", "assigned", "sent", "unacked_seqs", "unacked_clients", "unacked_actions", "unacked_targets", "unacked_request_ids")
+        ID_FIELD_NUMBER: _ClassVar[int]
+        NAME_FIELD_NUMBER: _ClassVar[int]
+        ROOMS_FIELD_NUMBER: _ClassVar[int]
+        PREFIXES_FIELD_NUMBER: _ClassVar[int]
+        LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+        ALIVE_FIELD_NUMBER: _ClassVar[int]
+        ASSIGNED_FIELD_NUMBER: _ClassVar[int]
+        SENT_FIELD_NUMBER: _ClassVar[int]
+        UNACKED_SEQS_FIELD_NUMBER: _ClassVar[int]
+        UNACKED_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+        UNACKED_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+        UNACKED_TARGETS_FIELD_NUMBER: _ClassVar[int]
+        UNACKED_REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
+        id: str
+        name: str
+        rooms: _containers.RepeatedScalarFieldContainer[str]
+        prefixes: _containers.RepeatedScalarFieldContainer[str]
+        last_seen: float
+        alive: bool
+        assigned: _containers.RepeatedScalarFieldContainer[str]
+        sent: int
+        unacked_seqs: _containers.RepeatedScalarFieldContainer[int]
+        unacked_clients: _containers.RepeatedScalarFieldContainer[str]
+        unacked_actions: _containers.RepeatedScalarFieldContainer[str]
+        unacked_targets: _containers.RepeatedScalarFieldContainer[str]
+        unacked_request_ids: _containers.RepeatedScalarFieldContainer[bytes]
+        def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., rooms: _Optional[_Iterable[str]] = ..., prefixes: _Optional[_Iterable[str]] = ..., last_seen: _Optional[float] = ..., alive: _Optional[bool] = ..., assigned: _Optional[_Iterable[str]] = ..., sent: _Optional[int] = ..., unacked_seqs: _Optional[_Iterable[int]] = ..., unacked_clients: _Optional[_Iterable[str]] = ..., unacked_actions: _Optional[_Iterable[str]] = ..., unacked_targets: _Optional[_Iterable[str]] = ..., unacked_request_ids: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    class Idempotent(_message.Message):
+        __slots__ = ("key", "when", "answer")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        WHEN_FIELD_NUMBER: _ClassVar[int]
+        ANSWER_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        when: float
+        answer: ProcessorState.Answer
+        def __init__(self, key: _Optional[str] = ..., when: _Optional[float] = ..., answer: _Optional[_Union[ProcessorState.Answer, _Mapping]] = ...) -> None: ...
+    class Answer(_message.Message):
+        __slots__ = ("rooms", "offset", "epoch", "clients", "messages", "since", "next")
+        ROOMS_FIELD_NUMBER: _ClassVar[int]
+        OFFSET_FIELD_NUMBER: _ClassVar[int]
+        EPOCH_FIELD_NUMBER: _ClassVar[int]
+        CLIENTS_FIELD_NUMBER: _ClassVar[int]
+        MESSAGES_FIELD_NUMBER: _ClassVar[int]
+        SINCE_FIELD_NUMBER: _ClassVar[int]
+        NEXT_FIELD_NUMBER: _ClassVar[int]
+        rooms: _containers.RepeatedCompositeFieldContainer[ProcessorState.RoomView]
+        offset: int
+        epoch: str
+        clients: _containers.RepeatedScalarFieldContainer[str]
+        messages: _containers.RepeatedScalarFieldContainer[bytes]
+        since: int
+        next: str
+        def __init__(self, rooms: _Optional[_Iterable[_Union[ProcessorState.RoomView, _Mapping]]] = ..., offset: _Optional[int] = ..., epoch: _Optional[str] = ..., clients: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[bytes]] = ..., since: _Optional[int] = ..., next: _Optional[str] = ...) -> None: ...
+    class RoomView(_message.Message):
+        __slots__ = ("name", "members", "maker", "setting_keys", "setting_values", "users", "count", "epoch", "offset")
+        NAME_FIELD_NUMBER: _ClassVar[int]
+        MEMBERS_FIELD_NUMBER: _ClassVar[int]
+        MAKER_FIELD_NUMBER: _ClassVar[int]
+        SETTING_KEYS_FIELD_NUMBER: _ClassVar[int]
+        SETTING_VALUES_FIELD_NUMBER: _ClassVar[int]
+        USERS_FIELD_NUMBER: _ClassVar[int]
+        COUNT_FIELD_NUMBER: _ClassVar[int]
+        EPOCH_FIELD_NUMBER: _ClassVar[int]
+        OFFSET_FIELD_NUMBER: _ClassVar[int]
+        name: str
+        members: _containers.RepeatedScalarFieldContainer[str]
+        maker: str
+        setting_keys: _containers.RepeatedScalarFieldContainer[str]
+        setting_values: _containers.RepeatedScalarFieldContainer[str]
+        users: _containers.RepeatedScalarFieldContainer[str]
+        count: int
+        epoch: str
+        offset: int
+        def __init__(self, name: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., maker: _Optional[str] = ..., setting_keys: _Optional[_Iterable[str]] = ..., setting_values: _Optional[_Iterable[str]] = ..., users: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., epoch: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+    class Output(_message.Message):
+        __slots__ = ("streams", "touched", "broadcasts", "over", "holding")
+        STREAMS_FIELD_NUMBER: _ClassVar[int]
+        TOUCHED_FIELD_NUMBER: _ClassVar[int]
+        BROADCASTS_FIELD_NUMBER: _ClassVar[int]
+        OVER_FIELD_NUMBER: _ClassVar[int]
+        HOLDING_FIELD_NUMBER: _ClassVar[int]
+        streams: _containers.RepeatedCompositeFieldContainer[ProcessorState.GatewayStream]
+        touched: _containers.RepeatedScalarFieldContainer[str]
+        broadcasts: int
+        over: _containers.RepeatedScalarFieldContainer[str]
+        holding: _containers.RepeatedScalarFieldContainer[str]
+        def __init__(self, streams: _Optional[_Iterable[_Union[ProcessorState.GatewayStream, _Mapping]]] = ..., touched: _Optional[_Iterable[str]] = ..., broadcasts: _Optional[int] = ..., over: _Optional[_Iterable[str]] = ..., holding: _Optional[_Iterable[str]] = ...) -> None: ...
+    class GatewayStream(_message.Message):
+        __slots__ = ("gateway", "seq", "ops", "unapplied", "sent", "retained")
+        GATEWAY_FIELD_NUMBER: _ClassVar[int]
+        SEQ_FIELD_NUMBER: _ClassVar[int]
+        OPS_FIELD_NUMBER: _ClassVar[int]
+        UNAPPLIED_FIELD_NUMBER: _ClassVar[int]
+        SENT_FIELD_NUMBER: _ClassVar[int]
+        RETAINED_FIELD_NUMBER: _ClassVar[int]
+        gateway: str
+        seq: int
+        ops: _containers.RepeatedScalarFieldContainer[bytes]
+        unapplied: _containers.RepeatedScalarFieldContainer[int]
+        sent: _containers.RepeatedScalarFieldContainer[float]
+        retained: _containers.RepeatedScalarFieldContainer[bytes]
+        def __init__(self, gateway: _Optional[str] = ..., seq: _Optional[int] = ..., ops: _Optional[_Iterable[bytes]] = ..., unapplied: _Optional[_Iterable[int]] = ..., sent: _Optional[_Iterable[float]] = ..., retained: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    class Processor(_message.Message):
+        __slots__ = ("last_time", "acked", "acked_seqs", "peers", "peer_states", "subscriptions", "recovering", "resend")
+        LAST_TIME_FIELD_NUMBER: _ClassVar[int]
+        ACKED_FIELD_NUMBER: _ClassVar[int]
+        ACKED_SEQS_FIELD_NUMBER: _ClassVar[int]
+        PEERS_FIELD_NUMBER: _ClassVar[int]
+        PEER_STATES_FIELD_NUMBER: _ClassVar[int]
+        SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+        RECOVERING_FIELD_NUMBER: _ClassVar[int]
+        RESEND_FIELD_NUMBER: _ClassVar[int]
+        last_time: float
+        acked: _containers.RepeatedScalarFieldContainer[str]
+        acked_seqs: _containers.RepeatedScalarFieldContainer[int]
+        peers: _containers.RepeatedScalarFieldContainer[str]
+        peer_states: _containers.RepeatedScalarFieldContainer[str]
+        subscriptions: _containers.RepeatedScalarFieldContainer[bytes]
+        recovering: _containers.RepeatedScalarFieldContainer[str]
+        resend: _containers.RepeatedScalarFieldContainer[str]
+        def __init__(self, last_time: _Optional[float] = ..., acked: _Optional[_Iterable[str]] = ..., acked_seqs: _Optional[_Iterable[int]] = ..., peers: _Optional[_Iterable[str]] = ..., peer_states: _Optional[_Iterable[str]] = ..., subscriptions: _Optional[_Iterable[bytes]] = ..., recovering: _Optional[_Iterable[str]] = ..., resend: _Optional[_Iterable[str]] = ...) -> None: ...
+    LOG_SEQ_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MESH_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    PROCESSOR_FIELD_NUMBER: _ClassVar[int]
+    log_seq: int
+    epoch: str
+    mesh: ProcessorState.Mesh
+    output: ProcessorState.Output
+    processor: ProcessorState.Processor
+    def __init__(self, log_seq: _Optional[int] = ..., epoch: _Optional[str] = ..., mesh: _Optional[_Union[ProcessorState.Mesh, _Mapping]] = ..., output: _Optional[_Union[ProcessorState.Output, _Mapping]] = ..., processor: _Optional[_Union[ProcessorState.Processor, _Mapping]] = ...) -> None: ...

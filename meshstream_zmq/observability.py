@@ -159,6 +159,8 @@ PROCESSOR_ACTIVE = Gauge("meshstream_processor_active", "1 while this processor 
 PAIR_TERM = Gauge("meshstream_pair_term", "takeovers in this processor pair so far, as this "
                   "processor knows (processor)")
 CLOSES = Counter("meshstream_closes", "connections closed by the server", ["code"])
+LOG_BEHIND = Gauge("meshstream_log_behind_entries", "with --log, a standby processor: entries "
+                   "the log has stored that it has not applied yet (its lag)")
 LOOP_STALL = Gauge("meshstream_processor_loop_max_seconds", "the processor's longest loop "
                    "iteration (inputs handled and output flushed) since it started (processor)")
 GATEWAY_LAG = Gauge("meshstream_gateway_lag_bytes", "output the processor sent a gateway that "

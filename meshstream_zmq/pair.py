@@ -85,6 +85,11 @@ class Pair:
             self._become(State.ACTIVE)
         return self.state is State.ACTIVE
 
+    def step_down(self) -> None:
+        """No longer active whatever the beats say: with a log, another processor took it
+        over (this one's appends were fenced), or this one could not."""
+        self.state = State.PASSIVE
+
     def _become(self, state: State) -> State:
         if state is State.ACTIVE:
             self.term = max(self.term, self.peer_term) + 1

@@ -186,7 +186,7 @@ def config_from(args: argparse.Namespace) -> Config:
 def with_log_default(args: argparse.Namespace, config: Config) -> Config:
     """`meshstream run` with a processor keeps its inputs in a nats-server of its own
     (--log embedded: a processor SIGKILL loses nothing) unless --log or MESHSTREAM_LOG
-    says otherwise; with --peer, off (a pair on the log is not supported yet). Every
+    says otherwise; with --peer, off (a pair shares a NATS cluster: --log nats://…). Every
     other role: off unless told."""
     if args.role != "run" or not args.processor or config.peer or args.log is not None \
             or os.environ.get("MESHSTREAM_LOG"):

@@ -56,7 +56,7 @@ from meshstream_zmq.aio import AsyncWatcher, CommandError
 from meshstream_zmq.auth import TokenKeyError, Tokens
 from meshstream_zmq.config import Config
 from meshstream_zmq.errors import CloseCode, ErrorCode
-from meshstream_zmq.gateway import KEEPALIVE_TICK, Connection, Gateway, Resume, parse_resume
+from meshstream_zmq.gateway import KEEPALIVE_TICK, Connection, Gateway, Link, Resume, parse_resume
 from meshstream_zmq.watcher_protocol import Op
 
 log = logging.getLogger("meshstream.gateway")
@@ -696,17 +696,32 @@ class GatewayServer:
 
     def on_other_readable(self, sub: Any) -> None:
         """The processor we are not talking to: what it sends (an active one that has not
-        yet found out about the other) is not for us. Read and dropped."""
+        yet found out about the other) is not for us, and dropped; but while waiting for a
+        processor on a log (Link.WAIT) its beat may say it took over, and then its
+        GatewayOuts are ours (of the same epoch they are the same from either)."""
         if sub is self.sub:
             return self.on_sub_readable()
+        core = self.core
         for _ in range(DRAIN):
             if not sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                return None
+                break
             try:
-                sub.recv_multipart(zmq.NOBLOCK)
+                topic, payload = sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:  # EVENTS promised a message not there (seen with CURVE)
-                return None
-        self.loop.call_soon(self.on_other_readable, sub)
+                break
+            if core.link is not Link.WAIT:
+                continue
+            if topic == b"processor":
+                core.processor_beat(pb.ProcessorBeat.FromString(payload), time.monotonic(), other=True)
+                if sub is self.sub:  # it took over: what follows is read as ours
+                    self.loop.call_soon(self.on_sub_readable)
+                    return None
+            else:
+                core.processor_out(pb.GatewayOut.FromString(payload))
+        else:
+            self.loop.call_soon(self.on_other_readable, sub)
+        if core.dirty:
+            core.flush()
         return None
 
     def on_sub_readable(self) -> None:

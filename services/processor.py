@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-import select
 import signal
 import struct
 import time
@@ -53,6 +52,7 @@ from meshstream_zmq.wire import (
 log = logging.getLogger("meshstream.processor")
 
 DRAIN = 2000  # messages read from one socket before looking at the others
+TAKEOVER_TRIES = 5  # a takeover fenced by an old writer still appending: read on, try again
 PROBE = pb.WatcherOut(reply=pb.Reply(id=0)).SerializeToString()
 BEAT_INPUT = length_delimited(2, pb.LogInput(beat=True).SerializeToString())  # a LogEntry.inputs field
 RECOVERED_INPUT = length_delimited(2, pb.LogInput(recovered=True).SerializeToString())
@@ -216,12 +216,21 @@ class Processor:
             if config.peer else None
         self.serving = self.pair is None
         self.peer_alive = True  # as last logged
+        self.peer_behind = 0  # with a log, the standby's lag (its PairBeat's log_behind)
         self.run_id = secrets.token_hex(8)  # this process (ProcessorBeat.run, Welcome.run)
         # The log (--log): every input recorded per turn, outputs withheld until stored.
         self.journal: LogThread | None = None
         self.withheld: Withheld | None = None
         self.recording: list[bytes] | None = None  # this turn's LogEntry.inputs fields, encoded
         self.recorded = 0  # their payloads' bytes (LOG_ENTRY_BYTES)
+        # A standby (--log with --peer) follows the log, applying every entry as the writer
+        # did, until it takes over (docs/design.md, "A standby on the log").
+        self.following = False
+        self.replaying = False  # applying a logged entry, not a live input
+        self.applied = 0  # the log's sequence of the last entry applied (or written)
+        self.behind = 0  # following: entries stored that are not applied yet
+        self.heard: set[bytes] = set()  # our own XPUB's subscriptions, whatever the role
+        self.poller = zmq.Poller()
         # Restarted from the log: gateways whose frames wait for their Resent, and those
         # owed every GatewayOut they have not applied (sent again on their subscription).
         self.recovering: set[str] = set()
@@ -232,10 +241,9 @@ class Processor:
         self.admin = AdminView(stale=config.peer_timeout)  # the figures /admin shows
         self.throttle = obs.Throttle()
         self.longest = 0.0  # seconds: the loop's longest stretch of work so far
+        self.fresh_state()  # with a log, until its first entry gives the epoch and state
         if config.log_urls:
             self.recover()
-        else:
-            self.fresh_state()
 
     def fresh_state(self, epoch: str = "") -> None:
         """A new epoch and empty state: at start, and on becoming the active one of a pair
@@ -267,8 +275,16 @@ class Processor:
         if state is None:
             return
         if (state is State.ACTIVE) != self.serving:
-            self.serving = state is State.ACTIVE
-            self.fresh_state()  # active: a new epoch; passive: nothing kept
+            if self.journal is not None:  # the log keeps the state: take it over, or follow
+                if state is State.ACTIVE:
+                    self.take_over()
+                else:
+                    self.follow_again("the other processor of the pair is active")
+                if self.serving != (state is State.ACTIVE):
+                    return
+            else:
+                self.serving = state is State.ACTIVE
+                self.fresh_state()  # active: a new epoch; passive: nothing kept
         log.warning("processor active" if self.serving else "processor passive: the other "
                     "processor of the pair serves", extra={"fields": {
                         "role": self.pair.role, "term": self.pair.term, "epoch": self.epoch}})
@@ -280,13 +296,16 @@ class Processor:
         except Exception:  # noqa: BLE001 - only the other processor can send here (CURVE)
             obs.DROPS.labels("bad-pair-beat").inc()
             return
+        self.peer_behind = beat.log_behind
         self.pair_changed(self.pair.peer_beat(beat.state, beat.term, now))
 
     def passive(self, hello: bool, now: float) -> bool:
         """Not serving: whether a gateway's or watcher's message is dropped. A hello may
         make this processor active (its peer silent: meshstream_zmq/pair.py)."""
         assert self.pair is not None
-        if hello and self.pair.hello(now):
+        # With a log any message will do (gateways keep their link through a failover and
+        # send heartbeats, not hellos): the log, not the hello, keeps it safe.
+        if (hello or self.journal is not None) and self.pair.hello(now):
             self.pair_changed(State.ACTIVE)
             return False
         obs.DROPS.labels("passive").inc()
@@ -295,18 +314,18 @@ class Processor:
     # ------------------------------------------------------------ inputs
 
     def on_gateway(self, payload: bytes, now: float) -> None:
-        if self.recording is not None:
-            self.recording.append(length_delimited(2, length_delimited(1, payload)))
-            self.recorded += len(payload)
         try:
             batch = pb.GatewayBatch.FromString(payload)
         except Exception:  # noqa: BLE001 - not from a meshstream gateway: drop it, say so
             return self.bad_batch("undecodable GatewayBatch", len(payload))
         if not all(columns_match(item.frames) for item in batch.items):
             return self.bad_batch("ClientFrames columns of different lengths", len(payload))
-        if not self.serving and self.passive(
+        if not self.serving and not self.replaying and self.passive(
                 any(item.HasField("hello") for item in batch.items), now):
             return None  # its frames stay unacknowledged: processor-restarted, once welcomed
+        if self.recording is not None:
+            self.recording.append(length_delimited(2, length_delimited(1, payload)))
+            self.recorded += len(payload)
         gateway = batch.gateway
         mesh = self.mesh
         mesh.gateway_seen(gateway, now)
@@ -349,6 +368,9 @@ class Processor:
             if kind == "resent":  # every frame it has not had acknowledged follows, again
                 waiting = False
                 self.recovering.discard(gateway)
+                # and it listens to us: what it has not applied of ours, again (it skips
+                # what it has; its SUB may have had them from the other of a pair)
+                self.send_unsent(gateway)
                 continue
             if not known and kind != "hello":
                 # Not (or no longer) introduced to this processor, e.g. frames sent just
@@ -382,7 +404,9 @@ class Processor:
             if item.heartbeat.HasField("stats"):
                 self.admin.record(gateway, item.heartbeat.stats, now)
         elif kind == "admin_query":
-            serving = ALONE if self.pair is None else Serving(self.pair.role, self.pair.term)
+            serving = ALONE if self.pair is None else Serving(
+                self.pair.role, self.pair.term, self.journal is not None,
+                self.peer_behind if self.pair.peer_alive(now) else None)
             self.out.admin_answer(gateway, item.admin_query.id, self.admin.answer(
                 mesh, item.admin_query, now, time.time(), serving))
         elif kind == "resume":
@@ -427,6 +451,16 @@ class Processor:
         obs.DROPS.labels("bad-gateway-batch").inc()
         log.error("dropped a GatewayBatch", extra={"fields": {"reason": reason, "bytes": size}})
 
+    def subscribed(self, msg: bytes) -> None:
+        """Our XPUB's (un)subscription: kept whatever the role (a standby taking over
+        applies what its own XPUB has, not what the old writer's had), applied if serving."""
+        if msg[:1] == b"\x01":
+            self.heard.add(msg[1:])
+        else:
+            self.heard.discard(msg[1:])
+        if self.serving or self.journal is None:
+            self.on_subscription(msg)
+
     def on_subscription(self, msg: bytes) -> None:
         if self.recording is not None:
             self.recording.append(length_delimited(2, length_delimited(3, msg)))
@@ -434,20 +468,20 @@ class Processor:
             owed = msg[1:-1].decode(errors="replace")
             if owed in self.resend:
                 self.resend.discard(owed)
-                for payload in self.out.unsent(owed):
-                    self.out.pub.send_multipart([msg[1:], payload], flags=zmq.NOBLOCK)
+                self.send_unsent(owed)
         gateway = self.peers.subscription(msg)
         self.out.rooms_observed = any(t.startswith(ROOM_TOPIC) for t in self.peers.subscriptions)
         if gateway is not None:
             self.out.welcome_gateway(gateway)
 
+    def send_unsent(self, gateway: str) -> None:
+        """Every GatewayOut `gateway` has not said it applied, again (after a restart or a
+        takeover: it skips a seq it has)."""
+        for payload in self.out.unsent(gateway):
+            self.out.pub.send_multipart([gateway.encode() + b".", payload], flags=zmq.NOBLOCK)
+
     def on_watcher(self, frames: list[bytes], now: float, user: str | None = None) -> None:
         """`user`: the ZAP User-Id of the sender's CURVE key (None without keys: trusted)."""
-        if self.recording is not None:
-            logged = pb.LoggedWatcherIn(identity=frames[0], payload=frames[-1], user=user or "",
-                                        has_user=user is not None)
-            self.recording.append(length_delimited(2, length_delimited(2, logged.SerializeToString())))
-            self.recorded += len(frames[-1])
         identity = frames[0].hex()
         msg = pb.WatcherIn()
         try:
@@ -458,8 +492,13 @@ class Processor:
         if len(frames) < 2 or kind is None:
             self.out.reply(identity, 0, ErrorCode.BAD_COMMAND, "undecodable WatcherIn")
             return
-        if not self.serving and self.passive(kind == "hello", now):
+        if not self.serving and not self.replaying and self.passive(kind == "hello", now):
             return  # silence, even to commands: the watcher then tries the other processor
+        if self.recording is not None:
+            logged = pb.LoggedWatcherIn(identity=frames[0], payload=frames[-1], user=user or "",
+                                        has_user=user is not None)
+            self.recording.append(length_delimited(2, length_delimited(2, logged.SerializeToString())))
+            self.recorded += len(frames[-1])
         if kind == "hello":
             h = msg.hello
             log.info("watcher hello", extra={"fields": {"name": h.name, "rooms": list(h.rooms),
@@ -520,23 +559,30 @@ class Processor:
     # ------------------------------------------------------------ loop
 
     def beat(self, now: float) -> None:
+        """Every heartbeat: to the other processor of a pair; then, serving, the core's."""
+        if self.pair is not None:
+            self.pair_beat(now)
+        if self.serving:
+            self.core_beat(now)
+
+    def pair_beat(self, now: float) -> None:
+        assert self.pair is not None and self.links.pair_pub is not None
+        pair = pb.PairBeat(state=self.pair.state.value, term=self.pair.term,
+                           backup=self.pair.backup, epoch=self.epoch, log_behind=self.behind)
+        try:
+            self.links.pair_pub.send(pair.SerializeToString(), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            obs.DROPS.labels("beat-hwm").inc()
+        if self.pair.peer_alive(now) != self.peer_alive:
+            self.peer_alive = not self.peer_alive
+            log.warning("the other processor is back" if self.peer_alive else
+                        "the other processor is silent", extra={"fields": {
+                            "role": self.pair.role, "state": self.pair.state.value}})
+
+    def core_beat(self, now: float) -> None:
+        """The heartbeat's work in the core (logged: a replay does it at the same point)."""
         if self.recording is not None:
             self.recording.append(BEAT_INPUT)
-        if self.pair is not None:
-            pair = pb.PairBeat(state=self.pair.state.value, term=self.pair.term,
-                               backup=self.pair.backup, epoch=self.epoch)
-            assert self.links.pair_pub is not None
-            try:
-                self.links.pair_pub.send(pair.SerializeToString(), flags=zmq.NOBLOCK)
-            except zmq.Again:
-                obs.DROPS.labels("beat-hwm").inc()
-            if self.pair.peer_alive(now) != self.peer_alive:
-                self.peer_alive = not self.peer_alive
-                log.warning("the other processor is back" if self.peer_alive else
-                            "the other processor is silent", extra={"fields": {
-                                "role": self.pair.role, "state": self.pair.state.value}})
-            if not self.serving:
-                return  # silent to gateways and watchers: they try the other processor
         for gateway in self.mesh.expire(now):
             log.warning("gateway lost", extra={"fields": {"gateway": gateway}})
             self.acked.pop(gateway, None)
@@ -580,16 +626,15 @@ class Processor:
             self.out.forget(gateway)
 
     def run(self) -> None:
-        poller = zmq.Poller()
+        poller = self.poller
         poller.register(self.pull, zmq.POLLIN)
         poller.register(self.pub, zmq.POLLIN)
         poller.register(self.router, zmq.POLLIN)
         pair_sub = self.links.pair_sub
         if pair_sub is not None:
             poller.register(pair_sub, zmq.POLLIN)
-        journal = self.journal
-        if journal is not None:
-            poller.register(journal.fileno(), zmq.POLLIN)
+        if self.journal is not None:
+            poller.register(self.journal.fileno(), zmq.POLLIN)
         interval = self.config.heartbeat
         next_beat = self.clock()
         log.info("processor ready", extra={"fields": {
@@ -606,8 +651,12 @@ class Processor:
                 self.took(self.clock() - now)
             ready = dict(poller.poll(int(max(0.0, next_beat - now) * 1000)))
             now = self.clock()
+            journal = self.journal
             if journal is not None and journal.fileno() in ready:
-                self.stored(now)
+                if self.following:
+                    self.follow(now)
+                else:
+                    self.stored(now)
             if pair_sub is not None and pair_sub in ready:
                 for _ in range(DRAIN):
                     try:
@@ -617,7 +666,7 @@ class Processor:
             if pub in ready:
                 for _ in range(DRAIN):
                     try:
-                        self.on_subscription(pub.recv(zmq.NOBLOCK))
+                        self.subscribed(pub.recv(zmq.NOBLOCK))
                     except zmq.Again:
                         break
             if pull in ready:
@@ -675,16 +724,23 @@ class Processor:
             self.withheld.seal(self.journal.sent)
 
     def stored(self, now: float) -> None:
-        """The log stored more entries: their outputs go. A failure (the log lost, or another
-        writer took it over) stops this processor: it must not emit what the log does not
-        have; restarted, it reads the log again."""
+        """The log stored more entries: their outputs go. A failure stops this processor
+        emitting at once (it must not emit what the log does not have): another writer took
+        the log over (Fenced) → of a pair, it follows the log as the standby; alone, or the
+        log lost (LogUnavailable), it stops, and restarted reads the log again."""
         assert self.journal is not None and self.withheld is not None
         try:
             through = self.journal.stored_through()
-        except (LogUnavailable, Fenced) as exc:
+        except Fenced as exc:
+            if self.pair is not None:
+                return self.follow_again(f"another processor took the log over ({str(exc)[:200]})")
             log.error("the log failed: stopping", extra={"fields": {"reason": str(exc)[:300]}})
             self.running = False
-            return
+            return None
+        except LogUnavailable as exc:
+            log.error("the log failed: stopping", extra={"fields": {"reason": str(exc)[:300]}})
+            self.running = False
+            return None
         gone = self.withheld.release(through)
         for watcher in gone:
             if self.mesh.watcher_name(watcher):
@@ -692,44 +748,162 @@ class Processor:
         if gone:
             self.flush(now)
             self.seal(now)
+        return None
 
     def recover(self) -> None:
-        """Read the log (--log) and replay it: the same epoch and state as the processor
-        that wrote it; an empty log gets its first entry, a new epoch. Then every turn's
-        inputs are appended, and its outputs withheld until stored."""
-        c = self.config
-        stream = c.log_stream
-        journal = LogThread(LogConfig(c.log_urls, stream=stream, replicas=c.log_replicas,
-                                      creds=c.log_creds, tls_ca=c.log_tls_ca),
-                            writer=f"processor-{self.run_id}")
-        self.journal = journal
-        last = journal.open()
-        entries = journal.read(1) if last else []
-        started = time.monotonic()
-        if not entries:
-            self.fresh_state()
-            start = pb.LogEntry(time=self.clock(), start=self.epoch).SerializeToString()
-            journal.append(start)
-            while journal.stored_through() < 1:
-                select.select([journal], [], [], c.peer_timeout)
+        """At start with --log: read the log and replay it (the same epoch and state as the
+        processor that wrote it). Alone, take it over at once; of a pair, follow it until
+        the pair makes this one active."""
+        self.open_log()
+        if self.pair is None:
+            self.take_over()
+            if not self.serving:
+                raise Fenced("another processor keeps writing the log")
         else:
-            first = pb.LogEntry.FromString(entries[0][1])
-            if not first.start:
-                raise LogUnavailable(f"the log's stream {stream} does not start with a start entry")
-            self.fresh_state(first.start)
-            self.out.pub = self.out.router = DISCARD  # type: ignore[assignment]
-            for _, data in entries[1:]:
-                self.replay(pb.LogEntry.FromString(data))
+            self.start_following()
+
+    def open_log(self) -> None:
+        """A connection of our own to the log (a writer name of its own: Nats-Msg-Id), and
+        the state of everything in it, from its first entry."""
+        c = self.config
+        self.journal = LogThread(
+            LogConfig(c.log_urls, stream=c.log_stream, replicas=c.log_replicas,
+                      creds=c.log_creds, tls_ca=c.log_tls_ca),
+            writer=f"processor-{self.run_id}-{secrets.token_hex(4)}")
+        last = self.journal.open()
+        self.applied = 0
+        self.peers = Peers()  # as the writer's were when it started: the log rebuilds them
+        self.recovering, self.resend = set(), set()
+        started = time.monotonic()
+        if last:
+            entries = self.journal.read(1)
+            for seq, data in entries:
+                self.apply_entry(seq, data)
             log.info("log replayed", extra={"fields": {
                 "entries": len(entries), "epoch": self.epoch,
                 "seconds": round(time.monotonic() - started, 3)}})
-        # The log's last sequence is ours: later appends are fenced on it.
-        self.withheld = Withheld(self.router)
+
+    def apply_entry(self, seq: int, data: bytes) -> None:
+        """One entry of the log, applied as its writer applied it; its outputs discarded
+        (they were sent when made)."""
+        entry = pb.LogEntry.FromString(data)
+        if entry.start:
+            self.fresh_state(entry.start)
+        elif self.applied == 0:
+            raise LogUnavailable(f"the log's stream {self.config.log_stream} does not start "
+                                 "with a start entry")
+        self.out.pub = self.out.router = DISCARD  # type: ignore[assignment]
+        self.replaying = True
+        try:
+            self.replay(entry)
+        finally:
+            self.replaying = False
+        self.applied = seq
+
+    def take_over(self) -> None:
+        """Become the log's writer: read it to the end, then append a takeover record right
+        after the last entry applied. If the old writer appended meanwhile, that fails
+        (Fenced): read on, try again. From the record on, the old writer's appends fail: it
+        stops emitting. Then serve, the same epoch, every input logged."""
+        journal = self.journal
+        assert journal is not None
+        started = time.monotonic()
+        if self.following:
+            journal.unfollow()
+            self.following = False
+        record = b""
+        for _ in range(TAKEOVER_TRIES):
+            try:
+                for seq, data in journal.read(self.applied + 1):
+                    self.apply_entry(seq, data)
+                record = self.takeover_record()
+                journal.take_over(self.applied, record)
+                break
+            except Fenced:
+                record = b""  # the old writer appended meanwhile: read that, try again
+            except LogUnavailable as exc:
+                log.error("cannot take the log over", extra={"fields": {"reason": str(exc)[:300]}})
+                record = b""
+                break
+        if not record:
+            if self.pair is None:
+                return
+            self.pair.step_down()
+            return self.start_following()
+        self.applied += 1
+        self.serving, self.behind = True, 0
+        obs.PROCESSOR_ACTIVE.set(1)
+        obs.LOG_BEHIND.set(0)
+        entry = pb.LogEntry.FromString(record)
+        self.out.pub, self.out.router = self.pub, self.router
+        self.replay(entry)  # what the record says, done (not logged again: it is stored)
+        self.withheld = Withheld(self.router)  # from now on, outputs wait for their entry
         self.out.pub = self.withheld.socket(self.pub)  # type: ignore[assignment]
         self.out.router = self.withheld.socket(self.router)  # type: ignore[assignment]
         self.recording = []
-        if entries:
-            self.recovered()  # the first entry of this run
+        log.warning("took the log over", extra={"fields": {
+            "epoch": self.epoch, "entry": self.applied, "gateways": len(self.mesh.gateways),
+            "seconds": round(time.monotonic() - started, 3)}})
+        return None
+
+    def takeover_record(self) -> bytes:
+        """The first entry this writer appends: the log's start (a new epoch) if it is
+        empty, else `recovered`; with the subscriptions our own XPUB has (a standby's
+        differ from the old writer's: gateways subscribe to both of a pair)."""
+        ours, theirs = self.heard, self.peers.subscriptions
+        subscriptions = [pb.LogInput(subscription=b"\x00" + t) for t in sorted(theirs - ours)]
+        subscriptions += [pb.LogInput(subscription=b"\x01" + t) for t in sorted(ours)]
+        if self.applied == 0:
+            self.fresh_state()
+            return pb.LogEntry(time=self.clock(), start=self.epoch,
+                               inputs=subscriptions).SerializeToString()
+        return pb.LogEntry(time=self.clock(), inputs=[pb.LogInput(recovered=True), *subscriptions]
+                           ).SerializeToString()
+
+    def start_following(self) -> None:
+        assert self.journal is not None
+        self.serving = False
+        self.journal.follow(self.applied + 1)
+        self.following = True
+        obs.PROCESSOR_ACTIVE.set(0)
+
+    def follow(self, now: float) -> None:
+        """Entries the writer appended: applied as it applied them (a standby)."""
+        assert self.journal is not None
+        entries, behind = self.journal.followed()
+        for seq, data in entries:
+            if seq <= self.applied:
+                continue  # read already (a catch-up before)
+            if seq != self.applied + 1:
+                return self.follow_again(f"a gap in the log: {self.applied + 1} to {seq - 1}")
+            self.apply_entry(seq, data)
+        self.behind = behind
+        obs.LOG_BEHIND.set(behind)
+        return None
+
+    def follow_again(self, reason: str) -> None:
+        """No longer the writer (fenced, or the pair made the other active): nothing this
+        processor made and the log did not store is sent; its state is read from the log
+        anew (a connection of its own), and it follows the log as the standby."""
+        log.warning("processor passive: following the log", extra={"fields": {"reason": reason[:300]}})
+        if self.pair is not None:
+            self.pair.step_down()
+        old = self.journal
+        assert old is not None
+        with contextlib.suppress(KeyError):
+            self.poller.unregister(old.fileno())
+        old.close(abandon=True)
+        self.withheld, self.recording, self.recorded = None, None, 0
+        self.serving, self.following = False, False
+        try:
+            self.open_log()
+        except (LogUnavailable, Fenced) as exc:
+            log.error("the log failed: stopping", extra={"fields": {"reason": str(exc)[:300]}})
+            self.running = False
+            return
+        assert self.journal is not None
+        self.poller.register(self.journal.fileno(), zmq.POLLIN)
+        self.start_following()
 
     def replay(self, entry: pb.LogEntry) -> None:
         """One logged turn, applied as the run loop applied it (its flushes included)."""
@@ -749,7 +923,7 @@ class Processor:
             elif kind == "watcher_gone":
                 self.watcher_gone(item.watcher_gone)
             elif kind == "beat":
-                self.beat(now)
+                self.core_beat(now)
             elif kind == "recovered":
                 self.recovered()
         self.flush(now)

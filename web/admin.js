@@ -71,7 +71,9 @@
     $("watcher-count").textContent = s.watchers.filter((w) => w.alive).length;
     const sv = s.serving;  // of a primary/backup pair, the one that serves (and answered)
     $("serving").textContent = sv.role === "alone" ? "one processor"
-      : `served by the ${sv.role} processor, term ${sv.term}`;
+      : `served by the ${sv.role} processor, term ${sv.term}` + (!("standby_behind" in sv) ? ""
+        : sv.standby_behind === null ? "; the standby is not heard"
+        : `; the standby is ${sv.standby_behind} log entries behind`);
     const window = Math.max(60, ...s.rates.map((r) => -r[0]));
     ["messages", "deliveries", "errors", "drops"].forEach((name, i) => {
       const last = chart(`chart-${name}`, s.rates.map((r) => [r[0], r[i + 1]]), window);

@@ -214,11 +214,11 @@ class Pair:
         self.procs: dict[str, Proc] = {}
         self.url = f"ws://127.0.0.1:{self.ws_port}/wsmesh"
 
-    def processor(self, which: str, name: str | None = None) -> Proc:
+    def processor(self, which: str, name: str | None = None, *extra: str) -> Proc:
         other = "backup" if which == "primary" else "primary"
         args = ["processor", "--tcp", f"127.0.0.1:{self.ports[which]}",
                 "--peer", f"127.0.0.1:{self.ports[other]}", "--run-dir",
-                str(self.tmp / f"{name or which}-run"), "--metrics-port", "0"]
+                str(self.tmp / f"{name or which}-run"), "--metrics-port", "0", *extra]
         p = Proc(self.tmp, name or which, args + (["--backup"] if which == "backup" else []))
         self.procs[name or which] = p
         return p

@@ -200,3 +200,5 @@ def test_snapshot_names_the_serving_processor_of_a_pair() -> None:
     mesh, view = cluster()
     snap = json.loads(view.answer(mesh, pb.AdminQuery(id=1), 0.0, 0.0, Serving("backup", 2)))
     assert snap["serving"] == {"role": "backup", "term": 2}  # the backup took over twice
+    logged = json.loads(view.answer(mesh, pb.AdminQuery(id=1), 0.0, 0.0, Serving("primary", 1, True, 3)))
+    assert logged["serving"] == {"role": "primary", "term": 1, "standby_behind": 3}

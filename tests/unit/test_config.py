@@ -103,8 +103,9 @@ def test_only_meshstream_run_starts_an_embedded_log(role: str, tmp_path: object)
 
 
 def test_the_log_with_a_pair_and_bad_log_settings_are_refused() -> None:
-    pair = Config(log="nats://h:1", peer="10.0.0.2:7000", tcp="10.0.0.1:7000").problems()
-    assert any("not yet supported with --peer" in p for p in pair)
+    pair = Config(log="embedded", peer="10.0.0.2:7000", tcp="10.0.0.1:7000").problems()
+    assert any("cannot be shared by a pair" in p for p in pair)
+    assert Config(log="nats://h:1", peer="10.0.0.2:7000", tcp="10.0.0.1:7000").problems() == []
     assert any(p.startswith("--log-replicas") for p in Config(log_replicas=0).problems())
     assert any(p.startswith("--log-stream") for p in Config(log_stream="a.b").problems())
     assert Config(log="nats://h:1").log_urls == ["nats://h:1"] and Config().log_urls == []

@@ -25,6 +25,7 @@ from meshstream_zmq.gateway import (
     RESUME_FAILURE_BURST,
     RESUME_FAILURES,
     RESUME_TIMEOUT,
+    WAIT_TIMEOUTS,
     Connection,
     Gateway,
     Link,
@@ -226,12 +227,12 @@ def test_a_processor_restarted_from_its_log_is_sent_every_unacknowledged_frame_a
     gw.client_frame(conn, json.dumps({"action": "d", "target": "r"}), 2.0)
     gw.flush()
     assert gw.link is Link.UP  # the same processor: no hello, no resync, nothing answered
-    items = out.batches[-1].items
-    assert items[0].HasField("resent")
-    assert frames_of([out.batches[-1]]) == [(2, conn.id, "b", "r"), (3, conn.id, "c", "r"),
-                                            (4, conn.id, "d", "r")]
+    resent, later = out.batches[-2:]  # the Resent and what it resends go first, alone
+    assert resent.items[0].HasField("resent")
+    assert frames_of([resent]) == [(2, conn.id, "b", "r"), (3, conn.id, "c", "r")]
+    assert frames_of([later]) == [(4, conn.id, "d", "r")]
     assert [f["action"] for f in out.frames_for("L1")] == ["client-connected"]
-    assert "processor restarted from its log" in out.notices
+    assert "processor restarted from its log (or its standby took over)" in out.notices
     gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r2", acked={GW: 4}), 3.0)
     assert not gw.unacked
     gw.check()
@@ -1326,3 +1327,97 @@ def test_a_connect_that_fails_keeps_nothing_and_takes_no_slot(resume: Resume | N
     assert not gw.per_peer and not gw.conns and not gw.waiting
     monkeypatch.undo()
     assert gw.connect("b", 0.0, peer="10.0.0.1") is not None  # the address is not locked out
+
+
+def test_a_logged_processor_silent_keeps_frames_and_its_standby_takes_them_in_order() -> None:
+    """Failover on a log (Link.WAIT): after the silence the gateway takes frames on, keeps
+    them, and only probes the processor it tries with a heartbeat; the other processor's beat
+    (the same epoch, us acknowledged) brings the link up: a Resent with what the old one
+    never acknowledged, then what was kept, in order; nobody gets an error."""
+    gw, out = make(peer_timeout=1.0, pair=True)
+    c = gw.connect("L1", 0.0)
+    welcome(gw, "e1")
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r1", logged=True, acked={GW: 0}), 0.0)
+    gw.client_frame(c, json.dumps({"action": "a", "target": "r", "id": "sent"}), 0.1)
+    gw.flush()
+    gw.heartbeat(1.5)
+    assert (gw.link, out.switches) == (Link.WAIT, 1)
+    assert "processor silent: keeping frames for it" in out.notices
+    gw.client_frame(c, json.dumps({"action": "b", "target": "r", "id": "kept"}), 1.6)
+    gw.flush()
+    assert [i.WhichOneof("kind") for i in out.batches[-1].items] == ["heartbeat"]  # a probe only
+    sent = len(out.batches)
+    gw.heartbeat(1.8)
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r2", logged=True, acked={GW: 0}), 2.0,
+                      other=True)  # from the processor we are not talking to: it took over
+    assert gw.link is Link.UP and out.switches == 2
+    gw.flush()
+    resent, kept = out.batches[sent + 1:sent + 3]
+    assert resent.items[0].HasField("resent") and frames_of([resent]) == [(1, c.id, "a", "r")]
+    assert frames_of([kept]) == [(2, c.id, "b", "r")]
+    assert [f["action"] for f in out.frames_for("L1")] == ["client-connected"]  # no error
+    gw.check()
+
+
+def test_a_beat_of_the_other_processor_is_heeded_only_while_waiting() -> None:
+    gw, out = make(peer_timeout=1.0, pair=True)
+    welcome(gw, "e1")
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r1", logged=True, acked={GW: 0}), 0.0)
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r2", logged=True, acked={GW: 0}), 0.5,
+                      other=True)
+    assert (gw.link, out.switches, gw.processor_run) == (Link.UP, 0, "r1")
+    gw.heartbeat(1.5)
+    gw.processor_beat(pb.ProcessorBeat(epoch="e9", run="r2", logged=True, acked={GW: 0}), 1.6,
+                      other=True)  # another epoch: not the same state
+    assert (gw.link, out.switches) == (Link.WAIT, 1)
+
+
+def test_waiting_for_a_logged_processor_gives_up_after_a_while() -> None:
+    gw, out = make(peer_timeout=1.0)
+    c = gw.connect("L1", 0.0)
+    welcome(gw, "e1")
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r1", logged=True, acked={GW: 0}), 0.0)
+    gw.heartbeat(1.5)
+    assert gw.link is Link.WAIT
+    gw.client_frame(c, json.dumps({"action": "a", "target": "r", "id": "x"}), 1.6)
+    gw.flush()
+    t = 1.5
+    while gw.link is Link.WAIT:
+        t += 1.1
+        gw.heartbeat(t)
+        assert t < 1.5 + (WAIT_TIMEOUTS + 2) * 1.0
+    assert gw.link is Link.HELLO and t > 1.5 + WAIT_TIMEOUTS * 1.0
+    gw.flush()
+    assert out.batches[-1].items[-1].WhichOneof("kind") == "hello"
+    welcome(gw, "e1")
+    gw.flush()
+    codes = [f["message_body"]["code"] for f in out.frames_for("L1") if f["action"] == "error"]
+    assert codes == ["processor-restarted", "messages-lost"]  # the frame, and the wait said so
+    gw.check()
+
+
+def test_gatewayouts_past_a_missing_one_wait_for_it_from_a_logged_processor() -> None:
+    """After a restart or a takeover the processor sends again what we did not apply;
+    newer ones may come first: they are held and applied in order; one never sent again is
+    a gap after two heartbeats."""
+    gw, out = make()
+    c = gw.connect("L1", 0.0)
+    welcome(gw, "e1")
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r1", logged=True, acked={GW: 0}), 0.0)
+    first = gw.out_seq
+    frame = lambda n: deliver(json.dumps({"action": "chat", "n": n}).encode(), clients=(c.id,))  # noqa: E731
+    out_msg(gw, frame(3), seq=first + 3)
+    out_msg(gw, frame(2), seq=first + 2)
+    assert gw.out_seq == first and not gw.drops["processor-gap"]
+    out_msg(gw, frame(1), seq=first + 1)
+    out_msg(gw, frame(2), seq=first + 2)  # sent again
+    gw.flush()
+    assert [f.get("n") for f in out.frames_for("L1") if f["action"] == "chat"] == [1, 2, 3]
+    assert gw.out_seq == first + 3 and not gw.early
+    out_msg(gw, frame(5), seq=first + 5)  # 4 never comes
+    for t in (1.0, 2.0, 3.0):
+        gw.heartbeat(t)
+    gw.flush()
+    assert gw.drops["processor-gap"] == 1 and gw.out_seq == first + 5
+    assert [f.get("n") for f in out.frames_for("L1") if f["action"] == "chat"] == [1, 2, 3, 5]
+    gw.check()

@@ -198,6 +198,8 @@ def processor_of(mesh: Any, out: Any) -> Any:
     ns = SimpleNamespace(mesh=mesh, out=out, acked={}, serving=True, peers=Peers(), recording=None,
                          recovering=set())
     ns.on_item = functools.partial(Processor.on_item, ns)
+    ns.unsent_sent = []  # gateways sent their unapplied GatewayOuts again
+    ns.send_unsent = ns.unsent_sent.append
 
     def failed(what: str, now: float, **fields: object) -> None:
         raise AssertionError(f"{what} failed")
@@ -344,3 +346,4 @@ def test_frames_sent_again_are_applied_once_and_wait_for_their_resent_after_a_re
     Processor.on_gateway(p, frames_batch("gw1-a", 3, ["c", "d", "e", "f"], resent=True), 0.0)  # type: ignore[arg-type]
     assert said(mesh) == ["a", "b", "c", "d", "e", "f"] and p.acked["gw1-a"] == 6
     assert not p.recovering
+    assert p.unsent_sent == ["gw1-a"]  # it listens to us: what it has not applied, again

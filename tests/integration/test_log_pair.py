@@ -1,0 +1,141 @@
+"""A processor pair on one log (issue 17 item 3; one box, one nats-server): the standby
+follows the log and takes over with the same epoch and state. Across a SIGKILL of the active
+processor, and across a SIGSTOP past the failover timeout and a SIGCONT (the old one is
+fenced: it emits nothing and follows the log), every frame a client sent is handled exactly
+once, every member receives every message once, in order, and nobody sees an error."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.nats_server import nats_server
+from tests.integration.support import DEADLINE, Pair, join, serving, sync, uid
+from tests.integration.test_resume import Tracked, tracked
+
+
+@pytest.fixture
+def logged_pair(tmp_path: Path) -> Iterator[tuple[Pair, str]]:
+    with nats_server(tmp_path / "js") as (url, _):
+        made = Pair(tmp_path)
+        try:
+            yield made, url
+        finally:
+            made.stop()
+
+
+async def chat_through(pair: Pair, fault) -> list[Tracked]:  # type: ignore[no-untyped-def]
+    """Four clients (both gateways) in a room; one says 300 things, a steady chat; `fault`
+    runs a third of the way in. Every client receives all of it once, in order, no error."""
+    room = uid("pair")
+    clients: list[Tracked] = [await tracked(pair.url) for _ in range(4)]
+    for c in clients:
+        await join(c, room)
+    for c in clients:
+        await sync(c)
+    sender, epoch, count = clients[0], clients[0].epoch, 300
+    for n in range(count):
+        await sender.send({"action": "chat", "target": room, "message_body": {"n": n}, "id": f"s{n}"})
+        if n == count // 3:
+            await fault()
+        await asyncio.sleep(0.01)  # a steady chat, not a burst (the rate limit is 200/s)
+
+    async def all_of(c: Tracked, own: bool) -> list[int]:
+        got: list[int] = []
+        while len(got) < count:
+            m = await c.next(lambda m: m.get("action") in ("chat", "error"), timeout=DEADLINE * 2)
+            assert m["action"] == "chat", (m, pair.logs())  # no processor-restarted, messages-lost…
+            if own:
+                assert m.get("id") == f"s{m['message_body']['n']}"  # each request answered
+            got.append(m["message_body"]["n"])
+        return got
+
+    for c in clients:  # Tracked fails on a repeat or disorder within the room's stream
+        assert await all_of(c, c is sender) == list(range(count)), c.id
+    assert {c.epoch for c in clients} == {epoch}  # the same processor state: the same epoch
+    return clients
+
+
+async def started(pair: Pair, url: str) -> None:
+    primary = pair.processor("primary", None, "--log", url)
+    pair.processor("backup", None, "--log", url)
+    pair.gateways("--no-watchers")
+    await pair.until(lambda: pair.healthz()[0] == 200, "the gateways healthy")
+    await pair.until(lambda: serving(primary), "the primary active")
+
+
+async def test_the_standby_on_the_log_takes_over_a_sigkilled_processor_with_nothing_lost(
+        logged_pair: tuple[Pair, str]) -> None:
+    pair, url = logged_pair
+    await started(pair, url)
+
+    async def kill() -> None:
+        pair.procs["primary"].kill()
+
+    clients = await chat_through(pair, kill)
+    assert serving(pair.procs["backup"])
+    assert '"took the log over"' in pair.procs["backup"].text()
+    for c in clients:
+        await c.close()
+
+
+async def test_a_paused_processor_is_fenced_by_the_takeover_and_emits_nothing(
+        logged_pair: tuple[Pair, str]) -> None:
+    pair, url = logged_pair
+    await started(pair, url)
+    primary, backup = pair.procs["primary"], pair.procs["backup"]
+
+    async def pause() -> None:
+        os.killpg(primary.proc.pid, signal.SIGSTOP)
+        await pair.until(lambda: '"took the log over"' in backup.text(), "the standby took over")
+        os.killpg(primary.proc.pid, signal.SIGCONT)
+
+    clients = await chat_through(pair, pause)
+    await pair.until(lambda: '"processor passive: following the log"' in primary.text(),
+                     "the old primary follows")
+    assert serving(backup) and not serving(primary)
+    for c in clients:
+        await c.close()
+
+
+async def test_a_words_battle_game_goes_on_through_a_takeover_in_the_same_epoch(
+        logged_pair: tuple[Pair, str]) -> None:
+    """The game's watchers turn to the standby with the gateways; the room, its game and
+    the players' state are the log's: nobody is told the processor restarted."""
+    from tests.conftest import Client
+    from tests.integration.support import gateway_index
+    from tests.integration.test_words_battle import chat_until_the_game_answers, is_, start_long_game
+
+    pair, url = logged_pair
+    primary = pair.processor("primary", None, "--log", url)
+    pair.processor("backup", None, "--log", url)
+    pair.gateways()
+    await pair.until(lambda: pair.healthz()[0] == 200, "the gateways healthy")
+    await pair.until(lambda: serving(primary), "the primary active")
+    clients: dict[int, Client] = {}
+    while len(clients) < 2:  # one player on each gateway process
+        c = await Client.connect(pair.url)
+        if gateway_index(c) in clients:
+            await c.close()
+        else:
+            clients[gateway_index(c)] = c
+    a, b = clients.values()
+    try:
+        room = "logfail1"
+        await start_long_game(pair, a, b, room)  # type: ignore[arg-type]
+        primary.kill()
+        reply = await chat_until_the_game_answers(a, room, DEADLINE * 2, pair.logs)
+        assert reply["message_body"]["useravatar"] == "al"  # alice's, in the same game
+        await b.next(is_("send-message", room, a.id, message=reply["message_body"]["message"]))
+        told = [m["message_body"]["code"] for c in (a, b) for m in c.inbox if m["action"] == "error"]
+        assert not {"processor-restarted", "processor-unavailable", "messages-lost",
+                    "history-lost"} & set(told), told
+        assert serving(pair.procs["backup"])
+    finally:
+        for c in (a, b):
+            await c.close()
