@@ -116,6 +116,8 @@ class Config:
     # nats://HOST:PORT[,nats://…] (JetStream).
     log: str = "off"
     log_replicas: int = 1  # copies of the log's stream (a NATS cluster: 3)
+    # entries between snapshots of the processor (the log is trimmed behind them); 0: none
+    snapshot_every: int = 10000
     log_stream: str = "meshstream-0"  # the stream's name (its subject: meshstream.<name>.in)
     log_creds: str = ""  # a NATS credentials file (the user names it)
     log_tls_ca: str = ""  # TLS to NATS (tls:// URLs): the CA file to trust
@@ -249,6 +251,8 @@ class Config:
              "embedded cannot be shared by a pair: with --peer, point both at a NATS cluster "
              "(--log nats://…) or use --log off")
         need(1 <= self.log_replicas <= 5, "log-replicas", "must be 1 to 5")
+        need(self.snapshot_every == 0 or self.snapshot_every >= 100, "snapshot-every",
+             "must be 0 (no snapshots) or at least 100 entries")
         need(bool(self.log_stream) and all(c.isalnum() or c in "-_" for c in self.log_stream),
              "log-stream", "must be letters, digits, - and _")
         need(not self.backup or bool(self.peer), "backup", "needs --peer (the primary)")

@@ -799,8 +799,8 @@ class Gateway:
         (heeded only while waiting for a processor on a log: it has taken over)."""
         if other:
             if self.link is not Link.WAIT or beat.epoch != self.processor_epoch \
-                    or self.id not in beat.acked or not beat.logged:
-                return
+                    or self.id not in beat.acked or not beat.logged or beat.run == self.processor_run:
+                return  # (the run we waited for, paused: a beat it made before, released late)
             self.out.switch_processor()
             self.out.notice("warning", "the other processor took over", {"gateway": self.id})
         self.last_beat = now
@@ -819,6 +819,13 @@ class Gateway:
         while unacked and unacked[0].seq <= acked:
             unacked.popleft()
         self.processor_logged = beat.logged
+        if beat.moving and beat.logged and self.pair and self.link is Link.UP:
+            # a switchover: its standby takes over now; frames wait for it (Link.WAIT)
+            self._move("wait")
+            self.waiting_since = now
+            self.out.switch_processor()
+            self.out.notice("warning", "processor hands over: turning to the other", {"gateway": self.id})
+            return
         if self.link is Link.WAIT:
             self._move("beat")
             self.out.notice("info", "processor back: the same state", {"gateway": self.id})

@@ -56,6 +56,7 @@ DUPLICATE_WINDOW = 120.0  # seconds a Nats-Msg-Id is remembered by the stream
 RETRY_FOR = 8
 MSG_ID = "Nats-Msg-Id"
 READ_BATCH = 256  # entries fetched at once when reading back
+SNAPSHOT = "latest"  # the object holding the latest snapshot
 T = TypeVar("T")
 
 
@@ -318,6 +319,38 @@ class JetStreamLog:
             with contextlib.suppress(Exception):
                 await follower.unsubscribe()
 
+    # ------------------------------------------------------------ snapshots
+
+    @property
+    def snapshots(self) -> str:
+        """The object store bucket of the stream's snapshots (the latest, as `latest`)."""
+        return f"{self.config.stream}-snapshots"
+
+    async def latest_snapshot(self) -> bytes | None:
+        """The latest snapshot stored, or None (none yet)."""
+        assert self.js is not None, "open() first"
+        try:
+            store = await self.js.object_store(self.snapshots)
+            got = await store.get(SNAPSHOT)
+        except (NotFoundError, nats.js.errors.BucketNotFoundError, nats.js.errors.ObjectNotFoundError):
+            return None
+        except (NatsTimeout, TimeoutError) as exc:
+            raise LogUnavailable(f"the snapshot store did not answer: {exc!r}") from None
+        return bytes(got.data or b"")
+
+    async def put_snapshot(self, data: bytes, trim_below: int) -> None:
+        """Store `data` as the latest snapshot, then drop the log's entries below sequence
+        `trim_below` (a snapshot already covers them)."""
+        assert self.js is not None, "open() first"
+        try:
+            store = await self.js.object_store(self.snapshots)
+        except (NotFoundError, nats.js.errors.BucketNotFoundError):
+            store = await self.js.create_object_store(self.snapshots, api.ObjectStoreConfig(
+                storage=api.StorageType.FILE, replicas=self.config.replicas))
+        await store.put(SNAPSHOT, data)
+        if trim_below > 1:
+            await self.js.purge_stream(self.config.stream, seq=trim_below)
+
     async def close(self, drain: bool = True) -> None:
         """Drain (what was published goes, answers awaited) unless the log failed: then
         at once (a stalled server would hold a drain for its whole timeout)."""
@@ -347,6 +380,10 @@ class LogThread:
         self.queued: list[tuple[int, bytes]] = []  # appended, not yet handed to the log's thread
         self.signalled = False  # the pipe holds news the caller has not read
         self.arrived: list[tuple[int, bytes]] = []  # entries a follow delivered, not yet taken
+        self.progress = asyncio.Event()  # set (in the log's thread) when an entry is stored
+        self.snapshotting: asyncio.Future[None] | None = None
+        self.snapshot_stored = 0  # the entry number of the last snapshot stored
+        self.snapshot_error: Exception | None = None
         self.behind = 0
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
@@ -403,6 +440,7 @@ class LogThread:
                 while self.through + 1 in self.done:
                     self.through += 1
                     self.done.discard(self.through)
+            self.progress.set()
             if self.signalled:  # the caller has not read the last news yet: one wake-up
                 return
             self.signalled = True
@@ -450,6 +488,31 @@ class LogThread:
             self.signalled = True
         with contextlib.suppress(BlockingIOError):
             os.write(self._w, b"!")
+
+    def latest_snapshot(self) -> bytes | None:
+        return self._call(self.log.latest_snapshot())
+
+    def put_snapshot(self, number: int, data: bytes, trim_below: int) -> None:
+        """Once this writer's entry `number` is stored (and so everything the snapshot
+        holds), store `data` as the latest snapshot and trim the log below `trim_below`;
+        in the log's thread, the caller waits for nothing. Not stored if the log failed
+        first; a failure to store is logged by the caller's next `snapshot_failure()`."""
+        self.loop.call_soon_threadsafe(self._snapshot_task, number, data, trim_below)
+
+    def _snapshot_task(self, number: int, data: bytes, trim_below: int) -> None:
+        async def when_stored() -> None:
+            while self.through < number:
+                if self.failure is not None:
+                    return
+                self.progress.clear()
+                await self.progress.wait()
+            try:
+                await self.log.put_snapshot(data, trim_below)
+            except Exception as exc:  # noqa: BLE001 - the log is intact without it: reported
+                self.snapshot_error = exc
+            else:
+                self.snapshot_stored = number
+        self.snapshotting = asyncio.ensure_future(when_stored())
 
     def close(self, abandon: bool = False) -> None:
         """Drain what was appended, unless the log failed or the caller `abandon`s it."""

@@ -308,7 +308,7 @@ class Welcome(_message.Message):
     def __init__(self, epoch: _Optional[str] = ..., run: _Optional[str] = ..., logged: _Optional[bool] = ...) -> None: ...
 
 class ProcessorBeat(_message.Message):
-    __slots__ = ("epoch", "acked", "run", "logged")
+    __slots__ = ("epoch", "acked", "run", "logged", "moving")
     class AckedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -320,25 +320,29 @@ class ProcessorBeat(_message.Message):
     ACKED_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     LOGGED_FIELD_NUMBER: _ClassVar[int]
+    MOVING_FIELD_NUMBER: _ClassVar[int]
     epoch: str
     acked: _containers.ScalarMap[str, int]
     run: str
     logged: bool
-    def __init__(self, epoch: _Optional[str] = ..., acked: _Optional[_Mapping[str, int]] = ..., run: _Optional[str] = ..., logged: _Optional[bool] = ...) -> None: ...
+    moving: bool
+    def __init__(self, epoch: _Optional[str] = ..., acked: _Optional[_Mapping[str, int]] = ..., run: _Optional[str] = ..., logged: _Optional[bool] = ..., moving: _Optional[bool] = ...) -> None: ...
 
 class PairBeat(_message.Message):
-    __slots__ = ("state", "term", "backup", "epoch", "log_behind")
+    __slots__ = ("state", "term", "backup", "epoch", "log_behind", "handover")
     STATE_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     BACKUP_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     LOG_BEHIND_FIELD_NUMBER: _ClassVar[int]
+    HANDOVER_FIELD_NUMBER: _ClassVar[int]
     state: str
     term: int
     backup: bool
     epoch: str
     log_behind: int
-    def __init__(self, state: _Optional[str] = ..., term: _Optional[int] = ..., backup: _Optional[bool] = ..., epoch: _Optional[str] = ..., log_behind: _Optional[int] = ...) -> None: ...
+    handover: bool
+    def __init__(self, state: _Optional[str] = ..., term: _Optional[int] = ..., backup: _Optional[bool] = ..., epoch: _Optional[str] = ..., log_behind: _Optional[int] = ..., handover: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("kind", "client", "room", "seq", "user")

@@ -44,6 +44,7 @@ class Pair:
     peer_state: State | None = None  # as last heard (None: never)
     peer_term: int = 0
     peer_heard: float = field(init=False)
+    yielding_until: float = 0.0  # stepped down for a switchover: not taking the lead back before
 
     def __post_init__(self) -> None:
         self.peer_heard = self.now
@@ -59,8 +60,10 @@ class Pair:
     def peer_alive(self, now: float) -> bool:
         return now - self.peer_heard < self.timeout
 
-    def peer_beat(self, state: str, term: int, now: float) -> State | None:
-        """The peer's PairBeat: the new state if this one changes, else None."""
+    def peer_beat(self, state: str, term: int, now: float, handover: bool = False) -> State | None:
+        """The peer's PairBeat: the new state if this one changes, else None. `handover`:
+        the peer stepped down for a planned switchover (with a log): a passive one takes
+        over at once."""
         try:
             peer = State(state)
         except ValueError:
@@ -72,7 +75,9 @@ class Pair:
             if not self.backup:
                 return self._become(State.ACTIVE)
         elif self.state is State.PASSIVE:
-            if peer is State.STARTING or (peer is State.PASSIVE and not self.backup):
+            if now < self.yielding_until:
+                return None  # it handed over: the peer's beats from before say nothing yet
+            if peer is State.STARTING or (peer is State.PASSIVE and (handover or not self.backup)):
                 return self._become(State.ACTIVE)
         elif peer is State.ACTIVE and (term > self.term or (term == self.term and self.backup)):
             return self._become(State.PASSIVE)  # two active: the later takeover stays
@@ -85,10 +90,12 @@ class Pair:
             self._become(State.ACTIVE)
         return self.state is State.ACTIVE
 
-    def step_down(self) -> None:
+    def step_down(self, yielding_until: float = 0.0) -> None:
         """No longer active whatever the beats say: with a log, another processor took it
-        over (this one's appends were fenced), or this one could not."""
+        over (this one's appends were fenced), or this one could not; or it hands over
+        (a switchover: until `yielding_until` it does not take the lead back)."""
         self.state = State.PASSIVE
+        self.yielding_until = max(self.yielding_until, yielding_until)
 
     def _become(self, state: State) -> State:
         if state is State.ACTIVE:

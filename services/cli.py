@@ -8,6 +8,7 @@
     meshstream webhooks --url URL --secret FILE [--rooms PREFIXES]   (events to a backend)
     meshstream keys DIR [--watcher NAME=CLAIMS ...] [--force]   (CURVE keys for --keys-dir)
     meshstream restart-gateways [--port P | --run-dir D] [--timeout S]   (rolling restart)
+    meshstream switchover [--port P | --run-dir D] [--timeout S]   (the standby takes over)
 
 Every flag also reads MESHSTREAM_<FLAG> from the environment (flags win).
 """
@@ -61,6 +62,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                          "or a NATS JetStream server or cluster")
     lg.add_argument("--log-replicas", type=int, help="copies of the log's stream (1; a cluster: 3)")
     lg.add_argument("--log-stream", help="the log's stream name (meshstream-0)")
+    lg.add_argument("--snapshot-every", type=int,
+                    help="log entries between snapshots of the processor, behind which the log "
+                         "is trimmed (10000; 0: none, the log grows)")
     lg.add_argument("--log-creds", metavar="FILE", help="NATS credentials file for the log")
     lg.add_argument("--log-tls-ca", metavar="FILE", help="CA file for TLS to NATS (tls:// URLs)")
     rec = p.add_argument_group("recovery (docs/protocol.md, \"Sessions and resume\")")
@@ -133,6 +137,16 @@ def parser() -> argparse.ArgumentParser:
     rg.add_argument("--port", type=int, help="the cluster's WebSocket port (names its run directory)")
     rg.add_argument("--run-dir", help="the cluster's run directory (instead of --port)")
     rg.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (300)")
+    so = sub.add_parser(
+        "switchover", help="hand a processor pair on a log over to the standby (planned)",
+        description="Signal the active processor of a pair on a log (SIGUSR2, its PID from "
+                    "<run dir>/processor.pid, on this host) to hand over: it sends what its log "
+                    "stored, tells gateways and its standby, and follows the log as the standby. "
+                    "Exit 0 once it is passive, 1 if it stayed active (not a pair on a log), 2 "
+                    "with no processor there. See docs/operations.md, Switchover and upgrade.")
+    so.add_argument("--port", type=int, help="the processor's port (names its run directory)")
+    so.add_argument("--run-dir", help="the processor's run directory (instead of --port)")
+    so.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (10)")
     return p
 
 
@@ -304,12 +318,50 @@ def restart_gateways_command(args: argparse.Namespace) -> int:
     return 2
 
 
+def switchover_command(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from services import processor
+
+    overrides = {k: v for k, v in (("port", args.port), ("run_dir", args.run_dir)) if v is not None}
+    run_dir = Config.from_env().with_overrides(**overrides).resolved_run_dir
+    role = os.path.join(run_dir, processor.ROLE_FILE)
+    try:
+        with open(role) as f:
+            if f.read().strip() != "active":
+                print(f"meshstream switchover: the processor of {run_dir} is not the active one "
+                      "of a pair", file=sys.stderr)
+                return 1
+        with open(os.path.join(run_dir, processor.PID_FILE)) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, signal.SIGUSR2)
+    except (OSError, ValueError) as exc:
+        print(f"meshstream switchover: no running processor for {run_dir}: {exc}", file=sys.stderr)
+        return 2
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            with open(role) as f:
+                if f.read().strip() == "passive":
+                    print("meshstream switchover: handed over; this processor is the standby")
+                    return 0
+        except OSError:
+            pass
+    print(f"meshstream switchover: still active after {args.timeout:g} s (its log says why)",
+          file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.role == "keys":
         return keys_command(args)
     if args.role == "restart-gateways":
         return restart_gateways_command(args)
+    if args.role == "switchover":
+        return switchover_command(args)
     try:
         config = config_from(args)
     except ConfigError as exc:

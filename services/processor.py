@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
+import select
 import signal
 import struct
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import zmq
 
-from meshstream_zmq import links, new_epoch, protocol
+from meshstream_zmq import links, new_epoch, protocol, snapshot
 from meshstream_zmq import meshstream_pb2 as pb
 from meshstream_zmq import observability as obs
 from meshstream_zmq.admin import ALONE, PROCESSOR, AdminView, Serving
@@ -52,6 +55,8 @@ from meshstream_zmq.wire import (
 log = logging.getLogger("meshstream.processor")
 
 DRAIN = 2000  # messages read from one socket before looking at the others
+ROLE_FILE = "processor.role"  # of a pair: "active" or "passive", written when it changes
+PID_FILE = "processor.pid"
 TAKEOVER_TRIES = 5  # a takeover fenced by an old writer still appending: read on, try again
 PROBE = pb.WatcherOut(reply=pb.Reply(id=0)).SerializeToString()
 BEAT_INPUT = length_delimited(2, pb.LogInput(beat=True).SerializeToString())  # a LogEntry.inputs field
@@ -217,6 +222,8 @@ class Processor:
         self.serving = self.pair is None
         self.peer_alive = True  # as last logged
         self.peer_behind = 0  # with a log, the standby's lag (its PairBeat's log_behind)
+        self.switchover = False  # asked (SIGUSR2, `meshstream switchover`): hand over to the standby
+        self.said_role = ""  # as last written to <run dir>/processor.role
         self.run_id = secrets.token_hex(8)  # this process (ProcessorBeat.run, Welcome.run)
         # The log (--log): every input recorded per turn, outputs withheld until stored.
         self.journal: LogThread | None = None
@@ -230,6 +237,12 @@ class Processor:
         self.applied = 0  # the log's sequence of the last entry applied (or written)
         self.behind = 0  # following: entries stored that are not applied yet
         self.heard: set[bytes] = set()  # our own XPUB's subscriptions, whatever the role
+        # Snapshots (the writer's, every config.snapshot_every entries): the log's sequence
+        # of this writer's takeover record (its entry n is at base + n), and of the last
+        # snapshot taken (the next one trims the log below it).
+        self.log_base = 0
+        self.snapshot_number = 0  # this writer's entry number of the last snapshot taken
+        self.snapshot_seq = 0
         self.poller = zmq.Poller()
         # Restarted from the log: gateways whose frames wait for their Resent, and those
         # owed every GatewayOut they have not applied (sent again on their subscription).
@@ -297,7 +310,7 @@ class Processor:
             obs.DROPS.labels("bad-pair-beat").inc()
             return
         self.peer_behind = beat.log_behind
-        self.pair_changed(self.pair.peer_beat(beat.state, beat.term, now))
+        self.pair_changed(self.pair.peer_beat(beat.state, beat.term, now, beat.handover))
 
     def passive(self, hello: bool, now: float) -> bool:
         """Not serving: whether a gateway's or watcher's message is dropped. A hello may
@@ -568,11 +581,17 @@ class Processor:
     def pair_beat(self, now: float) -> None:
         assert self.pair is not None and self.links.pair_pub is not None
         pair = pb.PairBeat(state=self.pair.state.value, term=self.pair.term,
-                           backup=self.pair.backup, epoch=self.epoch, log_behind=self.behind)
+                           backup=self.pair.backup, epoch=self.epoch, log_behind=self.behind,
+                           handover=now < self.pair.yielding_until)
         try:
             self.links.pair_pub.send(pair.SerializeToString(), flags=zmq.NOBLOCK)
         except zmq.Again:
             obs.DROPS.labels("beat-hwm").inc()
+        role = "active" if self.serving else "passive"
+        if role != self.said_role:  # for `meshstream switchover` and operators: the file
+            self.said_role = role
+            with contextlib.suppress(OSError):
+                (Path(self.config.resolved_run_dir) / ROLE_FILE).write_text(role + "\n")
         if self.pair.peer_alive(now) != self.peer_alive:
             self.peer_alive = not self.peer_alive
             log.warning("the other processor is back" if self.peer_alive else
@@ -643,6 +662,9 @@ class Processor:
         pull, pub, router = self.pull, self.pub, self.router
         while self.running:
             now = self.clock()
+            if self.switchover:
+                self.switchover = False
+                self.hand_over(now)
             if now >= next_beat:
                 self.beat(now)
                 self.flush(now)  # a turn of its own (so a replay of the log flushes here too)
@@ -719,9 +741,54 @@ class Processor:
             entry = b"".join([b"\x09", struct.pack("<d", now), *self.recording])
             self.recording.clear()
             self.recorded = 0
-            self.withheld.seal(self.journal.append(entry))
+            number = self.journal.append(entry)
+            self.withheld.seal(number)
+            every = self.config.snapshot_every
+            if every and number - self.snapshot_number >= every:
+                self.take_snapshot(number)
         elif self.withheld.turn:  # outputs of no input (none today): after all before them
             self.withheld.seal(self.journal.sent)
+
+    def hand_over(self, now: float) -> None:
+        """A planned switchover: everything appended stored and sent first (at most a
+        peer timeout), then a last beat telling the gateways to turn to the other (they
+        keep their frames meanwhile) and the standby to take over now; then follow."""
+        if self.pair is None or self.journal is None or not self.serving:
+            log.warning("switchover ignored: it needs an active processor of a pair on a log")
+            return
+        journal, started = self.journal, time.monotonic()
+        self.flush(now)
+        self.seal(now)
+        while journal.through < journal.sent and time.monotonic() - started < self.config.peer_timeout:
+            select.select([journal], [], [], 0.05)
+            self.stored(now)
+            if not self.serving or not self.running:
+                return  # fenced meanwhile (someone else took over) or the log failed
+        moving = self.processor_beat()
+        moving.moving = True
+        self.pub.send_multipart([b"processor", moving.SerializeToString()], flags=zmq.NOBLOCK)
+        self.pair.step_down(yielding_until=self.clock() + 2 * self.config.processor_silence)
+        self.pair_beat(self.clock())  # handover: the standby takes over at once
+        log.warning("switchover: handing over to the standby", extra={"fields": {
+            "entry": self.log_base + journal.sent, "seconds": round(time.monotonic() - started, 3)}})
+        self.follow_again("switchover: the standby takes over")
+
+    def take_snapshot(self, number: int) -> None:
+        """The state after this writer's entry `number`, stored once that entry is (in the
+        log's thread); the log is then trimmed below the previous snapshot's entry, so a
+        standby a little behind still finds what it needs."""
+        assert self.journal is not None
+        started = time.monotonic()
+        seq = self.log_base + number
+        data = snapshot.dump(self.mesh, self.out, self.peers, snapshot.ProcessorFields(
+            seq, self.last_time, self.acked, self.recovering, self.resend))
+        self.journal.put_snapshot(number, data, trim_below=self.snapshot_seq)
+        log.info("snapshot taken", extra={"fields": {
+            "entry": seq, "bytes": len(data), "seconds": round(time.monotonic() - started, 3)}})
+        self.snapshot_number, self.snapshot_seq = number, seq
+        error, self.journal.snapshot_error = self.journal.snapshot_error, None
+        if error is not None:  # the one before: the log is whole without it, only longer
+            log.error("a snapshot was not stored", extra={"fields": {"reason": str(error)[:300]}})
 
     def stored(self, now: float) -> None:
         """The log stored more entries: their outputs go. A failure stops this processor
@@ -775,18 +842,37 @@ class Processor:
         self.peers = Peers()  # as the writer's were when it started: the log rebuilds them
         self.recovering, self.resend = set(), set()
         started = time.monotonic()
+        self.snapshot_seq = 0
         if last:
-            entries = self.journal.read(1)
+            latest = self.journal.latest_snapshot()
+            if latest is not None:
+                self.load_snapshot(latest)
+            entries = self.journal.read(self.applied + 1)
             for seq, data in entries:
                 self.apply_entry(seq, data)
             log.info("log replayed", extra={"fields": {
-                "entries": len(entries), "epoch": self.epoch,
+                "snapshot": self.snapshot_seq, "entries": len(entries), "epoch": self.epoch,
                 "seconds": round(time.monotonic() - started, 3)}})
+
+    def load_snapshot(self, data: bytes) -> None:
+        """The state of the latest snapshot (then the entries after it are replayed); one
+        that cannot be read stops the start (BadSnapshot): never a partial state."""
+        self.fresh_state()
+        fields = snapshot.load(data, self.mesh, self.out, self.peers)
+        self.epoch = self.out.epoch = self.mesh.epoch
+        self.applied = self.snapshot_seq = fields.log_seq
+        self.last_time = max(self.last_time, fields.last_time)
+        self.acked, self.recovering, self.resend = fields.acked, fields.recovering, fields.resend
+        self.out.rooms_observed = any(t.startswith(ROOM_TOPIC) for t in self.peers.subscriptions)
+        self.out.pub = self.out.router = DISCARD  # type: ignore[assignment]
 
     def apply_entry(self, seq: int, data: bytes) -> None:
         """One entry of the log, applied as its writer applied it; its outputs discarded
         (they were sent when made)."""
         entry = pb.LogEntry.FromString(data)
+        if seq != self.applied + 1:
+            raise LogUnavailable(f"the log's stream {self.config.log_stream} has no entry "
+                                 f"{self.applied + 1} (trimmed, and no snapshot covers it)")
         if entry.start:
             self.fresh_state(entry.start)
         elif self.applied == 0:
@@ -831,6 +917,7 @@ class Processor:
             self.pair.step_down()
             return self.start_following()
         self.applied += 1
+        self.log_base, self.snapshot_number = self.applied, 0
         self.serving, self.behind = True, 0
         obs.PROCESSOR_ACTIVE.set(1)
         obs.LOG_BEHIND.set(0)
@@ -841,6 +928,9 @@ class Processor:
         self.out.pub = self.withheld.socket(self.pub)  # type: ignore[assignment]
         self.out.router = self.withheld.socket(self.router)  # type: ignore[assignment]
         self.recording = []
+        # its beat at once (not at the next heartbeat): gateways waiting turn to it now
+        self.pub.send_multipart([b"processor", self.processor_beat().SerializeToString()],
+                                flags=zmq.NOBLOCK)
         log.warning("took the log over", extra={"fields": {
             "epoch": self.epoch, "entry": self.applied, "gateways": len(self.mesh.gateways),
             "seconds": round(time.monotonic() - started, 3)}})
@@ -897,7 +987,7 @@ class Processor:
         self.serving, self.following = False, False
         try:
             self.open_log()
-        except (LogUnavailable, Fenced) as exc:
+        except (LogUnavailable, Fenced, snapshot.BadSnapshot) as exc:
             log.error("the log failed: stopping", extra={"fields": {"reason": str(exc)[:300]}})
             self.running = False
             return
@@ -979,7 +1069,7 @@ def main(config: Config) -> None:
     except links.LinkError as exc:  # e.g. TCP beyond loopback without keys, a live instance
         log.error("refusing to start", extra={"fields": {"reason": str(exc)}})
         raise SystemExit(f"meshstream processor: {exc}") from None
-    except (LogUnavailable, Fenced) as exc:  # the log: unreachable, or not ours to write
+    except (LogUnavailable, Fenced, snapshot.BadSnapshot) as exc:  # unreachable, not ours, unreadable
         log.error("refusing to start: the log", extra={"fields": {"reason": str(exc)[:300]}})
         raise SystemExit(2) from None
     obs.tune_gc()
@@ -987,6 +1077,16 @@ def main(config: Config) -> None:
     def stop(*_: object) -> None:
         processor.running = False
 
+    def switchover(*_: object) -> None:
+        processor.switchover = True
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    processor.run()
+    signal.signal(signal.SIGUSR2, switchover)  # `meshstream switchover`
+    pidfile = links.prepare_run_dir(config.resolved_run_dir) / PID_FILE
+    pidfile.write_text(f"{os.getpid()}\n")
+    try:
+        processor.run()
+    finally:
+        with contextlib.suppress(OSError):
+            pidfile.unlink()

@@ -202,3 +202,86 @@ async def test_a_burst_larger_than_a_nats_message_is_stored_in_parts(
     assert cluster.roles("processor")["processor"] == before  # never stopped
     for c in clients:
         await c.close()
+
+
+async def stream_first(url: str, stream: str = "meshstream-0") -> int:
+    """The first sequence the log's stream still holds."""
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        return int((await nc.jetstream().stream_info(stream)).state.first_seq)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+def snapshotting(tmp_path: Path) -> Iterator[tuple[Cluster, str]]:
+    (tmp_path / "cluster").mkdir()
+    with nats_server(tmp_path / "js") as (url, _):
+        c = Cluster(tmp_path / "cluster", gateways=1,
+                    args=["--log", url, "--snapshot-every", "100", "--resume-window", "120"])
+        try:
+            yield c, url
+        finally:
+            c.stop()
+
+
+async def test_snapshots_bound_the_log_and_a_restart_starts_from_the_latest(
+        snapshotting: tuple[Cluster, str], tmp_path: Path) -> None:
+    """Every 100 entries a snapshot; the log is trimmed behind them; a SIGKILLed processor
+    loads the latest and replays only what follows: the same epoch and history."""
+    cluster, url = snapshotting
+    room = uid("snap")
+    a = await tracked(cluster.url)
+    await join(a, room)
+    epoch = a.epoch
+    for n in range(250):  # each request a turn at least: hundreds of entries
+        await say(a, room, n)
+    deadline = time.monotonic() + DEADLINE
+    while await stream_first(url) <= 1:  # trimmed once the second snapshot is stored
+        assert time.monotonic() < deadline, "the log was never trimmed"
+        await asyncio.sleep(0.1)  # polling the stream's state, with a deadline
+    kill(cluster, "processor")
+    await processor_back(a)
+    said: list[int] = []
+    since = 0
+    while True:  # pages of history, oldest first
+        page = await a.request({"action": "history", "target": room, "id": uid("h"),
+                                "message_body": {"since": since}}, "history")
+        messages = page["message_body"]["messages"]
+        if not messages:
+            break
+        said += [m["message_body"]["n"] for m in messages if m["action"] == "chat"]
+        since = messages[-1]["offset"]
+    assert said == list(range(250)) and a.epoch == epoch
+    p = replayed(url, tmp_path / "r")  # a fresh core from the snapshot and the tail
+    p.mesh.check()
+    assert p.epoch == epoch and p.snapshot_seq > 0
+    await a.close()
+
+
+def test_a_snapshot_that_cannot_be_read_stops_the_start_with_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import nats
+
+    from tests.conftest import ROOT, free_port
+
+    with nats_server(tmp_path / "js") as (url, _):
+        replayed(url, tmp_path / "r")  # the log's first entry
+
+        async def damage() -> None:
+            nc = await nats.connect(url)
+            js = nc.jetstream()
+            store = await js.create_object_store("meshstream-0-snapshots")
+            await store.put("latest", b"\x08\x01not a snapshot")
+            await nc.close()
+        asyncio.run(damage())
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli", "processor", "--log", url,
+             "--run-dir", str(tmp_path / "run"), "--port", str(free_port())],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr[-500:]
+    assert "snapshot" in done.stderr and "refusing to start" in done.stderr

@@ -7,6 +7,7 @@ once, every member receives every message once, in order, and nobody sees an err
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -62,8 +63,9 @@ async def chat_through(pair: Pair, fault) -> list[Tracked]:  # type: ignore[no-u
 
 
 async def started(pair: Pair, url: str) -> None:
-    primary = pair.processor("primary", None, "--log", url)
-    pair.processor("backup", None, "--log", url)
+    """Snapshots every 100 entries: the log is trimmed under the standby as it follows."""
+    primary = pair.processor("primary", None, "--log", url, "--snapshot-every", "100")
+    pair.processor("backup", None, "--log", url, "--snapshot-every", "100")
     pair.gateways("--no-watchers")
     await pair.until(lambda: pair.healthz()[0] == 200, "the gateways healthy")
     await pair.until(lambda: serving(primary), "the primary active")
@@ -139,3 +141,45 @@ async def test_a_words_battle_game_goes_on_through_a_takeover_in_the_same_epoch(
     finally:
         for c in (a, b):
             await c.close()
+
+
+async def test_a_switchover_hands_over_under_chat_and_the_old_primary_restarts_as_standby(
+        logged_pair: tuple[Pair, str], tmp_path: Path) -> None:
+    """`meshstream switchover` (planned: an upgrade of the active host): the standby takes
+    over at once, nothing lost or repeated, no error; the old primary, stopped and started
+    again (the upgrade), comes back as the standby on the same log."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    pair, url = logged_pair
+    await started(pair, url)
+    primary, backup = pair.procs["primary"], pair.procs["backup"]
+    took: list[float] = []
+
+    async def switchover() -> None:
+        asked = time.monotonic()
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "services.cli", "switchover", "--run-dir",
+                             str(tmp_path / "primary-run")],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (done.stdout, done.stderr, pair.logs())
+        took.append(time.monotonic() - asked)
+
+    clients = await chat_through(pair, switchover)
+    assert serving(backup) and not serving(primary)
+    assert '"switchover: handing over to the standby"' in primary.text()
+    handed = [json.loads(line)["ts"] for line in primary.text().splitlines()
+              if '"switchover: handing over' in line]
+    taken = [json.loads(line)["ts"] for line in backup.text().splitlines() if '"took the log over"' in line]
+    print(f"switchover: the command returned after {took[0]:.2f} s; the standby took over "
+          f"{(taken[-1] - handed[-1]) * 1000:.0f} ms after the hand-over")
+    primary.kill(signal.SIGTERM)  # the upgrade: stopped, and started again
+    again = pair.processor("primary", "primary-again", "--log", url, "--snapshot-every", "100")
+    await pair.until(lambda: '"processor passive' in again.text(), "the old primary the standby")
+    room_of = clients[0]
+    await room_of.request({"action": "list-rooms", "id": uid("up")}, "room-list")
+    for c in clients:
+        await c.close()

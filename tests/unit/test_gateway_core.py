@@ -1369,6 +1369,8 @@ def test_a_beat_of_the_other_processor_is_heeded_only_while_waiting() -> None:
     gw.heartbeat(1.5)
     gw.processor_beat(pb.ProcessorBeat(epoch="e9", run="r2", logged=True, acked={GW: 0}), 1.6,
                       other=True)  # another epoch: not the same state
+    gw.processor_beat(pb.ProcessorBeat(epoch="e1", run="r1", logged=True, acked={GW: 0}), 1.7,
+                      other=True)  # the run we wait for, from the other socket: made before
     assert (gw.link, out.switches) == (Link.WAIT, 1)
 
 

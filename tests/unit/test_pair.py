@@ -84,6 +84,21 @@ def test_two_actives_after_a_healed_partition_keep_the_later_takeover() -> None:
     assert (primary.state, backup.state) == (State.PASSIVE, State.ACTIVE)
 
 
+def test_a_switchover_hands_over_and_the_old_active_does_not_take_the_lead_back() -> None:
+    """`meshstream switchover` (with a log): the active steps down and says `handover`;
+    the passive backup takes over at once; the old active, the primary, hears the backup's
+    earlier passive beat and stays passive (it yields for a while), then passive for good."""
+    primary, backup = agreed()
+    primary.step_down(yielding_until=1.0 + T)
+    assert backup.peer_beat(primary.state.value, primary.term, 1.1, handover=True) is State.ACTIVE
+    assert primary.peer_beat("passive", 0, 1.1) is None  # crossed: sent before the handover
+    exchange(primary, backup, 1.5)
+    assert (primary.state, backup.state) == (State.PASSIVE, State.ACTIVE)
+    assert backup.term > primary.term
+    exchange(primary, backup, 1.0 + 2 * T)  # yielding over: it stays the standby
+    assert (primary.state, backup.state) == (State.PASSIVE, State.ACTIVE)
+
+
 def test_an_unknown_state_is_ignored() -> None:
     primary, backup = pair()
     assert primary.peer_beat("leader", 99, 0.5) is None
