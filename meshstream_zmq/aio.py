@@ -164,6 +164,7 @@ class AsyncWatcher:
         # With a processor pair two endpoints, tried in turn while the one we talk to is silent.
         self.endpoints = [endpoint] if endpoint else [ep.watchers for ep in self.config.processors]
         self.endpoint = self.endpoints[0]
+        self.identity = links.watcher_identity()  # its routing ID, to either processor
         self.ctx = context or zmq.asyncio.Context.instance()
         self.reply_timeout = reply_timeout
         self.room_queue = room_queue
@@ -350,7 +351,7 @@ class AsyncWatcher:
         and heartbeats run in tasks until `close()`."""
         self._stop.clear()
         # A DEALER; with keys_dir a CURVE client with this watcher's own key (links.py)
-        self.sock = links.watcher_socket(self.ctx, self.config, self.key, self.endpoint)
+        self.sock = links.watcher_socket(self.ctx, self.config, self.key, self.endpoint, self.identity)
         self.last_heard = time.monotonic()
         self._receiver = self._spawn(self._receive(self.sock))
         self._spawn(self._beat())
@@ -476,7 +477,7 @@ class AsyncWatcher:
             self._receiver.cancel()
         if self.sock is not None:
             self.sock.close(linger=0)
-        self.sock = links.watcher_socket(self.ctx, self.config, self.key, self.endpoint)
+        self.sock = links.watcher_socket(self.ctx, self.config, self.key, self.endpoint, self.identity)
         self._receiver = self._spawn(self._receive(self.sock))
         self.last_heard = time.monotonic()
 

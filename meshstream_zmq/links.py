@@ -26,6 +26,7 @@ import errno
 import ipaddress
 import logging
 import os
+import secrets
 import socket
 import stat
 import threading
@@ -297,6 +298,9 @@ def bind_processor(ctx: zmq.Context, config: Config) -> ProcessorLinks:
     pub.setsockopt(zmq.XPUB_VERBOSE, 1)
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    # A watcher that comes back with its routing ID (after trying the other of a pair) takes
+    # it over from a connection this end has not yet seen closed, instead of being ignored.
+    router.setsockopt(zmq.ROUTER_HANDOVER, 1)
     router.setsockopt(zmq.SNDHWM, 100_000)
     links = ProcessorLinks(pull, pub, router, auth, ring)
     binds = [(pull, ep.inbound, INBOUND), (pub, ep.outbound, OUTBOUND), (router, ep.watchers, WATCHERS)]
@@ -398,10 +402,21 @@ def _watcher_curve(sock: Sock, config: Config, name: str) -> None:
         _client_curve(sock, pair, server)
 
 
-def watcher_socket(ctx: zmq.Context, config: Config, name: str, endpoint: str) -> Sock:
-    """A watcher's DEALER to the processor's ROUTER, connected (CURVE with the watcher's own key)."""
+def watcher_identity() -> bytes:
+    """A routing ID of a watcher's own (ZMQ_ROUTING_ID: 16 random bytes, the first not 0,
+    which ZeroMQ keeps for the IDs it makes up): the same to both processors of a pair and
+    across a processor restart, so the log's record of it still names this watcher."""
+    return bytes([secrets.randbelow(255) + 1]) + secrets.token_bytes(15)
+
+
+def watcher_socket(ctx: zmq.Context, config: Config, name: str, endpoint: str,
+                   identity: bytes = b"") -> Sock:
+    """A watcher's DEALER to the processor's ROUTER, connected (CURVE with the watcher's own
+    key), with `identity` as its routing ID when given (watcher_identity)."""
     _client_checks(config, (endpoint,))
     sock = ctx.socket(zmq.DEALER)
+    if identity:
+        sock.setsockopt(zmq.ROUTING_ID, identity)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 100_000)
     _watcher_curve(sock, config, name)

@@ -1025,6 +1025,13 @@ class Processor:
             self.recording.append(RECOVERED_INPUT)
         self.recovering = set(self.mesh.gateways)
         self.resend = set(self.mesh.gateways)
+        # A routing ID ZeroMQ made up (a leading 0 byte: the watcher set none) names nobody
+        # now: this process's ROUTER hands out the same ones again in its own order. Such a
+        # watcher is gone (its hello, on silence, brings it back); one with an ID of its own
+        # (the SDK's: links.watcher_identity) goes on where it was.
+        for watcher in self.mesh.live_watchers():
+            if watcher.startswith("00"):
+                self.mesh.watcher_gone(watcher)
 
     def took(self, seconds: float) -> None:
         """One stretch of work without a poll (a beat, or a drain and its flush): the
