@@ -347,3 +347,19 @@ def test_frames_sent_again_are_applied_once_and_wait_for_their_resent_after_a_re
     assert said(mesh) == ["a", "b", "c", "d", "e", "f"] and p.acked["gw1-a"] == 6
     assert not p.recovering
     assert p.unsent_sent == ["gw1-a"]  # it listens to us: what it has not applied, again
+
+
+def test_after_a_replay_watchers_with_zeromqs_made_up_ids_are_forgotten() -> None:
+    """A restarted processor's ROUTER hands ZeroMQ's IDs (a leading 0 byte) out again in
+    its own order: the log's record of one names nobody, or another watcher. A watcher with
+    an ID of its own (the SDK's) goes on; one without is gone until its hello."""
+    mesh, out = new_mesh()
+    p = processor_of(mesh, out)
+    mesh.watcher_hello("006b8b4567", "made-up", ["r1"], [], 0.0)
+    mesh.watcher_hello("9f" + "ab" * 15, "own-id", ["r2"], [], 0.0)
+    Processor.recovered(p)  # type: ignore[arg-type]
+    assert mesh.live_watchers() == ["9f" + "ab" * 15]
+    owner = mesh.claims.owner("r2")
+    assert owner is not None and owner.id == "9f" + "ab" * 15 and owner.alive
+    gone = mesh.claims.owner("r1")  # kept for its hello; frames meanwhile: watcher-restarted
+    assert gone is not None and not gone.alive
