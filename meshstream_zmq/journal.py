@@ -49,6 +49,7 @@ from nats.js import api
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 WRONG_LAST_SEQUENCE = 10071  # JetStream's error code: the expected last sequence did not match
+DUPLICATE_IN_PROCESS = 10158  # a copy came while the first is being stored (replicated)
 DUPLICATE_WINDOW = 120.0  # seconds a Nats-Msg-Id is remembered by the stream
 # An append is published again until timeout × RETRY_FOR (10 s by default): past a NATS
 # node's death, the client's reconnection and, when the node led the stream, the election
@@ -87,13 +88,14 @@ class LogConfig:
 
 @dataclass(frozen=True, slots=True)
 class Copy:
-    """One publish of an entry: its answer's key on our inbox, the answer, the publish,
-    and the next reconnection (done: the connection it left on is gone, and maybe it)."""
+    """One publish of an entry: its answer's key on our inbox, the answer, the publish."""
 
     key: str
     answer: asyncio.Future[dict[str, object]]
     sent: asyncio.Future[None]
-    reconnected: asyncio.Future[None]
+
+
+LOST: dict[str, object] = {}  # the "answer" of every copy unanswered at a reconnection
 
 
 class JetStreamLog:
@@ -109,7 +111,6 @@ class JetStreamLog:
         self.inbox = ""
         self.answers: dict[str, asyncio.Future[dict[str, object]]] = {}  # by entry, unanswered
         self.previous: tuple[int, asyncio.Future[int]] | None = None  # the last append: (seq, stored)
-        self.reconnected: asyncio.Future[None] | None = None  # done at the next reconnection
         self.follower: Any = None  # the subscription tailing the log (follow)
 
     async def open(self) -> int:
@@ -120,7 +121,6 @@ class JetStreamLog:
             # A silent server (paused, cut off) is left after 3 unanswered pings, well
             # within an append's RETRY_FOR; a dead one at once (its connection closes).
             # Reconnected, what was not answered is published again at once.
-            self.reconnected = asyncio.get_running_loop().create_future()
             nc = await asyncio.wait_for(nats.connect(
                 list(c.urls), connect_timeout=c.timeout, max_reconnect_attempts=-1,
                 reconnect_time_wait=c.timeout / 4, ping_interval=c.timeout,
@@ -164,17 +164,19 @@ class JetStreamLog:
 
     def _publish(self, key: str, data: bytes, headers: dict[str, str]) -> Copy:
         """Publish one copy of an entry, answered on our inbox under `key`."""
-        assert self.nc is not None and self.reconnected is not None
+        assert self.nc is not None
         answer: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
         self.answers[key] = answer
         sent = asyncio.ensure_future(self.nc.publish(self.config.subject, data,
                                                      reply=f"{self.inbox}.{key}", headers=headers))
-        return Copy(key, answer, sent, self.reconnected)
+        return Copy(key, answer, sent)
 
     async def _reconnected(self) -> None:
-        done, self.reconnected = self.reconnected, asyncio.get_running_loop().create_future()
-        if done is not None:
-            done.set_result(None)
+        """Every copy not answered yet left on the connection lost, or waited for this
+        one: published again at once (a second copy is harmless, a lost one costs time)."""
+        for answer in self.answers.values():
+            if not answer.done():
+                answer.set_result(LOST)
 
     async def _answered(self, msg: Msg) -> None:
         answer = self.answers.pop(msg.subject.rpartition(".")[2], None)
@@ -199,7 +201,7 @@ class JetStreamLog:
                     return predicted
                 why = str(ack.get("error"))[:200]
                 if before is None or before.done():  # no leader yet, or no telling: in a moment
-                    await asyncio.wait([copy.reconnected], timeout=self.config.timeout / 8)
+                    await asyncio.sleep(self.config.timeout / 8)
             if loop.time() >= deadline:
                 raise LogUnavailable(f"no acknowledgement in {self.config.timeout * RETRY_FOR:g} s "
                                      f"({copies} copies): {why}")
@@ -212,20 +214,22 @@ class JetStreamLog:
             copies += 1
 
     async def _answer(self, copy: Copy, deadline: float, size: int) -> dict[str, object] | None:
-        """A copy's answer; None if none came within `timeout`, or before the connection it
-        left on was lost and made again."""
+        """A copy's answer; None if none came within `timeout`, or before a reconnection."""
         try:
             await copy.sent
         except nats.errors.MaxPayloadError:
             raise LogUnavailable(f"an entry of {size} bytes is larger than the NATS servers' "
                                  "max_payload") from None
         except (OSError, nats.errors.Error):
-            pass  # not sent (no connection): never answered; again once reconnected
+            pass  # not sent (no connection): answered LOST once reconnected
         wait = max(0.0, min(self.config.timeout, deadline - asyncio.get_running_loop().time()))
-        either: list[asyncio.Future[Any]] = [copy.answer, copy.reconnected]
-        await asyncio.wait(either, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-        self.answers.pop(copy.key, None)
-        return copy.answer.result() if copy.answer.done() else None
+        try:
+            ack: dict[str, object] | None = await asyncio.wait_for(copy.answer, wait)
+        except TimeoutError:
+            ack = None
+        finally:
+            self.answers.pop(copy.key, None)
+        return None if ack is LOST else ack
 
     async def _verdict(self, ack: dict[str, object], msg_id: str, predicted: int,
                        alone: bool) -> bool:
@@ -246,6 +250,8 @@ class JetStreamLog:
             if there or (there == "" and alone):  # another's entry there, or the log is short
                 raise Fenced(f"the log has another writer: {error.get('description')}")
             return False  # the entry before ours is not stored yet (lost with a node), or unknown
+        if error.get("err_code") == DUPLICATE_IN_PROCESS:
+            return False  # answered once the first copy is stored: ask again
         if "err_code" in error:
             raise LogUnavailable(f"JetStream refused an append: {error.get('description')}")
         return False  # no JetStream answer (no responders while the stream has no leader)
@@ -268,34 +274,33 @@ class JetStreamLog:
         return await self.append(record)
 
     async def read(self, start: int = 1) -> AsyncIterator[tuple[int, bytes]]:
-        """The entries from sequence `start` to the last one stored when called, in order."""
+        """The entries from sequence `start` to the last one stored when called, in order.
+        Through a consumer, placed on one of the stream's nodes, maybe a dead one the
+        cluster does not know dead yet (that takes minutes): then made again from where
+        it stopped (another node), for up to timeout × RETRY_FOR."""
         assert self.js is not None, "open() first"
         info = await self.js.stream_info(self.config.stream)
         end = info.state.last_seq
-        if start > end:
-            return
-        # A consumer is placed on one of the stream's nodes, maybe a dead one the cluster
-        # does not know dead yet (minutes): it is then never made. Another try, another node.
+        seq = start - 1
         deadline = asyncio.get_running_loop().time() + self.config.timeout * RETRY_FOR
-        while True:
+        while seq < end:
+            sub = None
             try:
                 sub = await self.js.pull_subscribe(
                     self.config.subject, stream=self.config.stream, config=api.ConsumerConfig(
-                        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
+                        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1,
                         ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0))
-                break
+                while seq < end:
+                    for msg in await sub.fetch(min(READ_BATCH, end - seq), timeout=self.config.timeout):
+                        seq = msg.metadata.sequence.stream
+                        yield seq, msg.data
             except (NatsTimeout, ServiceUnavailableError):
                 if asyncio.get_running_loop().time() >= deadline:
                     raise
-        try:
-            seq = start - 1
-            while seq < end:
-                for msg in await sub.fetch(min(READ_BATCH, end - seq), timeout=self.config.timeout):
-                    seq = msg.metadata.sequence.stream
-                    yield seq, msg.data
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            finally:
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
 
     async def follow(self, start: int, entry: Callable[[int, bytes, int], None]) -> None:
         """Every entry from sequence `start` on, as it is stored, in order, to `entry(seq,

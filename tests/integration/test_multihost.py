@@ -21,29 +21,36 @@ then the primary host's link is cut, the backup takes over and the game goes on;
 link comes back the old primary finds a later takeover and becomes the standby.
 
 Needs root (`ip netns`); skipped with the reason otherwise. Every namespace, link and
-process made here is removed afterwards, also when the test fails.
+process made here is removed afterwards, also when the test fails (tests/integration/netns.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Client, _die_with_the_tests
+from tests.conftest import ROOT, Client
+from tests.integration.netns import (
+    UP,
+    Deployment,
+    Host,
+    Net,
+    deployed,
+    healthz,
+    ip,
+    network,
+    until,
+)
 from tests.integration.support import gateway_index
 from tests.integration.test_words_battle import (
     BOT,
@@ -66,148 +73,6 @@ WRONG_PORT = 8766  # the wrong-key gateway, on gateway host 1
 TIME_SCALE = ["--time-scale", "0.1"]  # turns of 1 s, a game of 6 s
 HOSTS = ("proc", "gw1", "gw2", "wat", "stby")
 WATCHERS = ("words-battle-lobby", "words-battle-games")
-UP = 45.0  # deadline for the hosts to come up (2 cores, 7 interpreters)
-
-
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
-
-
-def cannot_make_namespaces() -> str:
-    """Why this machine cannot run the test ('' if it can): root, `ip`, and a probe namespace."""
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces (ip netns add)"
-    if shutil.which("ip") is None:
-        return "needs iproute2's `ip`"
-    probe = f"msprobe{os.getpid()}"
-    made = ip("netns", "add", probe, check=False)
-    if made.returncode != 0:
-        return f"cannot create a network namespace: {made.stderr.strip()}"
-    ip("netns", "del", probe, check=False)
-    return ""
-
-
-def subnet() -> str:
-    """A private /24 no route of this machine covers (10.200-249.x.0), as 'a.b.c.'."""
-    routes = ip("-4", "route", "show", "table", "all").stdout
-    pid = os.getpid()
-    for n in range(250):
-        prefix = f"10.{200 + (pid + n) % 50}.{(pid // 50 + n) % 250}."
-        if prefix not in routes and not prefix.startswith("10.200.0."):
-            return prefix
-    raise AssertionError("no free private /24 for the test network")
-
-
-@dataclass
-class Net:
-    """The namespaces and links of one test run, named after its PID."""
-
-    tag: str
-    prefix: str  # 'a.b.c.'
-    namespaces: list[str] = field(default_factory=list)
-    root_link: str = ""
-
-    def ns(self, host: str) -> str:
-        return f"{self.tag}{host}"
-
-    def addr(self, host: str) -> str:
-        return self.prefix + str({"proc": 1, "gw1": 2, "gw2": 3, "wat": 4, "stby": 5,
-                                    "root": 254}[host])
-
-    def build(self) -> None:
-        hub = f"{self.tag}hub"
-        self.namespaces.append(hub)
-        ip("netns", "add", hub)
-        ip("-n", hub, "link", "add", "br0", "type", "bridge")
-        ip("-n", hub, "link", "set", "br0", "up")
-        for n, host in enumerate((*HOSTS, "root")):
-            here, there = f"{self.tag}{n}a", f"{self.tag}{n}b"  # <= 15 characters
-            if host == "root":
-                self.root_link = here
-            ip("link", "add", here, "type", "veth", "peer", "name", there)
-            ip("link", "set", there, "netns", hub)
-            ip("-n", hub, "link", "set", there, "master", "br0", "up")
-            if host == "root":
-                ip("addr", "add", f"{self.addr('root')}/24", "dev", here)
-                ip("link", "set", here, "up")
-                continue
-            ns = self.ns(host)
-            self.namespaces.append(ns)
-            ip("netns", "add", ns)
-            ip("link", "set", here, "netns", ns)
-            ip("-n", ns, "link", "set", "lo", "up")  # the supervisor probes 127.0.0.1/healthz
-            ip("-n", ns, "link", "set", here, "name", "eth0")
-            ip("-n", ns, "addr", "add", f"{self.addr(host)}/24", "dev", "eth0")
-            ip("-n", ns, "link", "set", "eth0", "up")
-
-    def remove(self) -> list[str]:
-        """Delete every link and namespace made (deleting a namespace deletes the veths in
-        it, and with them their peers); returns what could not be deleted."""
-        failed = []
-        if self.root_link and ip("link", "show", self.root_link, check=False).returncode == 0:
-            if ip("link", "del", self.root_link, check=False).returncode != 0:
-                failed.append(self.root_link)
-        for ns in reversed(self.namespaces):
-            if ip("netns", "del", ns, check=False).returncode != 0:
-                failed.append(ns)
-        return failed
-
-    def leftovers(self) -> list[str]:
-        names = ip("netns", "list").stdout + ip("link", "show").stdout
-        return [line for line in names.splitlines() if self.tag in line]
-
-
-@dataclass
-class Host:
-    """A process started in a namespace (its own process group), logging to a file."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-    stopped: bool = False  # stopped on purpose: no longer expected to run
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.stopped = True
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        try:  # the supervisor's children share its process group
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-class Deployment:
-    def __init__(self, net: Net, tmp: Path) -> None:
-        self.net = net
-        self.tmp = tmp
-        self.hosts: list[Host] = []
-
-    def start(self, host: str, name: str, args: list[str]) -> Host:
-        log = self.tmp / f"{name}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.net.ns(host), sys.executable, "-m", "services.cli",
-                 *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_the_tests)
-        h = Host(name, proc, log)
-        self.hosts.append(h)
-        return h
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {h.name}\n{h.text()[-3000:]}" for h in self.hosts)
-
-    def stop(self) -> None:
-        for h in reversed(self.hosts):
-            h.stop()
 
 
 def host_keys(keys: Path, dest: Path, files: list[str]) -> str:
@@ -219,27 +84,6 @@ def host_keys(keys: Path, dest: Path, files: list[str]) -> str:
     for d in (dest, *(p for p in dest.rglob("*") if p.is_dir())):
         d.chmod(0o700)
     return str(dest)
-
-
-def healthz(addr: str, port: int) -> int:
-    """/healthz's status (0: nothing answers)."""
-    try:
-        with urllib.request.urlopen(f"http://{addr}:{port}/healthz", timeout=2) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
-    except OSError:
-        return 0
-
-
-async def until(cond, what: str, deployment: Deployment, timeout: float = UP) -> None:
-
-    deadline = time.monotonic() + timeout
-    while not cond():
-        for h in deployment.hosts:
-            assert h.stopped or h.proc.poll() is None, f"{h.name} exited\n{deployment.logs()}"
-        assert time.monotonic() < deadline, f"timed out: {what}\n{deployment.logs()}"
-        await asyncio.sleep(0.1)  # polling /healthz or a log file, with a deadline
 
 
 async def play_a_game(a: Client, b: Client, room: str) -> tuple[Client, list[dict[str, Any]]]:
@@ -282,26 +126,14 @@ async def start_watchers_and_gateways(deployment: Deployment, keys: Path, tmp_pa
 
 @pytest.fixture
 def net() -> Iterator[Net]:
-    reason = cannot_make_namespaces()
-    if reason:
-        pytest.skip(reason)
-    made = Net(tag=f"ms{os.getpid()}", prefix=subnet())
-    try:
-        made.build()
+    with network(HOSTS) as made:
         yield made
-    finally:
-        failed = made.remove()
-        assert not failed, f"could not delete {failed}"
-        assert not made.leftovers(), made.leftovers()
 
 
 @pytest.fixture
 def deployment(net: Net, tmp_path: Path) -> Iterator[Deployment]:
-    d = Deployment(net, tmp_path)
-    try:
+    with deployed(net, tmp_path) as d:
         yield d
-    finally:
-        d.stop()
 
 
 async def test_three_hosts_play_words_battle_over_curve(net: Net, deployment: Deployment,
