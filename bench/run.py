@@ -369,8 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     log(f"bench: targets {', '.join(t.name for t in targets)}; {args.harness} harness, "
         f"loadgen {args.loadgen}; {args.rounds} round(s); logs in {logdir}")
 
+    # `make run` (the meshstream target) names no --log: the figures say which log they ran on
+    meshstream_log = os.environ.get("MESHSTREAM_LOG") or "embedded (meshstream run's default)"
     results: dict[str, Any] = {"time": stamp, "argv": sys.argv[1:], "nproc": os.cpu_count(),
-                               "harness": args.harness, "loadgen": args.loadgen, "scenarios": {}}
+                               "harness": args.harness, "loadgen": args.loadgen,
+                               "meshstream_log": meshstream_log, "scenarios": {}}
     reports = []
     floor: dict[str, Any] | None = None
     started = time.monotonic()
@@ -414,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     path = out_dir / f"bench-{stamp}.json"
     write_results(path, results)
     print(f"\nmeshstream benchmark ({args.gateways} gateways, loadgen {args.loadgen}, "
-          f"{args.rounds} round(s), {time.monotonic() - started:.0f} s)")
+          f"{args.rounds} round(s), {time.monotonic() - started:.0f} s; --log {meshstream_log}"
+          " unless a scenario names one)")
     print("\n".join(reports))
     print(f"\nraw runs: {path}")
     return 0
