@@ -134,9 +134,7 @@ def parser() -> argparse.ArgumentParser:
                     "until its replacement is welcomed. Waits for the end: exit 0 when every "
                     "gateway was restarted, 1 if one failed, 2 if there is no supervisor or "
                     "the timeout passed. See docs/operations.md, Rolling restart.")
-    rg.add_argument("--port", type=int, help="the cluster's WebSocket port (names its run directory)")
-    rg.add_argument("--run-dir", help="the cluster's run directory (instead of --port)")
-    rg.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (300)")
+    where_and_how_long(rg, "the cluster", 300.0)
     so = sub.add_parser(
         "switchover", help="hand a processor pair on a log over to the standby (planned)",
         description="Signal the active processor of a pair on a log (SIGUSR2, its PID from "
@@ -144,10 +142,20 @@ def parser() -> argparse.ArgumentParser:
                     "stored, tells gateways and its standby, and follows the log as the standby. "
                     "Exit 0 once it is passive, 1 if it stayed active (not a pair on a log), 2 "
                     "with no processor there. See docs/operations.md, Switchover and upgrade.")
-    so.add_argument("--port", type=int, help="the processor's port (names its run directory)")
-    so.add_argument("--run-dir", help="the processor's run directory (instead of --port)")
-    so.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (10)")
+    where_and_how_long(so, "the processor", 10.0)
     return p
+
+
+def where_and_how_long(parser: argparse.ArgumentParser, what: str, timeout: float) -> None:
+    """--port or --run-dir (which run directory: `run_dir_of`) and --timeout."""
+    parser.add_argument("--port", type=int, help=f"{what}'s port (names its run directory)")
+    parser.add_argument("--run-dir", help=f"{what}'s run directory (instead of --port)")
+    parser.add_argument("--timeout", type=float, default=timeout, help=f"seconds to wait ({timeout:g})")
+
+
+def run_dir_of(args: argparse.Namespace) -> str:
+    overrides = {k: v for k, v in (("port", args.port), ("run_dir", args.run_dir)) if v is not None}
+    return Config.from_env().with_overrides(**overrides).resolved_run_dir
 
 
 def _gateway_options(gw: argparse.ArgumentParser) -> None:
@@ -288,8 +296,7 @@ def restart_gateways_command(args: argparse.Namespace) -> int:
 
     from services import supervisor
 
-    overrides = {k: v for k, v in (("port", args.port), ("run_dir", args.run_dir)) if v is not None}
-    run_dir = Config.from_env().with_overrides(**overrides).resolved_run_dir
+    run_dir = run_dir_of(args)
     try:
         with open(os.path.join(run_dir, supervisor.PID_FILE)) as f:
             pid = int(f.read().strip())
@@ -324,8 +331,7 @@ def switchover_command(args: argparse.Namespace) -> int:
 
     from services import processor
 
-    overrides = {k: v for k, v in (("port", args.port), ("run_dir", args.run_dir)) if v is not None}
-    run_dir = Config.from_env().with_overrides(**overrides).resolved_run_dir
+    run_dir = run_dir_of(args)
     role = os.path.join(run_dir, processor.ROLE_FILE)
     try:
         with open(role) as f:

@@ -266,6 +266,18 @@ def pair_fixture(tmp_path: Path) -> Iterator[Pair]:
         made.stop()
 
 
+async def one_per_gateway(url: str, n: int) -> list[Client]:
+    """`n` clients connected through `url`, each on another gateway process (by its ID)."""
+    clients: dict[int, Client] = {}
+    while len(clients) < n:
+        c = await Client.connect(url)
+        if gateway_index(c) in clients:
+            await c.close()
+        else:
+            clients[gateway_index(c)] = c
+    return list(clients.values())
+
+
 def serving(proc: Proc) -> bool:
     """Whether this processor of a pair last logged itself active."""
     lines = [line for line in proc.text().splitlines()

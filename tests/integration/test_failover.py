@@ -10,8 +10,7 @@ import time
 
 from websockets.protocol import State
 
-from tests.conftest import Client
-from tests.integration.support import Pair, gateway_index, pair_fixture, serving  # noqa: F401 - the fixture `pair`
+from tests.integration.support import Pair, one_per_gateway, pair_fixture, serving  # noqa: F401 - the fixture `pair`
 from tests.integration.test_words_battle import (
     chat_until_the_game_answers,
     is_,
@@ -30,14 +29,7 @@ async def test_the_standby_takes_over_from_a_sigkilled_processor(pair: Pair) -> 
     assert "processor: primary tcp://127.0.0.1:" in pair.healthz()[1]
     assert serving(primary) and not serving(backup)
 
-    clients: dict[int, Client] = {}
-    while len(clients) < 2:  # one player on each gateway process
-        c = await Client.connect(pair.url)
-        if gateway_index(c) in clients:
-            await c.close()
-        else:
-            clients[gateway_index(c)] = c
-    a, b = clients.values()
+    a, b = await one_per_gateway(pair.url, 2)
     try:
         room = "failover1"
         await start_long_game(pair, a, b, room)  # type: ignore[arg-type]

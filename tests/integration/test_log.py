@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -143,32 +143,29 @@ def steady(tmp_path: Path) -> Iterator[Cluster]:
             c.stop()
 
 
-async def test_chat_through_a_processor_sigkill_loses_and_repeats_nothing(steady: Cluster) -> None:
-    """Every frame a client sent is handled exactly once across a processor SIGKILL: the
-    gateways send again what was not acknowledged, the restarted processor skips what its
-    log has, every GatewayOut a gateway missed is sent again; nobody sees an error."""
-    cluster = steady
+async def chat_through(url: str, fault: Callable[[], Awaitable[None]],
+                       logs: Callable[[], str] = str) -> list[Tracked]:
+    """Four clients (on every gateway behind `url`) in a room; one says 300 things, a steady
+    chat; `fault` runs a third of the way in. Every client receives all of it once, in
+    order, and no error; each request is answered; the epoch stays. The clients, open."""
     room = uid("steady")
-    clients = [await tracked(cluster.url) for _ in range(4)]  # on both gateways
+    clients = [await tracked(url) for _ in range(4)]
     for c in clients:
         await join(c, room)
     for c in clients:
         await sync(c)
-    sender = clients[0]
-    epoch = sender.epoch
-    count, killed = 300, False
+    sender, epoch, count = clients[0], clients[0].epoch, 300
     for n in range(count):
         await sender.send({"action": "chat", "target": room, "message_body": {"n": n}, "id": f"s{n}"})
-        if n == count // 3 and not killed:
-            kill(cluster, "processor")
-            killed = True
+        if n == count // 3:
+            await fault()
         await asyncio.sleep(0.01)  # a steady chat, not a burst (the rate limit is 200/s)
 
     async def all_of(c: Tracked, own: bool) -> list[int]:
         got: list[int] = []
         while len(got) < count:
             m = await c.next(lambda m: m.get("action") in ("chat", "error"), timeout=DEADLINE * 2)
-            assert m["action"] == "chat", m  # no processor-restarted, messages-lost, …
+            assert m["action"] == "chat", (m, logs())  # no processor-restarted, messages-lost, …
             if own:
                 assert m.get("id") == f"s{m['message_body']['n']}"  # each request answered
             got.append(m["message_body"]["n"])
@@ -177,7 +174,18 @@ async def test_chat_through_a_processor_sigkill_loses_and_repeats_nothing(steady
     for c in clients:  # Tracked fails on a repeat or disorder within the room's stream
         assert await all_of(c, c is sender) == list(range(count)), c.id
     assert {c.epoch for c in clients} == {epoch}
-    for c in clients:
+    return clients
+
+
+async def test_chat_through_a_processor_sigkill_loses_and_repeats_nothing(steady: Cluster) -> None:
+    """Every frame a client sent is handled exactly once across a processor SIGKILL: the
+    gateways send again what was not acknowledged, the restarted processor skips what its
+    log has, every GatewayOut a gateway missed is sent again; nobody sees an error."""
+
+    async def sigkill() -> None:
+        kill(steady, "processor")
+
+    for c in await chat_through(steady.url, sigkill):
         await c.close()
 
 

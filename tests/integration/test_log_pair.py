@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.nats_server import nats_server
-from tests.integration.support import DEADLINE, Pair, join, serving, sync, uid
-from tests.integration.test_resume import Tracked, tracked
+from tests.integration.support import DEADLINE, Pair, one_per_gateway, serving, uid
+from tests.integration.test_log import chat_through
 
 
 @pytest.fixture
@@ -28,38 +28,6 @@ def logged_pair(tmp_path: Path) -> Iterator[tuple[Pair, str]]:
             yield made, url
         finally:
             made.stop()
-
-
-async def chat_through(pair: Pair, fault) -> list[Tracked]:  # type: ignore[no-untyped-def]
-    """Four clients (both gateways) in a room; one says 300 things, a steady chat; `fault`
-    runs a third of the way in. Every client receives all of it once, in order, no error."""
-    room = uid("pair")
-    clients: list[Tracked] = [await tracked(pair.url) for _ in range(4)]
-    for c in clients:
-        await join(c, room)
-    for c in clients:
-        await sync(c)
-    sender, epoch, count = clients[0], clients[0].epoch, 300
-    for n in range(count):
-        await sender.send({"action": "chat", "target": room, "message_body": {"n": n}, "id": f"s{n}"})
-        if n == count // 3:
-            await fault()
-        await asyncio.sleep(0.01)  # a steady chat, not a burst (the rate limit is 200/s)
-
-    async def all_of(c: Tracked, own: bool) -> list[int]:
-        got: list[int] = []
-        while len(got) < count:
-            m = await c.next(lambda m: m.get("action") in ("chat", "error"), timeout=DEADLINE * 2)
-            assert m["action"] == "chat", (m, pair.logs())  # no processor-restarted, messages-lost…
-            if own:
-                assert m.get("id") == f"s{m['message_body']['n']}"  # each request answered
-            got.append(m["message_body"]["n"])
-        return got
-
-    for c in clients:  # Tracked fails on a repeat or disorder within the room's stream
-        assert await all_of(c, c is sender) == list(range(count)), c.id
-    assert {c.epoch for c in clients} == {epoch}  # the same processor state: the same epoch
-    return clients
 
 
 async def started(pair: Pair, url: str) -> None:
@@ -79,7 +47,7 @@ async def test_the_standby_on_the_log_takes_over_a_sigkilled_processor_with_noth
     async def kill() -> None:
         pair.procs["primary"].kill()
 
-    clients = await chat_through(pair, kill)
+    clients = await chat_through(pair.url, kill, pair.logs)
     assert serving(pair.procs["backup"])
     assert '"took the log over"' in pair.procs["backup"].text()
     for c in clients:
@@ -97,7 +65,7 @@ async def test_a_paused_processor_is_fenced_by_the_takeover_and_emits_nothing(
         await pair.until(lambda: '"took the log over"' in backup.text(), "the standby took over")
         os.killpg(primary.proc.pid, signal.SIGCONT)
 
-    clients = await chat_through(pair, pause)
+    clients = await chat_through(pair.url, pause, pair.logs)
     await pair.until(lambda: '"processor passive: following the log"' in primary.text(),
                      "the old primary follows")
     assert serving(backup) and not serving(primary)
@@ -109,8 +77,6 @@ async def test_a_words_battle_game_goes_on_through_a_takeover_in_the_same_epoch(
         logged_pair: tuple[Pair, str]) -> None:
     """The game's watchers turn to the standby with the gateways; the room, its game and
     the players' state are the log's: nobody is told the processor restarted."""
-    from tests.conftest import Client
-    from tests.integration.support import gateway_index
     from tests.integration.test_words_battle import chat_until_the_game_answers, is_, start_long_game
 
     pair, url = logged_pair
@@ -119,14 +85,7 @@ async def test_a_words_battle_game_goes_on_through_a_takeover_in_the_same_epoch(
     pair.gateways()
     await pair.until(lambda: pair.healthz()[0] == 200, "the gateways healthy")
     await pair.until(lambda: serving(primary), "the primary active")
-    clients: dict[int, Client] = {}
-    while len(clients) < 2:  # one player on each gateway process
-        c = await Client.connect(pair.url)
-        if gateway_index(c) in clients:
-            await c.close()
-        else:
-            clients[gateway_index(c)] = c
-    a, b = clients.values()
+    a, b = await one_per_gateway(pair.url, 2)
     try:
         room = "logfail1"
         await start_long_game(pair, a, b, room)  # type: ignore[arg-type]
@@ -168,7 +127,7 @@ async def test_a_switchover_hands_over_under_chat_and_the_old_primary_restarts_a
         assert done.returncode == 0, (done.stdout, done.stderr, pair.logs())
         took.append(time.monotonic() - asked)
 
-    clients = await chat_through(pair, switchover)
+    clients = await chat_through(pair.url, switchover, pair.logs)
     assert serving(backup) and not serving(primary)
     assert '"switchover: handing over to the standby"' in primary.text()
     handed = [json.loads(line)["ts"] for line in primary.text().splitlines()
