@@ -179,7 +179,10 @@ class Client:
         await self.ws.send(obj if isinstance(obj, (str, bytes)) else json.dumps(obj))
 
     async def _fill(self, timeout: float) -> None:
-        frame = await asyncio.wait_for(self.ws.recv(), timeout)
+        try:
+            frame = await asyncio.wait_for(self.ws.recv(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"no matching message; inbox: {self.inbox}") from None
         assert isinstance(frame, str), "server frames are text"
         self.inbox.extend(split_frames(frame))  # the client library's framing: split on \r?\n
 
