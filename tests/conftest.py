@@ -179,10 +179,7 @@ class Client:
         await self.ws.send(obj if isinstance(obj, (str, bytes)) else json.dumps(obj))
 
     async def _fill(self, timeout: float) -> None:
-        try:
-            frame = await asyncio.wait_for(self.ws.recv(), timeout)
-        except TimeoutError:
-            raise AssertionError(f"no matching message; inbox: {self.inbox}") from None
+        frame = await asyncio.wait_for(self.ws.recv(), timeout)
         assert isinstance(frame, str), "server frames are text"
         self.inbox.extend(split_frames(frame))  # the client library's framing: split on \r?\n
 
@@ -194,9 +191,12 @@ class Client:
                 if pred(msg):
                     return self.inbox.pop(i)
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no matching message; inbox: {self.inbox}")
-            await self._fill(remaining)
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                await self._fill(remaining)
+            except TimeoutError:
+                raise AssertionError(f"no matching message; inbox: {self.inbox}") from None
 
     async def expect(self, action: str, timeout: float = 10, **fields: Any) -> dict[str, Any]:
         def match(m: dict[str, Any]) -> bool:
